@@ -1,0 +1,49 @@
+# how-many-params. `make help` lists the targets.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test test-fast lint format params bench publish lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -c requirements.lock -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv/ and install the pinned dependencies
+
+run: $(STAMP) ## set up, then rebuild results/ and reports/ with dvc repro
+	dvc repro
+	@echo "Report: $$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["paths"]["report"])')"
+
+test: $(STAMP) ## set up, then run the whole test suite (slow tests included)
+	pytest
+
+test-fast: $(STAMP) ## the tests without the slow ones (real DVC runs)
+	pytest -m "not slow"
+
+lint: $(STAMP) ## ruff lint and format check
+	ruff check . && ruff format --check .
+
+format: $(STAMP) ## ruff format and import order
+	ruff check --fix . && ruff format .
+
+params: $(STAMP) ## rewrite params.yaml from conf/ (ARGS='sweep=gpt2-small' for overrides)
+	python -m pipeline.params $(ARGS)
+
+bench: $(STAMP) ## run the benchmarks and print their tables
+	python benchmarks/bench_pipeline.py
+
+lock: $(STAMP) ## rewrite requirements.lock from the installed versions
+	(echo "# Exact versions every install uses (pip install -c requirements.lock): regenerate with \`make lock\`."; \
+	 $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/') > requirements.lock
+
+clean: ## remove the virtualenv and the downloaded model folders
+	rm -rf $(VENV) data/models

@@ -1,0 +1,75 @@
+"""Atomic output writing: every file appears whole or not at all (temp file in the same folder, then rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# Floats in CSVs: enough digits to round-trip a share, few enough to stay readable and stable.
+FLOAT_FORMAT = "%.10g"
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write data to path through a temp file in the same directory and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> None:
+    """CSV with a fixed float format and Unix line ends, so reruns are byte-identical."""
+    write_text(path, df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
+
+
+def sync_dir(directory: str | os.PathLike, keep: Iterable[str]) -> None:
+    """Delete files in directory that are not in keep (outputs of models no longer in the sweep)."""
+    directory = Path(directory)
+    keep = set(keep)
+    for child in directory.iterdir():
+        if child.is_file() and child.name not in keep:
+            child.unlink()
+
+
+def write_dir(path: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Replace directory path with exactly files: built in a temp sibling, then renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

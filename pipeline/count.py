@@ -1,0 +1,85 @@
+"""Stage count: the per-tensor inventory of every model, built on the meta device, and its summary.
+
+Writes <paths.inventory>/<name>.csv per model, <paths.summary> (one row per model) and
+<paths.metrics>. All models go through one process, so torch and transformers are imported once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from pipeline import atomic, inventory, params
+from pipeline.cli import run
+
+log = logging.getLogger("count")
+
+SUMMARY_COLUMNS = [
+    "model",
+    "total",
+    "total_untied",
+    "embedding",
+    "non_embedding",
+    "bias_named",
+    "bias_named_share",
+    "head_params",
+    "declared_tied",
+    "structural_tied",
+    "input_embedding",
+    "output_embedding",
+    "model_type",
+    "n_layer",
+    "d_model",
+    "vocab_size",
+    "n_positions",
+    "stated_size",
+    "stated_params",
+]
+METRIC_KEYS = ("total", "total_untied", "non_embedding", "bias_named", "bias_named_share")
+
+
+def count_model(spec: params.ModelSpec, model_dir) -> tuple[pd.DataFrame, dict]:
+    """Inventory and summary row of one downloaded model."""
+    config = inventory.load_config(model_dir, spec.name)
+    model = inventory.build_meta(config, spec.name)
+    inv = inventory.inventory(model, spec.name)
+    input_name, output_name = inventory.embedding_names(model)
+    row = {
+        "model": spec.name,
+        **inventory.summarize(inv),
+        "declared_tied": bool(getattr(config, "tie_word_embeddings", False)),
+        "input_embedding": input_name,
+        "output_embedding": output_name,
+        "model_type": config.model_type,
+        "n_layer": getattr(config, "num_hidden_layers", None),
+        "d_model": getattr(config, "hidden_size", None),
+        "vocab_size": getattr(config, "vocab_size", None),
+        "n_positions": getattr(config, "max_position_embeddings", None),
+        "stated_size": spec.stated_size,
+        "stated_params": spec.stated_params,
+    }
+    return inv, row
+
+
+def main() -> None:
+    cfg = params.load()
+    inventories, rows = {}, []
+    for name, spec in cfg.models.items():  # everything is computed before anything is written
+        inv, row = count_model(spec, cfg.models_dir(name))
+        inventories[name] = inv
+        rows.append(row)
+        log.info("%s: %s parameters in %d tensors", name, f"{row['total']:,}", len(inv))
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    summary["stated_params"] = summary["stated_params"].astype("Int64")
+    inv_dir = cfg.paths["inventory"]
+    for name, inv in inventories.items():
+        atomic.write_csv(f"{inv_dir}/{name}.csv", inv)
+    atomic.sync_dir(inv_dir, keep=[f"{name}.csv" for name in inventories])
+    atomic.write_csv(cfg.paths["summary"], summary)
+    metrics = {row["model"]: {key: row[key] for key in METRIC_KEYS} for row in rows}
+    atomic.write_json(cfg.paths["metrics"], metrics)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,95 @@
+"""The report's seaborn figures. Each function takes plain DataFrames and writes one PNG atomically."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import atomic
+
+COMPONENT_LABELS = {
+    "token_embedding": "token embedding",
+    "position_embedding": "position embedding",
+    "attention": "attention",
+    "mlp": "MLP",
+    "layer_norm": "layer norm",
+    "output_head": "output head (untied)",
+}
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    # No software/version metadata, so the bytes depend only on the data.
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def _setup():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    return plt, sns
+
+
+def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Stacked horizontal bars: parameters (millions) by component, one bar per model."""
+    plt, sns = _setup()
+    wide = by_component.pivot_table(index="model", columns="component", values="params", aggfunc="sum", sort=False)
+    wide = wide.reindex(columns=[c for c in COMPONENT_LABELS if c in wide.columns]).fillna(0) / 1e6
+    wide = wide.rename(columns=COMPONENT_LABELS)
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(wide) + 1.8))
+    colors = sns.color_palette("colorblind", n_colors=len(COMPONENT_LABELS))
+    palette = dict(zip(COMPONENT_LABELS.values(), colors, strict=True))
+    left = pd.Series(0.0, index=wide.index)
+    for column in wide.columns:
+        ax.barh(wide.index, wide[column], left=left, label=column, color=palette[column])
+        left += wide[column]
+    ax.invert_yaxis()
+    ax.set_xlabel("parameters (millions)")
+    ax.set_ylabel("")
+    ax.set_title("Where the parameters are")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
+    _save(fig, path, dpi)
+
+
+def bias_share(shares: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Bars: share of each model's parameters that are biases, per definition (percent)."""
+    plt, sns = _setup()
+    data = shares.assign(percent=100 * shares["share_of_model"])
+    fig, ax = plt.subplots(figsize=(8, 0.6 * data["model"].nunique() + 1.8))
+    sns.barplot(data=data, y="model", x="percent", hue="definition", ax=ax, palette="colorblind", orient="h")
+    ax.set_xlabel("biases, % of all parameters")
+    ax.set_ylabel("")
+    ax.set_title(f"Biases as a share of all parameters (at most {data['percent'].max():.4f} %)")
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.4f %%", fontsize="x-small", padding=2)
+    ax.margins(x=0.25)
+    ax.legend(title="definition", fontsize="small")
+    _save(fig, path, dpi)
+
+
+def totals(summary: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Bars: exact totals against the sizes the authors stated, in millions."""
+    plt, sns = _setup()
+    rows = []
+    for _, r in summary.iterrows():
+        rows.append({"model": r["model"], "count": "exact (this pipeline)", "millions": r["total"] / 1e6})
+        if pd.notna(r["stated_params"]):
+            rows.append({"model": r["model"], "count": "stated by the authors", "millions": r["stated_params"] / 1e6})
+    data = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(8, 0.6 * summary.shape[0] + 1.8))
+    sns.barplot(data=data, y="model", x="millions", hue="count", ax=ax, palette="colorblind", orient="h")
+    ax.set_xlabel("parameters (millions)")
+    ax.set_ylabel("")
+    ax.set_title("Exact totals against the stated sizes")
+    ax.legend(fontsize="small")
+    _save(fig, path, dpi)

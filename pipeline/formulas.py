@@ -1,0 +1,36 @@
+"""Closed-form parameter counts, written from the architecture papers, independent of the inventory code.
+
+Tests check the inventory against these, the way nanoGPT's sizing notebook checks its model.
+"""
+
+from __future__ import annotations
+
+
+def gpt2_params(vocab: int, positions: int, d: int, layers: int, inner: int | None = None, tied: bool = True) -> int:
+    """GPT-2 (Radford et al. 2019; layout of openai/gpt-2 src/model.py): V·d + P·d + L·(12d² + 13d) + 2d when tied.
+
+    Per block, with MLP width f (4d by default):
+      ln_1, ln_2          2 · 2d            gain and shift each
+      attn.c_attn         d·3d + 3d         fused q, k, v
+      attn.c_proj         d·d + d
+      mlp.c_fc            d·f + f
+      mlp.c_proj          f·d + d
+    With f = 4d a block is 12d² + 13d. Then ln_f (2d), token (V·d) and position (P·d) embeddings,
+    and an untied head adds another V·d (no bias).
+    """
+    f = 4 * d if inner is None else inner
+    block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * f + f) + (f * d + d)
+    head = 0 if tied else vocab * d
+    return vocab * d + positions * d + layers * block + 2 * d + head
+
+
+def gpt2_params_from_config(arch: dict) -> int:
+    """gpt2_params from a GPT-2 config.json mapping (transformers' field names and defaults)."""
+    return gpt2_params(
+        vocab=arch.get("vocab_size", 50257),
+        positions=arch.get("n_positions", 1024),
+        d=arch.get("n_embd", 768),
+        layers=arch.get("n_layer", 12),
+        inner=arch.get("n_inner"),
+        tied=arch.get("tie_word_embeddings", True),
+    )

@@ -1,0 +1,258 @@
+"""The per-tensor inventory of a model, built on the meta device (no weights are ever allocated).
+
+One row per unique parameter tensor. Its role comes from the type of the module that owns it and
+its component from the model's own accessors and module tree, never from name patterns:
+
+- role: matrix (Linear/Conv1D weight), bias (Linear/Conv1D bias), embedding (Embedding weight, and
+  the output head's matrix, which is the unembedding), norm_gain and norm_bias (normalisation layers);
+- component: token_embedding (get_input_embeddings()), position_embedding (another Embedding outside
+  the blocks), attention (inside the block's attention module), mlp (the other matrices of a block),
+  layer_norm (normalisation layers) and output_head (get_output_embeddings(), when it has its own tensors).
+
+A tied tensor has one row, under the name model.parameters() gives it, with its other names in `aliases`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from pipeline.cli import PipelineError
+
+if TYPE_CHECKING:  # torch is imported lazily: only the count stage pays for it
+    import torch
+
+ROLES = ("matrix", "bias", "embedding", "norm_gain", "norm_bias")
+COMPONENTS = ("token_embedding", "position_embedding", "attention", "mlp", "layer_norm", "output_head")
+COLUMNS = [
+    "model",
+    "name",
+    "shape",
+    "numel",
+    "dtype",
+    "module_class",
+    "role",
+    "component",
+    "layer",
+    "aliases",
+    "is_input_embedding",
+    "is_output_embedding",
+]
+_ATTENTION_CLASS = re.compile(r"Attention|Attn", re.IGNORECASE)
+
+
+def load_config(model_dir: str | Path, name: str) -> Any:
+    """The transformers config of a downloaded model folder (config.json only; no remote code)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    path = Path(model_dir) / "config.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"model '{name}': {path} is missing (run the download stage)") from None
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"model '{name}': {path} is not valid JSON ({exc.msg})") from None
+    model_type = raw.get("model_type")
+    if not model_type:
+        raise PipelineError(f"model '{name}': {path} has no model_type")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise PipelineError(
+            f"model '{name}': model_type={model_type!r} is not built into transformers "
+            "(code shipped with a model is never run)"
+        )
+    try:
+        return AutoConfig.from_pretrained(str(path.parent), trust_remote_code=False)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise PipelineError(f"model '{name}': {path}: {str(exc).splitlines()[0]}") from None
+
+
+def build_meta(config: Any, name: str) -> torch.nn.Module:
+    """Instantiate the causal-LM class for config on the meta device: shapes only, no memory, no init."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise PipelineError(f"model '{name}': cannot build the architecture: {str(exc).splitlines()[0]}") from None
+
+
+def _is_norm(module: torch.nn.Module) -> bool:
+    """A normalisation layer: torch's norm types, or a module typed *Norm holding at most weight and bias."""
+    import torch
+
+    if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)):
+        return True
+    own = {n for n, _ in module.named_parameters(recurse=False)}
+    return type(module).__name__.endswith("Norm") and bool(own) and own <= {"weight", "bias"}
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, (torch.nn.Linear, Conv1D))
+
+
+def _block_list(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
+    """The ModuleList holding the transformer blocks: num_hidden_layers children of one class."""
+    import torch
+
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    for path, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers and len(module) > 0:
+            if len({type(child) for child in module}) == 1:
+                return path, module
+    return None
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """Module paths from the nearest parent to the root: a.b.c -> a.b, a, ''."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        yield ".".join(parts[:i])
+
+
+def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
+    """One row per unique parameter tensor of model, with role, component, layer and aliases."""
+    modules = dict(model.named_modules())
+    input_emb = model.get_input_embeddings()
+    output_emb = model.get_output_embeddings()
+    input_ids = {id(p) for p in input_emb.parameters()} if input_emb is not None else set()
+    output_ids = {id(p) for p in output_emb.parameters()} if output_emb is not None else set()
+    blocks = _block_list(model)
+    block_prefix = blocks[0] + "." if blocks else None
+
+    names: dict[int, list[str]] = {}
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(pname)
+
+    rows = []
+    for pname, p in model.named_parameters():  # unique tensors, in the order model.parameters() gives
+        module_path, _, attr = pname.rpartition(".")
+        module = modules[module_path]
+        role = _role(module, attr, id(p) in output_ids and id(p) not in input_ids, pname)
+        layer = None
+        if block_prefix and pname.startswith(block_prefix):
+            layer = int(pname[len(block_prefix) :].split(".", 1)[0])
+        component = _component(
+            model, modules, module, module_path, pname, id(p), input_ids, output_ids, layer, block_prefix
+        )
+        rows.append(
+            {
+                "model": name,
+                "name": pname,
+                "shape": "x".join(str(s) for s in p.shape),
+                "numel": p.numel(),
+                "dtype": str(p.dtype).removeprefix("torch."),
+                "module_class": type(module).__name__,
+                "role": role,
+                "component": component,
+                "layer": layer,
+                "aliases": ";".join(names[id(p)][1:]),
+                "is_input_embedding": id(p) in input_ids and attr == "weight",
+                "is_output_embedding": id(p) in output_ids and attr == "weight",
+            }
+        )
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["layer"] = df["layer"].astype("Int64")
+    return df
+
+
+def _role(module: torch.nn.Module, attr: str, is_untied_head: bool, pname: str) -> str:
+    import torch
+
+    if isinstance(module, torch.nn.Embedding) and attr == "weight":
+        return "embedding"
+    if _is_linear(module):
+        if attr == "weight":
+            return "embedding" if is_untied_head else "matrix"
+        if attr == "bias":
+            return "bias"
+    if _is_norm(module):
+        return "norm_gain" if attr == "weight" else "norm_bias"
+    raise PipelineError(
+        f"parameter {pname}: no role rule for {type(module).__name__}.{attr} "
+        "(known: Embedding, Linear, Conv1D, normalisation layers)"
+    )
+
+
+def _component(model, modules, module, module_path, pname, pid, input_ids, output_ids, layer, block_prefix) -> str:
+    import torch
+
+    if pid in input_ids:
+        return "token_embedding"
+    if pid in output_ids:
+        return "output_head"
+    if _is_norm(module):
+        return "layer_norm"
+    if isinstance(module, torch.nn.Embedding) and layer is None:
+        # Learned positions: one row per position (OPT adds an offset of 2 rows).
+        max_positions = getattr(model.config, "max_position_embeddings", None)
+        if max_positions and 0 <= module.num_embeddings - max_positions <= 2:
+            return "position_embedding"
+    if layer is not None and _is_linear(module):
+        block_path = block_prefix + str(layer)
+        for parent in _ancestors(module_path):
+            if parent == block_path or not parent.startswith(block_path):
+                break
+            if _ATTENTION_CLASS.search(type(modules[parent]).__name__):
+                return "attention"
+        return "mlp"
+    raise PipelineError(
+        f"parameter {pname}: no component rule for {type(module).__name__} at '{module_path}' "
+        f"(known: {', '.join(COMPONENTS)})"
+    )
+
+
+def embedding_names(model: torch.nn.Module) -> tuple[str, str]:
+    """Parameter names of get_input_embeddings().weight and get_output_embeddings().weight ('' if absent).
+
+    Found by module identity, so a tied head still reports its own name (lm_head.weight).
+    """
+    paths = {id(m): path for path, m in model.named_modules(remove_duplicate=False)}
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    return (
+        f"{paths[id(inp)]}.weight" if inp is not None else "",
+        f"{paths[id(out)]}.weight" if out is not None else "",
+    )
+
+
+def summarize(inv: pd.DataFrame) -> dict[str, Any]:
+    """The per-model counts under each named definition (see DEFINITIONS)."""
+    total = int(inv["numel"].sum())
+    head = inv[inv["is_output_embedding"]]
+    head_params = int(head["numel"].sum())
+    tied = bool((head["is_input_embedding"]).any())
+    embedding = int(inv.loc[inv["role"] == "embedding", "numel"].sum())
+    bias_named = int(inv.loc[inv["name"].str.endswith(".bias"), "numel"].sum())
+    return {
+        "total": total,
+        "total_untied": total + (head_params if tied else 0),
+        "head_params": head_params,
+        "structural_tied": tied,
+        "embedding": embedding,
+        "non_embedding": total - embedding,
+        "bias_named": bias_named,
+        "bias_named_share": bias_named / total,
+    }
+
+
+# One line per count, side by side (STYLE.md point 3). The report prints these.
+DEFINITIONS = {
+    "total": "unique trainable parameters: what sum(p.numel() for p in model.parameters()) counts",
+    "total_untied": "the total if the output head had its own matrix instead of the tied token embedding",
+    "head_params": "the output head's matrix (vocab × width), whether it is tied or its own",
+    "structural_tied": "get_output_embeddings().weight is get_input_embeddings().weight (the same tensor)",
+    "embedding": "token and position embeddings plus an untied output head's matrix",
+    "non_embedding": "total minus embedding (Kaplan et al. 2020's non-embedding count)",
+    "bias_named": "parameters whose name ends in .bias (the course's definition; LayerNorm shifts included)",
+    "bias_named_share": "bias_named / total",
+}

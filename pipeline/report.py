@@ -1,0 +1,249 @@
+"""Stage report: render the CSVs into <paths.report> and PNG figures under <paths.figures>."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import atomic, figures, formulas, inventory, params, results
+from pipeline.cli import run
+
+log = logging.getLogger("report")
+
+
+def human(n: float) -> str:
+    """124439808 -> 124.4M, 1557611200 -> 1.56B."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}K"
+    return str(int(n))
+
+
+def _int(n) -> str:
+    return f"{int(n):,}"
+
+
+def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
+    rows, checks = [], []
+    for name, spec in cfg.models.items():
+        s = summary.loc[name]
+        stated = "—"
+        if pd.notna(s["stated_params"]):
+            gap = int(s["total"]) - int(s["stated_params"])
+            stated = f"{spec.stated_size} ({_int(abs(gap))} {'short' if gap >= 0 else 'over'})"
+        rows.append([f"`{name}`", _int(s["total"]), human(s["total"]), stated, spec.source])
+        arch = spec.architecture or {}
+        if spec.source == "config" and arch.get("model_type") == "gpt2":
+            closed = formulas.gpt2_params_from_config(arch)
+            verdict = "matches" if closed == int(s["total"]) else "**DOES NOT MATCH**"
+            checks.append(f"- `{name}`: V·d + P·d + L·(12d² + 13d) + 2d{'' if arch.get('tie_word_embeddings', True) else ' + V·d'} = {_int(closed)}, {verdict} the count.")
+    out = [
+        "## Totals",
+        "",
+        "Unique trainable parameters, what `sum(p.numel() for p in model.parameters())` counts, "
+        "with each model built from its configuration on PyTorch's meta device (shapes only, no weights).",
+        "",
+        _table(["model", "parameters", "", "stated by the authors", "source"], rows, "lrrrl"),
+        "",
+    ]
+    if checks:
+        out += ["Closed form for GPT-2 (vocabulary V, positions P, width d, layers L), independent of the count:", ""]
+        out += checks + [""]
+    if summary["stated_params"].notna().any():
+        out += [
+            "The GPT-2 paper's sizes (117M, 345M, 762M, 1542M) are not what the released models hold: "
+            "the table gives the gap for each.",
+            "",
+        ]
+    out += [f"![Exact totals against the stated sizes]({fig})", ""]
+    return "\n".join(out)
+
+
+def components_section(cfg: params.Params, invs: dict[str, pd.DataFrame], fig: str) -> str:
+    present = [c for c in inventory.COMPONENTS if any((inv["component"] == c).any() for inv in invs.values())]
+    rows = []
+    for name, inv in invs.items():
+        sums = inv.groupby("component")["numel"].sum()
+        total = int(inv["numel"].sum())
+        rows.append(
+            [f"`{name}`"] + [f"{_int(sums.get(c, 0))} ({100 * sums.get(c, 0) / total:.1f} %)" for c in present]
+        )
+    header = ["model"] + [figures.COMPONENT_LABELS[c] for c in present]
+    return "\n".join(
+        [
+            "## Where the parameters are",
+            "",
+            "By component. A tied output head has no tensor of its own, so it adds nothing here.",
+            "",
+            _table(header, rows),
+            "",
+            f"![Parameters by component]({fig})",
+            "",
+        ]
+    )
+
+
+def bias_section(summary: pd.DataFrame, bias: pd.DataFrame, fig: str) -> str:
+    allc = bias[bias["component"] == "all"]
+    rows = []
+    for name in summary.index:
+        course = allc[(allc.model == name) & (allc.definition == "course")].set_index("category")["params"]
+        role = allc[(allc.model == name) & (allc.definition == "role")].set_index("category")["params"]
+        total = int(summary.loc[name, "total"])
+        rows.append(
+            [
+                f"`{name}`",
+                _int(course.get("weight", 0)),
+                f"{_int(course.get('bias', 0))} ({100 * course.get('bias', 0) / total:.4f} %)",
+                _int(role.get("matrix", 0)),
+                _int(role.get("embedding", 0)),
+                _int(role.get("bias", 0)),
+                _int(role.get("norm_gain", 0)),
+                _int(role.get("norm_bias", 0)),
+            ]
+        )
+    return "\n".join(
+        [
+            "## Weights and biases",
+            "",
+            "Two definitions side by side. The course's: a bias is a parameter whose name ends in `.bias`, "
+            "so LayerNorm shifts count as biases. By role: each tensor's role comes from its module type "
+            "(Linear/Conv1D weight = matrix, Embedding = embedding, LayerNorm weight and bias = norm gain "
+            "and norm bias).",
+            "",
+            _table(
+                ["model", "weights (course)", "biases (course)", "matrices", "embeddings", "biases", "norm gains", "norm biases"],
+                rows,
+            ),
+            "",
+            f"![Bias share per model]({fig})",
+            "",
+        ]
+    )
+
+
+def ties_section(summary: pd.DataFrame, ties: pd.DataFrame) -> str:
+    rows, lines = [], []
+    for _, t in ties.iterrows():
+        s = summary.loc[t["model"]]
+        r = "—" if pd.isna(t["pearson_r"]) else f"{t['pearson_r']:.6f}"
+        diff = "—" if pd.isna(t["max_abs_diff"]) else f"{t['max_abs_diff']:.3g}"
+        rows.append(
+            [
+                f"`{t['model']}`",
+                "yes" if t["declared_tied"] else "no",
+                "yes" if t["structural_tied"] else "no",
+                f"`{t['input_embedding']}`",
+                f"`{t['output_embedding']}`" if t["output_embedding"] else "—",
+                _int(t["untied_head_params"]),
+                r,
+                diff,
+            ]
+        )
+        total, untied, head = int(s["total"]), int(s["total_untied"]), int(s["head_params"])
+        if t["structural_tied"]:
+            lines.append(
+                f"- `{t['model']}` is tied: its output head is the token embedding tensor. With a head of its own "
+                f"it would hold {_int(untied)}; {_int(untied)} − {_int(head)} = {_int(untied - head)}."
+            )
+        elif head:
+            lines.append(
+                f"- `{t['model']}` is untied: its head is a tensor of its own. "
+                f"{_int(total)} − {_int(head)} = {_int(total - head)} is what it would hold tied."
+            )
+    methods = sorted(set(ties["method"]))
+    return "\n".join(
+        [
+            "## Do the embedding and the unembedding share weights?",
+            "",
+            "Declared: `tie_word_embeddings` in the config. Same tensor: `get_output_embeddings().weight is "
+            "get_input_embeddings().weight` on the built model.",
+            "",
+            _table(
+                ["model", "declared", "same tensor", "input embedding", "output embedding", "head params", "r", "max |diff|"],
+                rows,
+                "lllllrrr",
+            ),
+            "",
+            *lines,
+            "",
+            *[f"Value evidence: {m}." for m in methods],
+            "",
+        ]
+    )
+
+
+def definitions_section() -> str:
+    lines = ["## Definitions", "", "Columns of `results/summary.csv`:", ""]
+    lines += [f"- `{key}`: {text}" for key, text in inventory.DEFINITIONS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render(cfg: params.Params) -> dict[str, object]:
+    """Compute everything the report shows; returns {path: str | (figure function, data)} without writing."""
+    summary = results.summary(cfg)
+    ties = results.table(cfg, "ties")
+    bias = results.table(cfg, "bias")
+    invs = {name: results.inventory(cfg, name) for name in cfg.models}
+    report_dir = Path(cfg.paths["report"]).parent
+    fig_dir = Path(cfg.paths["figures"])
+    rel = Path(os.path.relpath(fig_dir, report_dir))
+    names = {"totals": "totals.png", "components": "components.png", "bias": "bias_share.png"}
+    body = "\n".join(
+        [
+            "# How many parameters?",
+            "",
+            "_Rendered by the `report` stage of `dvc repro` from `params.yaml` and `results/`; do not edit._",
+            "",
+            f"Models: {', '.join(f'`{n}`' for n in cfg.models)}.",
+            "",
+            totals_section(cfg, summary, (rel / names["totals"]).as_posix()),
+            components_section(cfg, invs, (rel / names["components"]).as_posix()),
+            bias_section(summary, bias, (rel / names["bias"]).as_posix()),
+            ties_section(summary, ties),
+            definitions_section(),
+        ]
+    )
+    by_component = pd.concat(
+        [inv.groupby("component", sort=False)["numel"].sum().rename("params").reset_index().assign(model=n) for n, inv in invs.items()]
+    )
+    shares = bias[(bias["component"] == "all") & (bias["category"] == "bias")]
+    return {
+        "text": body,
+        "figures": [
+            (figures.totals, summary.reset_index(drop=True), fig_dir / names["totals"]),
+            (figures.components, by_component, fig_dir / names["components"]),
+            (figures.bias_share, shares, fig_dir / names["bias"]),
+        ],
+    }
+
+
+def main() -> None:
+    cfg = params.load()
+    rendered = render(cfg)
+    dpi = int(cfg.report["dpi"])
+    fig_dir = Path(cfg.paths["figures"])
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for draw, data, path in rendered["figures"]:
+        draw(data, path, dpi)
+    atomic.sync_dir(fig_dir, keep=[path.name for _, _, path in rendered["figures"]])
+    atomic.write_text(cfg.paths["report"], rendered["text"])
+    log.info("wrote %s and %d figures", cfg.paths["report"], len(rendered["figures"]))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,42 @@
+"""Reading the pipeline's own CSVs back, only for the models in the current params (stale files are ignored)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.cli import PipelineError
+from pipeline.params import Params
+
+
+def _read(path: Path, what: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing; {what} (run `dvc repro`)") from None
+
+
+def inventory(cfg: Params, name: str) -> pd.DataFrame:
+    """The inventory CSV the count stage wrote for model name."""
+    inv = _read(Path(cfg.paths["inventory"]) / f"{name}.csv", "the count stage writes it")
+    inv["aliases"] = inv["aliases"].fillna("")
+    inv["layer"] = inv["layer"].astype("Int64")
+    return inv
+
+
+def summary(cfg: Params) -> pd.DataFrame:
+    """results/summary.csv indexed by model; fails if a model of the sweep is missing from it."""
+    table = _read(Path(cfg.paths["summary"]), "the count stage writes it").set_index("model", drop=False)
+    missing = [name for name in cfg.models if name not in table.index]
+    if missing:
+        raise PipelineError(f"{cfg.paths['summary']}: no row for model '{missing[0]}' (run the count stage)")
+    return table.loc[list(cfg.models)]
+
+
+def table(cfg: Params, key: str) -> pd.DataFrame:
+    """A per-model CSV (ties, bias) restricted to the models in params, in sweep order."""
+    df = _read(Path(cfg.paths[key]), f"the {key} stage writes it")
+    df = df[df["model"].isin(list(cfg.models))]
+    order = {name: i for i, name in enumerate(cfg.models)}
+    return df.sort_values("model", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
