@@ -10,17 +10,16 @@ from pipeline.cli import PipelineError
 from pipeline.params import Params
 
 
-def _read(path: Path, what: str) -> pd.DataFrame:
+def _read(path: Path, what: str, **kwargs) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+        return pd.read_csv(path, keep_default_na=False, na_values=[""], **kwargs)
     except FileNotFoundError:
         raise PipelineError(f"{path}: missing; {what} (run `dvc repro`)") from None
 
 
 def inventory(cfg: Params, name: str) -> pd.DataFrame:
     """The inventory CSV the count stage wrote for model name."""
-    inv = _read(Path(cfg.paths["inventory"]) / f"{name}.csv", "the count stage writes it")
-    inv["aliases"] = inv["aliases"].fillna("")
+    inv = _read(Path(cfg.paths["inventory"]) / f"{name}.csv", "the count stage writes it", converters={"aliases": str})
     inv["layer"] = inv["layer"].astype("Int64")
     return inv
 

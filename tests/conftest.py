@@ -1,0 +1,88 @@
+"""Shared fixtures. Tiny architectures (2 layers, width 32) keep the suite fast; nothing touches the network."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Belt and braces: no test may reach the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY = {
+    "model_type": "gpt2",
+    "vocab_size": 100,
+    "n_positions": 16,
+    "n_embd": 32,
+    "n_layer": 2,
+    "n_head": 4,
+    "tie_word_embeddings": True,
+    "bos_token_id": 99,  # GPT-2's 50256 would lie outside the tiny vocabulary
+    "eos_token_id": 99,
+}
+
+
+def tiny_gpt2(device: str = "meta", **overrides):
+    """A 2-layer, width-32 GPT-2 built from a config (on the meta device unless told otherwise)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    arch = {**TINY, **overrides}
+    arch.pop("model_type")
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(GPT2Config(**arch))
+
+
+@pytest.fixture
+def tiny_model():
+    return tiny_gpt2()
+
+
+@pytest.fixture
+def tiny_untied():
+    return tiny_gpt2(tie_word_embeddings=False)
+
+
+def tiny_params(models: dict | None = None) -> dict:
+    """A params mapping with tiny models, paths as in conf/config.yaml."""
+    from pipeline import params
+
+    data = params.compose(["sweep=gpt2-tied-vs-untied"], conf_dir=ROOT / "conf")
+    if models is None:
+        models = {
+            "tiny": {"source": "config", "stated_size": "20K", "architecture": dict(TINY)},
+            "tiny-untied": {"source": "config", "architecture": {**TINY, "tie_word_embeddings": False}},
+        }
+    data["models"] = models
+    return data
+
+
+def compose_model(name: str) -> dict:
+    """conf/model/<name>.yaml as composed by Hydra, alone."""
+    from pipeline import params
+
+    extra = [] if name == "gpt2" else ["~models.gpt2", f"+model@models.{name}={name}"]
+    data = params.compose(["sweep=gpt2-small", *extra], conf_dir=ROOT / "conf")
+    return data["models"][name]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty working directory holding conf/ (stages resolve paths against the current directory)."""
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_module(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `python -m module args` the way dvc.yaml does, with this repository importable."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )

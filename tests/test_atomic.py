@@ -1,0 +1,48 @@
+"""Outputs appear whole or not at all."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from pipeline import atomic
+
+
+def test_write_csv_is_stable_and_leaves_no_temp_files(tmp_path):
+    df = pd.DataFrame({"a": [1, 2], "share": [1 / 3, 2 / 3]})
+    atomic.write_csv(tmp_path / "x.csv", df)
+    assert (tmp_path / "x.csv").read_text() == "a,share\n1,0.3333333333\n2,0.6666666667\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.csv"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "x.csv"
+    target.write_text("old\n")
+
+    def boom(src, dst):
+        raise OSError("killed mid-write")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic.write_text(target, "new\n" * 1000)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.csv"]
+
+
+def test_write_dir_replaces_the_folder_whole(tmp_path):
+    folder = tmp_path / "m"
+    atomic.write_dir(folder, {"a": b"1", "b": b"2"})
+    atomic.write_dir(folder, {"c": b"3"})
+    assert sorted(p.name for p in folder.iterdir()) == ["c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_write_dir_failure_leaves_the_old_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "m"
+    atomic.write_dir(folder, {"a": b"1"})
+    with pytest.raises(TypeError):
+        atomic.write_dir(folder, {"b": None})  # fails while building the temp folder
+    assert sorted(p.name for p in folder.iterdir()) == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

@@ -1,0 +1,131 @@
+"""conf/ composes for every sweep and model, params.yaml equals its composition, and bad input is refused."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from pipeline import params
+from pipeline.cli import PipelineError
+from tests.conftest import ROOT, TINY, compose_model
+
+CONF = ROOT / "conf"
+SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+EXPECTED_SWEEPS = {
+    "gpt2-family": ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"],
+    "gpt2-small": ["gpt2"],
+    "gpt2-tied-vs-untied": ["gpt2", "gpt2-untied"],
+}
+
+
+def test_committed_params_yaml_equals_the_composition_of_conf():
+    """dvc repro never recomposes; a drift here means `make params` was forgotten."""
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert committed == params.compose(conf_dir=CONF), "params.yaml differs from conf/: run `make params`"
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_sweep_composes_into_valid_models(sweep):
+    data = params.compose([f"sweep={sweep}"], conf_dir=CONF)
+    cfg = params.from_dict(data)
+    if sweep in EXPECTED_SWEEPS:
+        assert list(cfg.models) == EXPECTED_SWEEPS[sweep]
+    for spec in cfg.models.values():
+        assert spec.source == "config"  # the shipped sweeps need no network
+        assert spec.architecture["model_type"]
+
+
+def test_shipped_sweeps_exist():
+    assert set(EXPECTED_SWEEPS) <= set(SWEEPS)
+    assert params.compose(conf_dir=CONF)["models"].keys() == set(EXPECTED_SWEEPS["gpt2-family"])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_file_composes_and_validates(model):
+    entry = compose_model(model)
+    spec = params.model_spec(model, entry)
+    assert set(params.MODEL_FIELDS) <= set(entry)  # the public keys are all spelled out
+    if spec.hub_id:
+        assert re.fullmatch(r"[0-9a-f]{40}", spec.revision), "a hub model pins a full commit sha"
+
+
+def test_gpt2_models_carry_the_paper_sizes():
+    data = params.compose(conf_dir=CONF)["models"]
+    # GPT-2 paper, Table 2 (Radford et al. 2019).
+    assert {k: v["stated_size"] for k, v in data.items()} == {
+        "gpt2": "117M",
+        "gpt2-medium": "345M",
+        "gpt2-large": "762M",
+        "gpt2-xl": "1542M",
+    }
+
+
+def test_architecture_override_reaches_the_model():
+    data = params.compose(["models.gpt2.architecture.n_layer=6"], conf_dir=CONF)
+    assert data["models"]["gpt2"]["architecture"]["n_layer"] == 6
+
+
+def test_untied_model_changes_only_the_tie():
+    data = params.compose(["sweep=gpt2-tied-vs-untied"], conf_dir=CONF)["models"]
+    tied, untied = data["gpt2"]["architecture"], data["gpt2-untied"]["architecture"]
+    assert {k for k in tied if tied[k] != untied[k]} == {"tie_word_embeddings"}
+    assert untied["tie_word_embeddings"] is False
+
+
+@pytest.mark.parametrize("path", sorted(CONF.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONF)))
+def test_every_config_key_is_commented(path):
+    lines = path.read_text().splitlines()
+    key_lines = [ln for ln in lines if re.match(r"^\s*[A-Za-z_][\w.-]*\s*:", ln)]
+    list_lines = [ln for ln in lines if re.match(r"^\s*- ", ln)]
+    undocumented = [ln for ln in key_lines + list_lines if "#" not in ln and ln.strip() not in ("defaults:", "architecture:")]
+    # a block key (defaults:, architecture:) may be explained by the comment above it
+    assert not undocumented, f"{path.name}: lines without a comment: {undocumented}"
+
+
+def test_unknown_model_in_a_sweep_is_named(tmp_path):
+    conf = tmp_path / "conf"
+    import shutil
+
+    shutil.copytree(CONF, conf)
+    (conf / "sweep" / "bad.yaml").write_text("# @package _global_\ndefaults:\n  - /model@models.gpt3: gpt3\n")
+    with pytest.raises(PipelineError, match="model/gpt3") as err:
+        params.compose(["sweep=bad"], conf_dir=conf)
+    assert "\n" not in str(err.value)
+
+
+def _model(**over):
+    return {"source": "config", "architecture": dict(TINY), **over}
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (_model(architecture={**TINY, "n_embd": 30}), r"'m': architecture\.n_embd=30 is not divisible by architecture\.n_head=4"),
+        (_model(architecture={**TINY, "n_layer": 0}), r"'m': architecture\.n_layer=0 must be a whole number above 0"),
+        (_model(architecture={**TINY, "vocab_size": -5}), r"'m': architecture\.vocab_size=-5"),
+        (_model(architecture={**TINY, "n_head": 2.5}), r"'m': architecture\.n_head=2\.5"),
+        (_model(architecture={k: v for k, v in TINY.items() if k != "model_type"}), r"'m': architecture\.model_type is missing"),
+        (_model(architecture=None), r"'m': architecture must be a mapping"),
+        (_model(source="ftp"), r"'m': source='ftp' must be one of config, path, hub"),
+        (_model(source="path"), r"'m': source: path needs the field path"),
+        (_model(archtecture={}), r"'m': unknown field 'archtecture'"),
+        (_model(stated_size="lots"), r"'m': stated_size='lots'"),
+    ],
+)
+def test_bad_models_get_one_line_naming_model_and_field(entry, message):
+    with pytest.raises(PipelineError, match=message) as err:
+        params.model_spec("m", entry)
+    assert "\n" not in str(err.value)
+
+
+def test_model_names_with_dots_are_refused():
+    with pytest.raises(PipelineError, match=r"'gpt2\.5'"):
+        params.model_spec("gpt2.5", _model())
+
+
+@pytest.mark.parametrize(("text", "value"), [("117M", 117_000_000), ("1542M", 1_542_000_000), ("1.5B", 1_500_000_000), ("20K", 20_000)])
+def test_stated_sizes_parse_exactly(text, value):
+    assert params.parse_size(text, "m") == value
