@@ -50,7 +50,8 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
         if spec.source == "config" and arch.get("model_type") == "gpt2":
             closed = formulas.gpt2_params_from_config(arch)
             verdict = "matches" if closed == int(s["total"]) else "**DOES NOT MATCH**"
-            checks.append(f"- `{name}`: V·d + P·d + L·(12d² + 13d) + 2d{'' if arch.get('tie_word_embeddings', True) else ' + V·d'} = {_int(closed)}, {verdict} the count.")
+            formula = "V·d + P·d + L·(12d² + 13d) + 2d" + ("" if arch.get("tie_word_embeddings", True) else " + V·d")
+            checks.append(f"- `{name}`: {formula} = {_int(closed)}, {verdict} the count.")
     out = [
         "## Totals",
         "",
@@ -79,9 +80,7 @@ def components_section(cfg: params.Params, invs: dict[str, pd.DataFrame], fig: s
     for name, inv in invs.items():
         sums = inv.groupby("component")["numel"].sum()
         total = int(inv["numel"].sum())
-        rows.append(
-            [f"`{name}`"] + [f"{_int(sums.get(c, 0))} ({100 * sums.get(c, 0) / total:.1f} %)" for c in present]
-        )
+        rows.append([f"`{name}`"] + [f"{_int(sums.get(c, 0))} ({100 * sums.get(c, 0) / total:.1f} %)" for c in present])
     header = ["model"] + [figures.COMPONENT_LABELS[c] for c in present]
     return "\n".join(
         [
@@ -126,7 +125,16 @@ def bias_section(summary: pd.DataFrame, bias: pd.DataFrame, fig: str) -> str:
             "and norm bias).",
             "",
             _table(
-                ["model", "weights (course)", "biases (course)", "matrices", "embeddings", "biases", "norm gains", "norm biases"],
+                [
+                    "model",
+                    "weights (course)",
+                    "biases (course)",
+                    "matrices",
+                    "embeddings",
+                    "biases",
+                    "norm gains",
+                    "norm biases",
+                ],
                 rows,
             ),
             "",
@@ -174,7 +182,16 @@ def ties_section(summary: pd.DataFrame, ties: pd.DataFrame) -> str:
             "get_input_embeddings().weight` on the built model.",
             "",
             _table(
-                ["model", "declared", "same tensor", "input embedding", "output embedding", "head params", "r", "max |diff|"],
+                [
+                    "model",
+                    "declared",
+                    "same tensor",
+                    "input embedding",
+                    "output embedding",
+                    "head params",
+                    "r",
+                    "max |diff|",
+                ],
                 rows,
                 "lllllrrr",
             ),
@@ -219,7 +236,10 @@ def render(cfg: params.Params) -> dict[str, object]:
         ]
     )
     by_component = pd.concat(
-        [inv.groupby("component", sort=False)["numel"].sum().rename("params").reset_index().assign(model=n) for n, inv in invs.items()]
+        [
+            inv.groupby("component", sort=False)["numel"].sum().rename("params").reset_index().assign(model=n)
+            for n, inv in invs.items()
+        ]
     )
     shares = bias[(bias["component"] == "all") & (bias["category"] == "bias")]
     return {

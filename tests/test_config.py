@@ -80,7 +80,9 @@ def test_every_config_key_is_commented(path):
     lines = path.read_text().splitlines()
     key_lines = [ln for ln in lines if re.match(r"^\s*[A-Za-z_][\w.-]*\s*:", ln)]
     list_lines = [ln for ln in lines if re.match(r"^\s*- ", ln)]
-    undocumented = [ln for ln in key_lines + list_lines if "#" not in ln and ln.strip() not in ("defaults:", "architecture:")]
+    undocumented = [
+        ln for ln in key_lines + list_lines if "#" not in ln and ln.strip() not in ("defaults:", "architecture:")
+    ]
     # a block key (defaults:, architecture:) may be explained by the comment above it
     assert not undocumented, f"{path.name}: lines without a comment: {undocumented}"
 
@@ -103,11 +105,17 @@ def _model(**over):
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        (_model(architecture={**TINY, "n_embd": 30}), r"'m': architecture\.n_embd=30 is not divisible by architecture\.n_head=4"),
+        (
+            _model(architecture={**TINY, "n_embd": 30}),
+            r"'m': architecture\.n_embd=30 is not divisible by architecture\.n_head=4",
+        ),
         (_model(architecture={**TINY, "n_layer": 0}), r"'m': architecture\.n_layer=0 must be a whole number above 0"),
         (_model(architecture={**TINY, "vocab_size": -5}), r"'m': architecture\.vocab_size=-5"),
         (_model(architecture={**TINY, "n_head": 2.5}), r"'m': architecture\.n_head=2\.5"),
-        (_model(architecture={k: v for k, v in TINY.items() if k != "model_type"}), r"'m': architecture\.model_type is missing"),
+        (
+            _model(architecture={k: v for k, v in TINY.items() if k != "model_type"}),
+            r"'m': architecture\.model_type is missing",
+        ),
         (_model(architecture=None), r"'m': architecture must be a mapping"),
         (_model(source="ftp"), r"'m': source='ftp' must be one of config, path, hub"),
         (_model(source="path"), r"'m': source: path needs the field path"),
@@ -126,6 +134,8 @@ def test_model_names_with_dots_are_refused():
         params.model_spec("gpt2.5", _model())
 
 
-@pytest.mark.parametrize(("text", "value"), [("117M", 117_000_000), ("1542M", 1_542_000_000), ("1.5B", 1_500_000_000), ("20K", 20_000)])
+@pytest.mark.parametrize(
+    ("text", "value"), [("117M", 117_000_000), ("1542M", 1_542_000_000), ("1.5B", 1_500_000_000), ("20K", 20_000)]
+)
 def test_stated_sizes_parse_exactly(text, value):
     assert params.parse_size(text, "m") == value
