@@ -41,6 +41,12 @@ params: $(STAMP) ## rewrite params.yaml from conf/ (ARGS='sweep=gpt2-small' for 
 bench: $(STAMP) ## run the benchmarks and print their tables
 	python benchmarks/bench_pipeline.py
 
+publish: $(STAMP) ## register the committed report as a new artifact version (git tag report@vX.Y.Z)
+	dvc status --quiet || (echo "results are out of date: run make run and commit first" && exit 1)
+	git diff --quiet HEAD -- results reports dvc.lock params.yaml || (echo "commit results/ and reports/ first" && exit 1)
+	gto register report
+	@echo "Now: git push origin --tags. Anyone can then fetch it: dvc artifacts get <repo-url> report"
+
 lock: $(STAMP) ## rewrite requirements.lock from the installed versions
 	(echo "# Exact versions every install uses (pip install -c requirements.lock): regenerate with \`make lock\`."; \
 	 $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/') > requirements.lock
