@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +55,14 @@ def sync_dir(directory: str | os.PathLike, keep: Iterable[str]) -> None:
             child.unlink()
 
 
-def write_dir(path: str | os.PathLike, files: dict[str, bytes]) -> None:
-    """Replace directory path with exactly files: built in a temp sibling, then renamed into place."""
+@contextlib.contextmanager
+def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temp folder beside path; on success it replaces path whole, on failure it vanishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
+        yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -73,3 +74,20 @@ def write_dir(path: str | os.PathLike, files: dict[str, bytes]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_dir(path: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Replace directory path with exactly files."""
+    with replacing_dir(path) as tmp:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link src to dst (no bytes copied) where the file system allows it, else copy."""
+    src = Path(src).resolve()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

@@ -6,12 +6,14 @@ Writes <paths.inventory>/<name>.csv per model, <paths.summary> (one row per mode
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import pandas as pd
 
-from pipeline import atomic, inventory, params
-from pipeline.cli import run
+from pipeline import atomic, checkpoint, inventory, params
+from pipeline.cli import PipelineError, run
 
 log = logging.getLogger("count")
 
@@ -35,16 +37,44 @@ SUMMARY_COLUMNS = [
     "n_positions",
     "stated_size",
     "stated_params",
+    "source",
+    "revision",
+    "checkpoint_tensors",
+    "checkpoint_buffers",
 ]
 METRIC_KEYS = ("total", "total_untied", "non_embedding", "bias_named", "bias_named_share")
 
 
-def count_model(spec: params.ModelSpec, model_dir) -> tuple[pd.DataFrame, dict]:
-    """Inventory and summary row of one downloaded model."""
+def provenance(model_dir: Path, name: str) -> dict:
+    path = Path(model_dir) / "provenance.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"model '{name}': {path} is missing (run the download stage)") from None
+
+
+def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """Inventory and summary row of one downloaded model; its checkpoint, if any, reconciled with it."""
     config = inventory.load_config(model_dir, spec.name)
     model = inventory.build_meta(config, spec.name)
     inv = inventory.inventory(model, spec.name)
     input_name, output_name = inventory.embedding_names(model)
+    prov = provenance(model_dir, spec.name)
+    files, _ = checkpoint.weight_files(Path(model_dir))
+    stored = buffers = None
+    if files:
+        entries = checkpoint.read_checkpoint(Path(model_dir), files)
+        rec = checkpoint.reconcile(model, entries, spec.name)
+        inv = inventory.with_checkpoint(inv, model, rec)
+        stored = rec.checkpoint_tensors
+        buffers = sum(e.numel for e, _ in rec.buffers)
+        from_checkpoint = stored - buffers
+        from_architecture = int(inventory.parameters(inv)["numel"].sum())
+        if from_checkpoint != from_architecture:  # reconcile() makes this impossible; never pick one silently
+            raise PipelineError(
+                f"model '{spec.name}': the checkpoint holds {from_checkpoint:,} parameters, "
+                f"the architecture {from_architecture:,}"
+            )
     row = {
         "model": spec.name,
         **inventory.summarize(inv),
@@ -58,6 +88,10 @@ def count_model(spec: params.ModelSpec, model_dir) -> tuple[pd.DataFrame, dict]:
         "n_positions": getattr(config, "max_position_embeddings", None),
         "stated_size": spec.stated_size,
         "stated_params": spec.stated_params,
+        "source": prov["source"],
+        "revision": prov.get("revision") or "",
+        "checkpoint_tensors": stored,
+        "checkpoint_buffers": buffers,
     }
     return inv, row
 
@@ -71,7 +105,8 @@ def main() -> None:
         rows.append(row)
         log.info("%s: %s parameters in %d tensors", name, f"{row['total']:,}", len(inv))
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    summary["stated_params"] = summary["stated_params"].astype("Int64")
+    for column in ("stated_params", "checkpoint_tensors", "checkpoint_buffers"):
+        summary[column] = summary[column].astype("Int64")
     inv_dir = cfg.paths["inventory"]
     for name, inv in inventories.items():
         atomic.write_csv(f"{inv_dir}/{name}.csv", inv)

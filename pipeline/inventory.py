@@ -31,6 +31,7 @@ ROLES = ("matrix", "bias", "embedding", "norm_gain", "norm_bias")
 COMPONENTS = ("token_embedding", "position_embedding", "attention", "mlp", "layer_norm", "output_head")
 COLUMNS = [
     "model",
+    "kind",
     "name",
     "shape",
     "numel",
@@ -42,6 +43,7 @@ COLUMNS = [
     "aliases",
     "is_input_embedding",
     "is_output_embedding",
+    "checkpoint_key",
 ]
 _ATTENTION_CLASS = re.compile(r"Attention|Attn", re.IGNORECASE)
 
@@ -148,6 +150,7 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
         rows.append(
             {
                 "model": name,
+                "kind": "parameter",
                 "name": pname,
                 "shape": "x".join(str(s) for s in p.shape),
                 "numel": p.numel(),
@@ -159,6 +162,7 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
                 "aliases": ";".join(names[id(p)][1:]),
                 "is_input_embedding": id(p) in input_ids and attr == "weight",
                 "is_output_embedding": id(p) in output_ids and attr == "weight",
+                "checkpoint_key": "",
             }
         )
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -225,8 +229,55 @@ def embedding_names(model: torch.nn.Module) -> tuple[str, str]:
     )
 
 
+def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any) -> pd.DataFrame:
+    """The inventory with each parameter's checkpoint key, plus one row per checkpoint buffer (kind buffer).
+
+    rec is a checkpoint.Reconciled. Buffers are listed but never counted as parameters.
+    """
+    modules = dict(model.named_modules())
+    blocks = _block_list(model)
+    block_prefix = blocks[0] + "." if blocks else None
+    inv = inv.copy()
+    inv["checkpoint_key"] = inv["name"].map(rec.key_of).fillna("")
+    rows = []
+    for entry, owner in rec.buffers:
+        layer = None
+        if block_prefix and (owner + ".").startswith(block_prefix):
+            layer = int(owner[len(block_prefix) :].split(".", 1)[0])
+        chain = [owner, *_ancestors(owner)]
+        in_attention = any(_ATTENTION_CLASS.search(type(modules[p]).__name__) for p in chain if p in modules)
+        rows.append(
+            {
+                "model": inv["model"].iloc[0],
+                "kind": "buffer",
+                "name": f"{owner}.{entry.key.rpartition('.')[2]}" if owner else entry.key,
+                "shape": "x".join(str(s) for s in entry.shape),
+                "numel": entry.numel,
+                "dtype": entry.dtype,
+                "module_class": type(modules[owner]).__name__,
+                "role": "buffer",
+                "component": "attention" if in_attention else "buffer",
+                "layer": layer,
+                "aliases": "",
+                "is_input_embedding": False,
+                "is_output_embedding": False,
+                "checkpoint_key": entry.key,
+            }
+        )
+    if rows:
+        inv = pd.concat([inv, pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
+    inv["layer"] = inv["layer"].astype("Int64")
+    return inv
+
+
+def parameters(inv: pd.DataFrame) -> pd.DataFrame:
+    """The parameter rows of an inventory (buffers from a checkpoint left out)."""
+    return inv[inv["kind"] == "parameter"]
+
+
 def summarize(inv: pd.DataFrame) -> dict[str, Any]:
     """The per-model counts under each named definition (see DEFINITIONS)."""
+    inv = parameters(inv)
     total = int(inv["numel"].sum())
     head = inv[inv["is_output_embedding"]]
     head_params = int(head["numel"].sum())

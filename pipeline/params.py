@@ -7,7 +7,7 @@ Every stage reads params.yaml through load(); nothing here needs torch.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ MODEL_FIELDS: dict[str, Any] = {
     "source": "config",  # config | path | hub
     "path": None,  # local folder, for source: path
     "architecture": None,  # config.json fields
+    "allow_pickle": False,  # load .bin/.pt checkpoints (torch.load with weights_only=True)
 }
 
 # Architecture fields that are sizes: when given, each must be a whole number above zero.
@@ -65,7 +66,7 @@ class ModelSpec:
     revision: str | None = None
     stated_size: str | None = None
     path: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    allow_pickle: bool = False
 
     @property
     def stated_params(self) -> int | None:
@@ -142,6 +143,8 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
         raise PipelineError(f"model '{name}': source: hub needs the field hub_id")
     if source == "config" or values["architecture"] is not None:
         values["architecture"] = validate_architecture(name, values["architecture"])
+    if not isinstance(values["allow_pickle"], bool):
+        raise PipelineError(f"model '{name}': allow_pickle={values['allow_pickle']!r} must be true or false")
     if values["stated_size"] is not None:
         parse_size(values["stated_size"], name)
         values["stated_size"] = str(values["stated_size"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.inventory import COMPONENTS, ROLES
+from pipeline.inventory import COMPONENTS, ROLES, parameters
 
 COURSE_CATEGORIES = ("weight", "bias")
 COLUMNS = ["model", "definition", "component", "category", "params", "share_of_model"]
@@ -21,6 +21,7 @@ def _course_category(names: pd.Series) -> pd.Series:
 
 def split(inv: pd.DataFrame) -> pd.DataFrame:
     """Long table: per definition, component (and 'all'), category: parameters and share of the model's total."""
+    inv = parameters(inv)
     model = inv["model"].iloc[0]
     total = int(inv["numel"].sum())
     frames = []

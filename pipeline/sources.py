@@ -1,0 +1,162 @@
+"""Where a model's files come from: its config (no network), a local folder, or the Hub at a pinned revision.
+
+Hub access goes through huggingface_hub's snapshot_download into the normal Hugging Face cache, and
+fetches only config.json and the safetensors files (plus their index). Pickle checkpoints are refused
+unless the model config sets allow_pickle; then they are loaded with torch.load(weights_only=True)
+and converted to safetensors, so every later stage reads one safe format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from pipeline import atomic, checkpoint
+from pipeline.cli import PipelineError
+from pipeline.params import ModelSpec
+
+log = logging.getLogger("download")
+
+SAFETENSORS_PATTERNS = ["config.json", "*.safetensors", checkpoint.SAFETENSORS_INDEX]
+PICKLE_PATTERNS = ["*.bin", checkpoint.PICKLE_INDEX]
+
+
+def sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_json(architecture: dict) -> bytes:
+    """config.json bytes for an architecture block, stable from run to run."""
+    return (json.dumps(architecture, indent=2, sort_keys=True) + "\n").encode()
+
+
+def check_architecture(spec: ModelSpec, config_path: Path) -> None:
+    """A model from a folder or the Hub may also give an architecture block: each field must agree."""
+    if not config_path.is_file():
+        raise PipelineError(f"model '{spec.name}': {config_path} is missing")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"model '{spec.name}': {config_path} is not valid JSON ({exc.msg})") from None
+    if config.get("auto_map") and config.get("model_type") is None:
+        raise PipelineError(f"model '{spec.name}': {config_path} needs remote code (auto_map); it is never run")
+    for key, value in (spec.architecture or {}).items():
+        if key in config and config[key] != value:
+            raise PipelineError(
+                f"model '{spec.name}': architecture.{key}={value!r} but {config_path} says {config[key]!r}"
+            )
+
+
+def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
+    """snapshot_download config.json and the safetensors files at spec.revision; (snapshot folder, commit sha)."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    revision = spec.revision or "main"
+    where = f"{spec.hub_id}@{revision}"
+    try:
+        folder = Path(snapshot_download(spec.hub_id, revision=revision, allow_patterns=SAFETENSORS_PATTERNS))
+        if spec.allow_pickle and not checkpoint.weight_files(folder, allow_pickle=True)[0]:
+            folder = Path(
+                snapshot_download(
+                    spec.hub_id, revision=folder.name, allow_patterns=[*SAFETENSORS_PATTERNS, *PICKLE_PATTERNS]
+                )
+            )
+    except LocalEntryNotFoundError:
+        raise PipelineError(
+            f"model '{spec.name}': the Hub cannot be reached and {where} is not in the cache "
+            f"{constants.HF_HUB_CACHE}; use source: config, or pre-fill the cache"
+        ) from None
+    except (RepositoryNotFoundError, GatedRepoError):
+        raise PipelineError(f"model '{spec.name}': hub_id {spec.hub_id} is not a repository the Hub serves") from None
+    except RevisionNotFoundError:
+        raise PipelineError(f"model '{spec.name}': revision {revision} not found in {spec.hub_id}") from None
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(
+            f"model '{spec.name}': cannot fetch {where} ({first}); use source: config, or pre-fill the cache"
+        ) from None
+    return folder, folder.name
+
+
+def pickle_to_safetensors(spec: ModelSpec, folder: Path, files: list[str], out: Path) -> None:
+    """Load pickle shards with torch.load(weights_only=True) and write one model.safetensors (no tensor shared twice)."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    for name in files:
+        try:
+            state = torch.load(folder / name, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # torch raises many types for a file it cannot unpickle safely
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PipelineError(
+                f"model '{spec.name}': {folder / name}: not loadable with weights_only=True ({first})"
+            ) from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise PipelineError(f"model '{spec.name}': {folder / name}: not a state dict of tensors")
+        for key, tensor in state.items():
+            ident = (
+                tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size(),
+                tuple(tensor.shape),
+            )
+            if ident in seen:
+                continue  # a tied alias stored twice in the pickle: keep the first name only
+            seen.add(ident)
+            tensors[key] = tensor.contiguous()
+    save_file(tensors, str(out / checkpoint.SAFETENSORS_SINGLE), metadata={"format": "pt"})
+
+
+def materialise(spec: ModelSpec, out: Path) -> dict:
+    """Fill folder out with config.json and the weights of spec; return the provenance record."""
+    revision = None
+    converted_from: list[str] = []
+    if spec.source == "config":
+        (out / "config.json").write_bytes(config_json(spec.architecture))
+        folder, files, fmt = None, [], ""
+    else:
+        if spec.source == "path":
+            folder = Path(spec.path)
+            if not folder.is_dir():
+                raise PipelineError(f"model '{spec.name}': path {folder} is not a folder")
+        else:
+            folder, revision = fetch_hub(spec)
+        check_architecture(spec, folder / "config.json")
+        files, fmt = checkpoint.weight_files(folder, allow_pickle=spec.allow_pickle)
+        atomic.link_or_copy(folder / "config.json", out / "config.json")
+        if fmt == "pickle":
+            pickle_to_safetensors(spec, folder, files, out)
+            converted_from = files
+        else:
+            index = folder / checkpoint.SAFETENSORS_INDEX
+            if index.is_file():
+                atomic.link_or_copy(index, out / checkpoint.SAFETENSORS_INDEX)
+            for name in files:
+                atomic.link_or_copy(folder / name, out / name)
+            checkpoint.read_checkpoint(out, files)  # every header must parse before the stage succeeds
+    return {
+        "model": spec.name,
+        "source": spec.source,
+        "hub_id": spec.hub_id,
+        "revision_requested": spec.revision if spec.source == "hub" else None,
+        "revision": revision,
+        "path": str(spec.path) if spec.source == "path" else None,
+        "converted_from_pickle": converted_from,
+        "files": [
+            {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256(p)}
+            for p in sorted(out.iterdir())
+            if p.is_file()
+        ],
+    }
