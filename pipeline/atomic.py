@@ -59,6 +59,7 @@ def sync_dir(directory: str | os.PathLike, keep: Iterable[str]) -> None:
 def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temp folder beside path; on success it replaces path whole, on failure it vanishes."""
     path = Path(path)
+    created = [p for p in reversed(path.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -73,6 +74,9 @@ def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in reversed(created):  # leave no empty folders behind either
+            with contextlib.suppress(OSError):
+                parent.rmdir()
         raise
 
 

@@ -1,4 +1,9 @@
-"""Stage bias: weights against biases per model and component, two definitions side by side. Writes <paths.bias>."""
+"""Stage bias: weights against biases per model and component, two definitions side by side.
+
+Writes <paths.bias> for every model. For models with weights (source path or hub) it also streams
+their values once and writes <paths.distributions> (count, mean, std, min, max, L2 norm by role,
+component and value group) and <paths.histograms> (fixed bins, by value group).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,37 @@ import logging
 
 import pandas as pd
 
-from pipeline import atomic, params, results, splits
+from pipeline import atomic, checkpoint, inventory, params, results, splits
 from pipeline.cli import run
 
 log = logging.getLogger("bias")
+
+
+def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from pipeline import values
+
+    v = cfg.values
+    stats, hists = [pd.DataFrame(columns=values.STAT_COLUMNS)], [pd.DataFrame(columns=values.HIST_COLUMNS)]
+    for name in cfg.models:
+        folder = cfg.models_dir(name)
+        files, _ = checkpoint.weight_files(folder)
+        if not files:
+            continue
+        reader = values.Reader(folder, checkpoint.read_checkpoint(folder, files))
+        params_inv = inventory.parameters(results.inventory(cfg, name))
+        s, h = values.distributions(
+            reader,
+            params_inv,
+            name,
+            float(v["hist_min"]),
+            float(v["hist_max"]),
+            int(v["bins"]),
+            int(v["chunk_elements"]),
+        )
+        stats.append(s)
+        hists.append(h)
+        log.info("%s: value statistics of %s parameters", name, f"{int(s.loc[s.by == 'all', 'count'].iloc[0]):,}")
+    return pd.concat(stats, ignore_index=True), pd.concat(hists, ignore_index=True)
 
 
 def main() -> None:
@@ -20,7 +52,16 @@ def main() -> None:
         row = table[(table.model == name) & (table.definition == "course") & (table.component == "all")]
         bias = row[row.category == "bias"].iloc[0]
         log.info("%s: %s parameters named *.bias (%.4f %%)", name, f"{bias.params:,}", 100 * bias.share_of_model)
+    has_weights = any(checkpoint.weight_files(cfg.models_dir(name))[0] for name in cfg.models)
+    if has_weights:
+        stats, hists = value_tables(cfg)
+    else:  # no torch import when no model has weights
+        from pipeline.values import HIST_COLUMNS, STAT_COLUMNS
+
+        stats, hists = pd.DataFrame(columns=STAT_COLUMNS), pd.DataFrame(columns=HIST_COLUMNS)
     atomic.write_csv(cfg.paths["bias"], table)
+    atomic.write_csv(cfg.paths["distributions"], stats)
+    atomic.write_csv(cfg.paths["histograms"], hists)
 
 
 if __name__ == "__main__":

@@ -162,9 +162,10 @@ def read_checkpoint(folder: Path, files: list[str]) -> list[Entry]:
 class Reconciled:
     """How a checkpoint's tensors map onto a model's parameters."""
 
-    key_of: dict[str, str]  # parameter name -> checkpoint key holding it
+    key_of: dict[str, str]  # parameter name -> checkpoint key(s) holding it, ';'-joined when a tie is stored twice
     buffers: list[tuple[Entry, str]]  # (entry, module path it belongs to): tensors that are not parameters
     checkpoint_tensors: int  # every element of every tensor in the checkpoint
+    tied_copies: int = 0  # elements stored a second time under another name of a tied parameter
 
 
 def _owner(model_modules: dict[str, Any], name: str) -> str | None:
@@ -195,6 +196,7 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str) -> Reconc
     ignore = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])]
 
     key_of: dict[str, str] = {}
+    copies = 0
     buffers: list[tuple[Entry, str]] = []
     unexpected: list[str] = []
     mismatched: list[str] = []
@@ -208,8 +210,9 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str) -> Reconc
                 mismatched.append(f"{e.key} {list(e.shape)} vs {pname} {list(shapes[pname])}")
                 continue
             canon = canonical_of[pname]
-            if canon in key_of:
-                unexpected.append(f"{e.key} (a second copy of {canon}, already stored as {key_of[canon]})")
+            if canon in key_of:  # a tied tensor stored under two of its names: both are copies of one parameter
+                key_of[canon] += ";" + e.key
+                copies += e.numel
                 continue
             key_of[canon] = e.key
             continue
@@ -231,4 +234,6 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str) -> Reconc
         problems.append(f"unexpected keys: {', '.join(unexpected[:8])}{' …' if len(unexpected) > 8 else ''}")
     if problems:
         raise PipelineError(f"model '{name}': checkpoint does not match the architecture: {' | '.join(problems)}")
-    return Reconciled(key_of=key_of, buffers=buffers, checkpoint_tensors=sum(e.numel for e in entries))
+    return Reconciled(
+        key_of=key_of, buffers=buffers, checkpoint_tensors=sum(e.numel for e in entries), tied_copies=copies
+    )

@@ -68,7 +68,7 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         inv = inventory.with_checkpoint(inv, model, rec)
         stored = rec.checkpoint_tensors
         buffers = sum(e.numel for e, _ in rec.buffers)
-        from_checkpoint = stored - buffers
+        from_checkpoint = stored - buffers - rec.tied_copies
         from_architecture = int(inventory.parameters(inv)["numel"].sum())
         if from_checkpoint != from_architecture:  # reconcile() makes this impossible; never pick one silently
             raise PipelineError(

@@ -93,3 +93,26 @@ def totals(summary: pd.DataFrame, path: Path, dpi: int) -> None:
     ax.set_title("Exact totals against the stated sizes")
     ax.legend(fontsize="small")
     _save(fig, path, dpi)
+
+
+def distributions(hists: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Value histograms (density, log scale) of weights, biases and norm gains; one line per model."""
+    import numpy as np
+
+    plt, sns = _setup()
+    inner = hists[np.isfinite(hists["bin_left"]) & np.isfinite(hists["bin_right"])].copy()
+    totals = hists.groupby(["model", "group"])["count"].transform("sum")
+    inner["density"] = inner["count"] / totals.loc[inner.index] / (inner["bin_right"] - inner["bin_left"])
+    inner["value"] = (inner["bin_left"] + inner["bin_right"]) / 2
+    groups = [g for g in ("weights", "biases", "norm_gains") if g in set(inner["group"])]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.4), squeeze=False, sharey=False)
+    for ax, group in zip(axes[0], groups, strict=True):
+        part = inner[(inner["group"] == group) & (inner["density"] > 0)]
+        sns.lineplot(data=part, x="value", y="density", hue="model", ax=ax, palette="colorblind", linewidth=1.2)
+        ax.set_yscale("log")
+        ax.set_title(group.replace("_", " "))
+        ax.set_xlabel("parameter value")
+        ax.legend(fontsize="x-small")
+    fig.suptitle("Distribution of parameter values (fixed bins; values outside the range counted apart)")
+    fig.tight_layout()
+    _save(fig, path, dpi)

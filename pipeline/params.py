@@ -79,6 +79,7 @@ class Params:
     models: dict[str, ModelSpec]
     paths: dict[str, str]
     report: dict[str, Any]
+    values: dict[str, Any]
 
     def models_dir(self, name: str) -> Path:
         return Path(self.paths["models"]) / name
@@ -155,14 +156,14 @@ def from_dict(raw: Any) -> Params:
     """Validate a whole params mapping."""
     if not isinstance(raw, dict):
         raise PipelineError("params.yaml: expected a mapping at the top level")
-    for key in ("models", "paths", "report"):
+    for key in ("models", "paths", "report", "values"):
         if key not in raw:
             raise PipelineError(f"params.yaml: missing top-level key '{key}'")
     models = raw["models"]
     if not isinstance(models, dict) or not models:
         raise PipelineError("params.yaml: models must name at least one model (pick a sweep in conf/sweep/)")
     specs = {str(name): model_spec(str(name), entry) for name, entry in models.items()}
-    return Params(models=specs, paths=dict(raw["paths"]), report=dict(raw["report"]))
+    return Params(models=specs, paths=dict(raw["paths"]), report=dict(raw["report"]), values=dict(raw["values"]))
 
 
 def load(path: str | Path = PARAMS_FILE) -> Params:

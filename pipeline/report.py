@@ -38,14 +38,30 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None) -
 
 
 def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
-    rows, checks = [], []
+    rows, checks, notes = [], [], []
     for name, spec in cfg.models.items():
         s = summary.loc[name]
         stated = "—"
         if pd.notna(s["stated_params"]):
             gap = int(s["total"]) - int(s["stated_params"])
             stated = f"{spec.stated_size} ({_int(abs(gap))} {'short' if gap >= 0 else 'over'})"
-        rows.append([f"`{name}`", _int(s["total"]), human(s["total"]), stated, spec.source])
+        source = s["source"] + (
+            f" @ `{s['revision'][:12]}`" if isinstance(s["revision"], str) and s["revision"] else ""
+        )
+        rows.append([f"`{name}`", _int(s["total"]), human(s["total"]), stated, source])
+        if pd.notna(s["checkpoint_tensors"]):
+            buffers = int(s["checkpoint_buffers"])
+            notes.append(
+                f"- `{name}`: its checkpoint holds {_int(s['checkpoint_tensors'])} values, that is "
+                f"{_int(s['total'])} parameters{' (each tied tensor once)' if s['structural_tied'] else ''}"
+                + (
+                    f" plus {_int(buffers)} in buffers (tensors that are not parameters, such as attention masks; "
+                    "listed as kind `buffer` in the inventory)."
+                    if buffers
+                    else "."
+                )
+                + f" A naive sum of its header gives {human(s['checkpoint_tensors'])}."
+            )
         arch = spec.architecture or {}
         if spec.source == "config" and arch.get("model_type") == "gpt2":
             closed = formulas.gpt2_params_from_config(arch)
@@ -61,6 +77,9 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
         _table(["model", "parameters", "", "stated by the authors", "source"], rows, "lrrrl"),
         "",
     ]
+    if notes:
+        out += ["Checkpoints, counted from their safetensors headers and reconciled with the architecture:", ""]
+        out += notes + [""]
     if checks:
         out += ["Closed form for GPT-2 (vocabulary V, positions P, width d, layers L), independent of the count:", ""]
         out += checks + [""]
@@ -158,11 +177,23 @@ def ties_section(summary: pd.DataFrame, ties: pd.DataFrame) -> str:
                 f"`{t['input_embedding']}`",
                 f"`{t['output_embedding']}`" if t["output_embedding"] else "—",
                 _int(t["untied_head_params"]),
+                "—" if pd.isna(t["stored_separately"]) else ("yes" if t["stored_separately"] else "no"),
                 r,
                 diff,
             ]
         )
         total, untied, head = int(s["total"]), int(s["total_untied"]), int(s["head_params"])
+        if pd.notna(t["pearson_r"]):
+            verdict = (
+                "the two matrices are one"
+                if t["pearson_r"] > 0.999999 and t["max_abs_diff"] == 0
+                else "the matrices are unrelated"
+                if abs(t["pearson_r"]) < 0.1
+                else "the matrices are related but differ"
+            )
+            lines.append(
+                f"- `{t['model']}`: r = {t['pearson_r']:.6f}, max |difference| = {t['max_abs_diff']:.3g}: {verdict}."
+            )
         if t["structural_tied"]:
             lines.append(
                 f"- `{t['model']}` is tied: its output head is the token embedding tensor. With a head of its own "
@@ -173,7 +204,7 @@ def ties_section(summary: pd.DataFrame, ties: pd.DataFrame) -> str:
                 f"- `{t['model']}` is untied: its head is a tensor of its own. "
                 f"{_int(total)} − {_int(head)} = {_int(total - head)} is what it would hold tied."
             )
-    methods = sorted(set(ties["method"]))
+    methods = [f"`{m}`: {t}" for m, t in zip(ties["model"], ties["method"], strict=True)]
     return "\n".join(
         [
             "## Do the embedding and the unembedding share weights?",
@@ -198,10 +229,48 @@ def ties_section(summary: pd.DataFrame, ties: pd.DataFrame) -> str:
             "",
             *lines,
             "",
-            *[f"Value evidence: {m}." for m in methods],
+            "Value evidence (r is Pearson's correlation of the input and output embedding matrices):",
+            "",
+            *[f"- {m}." for m in methods],
             "",
         ]
     )
+
+
+def distributions_section(stats: pd.DataFrame, fig: str | None) -> str:
+    out = ["## What the values look like", ""]
+    if stats.empty:
+        out += [
+            "No model in this sweep comes with weights (all are built from their configuration), so there are "
+            "no values to describe. Give a model `source: path` or `source: hub` to see them.",
+            "",
+        ]
+        return "\n".join(out)
+    groups = stats[stats["by"].isin(["group", "all"])]
+    rows = [
+        [
+            f"`{r.model}`",
+            r.group.replace("_", " "),
+            _int(r.count),
+            f"{r.mean:.4g}",
+            f"{r.std:.4g}",
+            f"{r.min:.4g}",
+            f"{r.max:.4g}",
+            f"{r.l2:.4g}",
+        ]
+        for r in groups.itertuples(index=False)
+    ]
+    out += [
+        "Streamed tensor by tensor from the memory-mapped checkpoint (each tied tensor once). Weights are the "
+        "matrices and embeddings; biases the Linear/Conv1D biases and norm shifts; norm gains apart. "
+        "By role and by component: `results/distributions.csv`; histograms: `results/histograms.csv`.",
+        "",
+        _table(["model", "values", "count", "mean", "std", "min", "max", "L2 norm"], rows, "llrrrrrr"),
+        "",
+        f"![Distribution of parameter values]({fig})",
+        "",
+    ]
+    return "\n".join(out)
 
 
 def definitions_section() -> str:
@@ -215,11 +284,18 @@ def render(cfg: params.Params) -> dict[str, object]:
     summary = results.summary(cfg)
     ties = results.table(cfg, "ties")
     bias = results.table(cfg, "bias")
-    invs = {name: results.inventory(cfg, name) for name in cfg.models}
+    invs = {name: inventory.parameters(results.inventory(cfg, name)) for name in cfg.models}
+    stats = results.table(cfg, "distributions")
+    hists = results.table(cfg, "histograms")
     report_dir = Path(cfg.paths["report"]).parent
     fig_dir = Path(cfg.paths["figures"])
     rel = Path(os.path.relpath(fig_dir, report_dir))
-    names = {"totals": "totals.png", "components": "components.png", "bias": "bias_share.png"}
+    names = {
+        "totals": "totals.png",
+        "components": "components.png",
+        "bias": "bias_share.png",
+        "values": "distributions.png",
+    }
     body = "\n".join(
         [
             "# How many parameters?",
@@ -232,6 +308,7 @@ def render(cfg: params.Params) -> dict[str, object]:
             components_section(cfg, invs, (rel / names["components"]).as_posix()),
             bias_section(summary, bias, (rel / names["bias"]).as_posix()),
             ties_section(summary, ties),
+            distributions_section(stats, (rel / names["values"]).as_posix() if not hists.empty else None),
             definitions_section(),
         ]
     )
@@ -242,14 +319,14 @@ def render(cfg: params.Params) -> dict[str, object]:
         ]
     )
     shares = bias[(bias["component"] == "all") & (bias["category"] == "bias")]
-    return {
-        "text": body,
-        "figures": [
-            (figures.totals, summary.reset_index(drop=True), fig_dir / names["totals"]),
-            (figures.components, by_component, fig_dir / names["components"]),
-            (figures.bias_share, shares, fig_dir / names["bias"]),
-        ],
-    }
+    drawn = [
+        (figures.totals, summary.reset_index(drop=True), fig_dir / names["totals"]),
+        (figures.components, by_component, fig_dir / names["components"]),
+        (figures.bias_share, shares, fig_dir / names["bias"]),
+    ]
+    if not hists.empty:
+        drawn.append((figures.distributions, hists, fig_dir / names["values"]))
+    return {"text": body, "figures": drawn}
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ def summary(cfg: Params) -> pd.DataFrame:
 
 def table(cfg: Params, key: str) -> pd.DataFrame:
     """A per-model CSV (ties, bias) restricted to the models in params, in sweep order."""
-    df = _read(Path(cfg.paths[key]), f"the {key} stage writes it")
+    df = _read(Path(cfg.paths[key]), "the pipeline writes it")
     df = df[df["model"].isin(list(cfg.models))]
     order = {name: i for i, name in enumerate(cfg.models)}
     return df.sort_values("model", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)

@@ -91,7 +91,7 @@ def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
 
 
 def pickle_to_safetensors(spec: ModelSpec, folder: Path, files: list[str], out: Path) -> None:
-    """Load pickle shards with torch.load(weights_only=True) and write one model.safetensors (no tensor shared twice)."""
+    """Load pickle shards with torch.load(weights_only=True); write one model.safetensors, each tensor once."""
     import torch
     from safetensors.torch import save_file
 

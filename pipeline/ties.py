@@ -1,26 +1,75 @@
-"""Stage ties: per model, is the output unembedding the input embedding? Writes <paths.ties>."""
+"""Stage ties: per model, is the output unembedding the input embedding? Writes <paths.ties>.
+
+From the structure always (declared in the config, same tensor in the built model); from the values
+when the model has weights: streamed from the checkpoint when it stores both matrices, else the
+course's check on the model loaded through transformers.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
 
-from pipeline import atomic, params, results, tying
-from pipeline.cli import run
+from pipeline import atomic, checkpoint, params, results, tying, values
+from pipeline.cli import PipelineError, run
 
 log = logging.getLogger("ties")
+
+
+def value_evidence(model_dir: Path, inv: pd.DataFrame, name: str, chunk_elements: int) -> dict | None:
+    """stored_separately, pearson_r, max_abs_diff and method for a model with weights; None without."""
+    files, _ = checkpoint.weight_files(model_dir)
+    if not files:
+        return None
+    in_key, out_key = tying.stored_keys(inv)
+    if not in_key:
+        raise PipelineError(f"model '{name}': the input embedding is not in the checkpoint")
+    if out_key:
+        reader = values.Reader(model_dir, checkpoint.read_checkpoint(model_dir, files))
+        acc = values.correlate_stored(reader, in_key, out_key, chunk_elements)
+        method = tying.STREAMED
+    elif not (inv["is_output_embedding"]).any():
+        return {"stored_separately": False, "method": "no output embedding in this architecture"}
+    else:
+        acc = course_check(model_dir, chunk_elements)
+        method = tying.COURSE
+    return {
+        "stored_separately": bool(out_key),
+        "pearson_r": acc.pearson_r,
+        "max_abs_diff": acc.max_abs_diff,
+        "method": method,
+    }
+
+
+def course_check(model_dir: Path, chunk_elements: int) -> values.CoMoments:
+    """Load the model with transformers (local files only, no remote code) and correlate its two embeddings."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # the Hub's GPT-2 files carry attn.bias masks transformers skips by design
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
+    return values.correlate_tensors(
+        model.get_input_embeddings().weight, model.get_output_embeddings().weight, chunk_elements
+    )
 
 
 def main() -> None:
     cfg = params.load()
     summary = results.summary(cfg)
+    chunk = int(cfg.values["chunk_elements"])
     rows = []
     for name in cfg.models:
         inv = results.inventory(cfg, name)
         s = summary.loc[name]
-        rows.append(tying.evidence(inv, s["declared_tied"], s["input_embedding"], s["output_embedding"]))
-        log.info("%s: declared tied %s, same tensor %s", name, rows[-1]["declared_tied"], rows[-1]["structural_tied"])
+        found = value_evidence(cfg.models_dir(name), inv, name, chunk)
+        rows.append(tying.evidence(inv, s["declared_tied"], s["input_embedding"], s["output_embedding"], found))
+        r = rows[-1]
+        log.info(
+            "%s: declared tied %s, same tensor %s, r %s", name, r["declared_tied"], r["structural_tied"], r["pearson_r"]
+        )
     atomic.write_csv(cfg.paths["ties"], pd.DataFrame(rows, columns=tying.COLUMNS))
 
 

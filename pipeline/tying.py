@@ -17,6 +17,7 @@ COLUMNS = [
     "input_embedding",
     "output_embedding",
     "untied_head_params",
+    "stored_separately",
     "pearson_r",
     "max_abs_diff",
     "method",
@@ -24,12 +25,44 @@ COLUMNS = [
 NO_WEIGHTS = "no weights: source config builds the architecture on the meta device, so there are no values to compare"
 
 
-def evidence(inv: pd.DataFrame, declared_tied: bool, input_name: str, output_name: str) -> dict:
+STREAMED = (
+    "streamed from the checkpoint: Pearson r and max |difference| of the stored input and output embedding "
+    "matrices, in chunks with float64 accumulators"
+)
+COURSE = (
+    "output embedding not stored (tied): the course's check, loading the model with transformers and "
+    "correlating get_input_embeddings().weight with get_output_embeddings().weight"
+)
+
+
+def stored_keys(inv: pd.DataFrame) -> tuple[str, str]:
+    """Checkpoint keys of the input and output embedding matrices ('' where not stored)."""
+    params = inv[inv["kind"] == "parameter"]
+    inp = params[params["is_input_embedding"]]
+    out = params[params["is_output_embedding"]]
+    in_keys = inp["checkpoint_key"].iloc[0].split(";") if not inp.empty else [""]
+    if out.empty:
+        return in_keys[0], ""
+    out_keys = out["checkpoint_key"].iloc[0].split(";")
+    if out.index[0] == (inp.index[0] if not inp.empty else None):  # tied: a second stored copy, if any
+        return in_keys[0], (out_keys[1] if len(out_keys) > 1 else "")
+    return in_keys[0], out_keys[0]
+
+
+def evidence(
+    inv: pd.DataFrame,
+    declared_tied: bool,
+    input_name: str,
+    output_name: str,
+    values: dict | None = None,
+) -> dict:
     """One row of tie evidence for a model's inventory.
 
     input_name and output_name are the weights of get_input_embeddings() and get_output_embeddings()
-    (output_name is empty for a model without an output head).
+    (output_name is empty for a model without an output head). values, when weights exist, holds
+    stored_separately, pearson_r, max_abs_diff and method.
     """
+    inv = inv[inv["kind"] == "parameter"]
     structural = bool((inv["is_input_embedding"] & inv["is_output_embedding"]).any())
     out = inv[inv["is_output_embedding"]]
     return {
@@ -40,7 +73,9 @@ def evidence(inv: pd.DataFrame, declared_tied: bool, input_name: str, output_nam
         "output_embedding": output_name,
         # a tied head would become a tensor of the same shape; an untied one already is one
         "untied_head_params": int(out["numel"].iloc[0]) if not out.empty else 0,
+        "stored_separately": None,
         "pearson_r": None,
         "max_abs_diff": None,
         "method": NO_WEIGHTS,
+        **(values or {}),
     }

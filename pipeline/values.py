@@ -32,17 +32,20 @@ class Moments:
     hi: float = -math.inf
     sumsq: float = 0.0
 
-    def add(self, chunk: torch.Tensor) -> None:
+    @classmethod
+    def of(cls, chunk: torch.Tensor) -> Moments:
+        """Moments of one chunk, computed in float64."""
         import torch
 
-        nb = chunk.numel()
-        if nb == 0:
-            return
+        if chunk.numel() == 0:
+            return cls()
         c = chunk.to(torch.float64)
         mb = float(c.mean())
-        m2b = float((c - mb).square().sum())
         lo, hi = torch.aminmax(c)
-        self.merge(Moments(nb, mb, m2b, float(lo), float(hi), float(c.square().sum())))
+        return cls(c.numel(), mb, float((c - mb).square().sum()), float(lo), float(hi), float(c.square().sum()))
+
+    def add(self, chunk: torch.Tensor) -> None:
+        self.merge(Moments.of(chunk))
 
     def merge(self, o: Moments) -> None:
         if o.n == 0:
@@ -183,3 +186,46 @@ def correlate_tensors(x: torch.Tensor, y: torch.Tensor, chunk_elements: int = CH
     for a, b in zip(chunks_x, chunks_y, strict=True):
         acc.add(a, b)
     return acc
+
+
+# Value groups for the histograms: what the course calls weights and biases, and the norm gains apart.
+VALUE_GROUPS = {
+    "matrix": "weights",
+    "embedding": "weights",
+    "bias": "biases",
+    "norm_bias": "biases",
+    "norm_gain": "norm_gains",
+}
+STAT_COLUMNS = ["model", "by", "group", "count", "mean", "std", "min", "max", "l2"]
+HIST_COLUMNS = ["model", "group", "bin_left", "bin_right", "count"]
+
+
+def distributions(
+    reader: Reader, params_inv, name: str, lo: float, hi: float, bins: int, chunk_elements: int = CHUNK_ELEMENTS
+):
+    """(statistics, histograms) DataFrames of a model's parameter values, one pass over its tensors.
+
+    params_inv holds the parameter rows of the inventory (a tied tensor once), with checkpoint keys.
+    Statistics by role, component, value group and overall; histograms by value group.
+    """
+    import pandas as pd
+
+    stats: dict[tuple[str, str], Moments] = {}
+    hists: dict[str, Histogram] = {}
+    for row in params_inv.itertuples(index=False):
+        key = row.checkpoint_key.split(";")[0]
+        group = VALUE_GROUPS[row.role]
+        targets = [("all", "all"), ("role", row.role), ("component", row.component), ("group", group)]
+        hist = hists.setdefault(group, Histogram(lo, hi, bins))
+        for chunk in reader.chunks(key, chunk_elements):
+            m = Moments.of(chunk)
+            for t in targets:
+                stats.setdefault(t, Moments()).merge(m)
+            hist.add(chunk)
+    order = {"all": 0, "group": 1, "role": 2, "component": 3}
+    stat_rows = [
+        {"model": name, "by": by, "group": group, **m.row()}
+        for (by, group), m in sorted(stats.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+    ]
+    hist_rows = [{"model": name, "group": g, **r} for g in sorted(hists) for r in hists[g].rows()]
+    return pd.DataFrame(stat_rows, columns=STAT_COLUMNS), pd.DataFrame(hist_rows, columns=HIST_COLUMNS)

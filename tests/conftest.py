@@ -80,9 +80,9 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_module(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_module(module: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m module args` the way dvc.yaml does, with this repository importable."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
