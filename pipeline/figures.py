@@ -108,7 +108,17 @@ def distributions(hists: pd.DataFrame, path: Path, dpi: int) -> None:
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.4), squeeze=False, sharey=False)
     for ax, group in zip(axes[0], groups, strict=True):
         part = inner[(inner["group"] == group) & (inner["density"] > 0)]
-        sns.lineplot(data=part, x="value", y="density", hue="model", ax=ax, palette="colorblind", linewidth=1.2)
+        sns.lineplot(
+            data=part,
+            x="value",
+            y="density",
+            hue="model",
+            ax=ax,
+            palette="colorblind",
+            linewidth=1.2,
+            marker=".",
+            markersize=5,
+        )
         ax.set_yscale("log")
         ax.set_title(group.replace("_", " "))
         ax.set_xlabel("parameter value")

@@ -31,6 +31,7 @@ def _int(n) -> str:
 
 def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
     align = align or "l" + "r" * (len(header) - 1)
+    assert len(align) == len(header) and all(len(r) == len(header) for r in rows), "ragged table"
     marks = ["---:" if a == "r" else "---" for a in align]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -204,7 +205,10 @@ def ties_section(summary: pd.DataFrame, ties: pd.DataFrame) -> str:
                 f"- `{t['model']}` is untied: its head is a tensor of its own. "
                 f"{_int(total)} − {_int(head)} = {_int(total - head)} is what it would hold tied."
             )
-    methods = [f"`{m}`: {t}" for m, t in zip(ties["model"], ties["method"], strict=True)]
+    by_method: dict[str, list[str]] = {}
+    for model, method in zip(ties["model"], ties["method"], strict=True):
+        by_method.setdefault(method, []).append(f"`{model}`")
+    methods = [f"{', '.join(models)}: {method}" for method, models in by_method.items()]
     return "\n".join(
         [
             "## Do the embedding and the unembedding share weights?",
@@ -220,11 +224,12 @@ def ties_section(summary: pd.DataFrame, ties: pd.DataFrame) -> str:
                     "input embedding",
                     "output embedding",
                     "head params",
+                    "stored apart",
                     "r",
-                    "max |diff|",
+                    "max abs diff",
                 ],
                 rows,
-                "lllllrrr",
+                "lllllrlrr",
             ),
             "",
             *lines,
