@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, inventory, params
+from pipeline import atomic, checkpoint, conventions, inventory, params
 from pipeline.cli import PipelineError, run
 
 log = logging.getLogger("count")
@@ -56,7 +56,7 @@ def provenance(model_dir: Path, name: str) -> dict:
 def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict]:
     """Inventory and summary row of one downloaded model; its checkpoint, if any, reconciled with it."""
     config = inventory.load_config(model_dir, spec.name)
-    model = inventory.build_meta(config, spec.name)
+    model = inventory.build_meta(config, spec.name, spec.auto_class)
     inv = inventory.inventory(model, spec.name)
     input_name, output_name = inventory.embedding_names(model)
     prov = provenance(model_dir, spec.name)
@@ -96,14 +96,36 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
     return inv, row
 
 
+WHATIF_COLUMNS = ["n_layer", "n_embd", "n_head", "params", "twelve_l_d2"]
+
+
+def whatif_grid(cfg: params.Params) -> pd.DataFrame:
+    """Count every (n_layer, n_embd) variant of whatif.base on the meta device."""
+    from transformers import AutoConfig
+
+    w = cfg.whatif
+    base = dict(w["base"].architecture)
+    model_type = base.pop("model_type")
+    rows = []
+    for n_layer in w["n_layer"]:
+        for n_embd in w["n_embd"]:
+            arch = {**base, "n_layer": n_layer, "n_embd": n_embd, "n_head": n_embd // int(w["head_width"])}
+            model = inventory.build_meta(AutoConfig.for_model(model_type, **arch), "whatif.base")
+            total = sum(p.numel() for p in model.parameters())
+            rows.append([n_layer, n_embd, arch["n_head"], total, 12 * n_layer * n_embd**2])
+    return pd.DataFrame(rows, columns=WHATIF_COLUMNS)
+
+
 def main() -> None:
     cfg = params.load()
-    inventories, rows = {}, []
+    inventories, rows, conv = {}, [], []
     for name, spec in cfg.models.items():  # everything is computed before anything is written
         inv, row = count_model(spec, cfg.models_dir(name))
         inventories[name] = inv
         rows.append(row)
+        conv += conventions.conventions(inv, row)
         log.info("%s: %s parameters in %d tensors", name, f"{row['total']:,}", len(inv))
+    grid = whatif_grid(cfg)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     for column in ("stated_params", "checkpoint_tensors", "checkpoint_buffers"):
         summary[column] = summary[column].astype("Int64")
@@ -112,6 +134,8 @@ def main() -> None:
         atomic.write_csv(f"{inv_dir}/{name}.csv", inv)
     atomic.sync_dir(inv_dir, keep=[f"{name}.csv" for name in inventories])
     atomic.write_csv(cfg.paths["summary"], summary)
+    atomic.write_csv(cfg.paths["conventions"], conventions.table(conv))
+    atomic.write_csv(cfg.paths["whatif"], grid)
     metrics = {row["model"]: {key: row[key] for key in METRIC_KEYS} for row in rows}
     atomic.write_json(cfg.paths["metrics"], metrics)
 

@@ -126,3 +126,26 @@ def distributions(hists: pd.DataFrame, path: Path, dpi: int) -> None:
     fig.suptitle("Distribution of parameter values (fixed bins; values outside the range counted apart)")
     fig.tight_layout()
     _save(fig, path, dpi)
+
+
+def whatif(grid: pd.DataFrame, shipped: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Parameters against 12·L·d² (log-log): the what-if grid as lines per width, the sweep's models marked."""
+    plt, sns = _setup()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    data = grid.assign(width=grid["n_embd"].map(lambda d: f"d = {d}"))
+    sns.lineplot(data=data, x="twelve_l_d2", y="params", hue="width", marker="o", ax=ax, palette="crest", linewidth=1)
+    lo = min(grid["twelve_l_d2"].min(), shipped["twelve_l_d2"].min())
+    hi = max(grid["params"].max(), shipped["params"].max(), grid["twelve_l_d2"].max())
+    ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=0.8, label="params = 12·L·d²")
+    ax.scatter(shipped["twelve_l_d2"], shipped["params"], color="black", zorder=5, s=30, label="models in the sweep")
+    for _, r in shipped.iterrows():
+        ax.annotate(
+            r["model"], (r["twelve_l_d2"], r["params"]), fontsize="x-small", xytext=(4, -10), textcoords="offset points"
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("12·L·d² (attention and MLP matrices of a GPT-2 block)")
+    ax.set_ylabel("unique parameters")
+    ax.set_title("Parameters against 12·L·d²: the gap is embeddings, biases and norms")
+    ax.legend(fontsize="x-small", loc="upper left")
+    _save(fig, path, dpi)

@@ -34,3 +34,31 @@ def gpt2_params_from_config(arch: dict) -> int:
         inner=arch.get("n_inner"),
         tied=arch.get("tie_word_embeddings", True),
     )
+
+
+def llama_params(
+    vocab: int, d: int, layers: int, inner: int, heads: int, kv_heads: int | None = None, tied: bool = False
+) -> int:
+    """Llama-style decoders (Touvron et al. 2023): no biases, RMSNorm gains, a gated MLP, rotary positions.
+
+    Per block, with head width h = d / heads and kv_heads key/value heads:
+      q_proj, o_proj      2 · d·d
+      k_proj, v_proj      2 · d·(kv_heads·h)
+      gate, up, down      3 · d·f
+      2 RMSNorm gains     2d
+    Then the final RMSNorm (d), the token embedding (V·d) and an untied head (V·d).
+    """
+    kv = heads if kv_heads is None else kv_heads
+    h = d // heads
+    block = 2 * d * d + 2 * d * kv * h + 3 * d * inner + 2 * d
+    return vocab * d + layers * block + d + (0 if tied else vocab * d)
+
+
+def gpt_neox_params(vocab: int, d: int, layers: int, inner: int, tied: bool = False) -> int:
+    """GPT-NeoX / Pythia (Black et al. 2022; Biderman et al. 2023): biased Linear layers, LayerNorms, rotary.
+
+    Per block: fused qkv d·3d + 3d, dense d·d + d, MLP d·f + f and f·d + d, two LayerNorms 4d.
+    Then the final LayerNorm (2d), embed_in (V·d) and an untied embed_out (V·d).
+    """
+    block = (3 * d * d + 3 * d) + (d * d + d) + (d * inner + inner) + (inner * d + d) + 4 * d
+    return vocab * d + layers * block + 2 * d + (0 if tied else vocab * d)

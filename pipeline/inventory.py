@@ -4,10 +4,16 @@ One row per unique parameter tensor. Its role comes from the type of the module 
 its component from the model's own accessors and module tree, never from name patterns:
 
 - role: matrix (Linear/Conv1D weight), bias (Linear/Conv1D bias), embedding (Embedding weight, and
-  the output head's matrix, which is the unembedding), norm_gain and norm_bias (normalisation layers);
-- component: token_embedding (get_input_embeddings()), position_embedding (another Embedding outside
-  the blocks), attention (inside the block's attention module), mlp (the other matrices of a block),
-  layer_norm (normalisation layers) and output_head (get_output_embeddings(), when it has its own tensors).
+  the output head's matrix, which is the unembedding), norm_gain and norm_bias (normalisation layers:
+  LayerNorm, and RMSNorm-style modules with a weight and no bias);
+- component: token_embedding (get_input_embeddings()), position_embedding (an Embedding outside the
+  blocks with one row per position), segment_embedding (one with type_vocab_size rows, BERT's token
+  types), attention (inside the block's attention module), mlp (the other matrices of a block),
+  layer_norm (normalisation layers), pooler (a *Pooler module outside the blocks) and output_head
+  (get_output_embeddings() and the head module around it, when it has tensors of its own).
+
+A parameter that no rule recognises is an error naming its module path, never filed as "other".
+Buffers (rotary frequencies, causal masks) are not parameters and are not counted.
 
 A tied tensor has one row, under the name model.parameters() gives it, with its other names in `aliases`.
 """
@@ -28,7 +34,21 @@ if TYPE_CHECKING:  # torch is imported lazily: only the count stage pays for it
     import torch
 
 ROLES = ("matrix", "bias", "embedding", "norm_gain", "norm_bias")
-COMPONENTS = ("token_embedding", "position_embedding", "attention", "mlp", "layer_norm", "output_head")
+COMPONENTS = (
+    "token_embedding",
+    "position_embedding",
+    "segment_embedding",
+    "attention",
+    "mlp",
+    "layer_norm",
+    "pooler",
+    "output_head",
+)
+AUTO_CLASSES = {
+    "causal_lm": "AutoModelForCausalLM",
+    "masked_lm": "AutoModelForMaskedLM",
+    "base": "AutoModel",
+}
 COLUMNS = [
     "model",
     "kind",
@@ -61,6 +81,11 @@ def load_config(model_dir: str | Path, name: str) -> Any:
     except json.JSONDecodeError as exc:
         raise PipelineError(f"model '{name}': {path} is not valid JSON ({exc.msg})") from None
     model_type = raw.get("model_type")
+    if model_type not in CONFIG_MAPPING_NAMES and raw.get("auto_map"):
+        raise PipelineError(
+            f"model '{name}': model_type={model_type!r} needs the code shipped with the model "
+            "(auto_map, trust_remote_code); such models are refused"
+        )
     if not model_type:
         raise PipelineError(f"model '{name}': {path} has no model_type")
     if model_type not in CONFIG_MAPPING_NAMES:
@@ -74,14 +99,15 @@ def load_config(model_dir: str | Path, name: str) -> Any:
         raise PipelineError(f"model '{name}': {path}: {str(exc).splitlines()[0]}") from None
 
 
-def build_meta(config: Any, name: str) -> torch.nn.Module:
-    """Instantiate the causal-LM class for config on the meta device: shapes only, no memory, no init."""
+def build_meta(config: Any, name: str, auto_class: str = "causal_lm") -> torch.nn.Module:
+    """Instantiate config's model class on the meta device: shapes only, no memory, no init, no remote code."""
     import torch
-    from transformers import AutoModelForCausalLM
+    import transformers
 
+    cls = getattr(transformers, AUTO_CLASSES[auto_class])
     try:
         with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+            return cls.from_config(config, trust_remote_code=False)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise PipelineError(f"model '{name}': cannot build the architecture: {str(exc).splitlines()[0]}") from None
 
@@ -136,16 +162,20 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
     for pname, p in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(p), []).append(pname)
 
+    head_root = _head_root(model, modules, output_emb)
     rows = []
     for pname, p in model.named_parameters():  # unique tensors, in the order model.parameters() gives
-        module_path, _, attr = pname.rpartition(".")
+        # the owner whose type has a rule: the first name, else an alias (BERT's cls.predictions.bias
+        # is also cls.predictions.decoder.bias, a Linear bias)
+        owners = [n.rpartition(".") for n in names[id(p)]]
+        module_path, _, attr = next((o for o in owners if _has_rule(modules[o[0]], o[2])), pname.rpartition("."))
         module = modules[module_path]
         role = _role(module, attr, id(p) in output_ids and id(p) not in input_ids, pname)
         layer = None
         if block_prefix and pname.startswith(block_prefix):
             layer = int(pname[len(block_prefix) :].split(".", 1)[0])
         component = _component(
-            model, modules, module, module_path, pname, id(p), input_ids, output_ids, layer, block_prefix
+            model, modules, module, module_path, pname, id(p), input_ids, output_ids, layer, block_prefix, head_root
         )
         rows.append(
             {
@@ -170,6 +200,25 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
     return df
 
 
+def _has_rule(module: torch.nn.Module, attr: str) -> bool:
+    import torch
+
+    return (
+        (isinstance(module, torch.nn.Embedding) and attr == "weight")
+        or (_is_linear(module) and attr in ("weight", "bias"))
+        or (_is_norm(module) and attr in ("weight", "bias"))
+    )
+
+
+def _head_root(model: torch.nn.Module, modules: dict, output_emb: torch.nn.Module | None) -> str | None:
+    """Path of the head module around get_output_embeddings() (lm_head, cls), outside the base model."""
+    if output_emb is None:
+        return None
+    path = next(p for p, m in modules.items() if m is output_emb)
+    root = path.split(".", 1)[0]
+    return None if root == getattr(model, "base_model_prefix", None) else root
+
+
 def _role(module: torch.nn.Module, attr: str, is_untied_head: bool, pname: str) -> str:
     import torch
 
@@ -188,12 +237,14 @@ def _role(module: torch.nn.Module, attr: str, is_untied_head: bool, pname: str) 
     )
 
 
-def _component(model, modules, module, module_path, pname, pid, input_ids, output_ids, layer, block_prefix) -> str:
+def _component(
+    model, modules, module, module_path, pname, pid, input_ids, output_ids, layer, block_prefix, head_root
+) -> str:
     import torch
 
     if pid in input_ids:
         return "token_embedding"
-    if pid in output_ids:
+    if pid in output_ids or (head_root and (module_path == head_root or module_path.startswith(head_root + "."))):
         return "output_head"
     if _is_norm(module):
         return "layer_norm"
@@ -202,6 +253,12 @@ def _component(model, modules, module, module_path, pname, pid, input_ids, outpu
         max_positions = getattr(model.config, "max_position_embeddings", None)
         if max_positions and 0 <= module.num_embeddings - max_positions <= 2:
             return "position_embedding"
+        if module.num_embeddings == getattr(model.config, "type_vocab_size", None):
+            return "segment_embedding"
+    if layer is None and _is_linear(module):
+        chain = [module_path, *_ancestors(module_path)]
+        if any(type(modules[p]).__name__.endswith("Pooler") for p in chain if p in modules):
+            return "pooler"
     if layer is not None and _is_linear(module):
         block_path = block_prefix + str(layer)
         for parent in _ancestors(module_path):

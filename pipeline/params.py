@@ -18,6 +18,7 @@ from pipeline.cli import PipelineError
 PARAMS_FILE = Path("params.yaml")
 CONF_DIR = Path("conf")
 SOURCES = ("config", "path", "hub")
+AUTO_CLASSES = ("causal_lm", "masked_lm", "base")
 
 # Public model-file keys (users write their own model files with these) and their defaults.
 MODEL_FIELDS: dict[str, Any] = {
@@ -27,6 +28,8 @@ MODEL_FIELDS: dict[str, Any] = {
     "source": "config",  # config | path | hub
     "path": None,  # local folder, for source: path
     "architecture": None,  # config.json fields
+    "config_path": None,  # a config.json file to start from (architecture fields override it)
+    "auto_class": "causal_lm",  # causal_lm | masked_lm | base: which transformers class is built
     "allow_pickle": False,  # load .bin/.pt checkpoints (torch.load with weights_only=True)
 }
 
@@ -50,7 +53,7 @@ SIZE_FIELDS = (
 # (width, heads) pairs: the width must be divisible by the number of heads.
 WIDTH_HEADS = (("n_embd", "n_head"), ("hidden_size", "num_attention_heads"))
 # Model names become DVC stage names (count@<name>) and param paths (models.<name>).
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$|^whatif\.base$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 
@@ -66,6 +69,8 @@ class ModelSpec:
     revision: str | None = None
     stated_size: str | None = None
     path: str | None = None
+    config_path: str | None = None
+    auto_class: str = "causal_lm"
     allow_pickle: bool = False
 
     @property
@@ -80,6 +85,7 @@ class Params:
     paths: dict[str, str]
     report: dict[str, Any]
     values: dict[str, Any]
+    whatif: dict[str, Any]
 
     def models_dir(self, name: str) -> Path:
         return Path(self.paths["models"]) / name
@@ -125,6 +131,22 @@ def validate_architecture(name: str, arch: Any) -> dict[str, Any]:
     return dict(arch)
 
 
+def _merged(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """config_path's fields with the architecture block's on top."""
+    import json
+
+    path = Path(values["config_path"])
+    try:
+        base = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"model '{name}': config_path {path} is missing") from None
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"model '{name}': config_path {path} is not valid JSON ({exc.msg})") from None
+    if not isinstance(base, dict):
+        raise PipelineError(f"model '{name}': config_path {path} does not hold a JSON object")
+    return {**base, **(values["architecture"] or {})}
+
+
 def model_spec(name: str, entry: Any) -> ModelSpec:
     """Validate one models.<name> entry."""
     if not NAME_RE.match(str(name)):
@@ -142,7 +164,15 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
         raise PipelineError(f"model '{name}': source: path needs the field path (a folder with config.json)")
     if source == "hub" and not values["hub_id"]:
         raise PipelineError(f"model '{name}': source: hub needs the field hub_id")
-    if source == "config" or values["architecture"] is not None:
+    if values["auto_class"] not in AUTO_CLASSES:
+        raise PipelineError(
+            f"model '{name}': auto_class={values['auto_class']!r} must be one of {', '.join(AUTO_CLASSES)}"
+        )
+    if source == "config" and values["architecture"] is None and not values["config_path"]:
+        raise PipelineError(f"model '{name}': source: config needs an architecture block or a config_path")
+    if source == "config" and values["config_path"]:
+        values["architecture"] = validate_architecture(name, _merged(name, values))
+    elif source == "config" or values["architecture"] is not None:
         values["architecture"] = validate_architecture(name, values["architecture"])
     if not isinstance(values["allow_pickle"], bool):
         raise PipelineError(f"model '{name}': allow_pickle={values['allow_pickle']!r} must be true or false")
@@ -156,14 +186,29 @@ def from_dict(raw: Any) -> Params:
     """Validate a whole params mapping."""
     if not isinstance(raw, dict):
         raise PipelineError("params.yaml: expected a mapping at the top level")
-    for key in ("models", "paths", "report", "values"):
+    for key in ("models", "paths", "report", "values", "whatif"):
         if key not in raw:
             raise PipelineError(f"params.yaml: missing top-level key '{key}'")
     models = raw["models"]
     if not isinstance(models, dict) or not models:
         raise PipelineError("params.yaml: models must name at least one model (pick a sweep in conf/sweep/)")
     specs = {str(name): model_spec(str(name), entry) for name, entry in models.items()}
-    return Params(models=specs, paths=dict(raw["paths"]), report=dict(raw["report"]), values=dict(raw["values"]))
+    whatif = dict(raw["whatif"])
+    whatif["base"] = model_spec("whatif.base", whatif.get("base"))
+    for key in ("n_layer", "n_embd"):
+        if not isinstance(whatif.get(key), list) or not all(isinstance(v, int) and v > 0 for v in whatif[key]):
+            raise PipelineError(f"params.yaml: whatif.{key} must be a list of whole numbers above 0")
+    width = int(whatif.get("head_width", 0) or 0)
+    bad = [d for d in whatif["n_embd"] if width <= 0 or d % width]
+    if bad:
+        raise PipelineError(f"params.yaml: whatif.n_embd={bad[0]} is not divisible by whatif.head_width={width}")
+    return Params(
+        models=specs,
+        paths=dict(raw["paths"]),
+        report=dict(raw["report"]),
+        values=dict(raw["values"]),
+        whatif=whatif,
+    )
 
 
 def load(path: str | Path = PARAMS_FILE) -> Params:

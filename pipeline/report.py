@@ -278,6 +278,103 @@ def distributions_section(stats: pd.DataFrame, fig: str | None) -> str:
     return "\n".join(out)
 
 
+CONVENTION_LABELS = {
+    "unique": "unique",
+    "untied_head": "untied head",
+    "non_embedding_kaplan": "non-emb. (Kaplan)",
+    "non_embedding_pythia": "non-emb. (Pythia)",
+    "nanogpt_default": "nanoGPT",
+    "attn_mlp_matrices": "attn+MLP matrices",
+    "checkpoint_tensors": "checkpoint file",
+    "stated": "stated",
+}
+
+
+def _cell(v) -> str:
+    return "—" if pd.isna(v) else _int(v)
+
+
+def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The conventions table and, for the first model, why each tool prints what it prints."""
+    wide = conv.pivot(index="model", columns="convention", values="params").reindex(list(summary.index))
+    header = ["model"] + [CONVENTION_LABELS[c] for c in CONVENTION_LABELS]
+    rows = [[f"`{m}`"] + [_cell(wide.loc[m, c]) for c in CONVENTION_LABELS] for m in wide.index]
+    out = [
+        "## Why every tool prints a different number",
+        "",
+        "The same model, counted under each convention in use (`results/conventions.csv`):",
+        "",
+        _table(header, rows),
+        "",
+    ]
+    m = "gpt2" if "gpt2" in wide.index else wide.index[0]
+    v = {c: wide.loc[m, c] for c in CONVENTION_LABELS}
+    s = summary.loc[m]
+    u = int(v["unique"])
+    lines = [f"For `{m}`:", ""]
+    lines.append(f"- **{_int(u)}** is what PyTorch counts: every trainable tensor once, a tied tensor once.")
+    if int(v["untied_head"]) != u:
+        lines.append(
+            f"- **{_int(v['untied_head'])}** is the same model with an output head of its own, as minGPT builds it "
+            f"and the course's Model 5 is: {_int(v['untied_head'])} − {_int(u)} = {_int(int(v['untied_head']) - u)}, "
+            "the vocabulary × width head matrix that the released model shares with its token embedding."
+        )
+    pos = u - int(v["nanogpt_default"])
+    if pos:
+        lines.append(
+            f"- **{_int(v['nanogpt_default'])}** is what nanoGPT prints ({int(v['nanogpt_default']) / 1e6:.2f}M): its "
+            f"get_num_params() leaves out the {_int(pos)} learned position-embedding values by default."
+        )
+    lines.append(
+        f"- **{_int(v['non_embedding_pythia'])}** is the Pythia suite's non-embedding count: without the input and "
+        f"output embedding matrices ({_int(u - int(v['non_embedding_pythia']))}), learned positions kept."
+    )
+    lines.append(
+        f"- **{_int(v['non_embedding_kaplan'])}** is Kaplan et al.'s non-embedding count, the one scaling laws use: "
+        f"every embedding table left out ({_int(u - int(v['non_embedding_kaplan']))})."
+    )
+    lines.append(
+        f"- **{_int(v['attn_mlp_matrices'])}** ({human(int(v['attn_mlp_matrices']))}) is TransformerLens's `n_params`: "
+        f"only the attention and MLP weight matrices, so it also drops "
+        f"{_int(int(v['non_embedding_kaplan']) - int(v['attn_mlp_matrices']))} biases and norm values."
+    )
+    if not pd.isna(v["checkpoint_tensors"]):
+        lines.append(
+            f"- **{_int(v['checkpoint_tensors'])}** ({human(int(v['checkpoint_tensors']))}) is what the Hub's "
+            "model page shows: a sum over every tensor in the checkpoint file, "
+            f"{_int(int(v['checkpoint_tensors']) - u)} of them in buffers that are not parameters "
+            "(GPT-2's files carry a causal mask per layer)."
+        )
+    else:
+        lines.append(
+            "- The Hub's model page sums every tensor in the checkpoint file, buffers that are not parameters included "
+            '(GPT-2\'s files carry a causal mask per layer, hence its "137M"). This run has no checkpoint for '
+            f"`{m}` (source {s['source']}); give it `source: hub` or `source: path` to see that sum here."
+        )
+    if not pd.isna(v["stated"]):
+        lines.append(
+            f"- **{s['stated_size']}** is the size its authors stated; the exact count is {_int(u)}, "
+            f"{_int(abs(u - int(v['stated'])))} {'more' if u > int(v['stated']) else 'less'}."
+        )
+    return "\n".join(out + lines + [""])
+
+
+def whatif_section(fig: str) -> str:
+    return "\n".join(
+        [
+            "## What if GPT-2 were deeper or wider?",
+            "",
+            "Every (L, d) of the what-if grid (`whatif` in `conf/config.yaml`, counted on the meta device into "
+            "`results/whatif.csv`) against 12·L·d², the attention and MLP matrices of L GPT-2 blocks of width d. "
+            "Small models sit far above the dashed line because their embeddings dominate; large ones approach it. "
+            "Vary the grid with `dvc exp run -S 'whatif.n_layer=[...]'`.",
+            "",
+            f"![Parameters against 12·L·d²]({fig})",
+            "",
+        ]
+    )
+
+
 def definitions_section() -> str:
     lines = ["## Definitions", "", "Columns of `results/summary.csv`:", ""]
     lines += [f"- `{key}`: {text}" for key, text in inventory.DEFINITIONS.items()]
@@ -290,6 +387,8 @@ def render(cfg: params.Params) -> dict[str, object]:
     ties = results.table(cfg, "ties")
     bias = results.table(cfg, "bias")
     invs = {name: inventory.parameters(results.inventory(cfg, name)) for name in cfg.models}
+    conv = results.table(cfg, "conventions")
+    grid = pd.read_csv(cfg.paths["whatif"])
     stats = results.table(cfg, "distributions")
     hists = results.table(cfg, "histograms")
     report_dir = Path(cfg.paths["report"]).parent
@@ -300,6 +399,7 @@ def render(cfg: params.Params) -> dict[str, object]:
         "components": "components.png",
         "bias": "bias_share.png",
         "values": "distributions.png",
+        "whatif": "whatif.png",
     }
     body = "\n".join(
         [
@@ -312,8 +412,10 @@ def render(cfg: params.Params) -> dict[str, object]:
             totals_section(cfg, summary, (rel / names["totals"]).as_posix()),
             components_section(cfg, invs, (rel / names["components"]).as_posix()),
             bias_section(summary, bias, (rel / names["bias"]).as_posix()),
+            conventions_section(conv, summary),
             ties_section(summary, ties),
             distributions_section(stats, (rel / names["values"]).as_posix() if not hists.empty else None),
+            whatif_section((rel / names["whatif"]).as_posix()),
             definitions_section(),
         ]
     )
@@ -329,6 +431,11 @@ def render(cfg: params.Params) -> dict[str, object]:
         (figures.components, by_component, fig_dir / names["components"]),
         (figures.bias_share, shares, fig_dir / names["bias"]),
     ]
+    shipped = summary.reset_index(drop=True).assign(
+        params=summary["total"].to_numpy(),
+        twelve_l_d2=12 * summary["n_layer"].to_numpy() * summary["d_model"].to_numpy() ** 2,
+    )
+    drawn.append((figures.whatif, (grid, shipped), fig_dir / names["whatif"]))
     if not hists.empty:
         drawn.append((figures.distributions, hists, fig_dir / names["values"]))
     return {"text": body, "figures": drawn}
@@ -341,7 +448,7 @@ def main() -> None:
     fig_dir = Path(cfg.paths["figures"])
     fig_dir.mkdir(parents=True, exist_ok=True)
     for draw, data, path in rendered["figures"]:
-        draw(data, path, dpi)
+        draw(*data, path, dpi) if isinstance(data, tuple) else draw(data, path, dpi)
     atomic.sync_dir(fig_dir, keep=[path.name for _, _, path in rendered["figures"]])
     atomic.write_text(cfg.paths["report"], rendered["text"])
     log.info("wrote %s and %d figures", cfg.paths["report"], len(rendered["figures"]))

@@ -123,7 +123,7 @@ def materialise(spec: ModelSpec, out: Path) -> dict:
     """Fill folder out with config.json and the weights of spec; return the provenance record."""
     revision = None
     converted_from: list[str] = []
-    if spec.source == "config":
+    if spec.source == "config":  # architecture already holds config_path's fields, overridden by its own
         (out / "config.json").write_bytes(config_json(spec.architecture))
         folder, files, fmt = None, [], ""
     else:

@@ -18,7 +18,9 @@ from pipeline.cli import PipelineError, run
 log = logging.getLogger("ties")
 
 
-def value_evidence(model_dir: Path, inv: pd.DataFrame, name: str, chunk_elements: int) -> dict | None:
+def value_evidence(
+    model_dir: Path, inv: pd.DataFrame, name: str, chunk_elements: int, auto_class: str = "causal_lm"
+) -> dict | None:
     """stored_separately, pearson_r, max_abs_diff and method for a model with weights; None without."""
     files, _ = checkpoint.weight_files(model_dir)
     if not files:
@@ -33,7 +35,7 @@ def value_evidence(model_dir: Path, inv: pd.DataFrame, name: str, chunk_elements
     elif not (inv["is_output_embedding"]).any():
         return {"stored_separately": False, "method": "no output embedding in this architecture"}
     else:
-        acc = course_check(model_dir, chunk_elements)
+        acc = course_check(model_dir, chunk_elements, auto_class)
         method = tying.COURSE
     return {
         "stored_separately": bool(out_key),
@@ -43,14 +45,17 @@ def value_evidence(model_dir: Path, inv: pd.DataFrame, name: str, chunk_elements
     }
 
 
-def course_check(model_dir: Path, chunk_elements: int) -> values.CoMoments:
+def course_check(model_dir: Path, chunk_elements: int, auto_class: str = "causal_lm") -> values.CoMoments:
     """Load the model with transformers (local files only, no remote code) and correlate its two embeddings."""
-    from transformers import AutoModelForCausalLM
+    import transformers
     from transformers.utils import logging as hf_logging
+
+    from pipeline.inventory import AUTO_CLASSES
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # the Hub's GPT-2 files carry attn.bias masks transformers skips by design
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
+    cls = getattr(transformers, AUTO_CLASSES[auto_class])
+    model = cls.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
     return values.correlate_tensors(
         model.get_input_embeddings().weight, model.get_output_embeddings().weight, chunk_elements
     )
@@ -64,7 +69,7 @@ def main() -> None:
     for name in cfg.models:
         inv = results.inventory(cfg, name)
         s = summary.loc[name]
-        found = value_evidence(cfg.models_dir(name), inv, name, chunk)
+        found = value_evidence(cfg.models_dir(name), inv, name, chunk, cfg.models[name].auto_class)
         rows.append(tying.evidence(inv, s["declared_tied"], s["input_embedding"], s["output_embedding"], found))
         r = rows[-1]
         log.info(

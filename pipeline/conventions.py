@@ -1,0 +1,67 @@
+"""Every counting convention side by side: why the paper, the Hub, nanoGPT, minGPT and TransformerLens disagree.
+
+Each convention is one line of definition and one function of the parameter inventory and the summary
+row; none is typed in. GPT-2 small's values are pinned in tests/test_conventions.py with their sources.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from pipeline.inventory import parameters
+
+DEFINITIONS = {
+    "unique": "unique trainable parameters: sum(p.numel() for p in model.parameters()), each tied tensor once",
+    "untied_head": "with an output head of its own instead of the tied token embedding "
+    "(the course's Model 5; what minGPT's GPT-2 module holds)",
+    "non_embedding_kaplan": "without any embedding table: token, position and segment embeddings and an untied "
+    "output head left out (Kaplan et al. 2020)",
+    "non_embedding_pythia": "without the input and output embedding matrices; learned position embeddings stay "
+    "(the Pythia suite's convention)",
+    "nanogpt_default": "unique minus the learned position embeddings (nanoGPT's get_num_params(), "
+    "non_embedding=True by default)",
+    "attn_mlp_matrices": "attention and MLP weight matrices only: no embeddings, biases or norms "
+    "(TransformerLens's n_params; 12·L·d² for GPT-2)",
+    "checkpoint_tensors": "every value stored in the checkpoint file, buffers included (what the Hub's model page "
+    "shows); empty when the model has no checkpoint",
+    "stated": "the size its authors stated (stated_size in the model config)",
+}
+COLUMNS = ["model", "convention", "params", "definition"]
+
+
+def _sum(inv: pd.DataFrame, mask: pd.Series) -> int:
+    return int(inv.loc[mask, "numel"].sum())
+
+
+def conventions(inv: pd.DataFrame, summary_row: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per convention for one model. Conventions that do not apply have params None."""
+    p = parameters(inv)
+    total = _sum(p, p["numel"] > -1)
+    own_head = p["is_output_embedding"] & ~p["is_input_embedding"]
+    values = {
+        "unique": total,
+        "untied_head": int(summary_row["total_untied"]),
+        "non_embedding_kaplan": total - _sum(p, p["role"] == "embedding"),
+        "non_embedding_pythia": total - _sum(p, p["is_input_embedding"] | own_head),
+        "nanogpt_default": total - _sum(p, p["component"] == "position_embedding"),
+        "attn_mlp_matrices": _sum(p, (p["role"] == "matrix") & p["component"].isin(["attention", "mlp"])),
+        "checkpoint_tensors": summary_row.get("checkpoint_tensors"),
+        "stated": summary_row.get("stated_params"),
+    }
+    return [
+        {
+            "model": p["model"].iloc[0],
+            "convention": key,
+            "params": None if values[key] is None or pd.isna(values[key]) else int(values[key]),
+            "definition": DEFINITIONS[key],
+        }
+        for key in DEFINITIONS
+    ]
+
+
+def table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["params"] = df["params"].astype("Int64")
+    return df
