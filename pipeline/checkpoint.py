@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,6 +166,28 @@ class Reconciled:
     buffers: list[tuple[Entry, str]]  # (entry, module path it belongs to): tensors that are not parameters
     checkpoint_tensors: int  # every element of every tensor in the checkpoint
     tied_copies: int = 0  # elements stored a second time under another name of a tied parameter
+    unused: list[Entry] = field(default_factory=list)  # tensors of a head the built (base) class does not have
+
+
+def key_mapper(model: torch.nn.Module):
+    """transformers' own mapping from checkpoint keys to the model's names (renames, legacy gamma/beta, prefix).
+
+    Returns a function key -> mapped key. A key that needs a tensor conversion (merging experts, splitting
+    fused matrices) cannot be counted from its header, and is refused by name.
+    """
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    conversions = get_model_conversion_mapping(model)
+    renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
+    converters = [c for c in conversions if isinstance(c, WeightConverter)]
+    meta_state = model.state_dict()  # meta tensors: names only, no memory
+    prefix = getattr(model, "base_model_prefix", None) or None
+
+    def mapped(key: str) -> tuple[str, str | None]:
+        return rename_source_key(key, renamings, converters, prefix, meta_state)
+
+    return mapped
 
 
 def _owner(model_modules: dict[str, Any], name: str) -> str | None:
@@ -173,11 +195,14 @@ def _owner(model_modules: dict[str, Any], name: str) -> str | None:
     return module_path if module_path in model_modules else None
 
 
-def reconcile(model: torch.nn.Module, entries: list[Entry], name: str) -> Reconciled:
+def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only: bool = False) -> Reconciled:
     """Map checkpoint keys to parameter names; classify extra tensors as buffers; fail on anything else.
 
-    Keys may lack the base-model prefix (the Hub's GPT-2 stores h.0.attn.c_attn.weight for
-    transformer.h.0.attn.c_attn.weight). A tied parameter is stored once under any of its names.
+    Keys go through transformers' own key mapping first (GPT-NeoX's embed_out is lm_head in v5, old
+    BERT files say gamma and beta), and may lack or carry the base-model prefix (the Hub's GPT-2 stores
+    h.0.attn.c_attn.weight for transformer.h.0.attn.c_attn.weight). A tied parameter may be stored
+    under one or more of its names. With base_only (a base model counted from a checkpoint with a
+    head, such as BERT's pretraining heads), tensors outside the base model are listed as unused.
     An extra tensor is a buffer when the module it names exists and the model says it is not a
     parameter: transformers lists it in _keys_to_ignore_on_load_unexpected, the module registers
     a buffer of that name, or it is a scalar (a legacy constant such as attn.masked_bias).
@@ -195,15 +220,23 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str) -> Reconc
     buffer_names = {bname for bname, _ in model.named_buffers(remove_duplicate=False)}
     ignore = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])]
 
+    mapper = key_mapper(model)
     key_of: dict[str, str] = {}
+    unused: list[Entry] = []
     copies = 0
     buffers: list[tuple[Entry, str]] = []
     unexpected: list[str] = []
     mismatched: list[str] = []
     for e in entries:
-        candidates = [e.key] + ([f"{prefix}.{e.key}"] if prefix else [])
-        if prefix and e.key.startswith(prefix + "."):
-            candidates.append(e.key[len(prefix) + 1 :])
+        mapped, converter = mapper(e.key)
+        if converter is not None:
+            raise PipelineError(
+                f"model '{name}': checkpoint tensor {e.key} needs a conversion ({converter}) before it is a "
+                "parameter; such checkpoints cannot be counted from their headers"
+            )
+        candidates = [mapped, e.key] + ([f"{prefix}.{mapped}"] if prefix else [])
+        if prefix and mapped.startswith(prefix + "."):
+            candidates.append(mapped[len(prefix) + 1 :])
         pname = next((c for c in candidates if c in canonical_of), None)
         if pname is not None:
             if tuple(e.shape) != shapes[pname]:
@@ -222,6 +255,8 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str) -> Reconc
         )
         if is_buffer:
             buffers.append((e, owner))
+        elif base_only and mapped.split(".", 1)[0] not in modules and not e.key.startswith(f"{prefix}."):
+            unused.append(e)
         else:
             unexpected.append(e.key)
     missing = [canon for canon in aliases if canon not in key_of]
@@ -235,5 +270,9 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str) -> Reconc
     if problems:
         raise PipelineError(f"model '{name}': checkpoint does not match the architecture: {' | '.join(problems)}")
     return Reconciled(
-        key_of=key_of, buffers=buffers, checkpoint_tensors=sum(e.numel for e in entries), tied_copies=copies
+        key_of=key_of,
+        buffers=buffers,
+        checkpoint_tensors=sum(e.numel for e in entries),
+        tied_copies=copies,
+        unused=unused,
     )

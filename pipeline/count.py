@@ -64,11 +64,11 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
     stored = buffers = None
     if files:
         entries = checkpoint.read_checkpoint(Path(model_dir), files)
-        rec = checkpoint.reconcile(model, entries, spec.name)
+        rec = checkpoint.reconcile(model, entries, spec.name, base_only=spec.auto_class == "base")
         inv = inventory.with_checkpoint(inv, model, rec)
         stored = rec.checkpoint_tensors
         buffers = sum(e.numel for e, _ in rec.buffers)
-        from_checkpoint = stored - buffers - rec.tied_copies
+        from_checkpoint = stored - buffers - rec.tied_copies - sum(e.numel for e in rec.unused)
         from_architecture = int(inventory.parameters(inv)["numel"].sum())
         if from_checkpoint != from_architecture:  # reconcile() makes this impossible; never pick one silently
             raise PipelineError(

@@ -289,7 +289,8 @@ def embedding_names(model: torch.nn.Module) -> tuple[str, str]:
 def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any) -> pd.DataFrame:
     """The inventory with each parameter's checkpoint key, plus one row per checkpoint buffer (kind buffer).
 
-    rec is a checkpoint.Reconciled. Buffers are listed but never counted as parameters.
+    rec is a checkpoint.Reconciled. Buffers (kind buffer) and tensors of a head the built class does not
+    have (kind unused) are listed but never counted as parameters.
     """
     modules = dict(model.named_modules())
     blocks = _block_list(model)
@@ -315,6 +316,25 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any) -> pd.D
                 "role": "buffer",
                 "component": "attention" if in_attention else "buffer",
                 "layer": layer,
+                "aliases": "",
+                "is_input_embedding": False,
+                "is_output_embedding": False,
+                "checkpoint_key": entry.key,
+            }
+        )
+    for entry in rec.unused:
+        rows.append(
+            {
+                "model": inv["model"].iloc[0],
+                "kind": "unused",
+                "name": entry.key,
+                "shape": "x".join(str(s) for s in entry.shape),
+                "numel": entry.numel,
+                "dtype": entry.dtype,
+                "module_class": "",
+                "role": "unused",
+                "component": "unused",
+                "layer": None,
                 "aliases": "",
                 "is_input_embedding": False,
                 "is_output_embedding": False,

@@ -18,6 +18,8 @@ EXPECTED_SWEEPS = {
     "gpt2-family": ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"],
     "gpt2-small": ["gpt2"],
     "gpt2-tied-vs-untied": ["gpt2", "gpt2-untied"],
+    "tied-vs-untied": ["gpt2", "gpt2-untied", "opt-125m", "pythia-160m", "tinyllama-1_1b"],
+    "biased-vs-bias-free": ["gpt2", "opt-125m", "bert-base-uncased", "tinyllama-1_1b", "llama-2-7b"],
 }
 
 
@@ -116,7 +118,10 @@ def _model(**over):
             _model(architecture={k: v for k, v in TINY.items() if k != "model_type"}),
             r"'m': architecture\.model_type is missing",
         ),
-        (_model(architecture=None), r"'m': architecture must be a mapping"),
+        (_model(architecture=None), r"'m': source: config needs an architecture block or a config_path"),
+        (_model(architecture=[1]), r"'m': architecture must be a mapping"),
+        (_model(auto_class="seq2seq"), r"'m': auto_class='seq2seq' must be one of causal_lm, masked_lm, base"),
+        (_model(config_path="/nonexistent/config.json"), r"'m': config_path /nonexistent/config.json is missing"),
         (_model(source="ftp"), r"'m': source='ftp' must be one of config, path, hub"),
         (_model(source="path"), r"'m': source: path needs the field path"),
         (_model(archtecture={}), r"'m': unknown field 'archtecture'"),

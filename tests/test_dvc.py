@@ -100,3 +100,15 @@ def test_queued_sweeps_run_in_parallel_workers(repo):
     shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
     text = json.dumps(shown)
     assert "163037184" in text  # gpt2-untied's total, from the tied-vs-untied sweep
+
+
+def test_every_shipped_family_through_dvc_exp_run(repo):
+    from tests.test_families import PUBLISHED
+
+    dvc("exp", "run", "-S", "sweep=all-families", cwd=repo)
+    summary = pd.read_csv(repo / "results/summary.csv").set_index("model")
+    for name, total in PUBLISHED.items():
+        assert summary.loc[name, "total"] == total, name
+    conventions = pd.read_csv(repo / "results/conventions.csv")
+    assert set(conventions["model"]) == set(summary.index)
+    assert "Why every tool prints a different number" in (repo / "reports/report.md").read_text()

@@ -141,3 +141,16 @@ def test_stage_before_its_inputs_exist(workdir):
     _write_params(tiny_params())
     line = _one_error_line(run_module("pipeline.ties", cwd=workdir))
     assert "results/summary.csv" in line
+
+
+def test_config_path_with_architecture_overrides(workdir, monkeypatch):
+    (workdir / "base-config.json").write_text(json.dumps(TINY))
+    data = tiny_params(
+        {"from-file": {"source": "config", "config_path": "base-config.json", "architecture": {"n_layer": 1}}}
+    )
+    _write_params(data)
+    _run_all(monkeypatch, data["models"])
+    written = json.loads((workdir / "data/models/from-file/config.json").read_text())
+    assert written == {**TINY, "n_layer": 1}
+    summary = pd.read_csv(workdir / "results/summary.csv").set_index("model")
+    assert summary.loc["from-file", "total"] == TINY_TOTAL - (12 * D * D + 13 * D)  # one block fewer
