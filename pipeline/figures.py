@@ -12,10 +12,12 @@ from pipeline import atomic
 COMPONENT_LABELS = {
     "token_embedding": "token embedding",
     "position_embedding": "position embedding",
+    "segment_embedding": "segment embedding",
     "attention": "attention",
     "mlp": "MLP",
     "layer_norm": "layer norm",
-    "output_head": "output head (untied)",
+    "pooler": "pooler",
+    "output_head": "output head (own tensors)",
 }
 
 

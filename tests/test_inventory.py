@@ -127,3 +127,9 @@ def test_an_unrecognised_parameter_is_a_loud_error(tiny_model):
     tiny_model.transformer.h[0].odd = _Odd()
     with pytest.raises(PipelineError, match=r"transformer\.h\.0\.odd\.scale.*_Odd"):
         inventory.inventory(tiny_model, "t")
+
+
+def test_every_component_has_a_figure_label():
+    from pipeline import figures
+
+    assert list(figures.COMPONENT_LABELS) == list(inventory.COMPONENTS)
