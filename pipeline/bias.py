@@ -27,17 +27,10 @@ def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
         files, _ = checkpoint.weight_files(folder)
         if not files:
             continue
-        reader = values.Reader(folder, checkpoint.read_checkpoint(folder, files))
+        reader = values.Reader(folder, checkpoint.read_checkpoint(folder, files), int(v["chunk_elements"]))
         params_inv = inventory.parameters(results.inventory(cfg, name))
-        s, h = values.distributions(
-            reader,
-            params_inv,
-            name,
-            float(v["hist_min"]),
-            float(v["hist_max"]),
-            int(v["bins"]),
-            int(v["chunk_elements"]),
-        )
+        lo, hi, bins = float(v["hist_min"]), float(v["hist_max"]), int(v["bins"])
+        s, h = values.distributions(reader, params_inv, name, lo, hi, bins)
         stats.append(s)
         hists.append(h)
         log.info("%s: value statistics of %s parameters", name, f"{int(s.loc[s.by == 'all', 'count'].iloc[0]):,}")

@@ -110,6 +110,10 @@ def distributions(hists: pd.DataFrame, path: Path, dpi: int) -> None:
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.4), squeeze=False, sharey=False)
     for ax, group in zip(axes[0], groups, strict=True):
         part = inner[(inner["group"] == group) & (inner["density"] > 0)]
+        ax.set_title(group.replace("_", " "))
+        if part.empty:
+            ax.text(0.5, 0.5, "no values inside the histogram range", ha="center", va="center", transform=ax.transAxes)
+            continue
         sns.lineplot(
             data=part,
             x="value",
@@ -122,7 +126,6 @@ def distributions(hists: pd.DataFrame, path: Path, dpi: int) -> None:
             markersize=5,
         )
         ax.set_yscale("log")
-        ax.set_title(group.replace("_", " "))
         ax.set_xlabel("parameter value")
         ax.legend(fontsize="x-small")
     fig.suptitle("Distribution of parameter values (fixed bins; values outside the range counted apart)")

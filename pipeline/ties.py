@@ -29,8 +29,8 @@ def value_evidence(
     if not in_key:
         raise PipelineError(f"model '{name}': the input embedding is not in the checkpoint")
     if out_key:
-        reader = values.Reader(model_dir, checkpoint.read_checkpoint(model_dir, files))
-        acc = values.correlate_stored(reader, in_key, out_key, chunk_elements)
+        reader = values.Reader(model_dir, checkpoint.read_checkpoint(model_dir, files), chunk_elements)
+        acc = values.correlate_stored(reader, in_key, out_key)
         method = tying.STREAMED
     elif not (inv["is_output_embedding"]).any():
         return {"stored_separately": False, "method": "no output embedding in this architecture"}

@@ -1,13 +1,20 @@
-"""Statistics of parameter values, streamed from memory-mapped safetensors in bounded chunks.
+"""Statistics of parameter values, streamed from memory-mapped safetensors at close to memory bandwidth.
 
-Nothing here holds a whole tensor in float64: each tensor is read in row chunks of about
-`chunk_elements` values, and per-chunk moments are merged into float64 accumulators (Chan et al.'s
-pairwise update), so memory stays bounded whatever the checkpoint size.
+Each tensor is viewed in place through mmap (no copy for float32; half types are widened into one
+float32 work buffer), and walked in cache-sized chunks. Per chunk, float32 kernels give the sum,
+the sum of squares (a dot product), min and max; the totals accumulate in Python floats (float64).
+Consumed pages are released (madvise DONTNEED) every window, so resident memory stays bounded by the
+chunk and window sizes whatever the checkpoint size, including checkpoints larger than RAM.
+
+Precision: float32 chunk sums are cascaded by torch and accumulated in float64 across chunks, so
+means, standard deviations and correlations carry about 6 significant digits.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,49 +25,47 @@ from pipeline.checkpoint import Entry
 if TYPE_CHECKING:
     import torch
 
-CHUNK_ELEMENTS = 1 << 20  # values per chunk: 4 MB of float32 work buffer
+CHUNK_ELEMENTS = 1 << 18  # 256K values: a 1 MB float32 chunk stays in a core's L2 cache
+WINDOW_BYTES = 64 << 20  # pages behind this window are released from the mapping
 
 
 @dataclass
 class Moments:
-    """Running count, mean, sum of squared deviations, min, max and sum of squares."""
+    """Running count, sum, sum of squares, min and max (float64 accumulators)."""
 
     n: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
+    s: float = 0.0
+    ss: float = 0.0
     lo: float = math.inf
     hi: float = -math.inf
-    sumsq: float = 0.0
 
     @classmethod
     def of(cls, chunk: torch.Tensor) -> Moments:
-        """Moments of one chunk, computed in float64."""
+        """Moments of one float32 chunk, from float32 kernels."""
         import torch
 
         if chunk.numel() == 0:
             return cls()
-        c = chunk.to(torch.float64)
-        mb = float(c.mean())
-        lo, hi = torch.aminmax(c)
-        return cls(c.numel(), mb, float((c - mb).square().sum()), float(lo), float(hi), float(c.square().sum()))
+        lo, hi = torch.aminmax(chunk)
+        return cls(chunk.numel(), float(chunk.sum()), float(torch.dot(chunk, chunk)), float(lo), float(hi))
 
     def add(self, chunk: torch.Tensor) -> None:
         self.merge(Moments.of(chunk))
 
     def merge(self, o: Moments) -> None:
-        if o.n == 0:
-            return
-        n = self.n + o.n
-        delta = o.mean - self.mean
-        self.mean += delta * o.n / n
-        self.m2 += o.m2 + delta * delta * self.n * o.n / n
-        self.n = n
+        self.n += o.n
+        self.s += o.s
+        self.ss += o.ss
         self.lo, self.hi = min(self.lo, o.lo), max(self.hi, o.hi)
-        self.sumsq += o.sumsq
+
+    @property
+    def mean(self) -> float:
+        return self.s / self.n if self.n else math.nan
 
     @property
     def std(self) -> float:
-        return math.sqrt(self.m2 / self.n) if self.n else math.nan
+        """Population standard deviation."""
+        return math.sqrt(max(self.ss / self.n - self.mean**2, 0.0)) if self.n else math.nan
 
     def row(self) -> dict:
         return {
@@ -69,39 +74,48 @@ class Moments:
             "std": self.std,
             "min": self.lo,
             "max": self.hi,
-            "l2": math.sqrt(self.sumsq),
+            "l2": math.sqrt(self.ss),
         }
 
 
 @dataclass
 class Histogram:
-    """Counts over fixed bins, with the values below and above the range counted apart."""
+    """Counts over fixed half-open bins [left, right), with values below and from the range's end counted apart."""
 
     lo: float
     hi: float
     bins: int
     counts: list[int] = field(default_factory=list)
-    under: int = 0
-    over: int = 0
+    _acc: object = None
+    _idx: object = None
+    _work: object = None
 
     def add(self, chunk: torch.Tensor) -> None:
         import torch
 
-        c = chunk.to(torch.float64)
-        counts = torch.histc(c, bins=self.bins, min=self.lo, max=self.hi).to(torch.int64).tolist()
-        self.counts = [a + b for a, b in zip(self.counts or [0] * self.bins, counts, strict=True)]
-        self.under += int((c < self.lo).sum())
-        self.over += int((c > self.hi).sum())
+        n = chunk.numel()
+        if self._acc is None:
+            self._acc = torch.zeros(self.bins + 2, dtype=torch.int64)
+        if self._work is None or self._work.numel() < n:
+            self._work = torch.empty(n, dtype=torch.float32)
+            self._idx = torch.empty(n, dtype=torch.int64)
+        work, idx = self._work[:n], self._idx[:n]
+        scale = self.bins / (self.hi - self.lo)
+        # bin index + 1 for in-range values, 0 below the range, bins + 1 from its end on
+        torch.mul(chunk, scale, out=work)
+        work.add_(1.0 - self.lo * scale).clamp_(0.0, self.bins + 1.0)
+        idx.copy_(work)  # truncation of non-negative values: floor
+        self._acc += torch.bincount(idx, minlength=self.bins + 2)
 
     def rows(self) -> list[dict]:
+        counts = self._acc.tolist() if self._acc is not None else [0] * (self.bins + 2)
         width = (self.hi - self.lo) / self.bins
-        counts = self.counts or [0] * self.bins
-        out = [{"bin_left": -math.inf, "bin_right": self.lo, "count": self.under}]
+        out = [{"bin_left": -math.inf, "bin_right": self.lo, "count": counts[0]}]
         out += [
             {"bin_left": self.lo + i * width, "bin_right": self.lo + (i + 1) * width, "count": c}
-            for i, c in enumerate(counts)
+            for i, c in enumerate(counts[1:-1])
         ]
-        out.append({"bin_left": self.hi, "bin_right": math.inf, "count": self.over})
+        out.append({"bin_left": self.hi, "bin_right": math.inf, "count": counts[-1]})
         return out
 
 
@@ -109,81 +123,136 @@ class Histogram:
 class CoMoments:
     """Running Pearson correlation and max |x − y| of two equally shaped streams."""
 
-    x: Moments = field(default_factory=Moments)
-    y: Moments = field(default_factory=Moments)
-    cxy: float = 0.0
+    n: int = 0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    syy: float = 0.0
+    sxy: float = 0.0
     max_abs_diff: float = 0.0
+    _diff: object = None
 
     def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
         import torch
 
-        a64, b64 = a.to(torch.float64), b.to(torch.float64)
-        n_a, mean_xa, mean_ya = self.x.n, self.x.mean, self.y.mean
-        ma, mb = float(a64.mean()), float(b64.mean())
-        cb = float(((a64 - ma) * (b64 - mb)).sum())
-        nb = a64.numel()
-        n = n_a + nb
-        self.cxy += cb + (ma - mean_xa) * (mb - mean_ya) * n_a * nb / n
-        self.x.add(a)
-        self.y.add(b)
-        self.max_abs_diff = max(self.max_abs_diff, float((a64 - b64).abs().max()))
+        n = a.numel()
+        if self._diff is None or self._diff.numel() < n:
+            self._diff = torch.empty(n, dtype=torch.float32)
+        diff = self._diff[:n]
+        self.n += n
+        self.sx += float(a.sum())
+        self.sy += float(b.sum())
+        self.sxx += float(torch.dot(a, a))
+        self.syy += float(torch.dot(b, b))
+        self.sxy += float(torch.dot(a, b))
+        torch.sub(a, b, out=diff)
+        self.max_abs_diff = max(self.max_abs_diff, float(diff.abs_().max()))
 
     @property
     def pearson_r(self) -> float:
-        denom = math.sqrt(self.x.m2 * self.y.m2)
-        return self.cxy / denom if denom else math.nan
+        cov = self.n * self.sxy - self.sx * self.sy
+        vx = self.n * self.sxx - self.sx * self.sx
+        vy = self.n * self.syy - self.sy * self.sy
+        return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else math.nan
 
 
-def tensor_chunks(tensor_or_slice, shape: tuple[int, ...], chunk_elements: int = CHUNK_ELEMENTS) -> Iterator:
-    """Row chunks (flattened) of a tensor or a safetensors slice, each about chunk_elements values."""
-    if len(shape) == 0:
-        yield tensor_or_slice[...].reshape(-1) if hasattr(tensor_or_slice, "reshape") else tensor_or_slice
-        return
-    rows = shape[0]
-    per_row = math.prod(shape[1:]) if len(shape) > 1 else 1
-    step = max(1, chunk_elements // max(per_row, 1))
-    for start in range(0, rows, step):
-        yield tensor_or_slice[start : start + step].reshape(-1)
+def _torch_dtype(name: str):
+    import torch
+
+    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}[name]
+
+
+def float32_chunks(flat: torch.Tensor, chunk_elements: int, work: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """float32 chunks of a 1-D tensor: views when it is float32, else widened into the work buffer."""
+    import torch
+
+    total = flat.numel()
+    for start in range(0, total, chunk_elements):
+        part = flat[start : start + chunk_elements]
+        if part.dtype == torch.float32:
+            yield part
+        else:
+            out = work[: part.numel()]
+            out.copy_(part)
+            yield out
 
 
 class Reader:
-    """Memory-mapped access to the tensors of a safetensors checkpoint (one open handle per file)."""
+    """Memory-mapped, zero-copy access to the tensors of a safetensors checkpoint."""
 
-    def __init__(self, folder: Path, entries: list[Entry]):
+    def __init__(self, folder: Path, entries: list[Entry], chunk_elements: int = CHUNK_ELEMENTS):
+        import torch
+
         self.folder = folder
         self.entries = {e.key: e for e in entries}
-        self._handles: dict[str, object] = {}
+        self.chunk_elements = chunk_elements
+        self._maps: dict[str, mmap.mmap] = {}
+        self._work = torch.empty(chunk_elements, dtype=torch.float32)
+        self._work2 = torch.empty(chunk_elements, dtype=torch.float32)
 
-    def _handle(self, file: str):
-        from safetensors import safe_open
+    def _map(self, file: str) -> mmap.mmap:
+        if file not in self._maps:
+            with open(self.folder / file, "rb") as fh:
+                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            mm.madvise(mmap.MADV_SEQUENTIAL)
+            self._maps[file] = mm
+        return self._maps[file]
 
-        if file not in self._handles:
-            self._handles[file] = safe_open(str(self.folder / file), framework="pt")
-        return self._handles[file]
+    def view(self, key: str) -> torch.Tensor:
+        """The tensor's values as a flat tensor over the mapped file (no copy)."""
+        import torch
 
-    def chunks(self, key: str, chunk_elements: int = CHUNK_ELEMENTS) -> Iterator[torch.Tensor]:
-        entry = self.entries[key]
-        handle = self._handle(entry.file)
-        if len(entry.shape) == 0:
-            yield handle.get_tensor(key).reshape(-1)
-            return
-        yield from tensor_chunks(handle.get_slice(key), entry.shape, chunk_elements)
+        e = self.entries[key]
+        dtype = _torch_dtype(e.dtype)
+        if e.numel == 0:
+            return torch.empty(0, dtype=dtype)
+        with warnings.catch_warnings():  # the mapping is read-only; nothing here writes to it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.frombuffer(self._map(e.file), dtype=dtype, count=e.numel, offset=e.begin)
+
+    def _release(self, key: str, upto: int) -> None:
+        """Drop the mapped pages of key's bytes before element upto (they are still in the page cache)."""
+        e = self.entries[key]
+        itemsize = (e.end - e.begin) // max(e.numel, 1)
+        page = mmap.PAGESIZE
+        start = e.begin // page * page
+        end = (e.begin + upto * itemsize) // page * page
+        if end > start:
+            self._map(e.file).madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    def chunks(self, key: str, work=None) -> Iterator[torch.Tensor]:
+        """float32 chunks of one tensor, releasing pages behind a moving window."""
+        flat = self.view(key)
+        e = self.entries[key]
+        itemsize = (e.end - e.begin) // max(e.numel, 1)
+        window = max(WINDOW_BYTES // max(itemsize, 1), self.chunk_elements)
+        done = 0
+        for chunk in float32_chunks(flat, self.chunk_elements, self._work if work is None else work):
+            yield chunk
+            done += chunk.numel()
+            if done % window < self.chunk_elements and done >= window:
+                self._release(key, done)
+        del flat
+        self._release(key, e.numel)
 
 
-def correlate_stored(reader: Reader, key_x: str, key_y: str, chunk_elements: int = CHUNK_ELEMENTS) -> CoMoments:
+def correlate_stored(reader: Reader, key_x: str, key_y: str) -> CoMoments:
     """Pearson r and max |x − y| of two stored tensors of one shape, streamed chunk by chunk."""
     acc = CoMoments()
-    for a, b in zip(reader.chunks(key_x, chunk_elements), reader.chunks(key_y, chunk_elements), strict=True):
+    pairs = zip(reader.chunks(key_x, reader._work), reader.chunks(key_y, reader._work2), strict=True)
+    for a, b in pairs:
         acc.add(a, b)
     return acc
 
 
 def correlate_tensors(x: torch.Tensor, y: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> CoMoments:
     """The same for two in-memory tensors (the course's check on a loaded model)."""
+    import torch
+
     acc = CoMoments()
-    chunks_x = tensor_chunks(x.detach(), tuple(x.shape), chunk_elements)
-    chunks_y = tensor_chunks(y.detach(), tuple(y.shape), chunk_elements)
-    for a, b in zip(chunks_x, chunks_y, strict=True):
+    wx, wy = torch.empty(chunk_elements), torch.empty(chunk_elements)
+    fx, fy = x.detach().reshape(-1), y.detach().reshape(-1)
+    for a, b in zip(float32_chunks(fx, chunk_elements, wx), float32_chunks(fy, chunk_elements, wy), strict=True):
         acc.add(a, b)
     return acc
 
@@ -200,13 +269,11 @@ STAT_COLUMNS = ["model", "by", "group", "count", "mean", "std", "min", "max", "l
 HIST_COLUMNS = ["model", "group", "bin_left", "bin_right", "count"]
 
 
-def distributions(
-    reader: Reader, params_inv, name: str, lo: float, hi: float, bins: int, chunk_elements: int = CHUNK_ELEMENTS
-):
-    """(statistics, histograms) DataFrames of a model's parameter values, one pass over its tensors.
+def distributions(reader: Reader, params_inv, name: str, lo: float, hi: float, bins: int):
+    """(statistics, histograms) DataFrames of a model's parameter values, in one pass over its tensors.
 
     params_inv holds the parameter rows of the inventory (a tied tensor once), with checkpoint keys.
-    Statistics by role, component, value group and overall; histograms by value group.
+    Statistics by role, component, value group and overall; histograms by value group (none if bins is 0).
     """
     import pandas as pd
 
@@ -215,13 +282,16 @@ def distributions(
     for row in params_inv.itertuples(index=False):
         key = row.checkpoint_key.split(";")[0]
         group = VALUE_GROUPS[row.role]
-        targets = [("all", "all"), ("role", row.role), ("component", row.component), ("group", group)]
-        hist = hists.setdefault(group, Histogram(lo, hi, bins))
-        for chunk in reader.chunks(key, chunk_elements):
-            m = Moments.of(chunk)
-            for t in targets:
-                stats.setdefault(t, Moments()).merge(m)
-            hist.add(chunk)
+        keys = (("all", "all"), ("role", row.role), ("component", row.component), ("group", group))
+        targets = [stats.setdefault(t, Moments()) for t in keys]
+        hist = hists.setdefault(group, Histogram(lo, hi, bins)) if bins > 0 else None
+        tensor_moments = Moments()
+        for chunk in reader.chunks(key):
+            tensor_moments.merge(Moments.of(chunk))
+            if hist is not None:
+                hist.add(chunk)
+        for t in targets:
+            t.merge(tensor_moments)
     order = {"all": 0, "group": 1, "role": 2, "component": 3}
     stat_rows = [
         {"model": name, "by": by, "group": group, **m.row()}

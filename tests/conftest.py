@@ -60,6 +60,7 @@ def tiny_params(models: dict | None = None) -> dict:
             "tiny-untied": {"source": "config", "architecture": {**TINY, "tie_word_embeddings": False}},
         }
     data["models"] = models
+    data["whatif"].update({"n_layer": [1, 2], "n_embd": [64, 128]})  # a small grid keeps the stages fast
     return data
 
 
