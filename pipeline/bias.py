@@ -24,10 +24,10 @@ def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     stats, hists = [pd.DataFrame(columns=values.STAT_COLUMNS)], [pd.DataFrame(columns=values.HIST_COLUMNS)]
     for name in cfg.models:
         folder = cfg.models_dir(name)
-        files, _ = checkpoint.weight_files(folder)
-        if not files:
+        entries, fmt = checkpoint.load_entries(folder)
+        if fmt != "safetensors":  # no weights, or range reads that fetched only the embeddings
             continue
-        reader = values.Reader(folder, checkpoint.read_checkpoint(folder, files), int(v["chunk_elements"]))
+        reader = values.Reader(folder, entries, int(v["chunk_elements"]))
         params_inv = inventory.parameters(results.inventory(cfg, name))
         lo, hi, bins = float(v["hist_min"]), float(v["hist_max"]), int(v["bins"])
         s, h = values.distributions(reader, params_inv, name, lo, hi, bins)
@@ -45,7 +45,7 @@ def main() -> None:
         row = table[(table.model == name) & (table.definition == "course") & (table.component == "all")]
         bias = row[row.category == "bias"].iloc[0]
         log.info("%s: %s parameters named *.bias (%.4f %%)", name, f"{bias.params:,}", 100 * bias.share_of_model)
-    has_weights = any(checkpoint.weight_files(cfg.models_dir(name))[0] for name in cfg.models)
+    has_weights = any(checkpoint.weight_files(cfg.models_dir(name))[1] == "safetensors" for name in cfg.models)
     if has_weights:
         stats, hists = value_tables(cfg)
     else:  # no torch import when no model has weights

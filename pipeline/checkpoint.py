@@ -107,8 +107,11 @@ def read_entries(path: Path) -> list[Entry]:
 def weight_files(folder: Path, allow_pickle: bool = False) -> tuple[list[str], str]:
     """The weight files of a model folder and their format ('safetensors' or 'pickle'); [] if none.
 
-    A sharded checkpoint is read through its index, and every shard it lists must exist.
+    A sharded checkpoint is read through its index, and every shard it lists must exist. A folder
+    filled by range reads holds the remote files' headers instead ('remote').
     """
+    if (folder / "remote_headers.json").is_file():
+        return sorted(json.loads((folder / "remote_headers.json").read_text())), "remote"
     index = folder / SAFETENSORS_INDEX
     if index.is_file():
         return _shards(index), "safetensors"
@@ -140,6 +143,18 @@ def _shards(index: Path) -> list[str]:
         if not (index.parent / shard).is_file():
             raise PipelineError(f"{index}: lists shard {shard}, which is missing from {index.parent}")
     return shards
+
+
+def load_entries(folder: Path) -> tuple[list[Entry], str]:
+    """The tensors of a model folder's checkpoint, headers only, and its format ('' when it has none)."""
+    files, fmt = weight_files(folder)
+    if fmt == "remote":
+        from pipeline import remote
+
+        return remote.remote_entries(folder), fmt
+    if fmt == "safetensors":
+        return read_checkpoint(folder, files), fmt
+    return [], fmt
 
 
 def read_checkpoint(folder: Path, files: list[str]) -> list[Entry]:

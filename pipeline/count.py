@@ -41,6 +41,9 @@ SUMMARY_COLUMNS = [
     "revision",
     "checkpoint_tensors",
     "checkpoint_buffers",
+    "fetch",
+    "checkpoint_bytes",
+    "bytes_fetched",
 ]
 METRIC_KEYS = ("total", "total_untied", "non_embedding", "bias_named", "bias_named_share")
 
@@ -60,10 +63,9 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
     inv = inventory.inventory(model, spec.name)
     input_name, output_name = inventory.embedding_names(model)
     prov = provenance(model_dir, spec.name)
-    files, _ = checkpoint.weight_files(Path(model_dir))
+    entries, _ = checkpoint.load_entries(Path(model_dir))
     stored = buffers = None
-    if files:
-        entries = checkpoint.read_checkpoint(Path(model_dir), files)
+    if entries:
         rec = checkpoint.reconcile(model, entries, spec.name, base_only=spec.auto_class == "base")
         inv = inventory.with_checkpoint(inv, model, rec)
         stored = rec.checkpoint_tensors
@@ -92,6 +94,9 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         "revision": prov.get("revision") or "",
         "checkpoint_tensors": stored,
         "checkpoint_buffers": buffers,
+        "fetch": prov.get("fetch") or "",
+        "checkpoint_bytes": prov.get("checkpoint_bytes"),
+        "bytes_fetched": prov.get("bytes_fetched"),
     }
     return inv, row
 
@@ -127,7 +132,7 @@ def main() -> None:
         log.info("%s: %s parameters in %d tensors", name, f"{row['total']:,}", len(inv))
     grid = whatif_grid(cfg)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    for column in ("stated_params", "checkpoint_tensors", "checkpoint_buffers"):
+    for column in ("stated_params", "checkpoint_tensors", "checkpoint_buffers", "checkpoint_bytes", "bytes_fetched"):
         summary[column] = summary[column].astype("Int64")
     inv_dir = cfg.paths["inventory"]
     for name, inv in inventories.items():

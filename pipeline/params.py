@@ -31,6 +31,7 @@ MODEL_FIELDS: dict[str, Any] = {
     "config_path": None,  # a config.json file to start from (architecture fields override it)
     "auto_class": "causal_lm",  # causal_lm | masked_lm | base: which transformers class is built
     "allow_pickle": False,  # load .bin/.pt checkpoints (torch.load with weights_only=True)
+    "fetch": "download",  # download | range: for source hub, whole files or only headers and embeddings
 }
 
 # Architecture fields that are sizes: when given, each must be a whole number above zero.
@@ -72,6 +73,7 @@ class ModelSpec:
     config_path: str | None = None
     auto_class: str = "causal_lm"
     allow_pickle: bool = False
+    fetch: str = "download"
 
     @property
     def stated_params(self) -> int | None:
@@ -174,6 +176,10 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
         values["architecture"] = validate_architecture(name, _merged(name, values))
     elif source == "config" or values["architecture"] is not None:
         values["architecture"] = validate_architecture(name, values["architecture"])
+    if values["fetch"] not in ("download", "range"):
+        raise PipelineError(f"model '{name}': fetch={values['fetch']!r} must be download or range")
+    if values["fetch"] == "range" and source != "hub":
+        raise PipelineError(f"model '{name}': fetch: range reads from the Hub, so it needs source: hub")
     if not isinstance(values["allow_pickle"], bool):
         raise PipelineError(f"model '{name}': allow_pickle={values['allow_pickle']!r} must be true or false")
     if values["stated_size"] is not None:

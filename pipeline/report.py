@@ -38,6 +38,26 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None) -
     return "\n".join(lines)
 
 
+def _bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def _fetched(s: pd.Series) -> str:
+    """How many bytes of the checkpoint were fetched for this model, in words."""
+    if pd.isna(s.get("checkpoint_bytes")):
+        return ""
+    total = int(s["checkpoint_bytes"])
+    if pd.isna(s.get("bytes_fetched")):
+        return f" The weights ({_bytes(total)}) were read from a local folder; nothing was fetched."
+    got = int(s["bytes_fetched"])
+    how = "by HTTP range reads (headers and embedding matrices only)" if s.get("fetch") == "range" else "whole files"
+    share = f"{100 * got / total:.2f} %"
+    return f" Bytes fetched from the Hub, {how}: {_bytes(got)} ({got:,}) of {_bytes(total)} of weights ({share})."
+
+
 def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
     rows, checks, notes = [], [], []
     for name, spec in cfg.models.items():
@@ -62,6 +82,7 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
                     else "."
                 )
                 + f" A naive sum of its header gives {human(s['checkpoint_tensors'])}."
+                + _fetched(s)
             )
         arch = spec.architecture or {}
         if spec.source == "config" and arch.get("model_type") == "gpt2":

@@ -90,6 +90,66 @@ def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
     return folder, folder.name
 
 
+def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
+    """Range-read a Hub checkpoint: config.json, every safetensors header, and the embedding matrices only.
+
+    Writes config.json, remote_headers.json and embeddings.safetensors into out; returns provenance fields.
+    """
+    from huggingface_hub import constants
+
+    from pipeline import inventory, remote
+
+    if constants.HF_HUB_OFFLINE:
+        raise PipelineError(
+            f"model '{spec.name}': fetch: range needs the Hub and HF_HUB_OFFLINE is set; "
+            "use fetch: download with a pre-filled cache, or source: config"
+        )
+    try:
+        sha = remote.resolve_revision(spec.hub_id, spec.revision or "main")
+    except PipelineError as exc:
+        raise PipelineError(f"model '{spec.name}': {exc}; use source: config, or pre-fill the cache") from None
+    headers = remote.hub_headers()
+    opened: dict[str, remote.RangeFile] = {}
+
+    def rf(name: str) -> remote.RangeFile:
+        if name not in opened:
+            opened[name] = remote.RangeFile(remote.hub_url(spec.hub_id, name, sha), headers)
+        return opened[name]
+
+    try:
+        (out / "config.json").write_bytes(rf("config.json").read_all())
+        try:
+            index = json.loads(rf(checkpoint.SAFETENSORS_INDEX).read_all())
+            files = sorted(set(index["weight_map"].values()))
+        except FileNotFoundError:
+            files = [checkpoint.SAFETENSORS_SINGLE]
+        stored = {}
+        for name in files:
+            data_start, header = remote.read_header(rf(name))
+            stored[name] = {"size": rf(name).size, "data_start": data_start, "header": header}
+    except FileNotFoundError as exc:
+        raise PipelineError(f"model '{spec.name}': {exc.args[0]} not found on the Hub") from None
+    except PipelineError as exc:
+        raise PipelineError(f"model '{spec.name}': {exc}; use source: config, or pre-fill the cache") from None
+    check_architecture(spec, out / "config.json")
+    remote.write_headers(out, stored)
+    # Which tensors are the embeddings: the model's own accessors on the meta-built architecture.
+    model = inventory.build_meta(inventory.load_config(out, spec.name), spec.name, spec.auto_class)
+    entries = remote.remote_entries(out)
+    rec = checkpoint.reconcile(model, entries, spec.name, base_only=spec.auto_class == "base")
+    input_name, output_name = inventory.embedding_names(model)
+    keys = rec.key_of.get(input_name, "").split(";") + rec.key_of.get(output_name, "").split(";")
+    by_key = {e.key: e for e in entries}
+    wanted = [by_key[k] for k in dict.fromkeys(k for k in keys if k)]
+    remote.copy_ranges(opened, wanted, out / remote.EMBEDDINGS)
+    return {
+        "revision": sha,
+        "bytes_fetched": sum(f.bytes_fetched for f in opened.values()),
+        "bytes_fetched_by_file": {name: f.bytes_fetched for name, f in sorted(opened.items())},
+        "checkpoint_bytes": sum(info["size"] for info in stored.values()),
+    }
+
+
 def pickle_to_safetensors(spec: ModelSpec, folder: Path, files: list[str], out: Path) -> None:
     """Load pickle shards with torch.load(weights_only=True); write one model.safetensors, each tensor once."""
     import torch
@@ -123,7 +183,11 @@ def materialise(spec: ModelSpec, out: Path) -> dict:
     """Fill folder out with config.json and the weights of spec; return the provenance record."""
     revision = None
     converted_from: list[str] = []
-    if spec.source == "config":  # architecture already holds config_path's fields, overridden by its own
+    fetched: dict = {}
+    if spec.source == "hub" and spec.fetch == "range":
+        fetched = fetch_ranges(spec, out)
+        revision = fetched["revision"]
+    elif spec.source == "config":  # architecture already holds config_path's fields, overridden by its own
         (out / "config.json").write_bytes(config_json(spec.architecture))
         folder, files, fmt = None, [], ""
     else:
@@ -146,9 +210,17 @@ def materialise(spec: ModelSpec, out: Path) -> dict:
             for name in files:
                 atomic.link_or_copy(folder / name, out / name)
             checkpoint.read_checkpoint(out, files)  # every header must parse before the stage succeeds
+    if not fetched and spec.source != "config":
+        weights = [p for p in out.iterdir() if p.suffix == ".safetensors"]
+        size = sum(p.stat().st_size for p in weights)
+        fetched = {"checkpoint_bytes": size, "bytes_fetched": size if spec.source == "hub" else None}
     return {
         "model": spec.name,
         "source": spec.source,
+        "fetch": spec.fetch if spec.source == "hub" else None,
+        "checkpoint_bytes": fetched.get("checkpoint_bytes"),
+        "bytes_fetched": fetched.get("bytes_fetched"),
+        "bytes_fetched_by_file": fetched.get("bytes_fetched_by_file"),
         "hub_id": spec.hub_id,
         "revision_requested": spec.revision if spec.source == "hub" else None,
         "revision": revision,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, params, results, tying, values
+from pipeline import atomic, checkpoint, params, remote, results, tying, values
 from pipeline.cli import PipelineError, run
 
 log = logging.getLogger("ties")
@@ -22,18 +22,23 @@ def value_evidence(
     model_dir: Path, inv: pd.DataFrame, name: str, chunk_elements: int, auto_class: str = "causal_lm"
 ) -> dict | None:
     """stored_separately, pearson_r, max_abs_diff and method for a model with weights; None without."""
-    files, _ = checkpoint.weight_files(model_dir)
-    if not files:
+    entries, fmt = checkpoint.load_entries(model_dir)
+    if not entries:
         return None
     in_key, out_key = tying.stored_keys(inv)
     if not in_key:
         raise PipelineError(f"model '{name}': the input embedding is not in the checkpoint")
+    if fmt == "remote":  # only the embedding matrices were fetched, into one local file
+        entries = checkpoint.read_entries(model_dir / remote.EMBEDDINGS)
     if out_key:
-        reader = values.Reader(model_dir, checkpoint.read_checkpoint(model_dir, files), chunk_elements)
+        reader = values.Reader(model_dir, entries, chunk_elements)
         acc = values.correlate_stored(reader, in_key, out_key)
-        method = tying.STREAMED
+        method = tying.STREAMED + (" (fetched by HTTP range reads)" if fmt == "remote" else "")
     elif not (inv["is_output_embedding"]).any():
         return {"stored_separately": False, "method": "no output embedding in this architecture"}
+    elif fmt == "remote":
+        acc = tie_check_from_embedding(model_dir, in_key, inv, chunk_elements, auto_class)
+        method = tying.RANGE_TIED
     else:
         acc = course_check(model_dir, chunk_elements, auto_class)
         method = tying.COURSE
@@ -43,6 +48,28 @@ def value_evidence(
         "max_abs_diff": acc.max_abs_diff,
         "method": method,
     }
+
+
+def tie_check_from_embedding(
+    model_dir: Path, in_key: str, inv: pd.DataFrame, chunk_elements: int, auto_class: str
+) -> values.CoMoments:
+    """The course's check without the whole model: the fetched embedding goes into the meta-built model,
+    transformers re-ties the head (tie_weights), and the two accessors' weights are correlated."""
+    import torch
+    from safetensors import safe_open
+
+    from pipeline import inventory
+
+    config = inventory.load_config(model_dir, str(model_dir.name))
+    model = inventory.build_meta(config, str(model_dir.name), auto_class)
+    with safe_open(str(model_dir / remote.EMBEDDINGS), framework="pt") as fh:
+        weight = fh.get_tensor(in_key)
+    model.get_input_embeddings().weight = torch.nn.Parameter(weight, requires_grad=False)
+    model.tie_weights()
+    out = model.get_output_embeddings().weight
+    if out.is_meta:
+        raise PipelineError(f"{model_dir.name}: tie_weights() did not tie the head to the fetched embedding")
+    return values.correlate_tensors(model.get_input_embeddings().weight, out, chunk_elements)
 
 
 def course_check(model_dir: Path, chunk_elements: int, auto_class: str = "causal_lm") -> values.CoMoments:

@@ -29,6 +29,11 @@ STREAMED = (
     "streamed from the checkpoint: Pearson r and max |difference| of the stored input and output embedding "
     "matrices, in chunks with float64 accumulators"
 )
+RANGE_TIED = (
+    "output embedding not stored (tied): only the embedding matrix was fetched by HTTP range reads, put into "
+    "the meta-built model, re-tied by transformers' tie_weights(), then get_input_embeddings().weight was "
+    "correlated with get_output_embeddings().weight"
+)
 COURSE = (
     "output embedding not stored (tied): the course's check, loading the model with transformers and "
     "correlating get_input_embeddings().weight with get_output_embeddings().weight"
