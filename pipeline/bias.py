@@ -27,10 +27,11 @@ def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
         entries, fmt = checkpoint.load_entries(folder)
         if fmt != "safetensors":  # no weights, or range reads that fetched only the embeddings
             continue
-        reader = values.Reader(folder, entries, int(v["chunk_elements"]))
         params_inv = inventory.parameters(results.inventory(cfg, name))
         lo, hi, bins = float(v["hist_min"]), float(v["hist_max"]), int(v["bins"])
-        s, h = values.distributions(reader, params_inv, name, lo, hi, bins)
+        s, h = values.distributions(
+            folder, entries, params_inv, name, lo, hi, bins, int(v["chunk_elements"]), int(v["threads"])
+        )
         stats.append(s)
         hists.append(h)
         log.info("%s: value statistics of %s parameters", name, f"{int(s.loc[s.by == 'all', 'count'].iloc[0]):,}")

@@ -8,6 +8,7 @@ course's check on the model loaded through transformers.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -37,8 +38,12 @@ def value_evidence(
     elif not (inv["is_output_embedding"]).any():
         return {"stored_separately": False, "method": "no output embedding in this architecture"}
     elif fmt == "remote":
-        acc = tie_check_from_embedding(model_dir, in_key, inv, chunk_elements, auto_class)
+        acc = tie_check_from_embedding(model_dir, entries, in_key, chunk_elements, auto_class)
         method = tying.RANGE_TIED
+    elif sum(e.end - e.begin for e in entries) > _physical_memory() // 4:
+        # too big to load whole: the same check with only the embedding matrix materialised
+        acc = tie_check_from_embedding(model_dir, entries, in_key, chunk_elements, auto_class)
+        method = tying.EMBEDDING_ONLY
     else:
         acc = course_check(model_dir, chunk_elements, auto_class)
         method = tying.COURSE
@@ -50,20 +55,24 @@ def value_evidence(
     }
 
 
+def _physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def tie_check_from_embedding(
-    model_dir: Path, in_key: str, inv: pd.DataFrame, chunk_elements: int, auto_class: str
+    model_dir: Path, entries: list, in_key: str, chunk_elements: int, auto_class: str
 ) -> values.CoMoments:
-    """The course's check without the whole model: the fetched embedding goes into the meta-built model,
+    """The course's check without the whole model: the stored embedding goes into the meta-built model,
     transformers re-ties the head (tie_weights), and the two accessors' weights are correlated."""
     import torch
-    from safetensors import safe_open
 
     from pipeline import inventory
 
     config = inventory.load_config(model_dir, str(model_dir.name))
     model = inventory.build_meta(config, str(model_dir.name), auto_class)
-    with safe_open(str(model_dir / remote.EMBEDDINGS), framework="pt") as fh:
-        weight = fh.get_tensor(in_key)
+    reader = values.Reader(model_dir, entries, chunk_elements)
+    entry = reader.entries[in_key]
+    weight = reader.view(in_key).clone().reshape(entry.shape)  # the embedding alone, in its stored dtype
     model.get_input_embeddings().weight = torch.nn.Parameter(weight, requires_grad=False)
     model.tie_weights()
     out = model.get_output_embeddings().weight

@@ -34,6 +34,11 @@ RANGE_TIED = (
     "the meta-built model, re-tied by transformers' tie_weights(), then get_input_embeddings().weight was "
     "correlated with get_output_embeddings().weight"
 )
+EMBEDDING_ONLY = (
+    "output embedding not stored (tied), checkpoint too big to load whole: the stored embedding matrix was put "
+    "into the meta-built model, re-tied by transformers' tie_weights(), then get_input_embeddings().weight was "
+    "correlated with get_output_embeddings().weight"
+)
 COURSE = (
     "output embedding not stored (tied): the course's check, loading the model with transformers and "
     "correlating get_input_embeddings().weight with get_output_embeddings().weight"

@@ -107,6 +107,10 @@ class Histogram:
         idx.copy_(work)  # truncation of non-negative values: floor
         self._acc += torch.bincount(idx, minlength=self.bins + 2)
 
+    def merge(self, other: Histogram) -> None:
+        if other._acc is not None:
+            self._acc = other._acc.clone() if self._acc is None else self._acc + other._acc
+
     def rows(self) -> list[dict]:
         counts = self._acc.tolist() if self._acc is not None else [0] * (self.bins + 2)
         width = (self.hi - self.lo) / self.bins
@@ -269,33 +273,71 @@ STAT_COLUMNS = ["model", "by", "group", "count", "mean", "std", "min", "max", "l
 HIST_COLUMNS = ["model", "group", "bin_left", "bin_right", "count"]
 
 
-def distributions(reader: Reader, params_inv, name: str, lo: float, hi: float, bins: int):
+def distributions(
+    folder: Path,
+    entries: list[Entry],
+    params_inv,
+    name: str,
+    lo: float,
+    hi: float,
+    bins: int,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    threads: int = 2,
+):
     """(statistics, histograms) DataFrames of a model's parameter values, in one pass over its tensors.
 
     params_inv holds the parameter rows of the inventory (a tied tensor once), with checkpoint keys.
     Statistics by role, component, value group and overall; histograms by value group (none if bins is 0).
+    Tensors are spread over `threads` workers (torch kernels release the GIL); each tensor's moments
+    come from one worker and are merged in inventory order, so the result does not depend on scheduling.
     """
-    import pandas as pd
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
-    stats: dict[tuple[str, str], Moments] = {}
-    hists: dict[str, Histogram] = {}
-    for row in params_inv.itertuples(index=False):
-        key = row.checkpoint_key.split(";")[0]
+    import pandas as pd
+    import torch
+
+    rows = list(params_inv.itertuples(index=False))
+    local = threading.local()
+    workers: list[tuple[Reader, dict[str, Histogram]]] = []
+
+    def one(row) -> Moments:
+        if not hasattr(local, "reader"):
+            local.reader, local.hists = Reader(folder, entries, chunk_elements), {}
+            workers.append((local.reader, local.hists))
         group = VALUE_GROUPS[row.role]
-        keys = (("all", "all"), ("role", row.role), ("component", row.component), ("group", group))
-        targets = [stats.setdefault(t, Moments()) for t in keys]
-        hist = hists.setdefault(group, Histogram(lo, hi, bins)) if bins > 0 else None
-        tensor_moments = Moments()
-        for chunk in reader.chunks(key):
-            tensor_moments.merge(Moments.of(chunk))
+        hist = local.hists.setdefault(group, Histogram(lo, hi, bins)) if bins > 0 else None
+        m = Moments()
+        for chunk in local.reader.chunks(row.checkpoint_key.split(";")[0]):
+            m.merge(Moments.of(chunk))
             if hist is not None:
                 hist.add(chunk)
-        for t in targets:
-            t.merge(tensor_moments)
-    order = {"all": 0, "group": 1, "role": 2, "component": 3}
+        return m
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else before)  # parallel over tensors, not inside each kernel
+    try:
+        order = sorted(range(len(rows)), key=lambda i: -rows[i].numel)  # big tensors first balance the workers
+        with ThreadPoolExecutor(max_workers=max(threads, 1)) as pool:
+            done = dict(zip(order, pool.map(lambda i: one(rows[i]), order), strict=True))
+    finally:
+        torch.set_num_threads(before)
+
+    stats: dict[tuple[str, str], Moments] = {}
+    for i, row in enumerate(rows):  # merged in inventory order: deterministic sums
+        group = VALUE_GROUPS[row.role]
+        for key in (("all", "all"), ("role", row.role), ("component", row.component), ("group", group)):
+            stats.setdefault(key, Moments()).merge(done[i])
+    hists: dict[str, Histogram] = {}
+    for _, hs in workers:
+        for g, h in hs.items():
+            if g not in hists:
+                hists[g] = Histogram(lo, hi, bins)
+            hists[g].merge(h)
+    rank = {"all": 0, "group": 1, "role": 2, "component": 3}
     stat_rows = [
         {"model": name, "by": by, "group": group, **m.row()}
-        for (by, group), m in sorted(stats.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+        for (by, group), m in sorted(stats.items(), key=lambda kv: (rank[kv[0][0]], kv[0][1]))
     ]
     hist_rows = [{"model": name, "group": g, **r} for g in sorted(hists) for r in hists[g].rows()]
     return pd.DataFrame(stat_rows, columns=STAT_COLUMNS), pd.DataFrame(hist_rows, columns=HIST_COLUMNS)
