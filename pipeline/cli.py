@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 
 class PipelineError(Exception):
@@ -19,3 +22,14 @@ def run(main: Callable[[], None]) -> None:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def read_json(path: str | Path, owner: str, missing: str = "is missing") -> Any:
+    """A JSON file's content, or a PipelineError naming owner and path."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{owner}: {path} {missing}") from None
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"{owner}: {path} is not valid JSON ({exc.msg})") from None

@@ -20,7 +20,6 @@ A tied tensor has one row, under the name model.parameters() gives it, with its 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipeline.cli import PipelineError
+from pipeline.cli import PipelineError, read_json
 
 if TYPE_CHECKING:  # torch is imported lazily: only the count stage pays for it
     import torch
@@ -74,12 +73,7 @@ def load_config(model_dir: str | Path, name: str) -> Any:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
     path = Path(model_dir) / "config.json"
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"model '{name}': {path} is missing (run the download stage)") from None
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"model '{name}': {path} is not valid JSON ({exc.msg})") from None
+    raw = read_json(path, f"model '{name}'", "is missing (run the download stage)")
     model_type = raw.get("model_type")
     if model_type not in CONFIG_MAPPING_NAMES and raw.get("auto_map"):
         raise PipelineError(

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.cli import PipelineError
+from pipeline.cli import PipelineError, read_json
 
 PARAMS_FILE = Path("params.yaml")
 CONF_DIR = Path("conf")
@@ -135,15 +135,8 @@ def validate_architecture(name: str, arch: Any) -> dict[str, Any]:
 
 def _merged(name: str, values: dict[str, Any]) -> dict[str, Any]:
     """config_path's fields with the architecture block's on top."""
-    import json
-
     path = Path(values["config_path"])
-    try:
-        base = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"model '{name}': config_path {path} is missing") from None
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"model '{name}': config_path {path} is not valid JSON ({exc.msg})") from None
+    base = read_json(path, f"model '{name}': config_path")
     if not isinstance(base, dict):
         raise PipelineError(f"model '{name}': config_path {path} does not hold a JSON object")
     return {**base, **(values["architecture"] or {})}

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from pipeline import atomic, checkpoint
-from pipeline.cli import PipelineError
+from pipeline.cli import PipelineError, read_json
 from pipeline.params import ModelSpec
 
 log = logging.getLogger("download")
@@ -38,12 +38,7 @@ def config_json(architecture: dict) -> bytes:
 
 def check_architecture(spec: ModelSpec, config_path: Path) -> None:
     """A model from a folder or the Hub may also give an architecture block: each field must agree."""
-    if not config_path.is_file():
-        raise PipelineError(f"model '{spec.name}': {config_path} is missing")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"model '{spec.name}': {config_path} is not valid JSON ({exc.msg})") from None
+    config = read_json(config_path, f"model '{spec.name}'")
     if config.get("auto_map") and config.get("model_type") is None:
         raise PipelineError(f"model '{spec.name}': {config_path} needs remote code (auto_map); it is never run")
     for key, value in (spec.architecture or {}).items():
