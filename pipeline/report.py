@@ -105,10 +105,15 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
     if checks:
         out += ["Closed form for GPT-2 (vocabulary V, positions P, width d, layers L), independent of the count:", ""]
         out += checks + [""]
-    if summary["stated_params"].notna().any():
+    off = [
+        f"`{name}` ({cfg.models[name].stated_size})"
+        for name in summary.index
+        if pd.notna(summary.loc[name, "stated_params"])
+        and int(summary.loc[name, "stated_params"]) != int(summary.loc[name, "total"])
+    ]
+    if off:
         out += [
-            "The GPT-2 paper's sizes (117M, 345M, 762M, 1542M) are not what the released models hold: "
-            "the table gives the gap for each.",
+            f"The stated sizes of {', '.join(off)} are not what the models hold; the table gives each gap.",
             "",
         ]
     out += [f"![Exact totals against the stated sizes]({fig})", ""]
@@ -369,7 +374,7 @@ def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame) -> str:
     else:
         lines.append(
             "- The Hub's model page sums every tensor in the checkpoint file, buffers that are not parameters included "
-            '(GPT-2\'s files carry a causal mask per layer, hence its "137M"). This run has no checkpoint for '
+            "(GPT-2's files carry a causal mask per layer). This run has no checkpoint for "
             f"`{m}` (source {s['source']}); give it `source: hub` or `source: path` to see that sum here."
         )
     if not pd.isna(v["stated"]):
