@@ -80,13 +80,6 @@ def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_dir(path: str | os.PathLike, files: dict[str, bytes]) -> None:
-    """Replace directory path with exactly files."""
-    with replacing_dir(path) as tmp:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-
-
 def link_or_copy(src: Path, dst: Path) -> None:
     """Hard-link src to dst (no bytes copied) where the file system allows it, else copy."""
     src = Path(src).resolve()

@@ -46,13 +46,7 @@ def main() -> None:
         row = table[(table.model == name) & (table.definition == "course") & (table.component == "all")]
         bias = row[row.category == "bias"].iloc[0]
         log.info("%s: %s parameters named *.bias (%.4f %%)", name, f"{bias.params:,}", 100 * bias.share_of_model)
-    has_weights = any(checkpoint.weight_files(cfg.models_dir(name))[1] == "safetensors" for name in cfg.models)
-    if has_weights:
-        stats, hists = value_tables(cfg)
-    else:  # no torch import when no model has weights
-        from pipeline.values import HIST_COLUMNS, STAT_COLUMNS
-
-        stats, hists = pd.DataFrame(columns=STAT_COLUMNS), pd.DataFrame(columns=HIST_COLUMNS)
+    stats, hists = value_tables(cfg)  # torch is imported only if some model has weights
     atomic.write_csv(cfg.paths["bias"], table)
     atomic.write_csv(cfg.paths["distributions"], stats)
     atomic.write_csv(cfg.paths["histograms"], hists)

@@ -38,7 +38,7 @@ def _sum(inv: pd.DataFrame, mask: pd.Series) -> int:
 def conventions(inv: pd.DataFrame, summary_row: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per convention for one model. Conventions that do not apply have params None."""
     p = parameters(inv)
-    total = _sum(p, p["numel"] > -1)
+    total = int(p["numel"].sum())
     own_head = p["is_output_embedding"] & ~p["is_input_embedding"]
     values = {
         "unique": total,

@@ -165,9 +165,7 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
         module_path, _, attr = next((o for o in owners if _has_rule(modules[o[0]], o[2])), pname.rpartition("."))
         module = modules[module_path]
         role = _role(module, attr, id(p) in output_ids and id(p) not in input_ids, pname)
-        layer = None
-        if block_prefix and pname.startswith(block_prefix):
-            layer = int(pname[len(block_prefix) :].split(".", 1)[0])
+        layer = _layer_of(pname, block_prefix)
         component = _component(
             model, modules, module, module_path, pname, id(p), input_ids, output_ids, layer, block_prefix, head_root
         )
@@ -280,8 +278,15 @@ def embedding_names(model: torch.nn.Module) -> tuple[str, str]:
     )
 
 
+def _layer_of(path: str, block_prefix: str | None) -> int | None:
+    """Index of the block a module or parameter path lies in (None outside the blocks)."""
+    if block_prefix and (path + ".").startswith(block_prefix):
+        return int(path[len(block_prefix) :].split(".", 1)[0])
+    return None
+
+
 def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any) -> pd.DataFrame:
-    """The inventory with each parameter's checkpoint key, plus one row per checkpoint buffer (kind buffer).
+    """The inventory with each parameter's checkpoint key, plus one row per checkpoint tensor that is not one.
 
     rec is a checkpoint.Reconciled. Buffers (kind buffer) and tensors of a head the built class does not
     have (kind unused) are listed but never counted as parameters.
@@ -291,50 +296,35 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any) -> pd.D
     block_prefix = blocks[0] + "." if blocks else None
     inv = inv.copy()
     inv["checkpoint_key"] = inv["name"].map(rec.key_of).fillna("")
+
+    def row(entry, kind: str, name: str, module_class: str, component: str, layer: int | None) -> dict:
+        return {
+            "model": inv["model"].iloc[0],
+            "kind": kind,
+            "name": name,
+            "shape": "x".join(str(s) for s in entry.shape),
+            "numel": entry.numel,
+            "dtype": entry.dtype,
+            "module_class": module_class,
+            "role": kind,
+            "component": component,
+            "layer": layer,
+            "aliases": "",
+            "is_input_embedding": False,
+            "is_output_embedding": False,
+            "checkpoint_key": entry.key,
+        }
+
     rows = []
     for entry, owner in rec.buffers:
-        layer = None
-        if block_prefix and (owner + ".").startswith(block_prefix):
-            layer = int(owner[len(block_prefix) :].split(".", 1)[0])
         chain = [owner, *_ancestors(owner)]
         in_attention = any(_ATTENTION_CLASS.search(type(modules[p]).__name__) for p in chain if p in modules)
+        name = f"{owner}.{entry.key.rpartition('.')[2]}" if owner else entry.key
+        component = "attention" if in_attention else "buffer"
         rows.append(
-            {
-                "model": inv["model"].iloc[0],
-                "kind": "buffer",
-                "name": f"{owner}.{entry.key.rpartition('.')[2]}" if owner else entry.key,
-                "shape": "x".join(str(s) for s in entry.shape),
-                "numel": entry.numel,
-                "dtype": entry.dtype,
-                "module_class": type(modules[owner]).__name__,
-                "role": "buffer",
-                "component": "attention" if in_attention else "buffer",
-                "layer": layer,
-                "aliases": "",
-                "is_input_embedding": False,
-                "is_output_embedding": False,
-                "checkpoint_key": entry.key,
-            }
+            row(entry, "buffer", name, type(modules[owner]).__name__, component, _layer_of(owner, block_prefix))
         )
-    for entry in rec.unused:
-        rows.append(
-            {
-                "model": inv["model"].iloc[0],
-                "kind": "unused",
-                "name": entry.key,
-                "shape": "x".join(str(s) for s in entry.shape),
-                "numel": entry.numel,
-                "dtype": entry.dtype,
-                "module_class": "",
-                "role": "unused",
-                "component": "unused",
-                "layer": None,
-                "aliases": "",
-                "is_input_embedding": False,
-                "is_output_embedding": False,
-                "checkpoint_key": entry.key,
-            }
-        )
+    rows += [row(entry, "unused", entry.key, "", "unused", None) for entry in rec.unused]
     if rows:
         inv = pd.concat([inv, pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
     inv["layer"] = inv["layer"].astype("Int64")

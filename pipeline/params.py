@@ -54,7 +54,7 @@ SIZE_FIELDS = (
 # (width, heads) pairs: the width must be divisible by the number of heads.
 WIDTH_HEADS = (("n_embd", "n_head"), ("hidden_size", "num_attention_heads"))
 # Model names become DVC stage names (count@<name>) and param paths (models.<name>).
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$|^whatif\.base$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 
@@ -143,9 +143,7 @@ def _merged(name: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_spec(name: str, entry: Any) -> ModelSpec:
-    """Validate one models.<name> entry."""
-    if not NAME_RE.match(str(name)):
-        raise PipelineError(f"model '{name}': a model name may hold only letters, digits, '-' and '_'")
+    """Validate one model entry (its name is checked where it becomes a stage name, in from_dict)."""
     if not isinstance(entry, dict):
         raise PipelineError(f"model '{name}': expected a mapping of model fields, got {entry!r}")
     unknown = sorted(set(entry) - set(MODEL_FIELDS))
@@ -191,6 +189,9 @@ def from_dict(raw: Any) -> Params:
     models = raw["models"]
     if not isinstance(models, dict) or not models:
         raise PipelineError("params.yaml: models must name at least one model (pick a sweep in conf/sweep/)")
+    for name in models:
+        if not NAME_RE.match(str(name)):
+            raise PipelineError(f"model '{name}': a model name may hold only letters, digits, '-' and '_'")
     specs = {str(name): model_spec(str(name), entry) for name, entry in models.items()}
     whatif = dict(raw["whatif"])
     whatif["base"] = model_spec("whatif.base", whatif.get("base"))

@@ -408,13 +408,13 @@ def definitions_section() -> str:
 
 
 def render(cfg: params.Params) -> dict[str, object]:
-    """Compute everything the report shows; returns {path: str | (figure function, data)} without writing."""
+    """Compute everything the report shows, without writing: {"text": markdown, "figures": [(draw, args, path)]}."""
     summary = results.summary(cfg)
     ties = results.table(cfg, "ties")
     bias = results.table(cfg, "bias")
     invs = {name: inventory.parameters(results.inventory(cfg, name)) for name in cfg.models}
     conv = results.table(cfg, "conventions")
-    grid = pd.read_csv(cfg.paths["whatif"])
+    grid = results.grid(cfg)
     stats = results.table(cfg, "distributions")
     hists = results.table(cfg, "histograms")
     report_dir = Path(cfg.paths["report"]).parent
@@ -453,9 +453,9 @@ def render(cfg: params.Params) -> dict[str, object]:
     )
     shares = bias[(bias["component"] == "all") & (bias["category"] == "bias")]
     drawn = [
-        (figures.totals, summary.reset_index(drop=True), fig_dir / names["totals"]),
-        (figures.components, by_component, fig_dir / names["components"]),
-        (figures.bias_share, shares, fig_dir / names["bias"]),
+        (figures.totals, (summary.reset_index(drop=True),), fig_dir / names["totals"]),
+        (figures.components, (by_component,), fig_dir / names["components"]),
+        (figures.bias_share, (shares,), fig_dir / names["bias"]),
     ]
     shipped = summary.reset_index(drop=True).assign(
         params=summary["total"].to_numpy(),
@@ -463,7 +463,7 @@ def render(cfg: params.Params) -> dict[str, object]:
     )
     drawn.append((figures.whatif, (grid, shipped), fig_dir / names["whatif"]))
     if not hists.empty:
-        drawn.append((figures.distributions, hists, fig_dir / names["values"]))
+        drawn.append((figures.distributions, (hists,), fig_dir / names["values"]))
     return {"text": body, "figures": drawn}
 
 
@@ -474,7 +474,7 @@ def main() -> None:
     fig_dir = Path(cfg.paths["figures"])
     fig_dir.mkdir(parents=True, exist_ok=True)
     for draw, data, path in rendered["figures"]:
-        draw(*data, path, dpi) if isinstance(data, tuple) else draw(data, path, dpi)
+        draw(*data, path, dpi)
     atomic.sync_dir(fig_dir, keep=[path.name for _, _, path in rendered["figures"]])
     atomic.write_text(cfg.paths["report"], rendered["text"])
     log.info("wrote %s and %d figures", cfg.paths["report"], len(rendered["figures"]))

@@ -39,3 +39,8 @@ def table(cfg: Params, key: str) -> pd.DataFrame:
     df = df[df["model"].isin(list(cfg.models))]
     order = {name: i for i, name in enumerate(cfg.models)}
     return df.sort_values("model", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def grid(cfg: Params) -> pd.DataFrame:
+    """The what-if grid the count stage wrote."""
+    return _read(Path(cfg.paths["whatif"]), "the count stage writes it")

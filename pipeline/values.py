@@ -49,9 +49,6 @@ class Moments:
         lo, hi = torch.aminmax(chunk)
         return cls(chunk.numel(), float(chunk.sum()), float(torch.dot(chunk, chunk)), float(lo), float(hi))
 
-    def add(self, chunk: torch.Tensor) -> None:
-        self.merge(Moments.of(chunk))
-
     def merge(self, o: Moments) -> None:
         self.n += o.n
         self.s += o.s

@@ -31,18 +31,24 @@ def test_a_failed_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["x.csv"]
 
 
+def write_dir(path, files: dict) -> None:
+    with atomic.replacing_dir(path) as tmp:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+
+
 def test_write_dir_replaces_the_folder_whole(tmp_path):
     folder = tmp_path / "m"
-    atomic.write_dir(folder, {"a": b"1", "b": b"2"})
-    atomic.write_dir(folder, {"c": b"3"})
+    write_dir(folder, {"a": b"1", "b": b"2"})
+    write_dir(folder, {"c": b"3"})
     assert sorted(p.name for p in folder.iterdir()) == ["c"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
 def test_write_dir_failure_leaves_the_old_folder(tmp_path, monkeypatch):
     folder = tmp_path / "m"
-    atomic.write_dir(folder, {"a": b"1"})
+    write_dir(folder, {"a": b"1"})
     with pytest.raises(TypeError):
-        atomic.write_dir(folder, {"b": None})  # fails while building the temp folder
+        write_dir(folder, {"b": None})  # fails while building the temp folder
     assert sorted(p.name for p in folder.iterdir()) == ["a"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

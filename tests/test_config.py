@@ -9,7 +9,7 @@ import yaml
 
 from pipeline import params
 from pipeline.cli import PipelineError
-from tests.conftest import ROOT, TINY, compose_model
+from tests.conftest import ROOT, TINY, compose_model, tiny_params
 
 CONF = ROOT / "conf"
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
@@ -136,7 +136,7 @@ def test_bad_models_get_one_line_naming_model_and_field(entry, message):
 
 def test_model_names_with_dots_are_refused():
     with pytest.raises(PipelineError, match=r"'gpt2\.5'"):
-        params.model_spec("gpt2.5", _model())
+        params.from_dict(tiny_params({"gpt2.5": _model()}))
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,7 @@ TINY = {
         vocab_size=100,
         word_embed_proj_dim=32,
         max_position_embeddings=16,
-    ),  # fmt: skip
+    ),
     "tinyllama-1_1b": {**TINY_LLAMA, "num_key_value_heads": 2},
     "bert-base-uncased": dict(
         hidden_size=32,
@@ -123,7 +123,7 @@ TINY = {
         num_attention_heads=4,
         vocab_size=100,
         max_position_embeddings=16,
-    ),  # fmt: skip
+    ),
 }
 
 
