@@ -1,8 +1,19 @@
-"""Atomic output writing: every file appears whole or not at all (temp file in the same folder, then rename)."""
+"""Atomic output writing: every file appears whole or not at all (temp file in the same folder, then rename).
+
+A stage that writes several files opens a `batch()`: each file is written to its temp file at once,
+and only when every one of them is written (and the stage's work is done) are they renamed into
+place, together. A stage that fails or is killed before that leaves the previous outputs untouched;
+its temp files (named `.<name>.<random>.tmp`, ignored by DVC through .dvcignore) are removed the next
+time the stage writes that folder. Files and folders get the permissions the umask allows, like any
+other program's outputs.
+
+A write that the file system refuses (read-only folder, full disk) is a PipelineError naming the path.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -13,23 +24,109 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.cli import PipelineError, first_line
+
 # Floats in CSVs: enough digits to round-trip a share, few enough to stay readable and stable.
 FLOAT_FORMAT = "%.10g"
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _refused(path: Path, exc: OSError) -> PipelineError:
+    """A one-line error for a write the file system refused."""
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted"}.get(exc.errno)
+    if why is None:
+        why = exc.strerror or first_line(exc)
+    return PipelineError(f"cannot write {path}: {why}")
+
+
+class _Batch:
+    """Temp files written so far, renamed into place together by commit()."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Path]] = []  # (temp file, final path)
+        self.removals: list[Path] = []
+
+    def commit(self) -> None:
+        for tmp, path in self.pending:
+            os.replace(tmp, path)
+        for path in self.removals:
+            path.unlink(missing_ok=True)
+        self.pending.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            tmp.unlink(missing_ok=True)
+        self.pending.clear()
+
+
+_batches: list[_Batch] = []
+
+
+@contextlib.contextmanager
+def batch() -> Iterator[None]:
+    """Defer every write inside the block to its end, then rename all files into place together."""
+    b = _Batch()
+    _batches.append(b)
+    try:
+        yield
+        b.commit()
+    except BaseException:
+        b.discard()
+        raise
+    finally:
+        _batches.remove(b)
+
+
+def clean_leftovers(directory: Path, name: str | None = None) -> None:
+    """Remove temp files and folders a killed run left in directory (all, or only those of one name)."""
+    if not directory.is_dir():
+        return
+    pattern = f".{name}.*{TMP_SUFFIX}" if name else f".*{TMP_SUFFIX}"
+    for child in directory.glob(pattern):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _mkdir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _refused(directory, exc) from None
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write data to path through a temp file in the same directory and an atomic rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _mkdir(path.parent)
+    clean_leftovers(path.parent, path.name)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise _refused(path, exc) from None
+    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs honour the umask
+        if _batches:
+            _batches[-1].pending.append((tmp, path))
+        else:
+            os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _refused(path, exc) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -47,11 +144,21 @@ def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> None:
 
 
 def sync_dir(directory: str | os.PathLike, keep: Iterable[str]) -> None:
-    """Delete files in directory that are not in keep (outputs of models no longer in the sweep)."""
+    """Delete files in directory that are not in keep (outputs of models no longer in the sweep).
+
+    Inside a batch() the deletions happen at its commit, with the writes.
+    """
     directory = Path(directory)
     keep = set(keep)
-    for child in directory.iterdir():
-        if child.is_file() and child.name not in keep:
+    if not directory.is_dir():
+        return
+    doomed = [child for child in directory.iterdir() if child.is_file() and child.name not in keep]
+    pending = {tmp for b in _batches for tmp, _ in b.pending}
+    doomed = [child for child in doomed if child not in pending]
+    if _batches:
+        _batches[-1].removals.extend(doomed)
+    else:
+        for child in doomed:
             child.unlink()
 
 
@@ -60,23 +167,29 @@ def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temp folder beside path; on success it replaces path whole, on failure it vanishes."""
     path = Path(path)
     created = [p for p in reversed(path.parents) if not p.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _mkdir(path.parent)
+    clean_leftovers(path.parent, path.name)  # what a killed run of this model left behind
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs honour the umask
+    except OSError as exc:
+        raise _refused(path, exc) from None
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         for parent in reversed(created):  # leave no empty folders behind either
             with contextlib.suppress(OSError):
                 parent.rmdir()
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise _refused(path, exc) from None
         raise
 
 
@@ -87,4 +200,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except OSError:
-        shutil.copyfile(src, dst)
+        try:
+            shutil.copyfile(src, dst)
+        except OSError as exc:
+            raise _refused(dst, exc) from None

@@ -12,7 +12,7 @@ import logging
 import pandas as pd
 
 from pipeline import atomic, checkpoint, inventory, params, results, splits
-from pipeline.cli import run
+from pipeline.cli import about, run
 
 log = logging.getLogger("bias")
 
@@ -24,14 +24,15 @@ def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     stats, hists = [pd.DataFrame(columns=values.STAT_COLUMNS)], [pd.DataFrame(columns=values.HIST_COLUMNS)]
     for name in cfg.models:
         folder = cfg.models_dir(name)
-        entries, fmt = checkpoint.load_entries(folder)
-        if fmt != "safetensors":  # no weights, or range reads that fetched only the embeddings
-            continue
-        params_inv = inventory.parameters(results.inventory(cfg, name))
-        lo, hi, bins = float(v["hist_min"]), float(v["hist_max"]), int(v["bins"])
-        s, h = values.distributions(
-            folder, entries, params_inv, name, lo, hi, bins, int(v["chunk_elements"]), int(v["threads"])
-        )
+        with about(name):
+            entries, fmt = checkpoint.load_entries(folder)
+            if fmt != "safetensors":  # no weights, or range reads that fetched only the embeddings
+                continue
+            params_inv = inventory.parameters(results.inventory(cfg, name))
+            lo, hi, bins = float(v["hist_min"]), float(v["hist_max"]), int(v["bins"])
+            s, h = values.distributions(
+                folder, entries, params_inv, name, lo, hi, bins, int(v["chunk_elements"]), int(v["threads"])
+            )
         stats.append(s)
         hists.append(h)
         log.info("%s: value statistics of %s parameters", name, f"{int(s.loc[s.by == 'all', 'count'].iloc[0]):,}")
@@ -47,9 +48,10 @@ def main() -> None:
         bias = row[row.category == "bias"].iloc[0]
         log.info("%s: %s parameters named *.bias (%.4f %%)", name, f"{bias.params:,}", 100 * bias.share_of_model)
     stats, hists = value_tables(cfg)  # torch is imported only if some model has weights
-    atomic.write_csv(cfg.paths["bias"], table)
-    atomic.write_csv(cfg.paths["distributions"], stats)
-    atomic.write_csv(cfg.paths["histograms"], hists)
+    with atomic.batch():
+        atomic.write_csv(cfg.paths["bias"], table)
+        atomic.write_csv(cfg.paths["distributions"], stats)
+        atomic.write_csv(cfg.paths["histograms"], hists)
 
 
 if __name__ == "__main__":

@@ -2,20 +2,29 @@
 
 A safetensors file is an 8-byte little-endian header length, a JSON header naming every tensor's
 dtype, shape and byte range, then the raw data. Counting needs only the header, so nothing here
-reads tensor bytes.
+reads tensor bytes. Headers are held to the format's own rules (those of the safetensors reference
+reader): a JSON object with unique names, known dtypes, shapes of whole numbers, and byte ranges
+that start at 0, follow each other without gap or overlap, match the dtype and shape, and end
+exactly at the end of the file. A file that breaks one is refused by name, so no tensor can point
+at another's bytes and nothing is ever read outside the data region.
+
+Every path that comes from a file (an index's shard names) must be a plain file name inside the
+model folder, and only regular files are read (a symlink is followed only to a regular file, as
+the Hugging Face cache needs): no devices, FIFOs or folders.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import stat
 import struct
 from dataclasses import dataclass, field
 from math import prod
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pipeline.cli import PipelineError
+from pipeline.cli import PipelineError, read_json, read_json_object
 
 if TYPE_CHECKING:
     import torch
@@ -26,10 +35,13 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 # Header sizes beyond this are not a safetensors file (the format caps headers at 100 MB).
 MAX_HEADER = 100_000_000
-DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-    "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
+# Bits per stored value of every dtype the safetensors format defines.
+DTYPE_BITS = {
+    "F64": 64, "F32": 32, "F16": 16, "BF16": 16, "I64": 64, "I32": 32, "I16": 16, "I8": 8, "U8": 8, "BOOL": 8,
+    "U16": 16, "U32": 32, "U64": 64, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8, "C64": 64, "F6_E2M3": 6, "F6_E3M2": 6, "F4": 4,
 }  # fmt: skip
+DTYPE_BYTES = {dtype: bits // 8 for dtype, bits in DTYPE_BITS.items() if bits % 8 == 0}
 
 
 @dataclass(frozen=True)
@@ -48,42 +60,141 @@ class Entry:
         return prod(self.shape)
 
 
+# --- files and names ----------------------------------------------------------------------------
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def regular_file(path: Path) -> Path:
+    """path itself, if it is (or links to) a regular file; otherwise a PipelineError saying what it is."""
+    try:
+        mode = path.stat().st_mode  # follows symlinks
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise PipelineError(f"{path}: a symlink to nothing ({path.readlink()})") from None
+        raise PipelineError(f"{path} is missing") from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+        target = f" (a symlink to {path.resolve()})" if path.is_symlink() else ""
+        raise PipelineError(f"{path}: {kind}{target}, not a regular file; only regular files are read")
+    return path
+
+
+def plain_name(name: Any, source: Path) -> str:
+    """A file name read from source (an index's shard name): it must name a file inside source's folder."""
+    if not isinstance(name, str) or not name:
+        raise PipelineError(f"{source}: a file name must be a non-empty string, got {name!r}")
+    pure = PurePosixPath(name)
+    if pure.name != name or name in (".", "..") or "\\" in name or "\x00" in name:
+        raise PipelineError(
+            f"{source}: file name {name!r} points outside {source.parent}; only plain file names are allowed"
+        )
+    return name
+
+
+# --- headers ------------------------------------------------------------------------------------
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def parse_header(blob: bytes, file: str) -> tuple[int, dict[str, Any]]:
     """(data start offset, header dict) from the first bytes of a safetensors file."""
     if len(blob) < 8:
         raise PipelineError(f"{file}: too short to be a safetensors file")
     (n,) = struct.unpack("<Q", blob[:8])
-    if n > MAX_HEADER:
+    if n > MAX_HEADER or n < 2:
         raise PipelineError(f"{file}: header length {n} is not that of a safetensors file")
     if len(blob) < 8 + n:
         raise PipelineError(f"{file}: truncated header ({len(blob) - 8} of {n} bytes)")
+    raw = blob[8 : 8 + n]
+    if not raw.startswith(b"{"):
+        raise PipelineError(f"{file}: header does not start with '{{'; not a safetensors file")
     try:
-        header = json.loads(blob[8 : 8 + n])
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_object)
+    except _DuplicateKey as exc:
+        raise PipelineError(f"{file}: header names tensor '{exc.args[0]}' twice") from None
+    except RecursionError:
+        raise PipelineError(f"{file}: header is nested too deeply; not a safetensors file") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise PipelineError(f"{file}: header is not JSON; not a safetensors file") from None
+    if not isinstance(header, dict):
+        raise PipelineError(f"{file}: header is a JSON {type(header).__name__}, not an object")
     return 8 + n, header
 
 
-def entries_from_header(header: dict[str, Any], data_start: int, file: str) -> list[Entry]:
-    out = []
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            begin, end = info["data_offsets"]
-            entry = Entry(key, info["dtype"], tuple(info["shape"]), file, data_start + begin, data_start + end)
-        except (KeyError, TypeError, ValueError):
-            raise PipelineError(f"{file}: malformed header entry for tensor '{key}'") from None
-        if entry.dtype in DTYPE_BYTES and entry.end - entry.begin != entry.numel * DTYPE_BYTES[entry.dtype]:
-            raise PipelineError(
-                f"{file}: tensor '{key}' has {entry.end - entry.begin} bytes for shape {list(entry.shape)}"
-            )
-        out.append(entry)
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _entry(key: str, info: Any, data_start: int, file: str, where: str) -> Entry:
+    """One header entry, checked on its own: dtype known, shape and offsets whole numbers, bytes = shape × dtype."""
+    if not isinstance(info, dict):
+        raise PipelineError(f"{where}: tensor '{key}': entry is not an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in DTYPE_BITS:
+        raise PipelineError(f"{where}: tensor '{key}': unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_whole(s) for s in shape):
+        raise PipelineError(f"{where}: tensor '{key}': shape {shape!r} is not a list of whole numbers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_whole(o) for o in offsets):
+        raise PipelineError(f"{where}: tensor '{key}': data_offsets {offsets!r} are not two whole numbers")
+    begin, end = offsets
+    if begin > end:
+        raise PipelineError(f"{where}: tensor '{key}': data_offsets [{begin}, {end}] run backwards")
+    bits = prod(shape) * DTYPE_BITS[dtype]
+    if bits != (end - begin) * 8:
+        raise PipelineError(
+            f"{where}: tensor '{key}' has {end - begin} bytes for shape {shape} of {dtype} ({bits / 8:g} expected)"
+        )
+    return Entry(key, dtype, tuple(shape), file, data_start + begin, data_start + end)
+
+
+def entries_from_header(
+    header: dict[str, Any], data_start: int, file: str, size: int, where: str | None = None
+) -> list[Entry]:
+    """The tensors of a parsed header, checked against the format's rules for a file of size bytes.
+
+    file is the name the entries carry (relative to the model folder); where names it in errors.
+    """
+    where = where or file
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise PipelineError(f"{where}: __metadata__ must map strings to strings")
+    out = [_entry(key, info, data_start, file, where) for key, info in header.items() if key != "__metadata__"]
+    # The data region [data_start, size) is tiled exactly: in offset order, each tensor starts where the last ended.
+    pos = data_start
+    for e in sorted(out, key=lambda e: (e.begin, e.end)):
+        if e.begin != pos:
+            what = "overlaps the tensor before it" if e.begin < pos else f"leaves a gap of {e.begin - pos} bytes"
+            raise PipelineError(f"{where}: tensor '{e.key}' starts at byte {e.begin - data_start}: it {what}")
+        pos = e.end
+    if pos != size:
+        how = "past the end of the file" if pos > size else f"{size - pos} bytes before the end of the file"
+        raise PipelineError(f"{where}: the tensors' data ends at byte {pos}, {how} ({size} bytes)")
     return out
 
 
 def read_entries(path: Path) -> list[Entry]:
     """The tensors of one local safetensors file, from its header alone."""
+    regular_file(path)
     try:
         with open(path, "rb") as fh:
             start = fh.read(8)
@@ -93,55 +204,65 @@ def read_entries(path: Path) -> list[Entry]:
             if n > MAX_HEADER:
                 raise PipelineError(f"{path}: header length {n} is not that of a safetensors file")
             blob = start + fh.read(n)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: missing") from None
+            size = fh.seek(0, 2)
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot be read ({exc.strerror})") from None
     data_start, header = parse_header(blob, str(path))
-    entries = entries_from_header(header, data_start, path.name)
-    size = path.stat().st_size
-    for e in entries:
-        if e.end > size:
-            raise PipelineError(f"{path}: tensor '{e.key}' ends at byte {e.end}, past the end of the file ({size})")
-    return entries
+    return entries_from_header(header, data_start, path.name, size, str(path))
+
+
+def _present(path: Path) -> bool:
+    """Something is there under that name (even a dangling symlink, which regular_file() then refuses)."""
+    return path.exists() or path.is_symlink()
 
 
 def weight_files(folder: Path, allow_pickle: bool = False) -> tuple[list[str], str]:
     """The weight files of a model folder and their format ('safetensors' or 'pickle'); [] if none.
 
     A sharded checkpoint is read through its index, and every shard it lists must exist. A folder
-    filled by range reads holds the remote files' headers instead ('remote').
+    filled by range reads holds the remote files' headers instead ('remote'). Every file named
+    must be a regular file (or a symlink to one) inside folder.
     """
-    if (folder / "remote_headers.json").is_file():
-        return sorted(json.loads((folder / "remote_headers.json").read_text())), "remote"
+    if _present(folder / "remote_headers.json"):
+        headers = read_json_object(regular_file(folder / "remote_headers.json"), str(folder))
+        return sorted(headers), "remote"
     index = folder / SAFETENSORS_INDEX
-    if index.is_file():
-        return _shards(index), "safetensors"
-    if (folder / SAFETENSORS_SINGLE).is_file():
-        return [SAFETENSORS_SINGLE], "safetensors"
+    if _present(index):
+        return _shards(regular_file(index)), "safetensors"
+    if _present(folder / SAFETENSORS_SINGLE):
+        return [regular_file(folder / SAFETENSORS_SINGLE).name], "safetensors"
     singles = sorted(p.name for p in folder.glob("*.safetensors"))
     if singles:
-        return singles, "safetensors"
+        return [regular_file(folder / name).name for name in singles], "safetensors"
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if (folder / PICKLE_INDEX).is_file():
-        pickles = _shards(folder / PICKLE_INDEX)
+    if _present(folder / PICKLE_INDEX):
+        pickles = _shards(regular_file(folder / PICKLE_INDEX))
     if pickles:
         if not allow_pickle:
             raise PipelineError(
                 f"{folder / pickles[0]}: pickle checkpoint refused (pickle can run code); "
                 "set allow_pickle: true in the model config to load it with torch.load(weights_only=True)"
             )
-        return pickles, "pickle"
+        return [regular_file(folder / name).name for name in pickles], "pickle"
     return [], ""
 
 
+def shard_names(index: Path) -> list[str]:
+    """The shard file names an index lists, each a plain file name (nothing outside the index's folder)."""
+    data = read_json(index, str(index))
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise PipelineError(f"{index}: not a checkpoint index (no weight_map)")
+    return sorted({plain_name(shard, index) for shard in weight_map.values()})
+
+
 def _shards(index: Path) -> list[str]:
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise PipelineError(f"{index}: not a checkpoint index (no weight_map)") from None
-    shards = sorted(set(weight_map.values()))
+    """The shard files an index lists: plain names of regular files beside it."""
+    shards = shard_names(index)
     for shard in shards:
-        if not (index.parent / shard).is_file():
+        if not _present(index.parent / shard):
             raise PipelineError(f"{index}: lists shard {shard}, which is missing from {index.parent}")
+        regular_file(index.parent / shard)
     return shards
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ class PipelineError(Exception):
 def run(main: Callable[[], None]) -> None:
     """Run a stage's main(): log to stderr, turn a PipelineError into one line and exit status 1."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    # huggingface_hub gives its logger a handler of its own: without this, each of its lines prints twice
+    logging.getLogger("huggingface_hub").propagate = False
     try:
         main()
     except PipelineError as exc:
@@ -24,12 +27,45 @@ def run(main: Callable[[], None]) -> None:
         sys.exit(1)
 
 
+@contextlib.contextmanager
+def about(model: str) -> Iterator[None]:
+    """Inside the block, every PipelineError names the model first (once)."""
+    try:
+        yield
+    except PipelineError as exc:
+        if str(exc).startswith(f"model '{model}'"):
+            raise
+        raise PipelineError(f"model '{model}': {exc}") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_json(path: str | Path, owner: str, missing: str = "is missing") -> Any:
     """A JSON file's content, or a PipelineError naming owner and path."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise PipelineError(f"{owner}: {path} {missing}") from None
+    except IsADirectoryError:
+        raise PipelineError(f"{owner}: {path} is a folder, not a JSON file") from None
+    except OSError as exc:
+        raise PipelineError(f"{owner}: {path} cannot be read ({exc.strerror or first_line(exc)})") from None
+    except UnicodeDecodeError:
+        raise PipelineError(f"{owner}: {path} is not UTF-8 text") from None
+    except RecursionError:
+        raise PipelineError(f"{owner}: {path} is nested too deeply to be a config") from None
     except json.JSONDecodeError as exc:
         raise PipelineError(f"{owner}: {path} is not valid JSON ({exc.msg})") from None
+
+
+def read_json_object(path: str | Path, owner: str, missing: str = "is missing") -> dict[str, Any]:
+    """read_json for a file that must hold a JSON object (config.json, an index)."""
+    data = read_json(path, owner, missing)
+    if not isinstance(data, dict):
+        raise PipelineError(f"{owner}: {path} holds a JSON {type(data).__name__}, not an object")
+    return data

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from pipeline import atomic, checkpoint, conventions, inventory, params
-from pipeline.cli import PipelineError, run
+from pipeline.cli import PipelineError, about, run
 
 log = logging.getLogger("count")
 
@@ -46,6 +47,8 @@ SUMMARY_COLUMNS = [
     "bytes_fetched",
 ]
 METRIC_KEYS = ("total", "total_untied", "non_embedding", "bias_named", "bias_named_share")
+# The largest count accepted: 10 trillion, ten times any published model; beyond it a config is a typo.
+MAX_PARAMS = 10**13
 
 
 def provenance(model_dir: Path, name: str) -> dict:
@@ -58,9 +61,12 @@ def provenance(model_dir: Path, name: str) -> dict:
 
 def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict]:
     """Inventory and summary row of one downloaded model; its checkpoint, if any, reconciled with it."""
-    config = inventory.load_config(model_dir, spec.name)
+    config = inventory.load_config(model_dir, spec.name, spec.written)
     model = inventory.build_meta(config, spec.name, spec.auto_class)
     inv = inventory.inventory(model, spec.name)
+    total = int(inventory.parameters(inv)["numel"].sum())
+    if total > MAX_PARAMS:
+        raise PipelineError(f"model '{spec.name}': {total:,} parameters, more than the {MAX_PARAMS:,} counted at most")
     input_name, output_name = inventory.embedding_names(model)
     prov = provenance(model_dir, spec.name)
     entries, _ = checkpoint.load_entries(Path(model_dir))
@@ -104,20 +110,54 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
 WHATIF_COLUMNS = ["n_layer", "n_embd", "n_head", "params", "twelve_l_d2"]
 
 
+def whatif_config(base: dict, n_layer: int, n_embd: int, head_width: int) -> Any:
+    """The config of whatif.base with L layers and width d, for any family.
+
+    Depth, width and heads are set through the config class's canonical names (hidden_size,
+    num_hidden_layers, num_attention_heads; GPT-2 maps them to n_embd, n_layer, n_head), so the
+    grid varies the real model whatever its field names. Heads are d / head_width; the base's
+    ratios carry over where it has them: query heads per KV head, and the MLP width per unit of d.
+    """
+    from transformers import CONFIG_MAPPING
+
+    arch = dict(base)
+    cls = CONFIG_MAPPING[arch.pop("model_type")]
+    base_cfg = cls(**arch)
+    alias = getattr(cls, "attribute_map", None) or {}
+
+    def field(canonical: str) -> str:
+        return alias.get(canonical, canonical)
+
+    d0, h0 = base_cfg.hidden_size, base_cfg.num_attention_heads
+    heads = n_embd // head_width
+    arch[field("num_hidden_layers")], arch[field("hidden_size")] = n_layer, n_embd
+    arch[field("num_attention_heads")] = heads
+    if getattr(base_cfg, "head_dim", None) is not None:
+        arch["head_dim"] = head_width
+    kv0 = getattr(base_cfg, "num_key_value_heads", None)
+    if kv0:
+        if (heads * kv0) % h0:
+            raise PipelineError(
+                f"whatif: {heads} heads (d={n_embd}) cannot keep whatif.base's {h0 // kv0} query heads per KV head"
+            )
+        arch[field("num_key_value_heads")] = heads * kv0 // h0
+    for width in ("intermediate_size", "n_inner", "ffn_dim"):
+        if isinstance(getattr(base_cfg, width, None), int) and base_cfg.hidden_size:
+            arch[width] = getattr(base_cfg, width) * n_embd // d0
+    return cls(**arch)
+
+
 def whatif_grid(cfg: params.Params) -> pd.DataFrame:
     """Count every (n_layer, n_embd) variant of whatif.base on the meta device."""
-    from transformers import AutoConfig
-
     w = cfg.whatif
     base = dict(w["base"].architecture)
-    model_type = base.pop("model_type")
     rows = []
     for n_layer in w["n_layer"]:
         for n_embd in w["n_embd"]:
-            arch = {**base, "n_layer": n_layer, "n_embd": n_embd, "n_head": n_embd // int(w["head_width"])}
-            model = inventory.build_meta(AutoConfig.for_model(model_type, **arch), "whatif.base")
+            config = whatif_config(base, n_layer, n_embd, int(w["head_width"]))
+            model = inventory.build_meta(config, "whatif.base")
             total = sum(p.numel() for p in model.parameters())
-            rows.append([n_layer, n_embd, arch["n_head"], total, 12 * n_layer * n_embd**2])
+            rows.append([n_layer, n_embd, config.num_attention_heads, total, 12 * n_layer * n_embd**2])
     return pd.DataFrame(rows, columns=WHATIF_COLUMNS)
 
 
@@ -125,7 +165,8 @@ def main() -> None:
     cfg = params.load()
     inventories, rows, conv = {}, [], []
     for name, spec in cfg.models.items():  # everything is computed before anything is written
-        inv, row = count_model(spec, cfg.models_dir(name))
+        with about(name):
+            inv, row = count_model(spec, cfg.models_dir(name))
         inventories[name] = inv
         rows.append(row)
         conv += conventions.conventions(inv, row)
@@ -135,14 +176,15 @@ def main() -> None:
     for column in ("stated_params", "checkpoint_tensors", "checkpoint_buffers", "checkpoint_bytes", "bytes_fetched"):
         summary[column] = summary[column].astype("Int64")
     inv_dir = cfg.paths["inventory"]
-    for name, inv in inventories.items():
-        atomic.write_csv(f"{inv_dir}/{name}.csv", inv)
-    atomic.sync_dir(inv_dir, keep=[f"{name}.csv" for name in inventories])
-    atomic.write_csv(cfg.paths["summary"], summary)
-    atomic.write_csv(cfg.paths["conventions"], conventions.table(conv))
-    atomic.write_csv(cfg.paths["whatif"], grid)
     metrics = {row["model"]: {key: row[key] for key in METRIC_KEYS} for row in rows}
-    atomic.write_json(cfg.paths["metrics"], metrics)
+    with atomic.batch():  # every file, or none
+        for name, inv in inventories.items():
+            atomic.write_csv(f"{inv_dir}/{name}.csv", inv)
+        atomic.sync_dir(inv_dir, keep=[f"{name}.csv" for name in inventories])
+        atomic.write_csv(cfg.paths["summary"], summary)
+        atomic.write_csv(cfg.paths["conventions"], conventions.table(conv))
+        atomic.write_csv(cfg.paths["whatif"], grid)
+        atomic.write_json(cfg.paths["metrics"], metrics)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import json
 import logging
 
 from pipeline import atomic, params, sources
-from pipeline.cli import PipelineError, run
+from pipeline.cli import PipelineError, about, run
 
 log = logging.getLogger("download")
 
@@ -22,11 +22,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a model name under models: in params.yaml")
     args = parser.parse_args()
+    params.check_composed()  # dvc.yaml makes conf/ a dependency of this stage, so a conf/ edit lands here
     cfg = params.load()
     if args.model not in cfg.models:
         raise PipelineError(f"model '{args.model}': not in params.yaml models (have: {', '.join(cfg.models)})")
     spec = cfg.models[args.model]
-    with atomic.replacing_dir(cfg.models_dir(spec.name)) as tmp:
+    with about(spec.name), atomic.replacing_dir(cfg.models_dir(spec.name)) as tmp:
         record = sources.materialise(spec, tmp)
         (tmp / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
     files = ", ".join(f["name"] for f in record["files"])

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipeline.cli import PipelineError, read_json
+from pipeline.cli import PipelineError, first_line, read_json_object
 
 if TYPE_CHECKING:  # torch is imported lazily: only the count stage pays for it
     import torch
@@ -67,14 +67,23 @@ COLUMNS = [
 _ATTENTION_CLASS = re.compile(r"Attention|Attn", re.IGNORECASE)
 
 
-def load_config(model_dir: str | Path, name: str) -> Any:
-    """The transformers config of a downloaded model folder (config.json only; no remote code)."""
+def load_config(model_dir: str | Path, name: str, written: tuple[str, ...] = ()) -> Any:
+    """The transformers config of a downloaded model folder (config.json only; no remote code).
+
+    written are the keys the user wrote in the model's architecture block: each must be a field the
+    config class defines (or a legacy key it converts), or the count stops with a did-you-mean. Sizes
+    are checked as params.check_sizes checks an architecture block, on the file's own values.
+    """
     from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
+    from pipeline import params
+
     path = Path(model_dir) / "config.json"
-    raw = read_json(path, f"model '{name}'", "is missing (run the download stage)")
+    raw = read_json_object(path, f"model '{name}'", "is missing (run the download stage)")
     model_type = raw.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise PipelineError(f"model '{name}': {path}: model_type={model_type!r} is not a string")
     if model_type not in CONFIG_MAPPING_NAMES and raw.get("auto_map"):
         raise PipelineError(
             f"model '{name}': model_type={model_type!r} needs the code shipped with the model "
@@ -87,10 +96,43 @@ def load_config(model_dir: str | Path, name: str) -> Any:
             f"model '{name}': model_type={model_type!r} is not built into transformers "
             "(code shipped with a model is never run)"
         )
+    params.check_sizes(name, raw, where=str(path))
     try:
-        return AutoConfig.from_pretrained(str(path.parent), trust_remote_code=False)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise PipelineError(f"model '{name}': {path}: {str(exc).splitlines()[0]}") from None
+        config = AutoConfig.from_pretrained(str(path.parent), trust_remote_code=False)
+    except Exception as exc:  # transformers' boundary: a hostile or odd config raises many types
+        raise PipelineError(f"model '{name}': {path}: {type(exc).__name__}: {first_line(exc)}") from None
+    params.check_sizes(name, config.to_dict(), where=str(path))  # after legacy keys were converted
+    unknown = undefined_fields(config, written)
+    if unknown:
+        key = unknown[0]
+        hint = params.did_you_mean(key, declared_fields(type(config)))
+        raise PipelineError(
+            f"model '{name}': architecture.{key} is not a field of {type(config).__name__}{hint}; "
+            "transformers would ignore it"
+        )
+    return config
+
+
+def declared_fields(cls: type) -> set[str]:
+    """The config fields a transformers config class defines: its attributes, aliases and arguments."""
+    import dataclasses
+    import inspect
+
+    fields = set(getattr(cls, "attribute_map", None) or {}) | set(cls().to_dict())
+    fields |= set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs", "args"}
+    if dataclasses.is_dataclass(cls):
+        fields |= {f.name for f in dataclasses.fields(cls)}
+    return fields
+
+
+def undefined_fields(config: Any, keys: tuple[str, ...]) -> list[str]:
+    """Keys the config class neither defines nor converts: they stay on the config as stray attributes."""
+    stored = config.to_dict()
+    stray = [k for k in keys if k in stored and k != "model_type"]
+    if not stray:
+        return []
+    declared = declared_fields(type(config))
+    return [k for k in stray if k not in declared]
 
 
 def build_meta(config: Any, name: str, auto_class: str = "causal_lm") -> torch.nn.Module:
@@ -102,8 +144,10 @@ def build_meta(config: Any, name: str, auto_class: str = "causal_lm") -> torch.n
     try:
         with torch.device("meta"):
             return cls.from_config(config, trust_remote_code=False)
-    except (ValueError, TypeError, RuntimeError) as exc:
-        raise PipelineError(f"model '{name}': cannot build the architecture: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # transformers' boundary: an impossible config raises many types
+        raise PipelineError(
+            f"model '{name}': cannot build the architecture: {type(exc).__name__}: {first_line(exc)}"
+        ) from None
 
 
 def _is_norm(module: torch.nn.Module) -> bool:

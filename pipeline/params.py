@@ -6,6 +6,7 @@ Every stage reads params.yaml through load(); nothing here needs torch.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.cli import PipelineError, read_json
+from pipeline.cli import PipelineError, first_line, read_json_object
 
 PARAMS_FILE = Path("params.yaml")
 CONF_DIR = Path("conf")
@@ -32,29 +33,37 @@ MODEL_FIELDS: dict[str, Any] = {
     "auto_class": "causal_lm",  # causal_lm | masked_lm | base: which transformers class is built
     "allow_pickle": False,  # load .bin/.pt checkpoints (torch.load with weights_only=True)
     "fetch": "download",  # download | range: for source hub, whole files or only headers and embeddings
+    "config_only": False,  # source path/hub: the folder may hold no weights (count from config.json alone)
 }
 
-# Architecture fields that are sizes: when given, each must be a whole number above zero.
+# Architecture fields that count layers, and the most a model may have (the deepest published
+# transformers have about 130; a cap keeps a typo such as 10**12 from building modules until memory runs out).
+LAYER_FIELDS = ("n_layer", "num_hidden_layers", "num_layers", "n_layers")
+MAX_LAYERS = 1024
+# Other architecture fields that are sizes: whole numbers in [1, MAX_SIZE].
 SIZE_FIELDS = (
     "vocab_size",
     "n_positions",
     "n_ctx",
     "n_embd",
-    "n_layer",
     "n_head",
     "n_inner",
     "hidden_size",
-    "num_hidden_layers",
     "num_attention_heads",
     "num_key_value_heads",
     "intermediate_size",
     "max_position_embeddings",
     "ffn_dim",
+    "head_dim",
 )
-# (width, heads) pairs: the width must be divisible by the number of heads.
+MAX_SIZE = 10**9
+# (width, heads) pairs: the width must be divisible by the number of heads (unless head_dim is explicit).
 WIDTH_HEADS = (("n_embd", "n_head"), ("hidden_size", "num_attention_heads"))
+# (query heads, key/value heads): grouped-query attention shares each KV head among a whole number of heads.
+HEADS_KV = (("num_attention_heads", "num_key_value_heads"), ("n_head", "n_head_kv"))
 # Model names become DVC stage names (count@<name>) and param paths (models.<name>).
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+MAX_NAME = 64
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 
@@ -74,6 +83,8 @@ class ModelSpec:
     auto_class: str = "causal_lm"
     allow_pickle: bool = False
     fetch: str = "download"
+    config_only: bool = False
+    written: tuple[str, ...] = ()  # the architecture block's own keys, as the user wrote them
 
     @property
     def stated_params(self) -> int | None:
@@ -92,14 +103,6 @@ class Params:
     def models_dir(self, name: str) -> Path:
         return Path(self.paths["models"]) / name
 
-    @property
-    def results(self) -> Path:
-        return Path(self.paths["results"])
-
-    @property
-    def reports(self) -> Path:
-        return Path(self.paths["reports"])
-
 
 def parse_size(text: Any, model: str) -> int:
     """Parse a stated size such as 117M, 1.5B or 1542M into an integer count of parameters."""
@@ -112,33 +115,41 @@ def parse_size(text: Any, model: str) -> int:
     return int(whole) * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
 
 
+def check_sizes(name: str, arch: dict[str, Any], where: str = "architecture") -> None:
+    """Sizes are whole numbers in range, widths split evenly into heads, heads evenly into KV heads."""
+    for key in (*LAYER_FIELDS, *SIZE_FIELDS):
+        value = arch.get(key)
+        if value is None:
+            continue
+        top = MAX_LAYERS if key in LAYER_FIELDS else MAX_SIZE
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= top:
+            raise PipelineError(f"model '{name}': {where}.{key}={value!r} must be a whole number from 1 to {top:,}")
+    for width, heads in WIDTH_HEADS:
+        if arch.get(width) and arch.get(heads) and not arch.get("head_dim") and arch[width] % arch[heads]:
+            raise PipelineError(
+                f"model '{name}': {where}.{width}={arch[width]} is not divisible by {where}.{heads}={arch[heads]}"
+            )
+    for heads, kv in HEADS_KV:
+        if isinstance(arch.get(heads), int) and isinstance(arch.get(kv), int) and arch[heads] % arch[kv]:
+            raise PipelineError(
+                f"model '{name}': {where}.{heads}={arch[heads]} is not a multiple of {where}.{kv}={arch[kv]} "
+                "(each key/value head serves a whole number of query heads)"
+            )
+
+
 def validate_architecture(name: str, arch: Any) -> dict[str, Any]:
     """Check that an architecture block describes a model that can exist; return it as a dict."""
     if not isinstance(arch, dict) or not arch:
         raise PipelineError(f"model '{name}': architecture must be a mapping of config.json fields")
     if not arch.get("model_type"):
         raise PipelineError(f"model '{name}': architecture.model_type is missing")
-    for key in SIZE_FIELDS:
-        value = arch.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise PipelineError(f"model '{name}': architecture.{key}={value!r} must be a whole number above 0")
-    for width, heads in WIDTH_HEADS:
-        if arch.get(width) and arch.get(heads) and arch[width] % arch[heads]:
-            raise PipelineError(
-                f"model '{name}': architecture.{width}={arch[width]} is not divisible by "
-                f"architecture.{heads}={arch[heads]}"
-            )
+    check_sizes(name, arch)
     return dict(arch)
 
 
 def _merged(name: str, values: dict[str, Any]) -> dict[str, Any]:
     """config_path's fields with the architecture block's on top."""
-    path = Path(values["config_path"])
-    base = read_json(path, f"model '{name}': config_path")
-    if not isinstance(base, dict):
-        raise PipelineError(f"model '{name}': config_path {path} does not hold a JSON object")
+    base = read_json_object(Path(values["config_path"]), f"model '{name}': config_path")
     return {**base, **(values["architecture"] or {})}
 
 
@@ -150,6 +161,9 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
     if unknown:
         raise PipelineError(f"model '{name}': unknown field '{unknown[0]}' (known: {', '.join(MODEL_FIELDS)})")
     values = {**MODEL_FIELDS, **entry}
+    if values["architecture"] is not None and not isinstance(values["architecture"], dict):
+        raise PipelineError(f"model '{name}': architecture must be a mapping of config.json fields")
+    written = tuple(values["architecture"] or ())
     source = values["source"]
     if source not in SOURCES:
         raise PipelineError(f"model '{name}': source={source!r} must be one of {', '.join(SOURCES)}")
@@ -171,16 +185,83 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
         raise PipelineError(f"model '{name}': fetch={values['fetch']!r} must be download or range")
     if values["fetch"] == "range" and source != "hub":
         raise PipelineError(f"model '{name}': fetch: range reads from the Hub, so it needs source: hub")
-    if not isinstance(values["allow_pickle"], bool):
-        raise PipelineError(f"model '{name}': allow_pickle={values['allow_pickle']!r} must be true or false")
+    for flag in ("allow_pickle", "config_only"):
+        if not isinstance(values[flag], bool):
+            raise PipelineError(f"model '{name}': {flag}={values[flag]!r} must be true or false")
     if values["stated_size"] is not None:
         parse_size(values["stated_size"], name)
         values["stated_size"] = str(values["stated_size"])
-    return ModelSpec(name=name, **values)
+    return ModelSpec(name=name, written=written, **values)
+
+
+# The settings sections: each key's type and range. Every key is required and no other is allowed.
+_NUMBER = (int, float)
+SECTIONS: dict[str, dict[str, tuple]] = {
+    "values": {
+        "chunk_elements": (int, 1024, 1 << 28),
+        "hist_min": (_NUMBER, -1e30, 1e30),
+        "hist_max": (_NUMBER, -1e30, 1e30),
+        "threads": (int, 1, 64),
+        "bins": (int, 0, 100_000),
+    },
+    "report": {"dpi": (int, 20, 1200)},
+    "whatif": {"n_layer": (list, 1, MAX_LAYERS), "n_embd": (list, 1, 1 << 20), "head_width": (int, 1, 1 << 20)},
+}
+PATH_KEYS = (
+    "models", "inventory", "summary", "metrics", "ties", "bias", "report", "figures",
+    "conventions", "whatif", "distributions", "histograms",
+)  # fmt: skip
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """' (did you mean X?)' when a choice is close to word, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _whole_in(value: Any, low: float, high: float, types: Any = int) -> bool:
+    return isinstance(value, types) and not isinstance(value, bool) and low <= value <= high
+
+
+def _section(raw: dict[str, Any], section: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One settings section, every key present, known, of its type and in its range."""
+    data = raw[section]
+    rules = SECTIONS[section]
+    if not isinstance(data, dict):
+        raise PipelineError(f"params.yaml: {section} must be a mapping")
+    for key in data:
+        if key not in rules and key not in extra:
+            raise PipelineError(f"params.yaml: {section}.{key} is not a setting{did_you_mean(key, rules)}")
+    for key, (types, low, high) in rules.items():
+        if key not in data:
+            raise PipelineError(f"params.yaml: {section}.{key} is missing")
+        value = data[key]
+        if types is list:
+            ok = isinstance(value, list) and value and all(_whole_in(v, low, high) for v in value)
+            what = f"a list of whole numbers from {low:,} to {high:,}"
+        else:
+            ok = _whole_in(value, low, high, types)
+            what = f"{'a whole number' if types is int else 'a number'} from {low:,} to {high:,}"
+        if not ok:
+            raise PipelineError(f"params.yaml: {section}.{key}={value!r} must be {what}")
+    return dict(data)
+
+
+def _paths(raw: Any) -> dict[str, str]:
+    """Output paths: relative, inside the repository (no '..'), one per known key."""
+    if not isinstance(raw, dict):
+        raise PipelineError("params.yaml: paths must be a mapping")
+    for key in PATH_KEYS:
+        value = raw.get(key)
+        if not isinstance(value, str) or not value or Path(value).is_absolute() or ".." in Path(value).parts:
+            raise PipelineError(f"params.yaml: paths.{key}={value!r} must be a relative path inside the repository")
+    return dict(raw)
 
 
 def from_dict(raw: Any) -> Params:
-    """Validate a whole params mapping."""
+    """Validate a whole params mapping: every model, every setting, before any stage does work."""
     if not isinstance(raw, dict):
         raise PipelineError("params.yaml: expected a mapping at the top level")
     for key in ("models", "paths", "report", "values", "whatif"):
@@ -190,23 +271,33 @@ def from_dict(raw: Any) -> Params:
     if not isinstance(models, dict) or not models:
         raise PipelineError("params.yaml: models must name at least one model (pick a sweep in conf/sweep/)")
     for name in models:
-        if not NAME_RE.match(str(name)):
-            raise PipelineError(f"model '{name}': a model name may hold only letters, digits, '-' and '_'")
+        text = str(name)
+        if not NAME_RE.fullmatch(text) or len(text) > MAX_NAME:
+            shown = text if len(text) <= MAX_NAME else text[:MAX_NAME] + "…"
+            raise PipelineError(
+                f"model {shown!r}: a model name is 1 to {MAX_NAME} letters, digits, '-' and '_' (no '.'), "
+                "starting with a letter or digit"
+            )
     specs = {str(name): model_spec(str(name), entry) for name, entry in models.items()}
-    whatif = dict(raw["whatif"])
+    values = _section(raw, "values")
+    if values["hist_min"] >= values["hist_max"]:
+        raise PipelineError(
+            f"params.yaml: values.hist_min={values['hist_min']!r} must be below values.hist_max={values['hist_max']!r}"
+        )
+    whatif = _section(raw, "whatif", extra=("base",))
     whatif["base"] = model_spec("whatif.base", whatif.get("base"))
-    for key in ("n_layer", "n_embd"):
-        if not isinstance(whatif.get(key), list) or not all(isinstance(v, int) and v > 0 for v in whatif[key]):
-            raise PipelineError(f"params.yaml: whatif.{key} must be a list of whole numbers above 0")
-    width = int(whatif.get("head_width", 0) or 0)
-    bad = [d for d in whatif["n_embd"] if width <= 0 or d % width]
+    if whatif["base"].architecture is None:
+        raise PipelineError("params.yaml: whatif.base needs an architecture block (or a config_path)")
+    bad = [d for d in whatif["n_embd"] if d % whatif["head_width"]]
     if bad:
-        raise PipelineError(f"params.yaml: whatif.n_embd={bad[0]} is not divisible by whatif.head_width={width}")
+        raise PipelineError(
+            f"params.yaml: whatif.n_embd={bad[0]} is not divisible by whatif.head_width={whatif['head_width']}"
+        )
     return Params(
         models=specs,
-        paths=dict(raw["paths"]),
-        report=dict(raw["report"]),
-        values=dict(raw["values"]),
+        paths=_paths(raw["paths"]),
+        report=_section(raw, "report"),
+        values=values,
         whatif=whatif,
     )
 
@@ -214,11 +305,13 @@ def from_dict(raw: Any) -> Params:
 def load(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate params.yaml."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found (run from the repository root)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: cannot be read ({first_line(exc)})") from None
     except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise PipelineError(f"{path}: not valid YAML: {first_line(exc)}") from None
     return from_dict(raw)
 
 
@@ -233,10 +326,44 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR)
     try:
         with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
-    except (HydraException, OmegaConfBaseException) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"conf/: {first}") from None
-    return OmegaConf.to_container(cfg, resolve=True)
+        return OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
+        raise PipelineError(f"conf/: {first_line(exc)}") from None
+
+
+GENERATED = "# Generated from conf/ by `python -m pipeline.params` (what `dvc exp run` composes). Edit conf/.\n"
+OVERRIDES_LINE = "# overrides: "
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    """The first key path where two plain-data trees differ, with both values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            if a.get(key, "<absent>") != b.get(key, "<absent>"):
+                return _first_difference(a.get(key, "<absent>"), b.get(key, "<absent>"), f"{path}.{key}".lstrip("."))
+    return f"{path or 'the whole file'}: {a!r} in params.yaml, {b!r} in conf/"
+
+
+def check_composed(path: str | Path = PARAMS_FILE, conf_dir: str | Path = CONF_DIR) -> None:
+    """A params.yaml written by `make params` must still equal the composition of conf/ (with its overrides).
+
+    `dvc repro` never composes conf/, so an edit there without `make params` would otherwise be ignored.
+    A params.yaml without the generated header (written by `dvc exp run`, or by hand) is not checked.
+    """
+    path, conf_dir = Path(path), Path(conf_dir)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if not text.startswith(GENERATED) or not (conf_dir / "config.yaml").is_file():
+        return
+    second = text.splitlines()[1] if text.count("\n") > 1 else ""
+    overrides = json.loads(second[len(OVERRIDES_LINE) :]) if second.startswith(OVERRIDES_LINE) else []
+    composed = compose(overrides, conf_dir)
+    current = yaml.safe_load(text)
+    if composed != current:
+        shown = f" {' '.join(overrides)}" if overrides else ""
+        raise PipelineError(
+            f"params.yaml is not the composition of conf/{shown} ({_first_difference(current, composed)}); "
+            f"run `make params{f' ARGS={shown.strip()!r}' if shown else ''}` to rewrite it, then dvc repro"
+        )
 
 
 def dump(data: dict[str, Any]) -> str:
@@ -254,7 +381,7 @@ def main() -> None:
     args = parser.parse_args()
     data = compose(args.overrides)
     from_dict(data)  # refuse to write a params.yaml the stages would reject
-    header = "# Generated from conf/ by `python -m pipeline.params` (what `dvc exp run` composes). Edit conf/.\n"
+    header = GENERATED + (f"{OVERRIDES_LINE}{json.dumps(args.overrides)}\n" if args.overrides else "")
     atomic.write_text(PARAMS_FILE, header + dump(data))
 
 

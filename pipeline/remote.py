@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from pipeline import checkpoint
-from pipeline.cli import PipelineError
+from pipeline.cli import PipelineError, first_line, read_json_object
 
 REQUEST_BYTES = 16 << 20  # one Range request fetches at most this much
 TIMEOUT = 30  # seconds per request
@@ -88,8 +88,7 @@ def resolve_revision(hub_id: str, revision: str) -> str:
     try:
         return HfApi().model_info(hub_id, revision=revision).sha
     except Exception as exc:  # the Hub client raises many types for an unreachable or unknown repo
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"cannot resolve {hub_id}@{revision} ({first})") from None
+        raise PipelineError(f"cannot resolve {hub_id}@{revision} ({first_line(exc)})") from None
 
 
 def read_header(rf: RangeFile) -> tuple[int, dict]:
@@ -110,10 +109,11 @@ def write_headers(folder: Path, headers: dict[str, dict]) -> None:
 
 
 def remote_entries(folder: Path) -> list[checkpoint.Entry]:
-    data = json.loads((folder / REMOTE_HEADERS).read_text())
+    data = read_json_object(folder / REMOTE_HEADERS, str(folder))
     entries = []
     for file, info in sorted(data.items()):
-        entries += checkpoint.entries_from_header(info["header"], info["data_start"], file)
+        checkpoint.plain_name(file, folder / REMOTE_HEADERS)
+        entries += checkpoint.entries_from_header(info["header"], info["data_start"], file, info["size"])
     return entries
 
 

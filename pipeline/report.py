@@ -472,11 +472,11 @@ def main() -> None:
     rendered = render(cfg)
     dpi = int(cfg.report["dpi"])
     fig_dir = Path(cfg.paths["figures"])
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    for draw, data, path in rendered["figures"]:
-        draw(*data, path, dpi)
-    atomic.sync_dir(fig_dir, keep=[path.name for _, _, path in rendered["figures"]])
-    atomic.write_text(cfg.paths["report"], rendered["text"])
+    with atomic.batch():  # the report and its figures appear together, or not at all
+        for draw, data, path in rendered["figures"]:
+            draw(*data, path, dpi)
+        atomic.sync_dir(fig_dir, keep=[path.name for _, _, path in rendered["figures"]])
+        atomic.write_text(cfg.paths["report"], rendered["text"])
     log.info("wrote %s and %d figures", cfg.paths["report"], len(rendered["figures"]))
 
 

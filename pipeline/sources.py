@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from pipeline import atomic, checkpoint
-from pipeline.cli import PipelineError, read_json
+from pipeline.cli import PipelineError, first_line, read_json_object
 from pipeline.params import ModelSpec
 
 log = logging.getLogger("download")
@@ -37,19 +37,42 @@ def config_json(architecture: dict) -> bytes:
 
 
 def check_architecture(spec: ModelSpec, config_path: Path) -> None:
-    """A model from a folder or the Hub may also give an architecture block: each field must agree."""
-    config = read_json(config_path, f"model '{spec.name}'")
+    """A model from a folder or the Hub may also give an architecture block: each field must be in the file, equal."""
+    config = read_json_object(checkpoint.regular_file(config_path), f"model '{spec.name}'")
     if config.get("auto_map") and config.get("model_type") is None:
         raise PipelineError(f"model '{spec.name}': {config_path} needs remote code (auto_map); it is never run")
     for key, value in (spec.architecture or {}).items():
-        if key in config and config[key] != value:
+        if key not in config:
+            raise PipelineError(
+                f"model '{spec.name}': architecture.{key}={value!r} but {config_path} has no field {key}"
+            )
+        if config[key] != value:
             raise PipelineError(
                 f"model '{spec.name}': architecture.{key}={value!r} but {config_path} says {config[key]!r}"
             )
 
 
+PROBE_TIMEOUT = 5  # seconds: an unreachable Hub is reported at once, not after huggingface_hub's ~25 s of retries
+
+
+def hub_unreachable() -> str | None:
+    """None when the Hub endpoint answers at all (any HTTP status), else why it cannot be reached."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=PROBE_TIMEOUT)
+    except Exception as exc:  # the HTTP client's connect, timeout and TLS errors
+        return first_line(exc)
+    return None
+
+
 def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
-    """snapshot_download config.json and the safetensors files at spec.revision; (snapshot folder, commit sha)."""
+    """snapshot_download config.json and the safetensors files at spec.revision; (snapshot folder, commit sha).
+
+    Online, the endpoint is probed first: when it cannot be reached, the local cache alone is used,
+    and a model missing there is one line within seconds (with how to work offline).
+    """
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -60,6 +83,22 @@ def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
 
     revision = spec.revision or "main"
     where = f"{spec.hub_id}@{revision}"
+    cache_only = constants.HF_HUB_OFFLINE
+    if not cache_only and (why := hub_unreachable()):
+        try:
+            folder = Path(
+                snapshot_download(
+                    spec.hub_id, revision=revision, allow_patterns=SAFETENSORS_PATTERNS, local_files_only=True
+                )
+            )
+        except LocalEntryNotFoundError:
+            raise PipelineError(
+                f"model '{spec.name}': the Hub at {constants.ENDPOINT} cannot be reached ({why}) and {where} is not "
+                f"in the cache {constants.HF_HUB_CACHE}; pre-fill the cache and set HF_HUB_OFFLINE=1, "
+                "or use source: config"
+            ) from None
+        log.warning("%s: the Hub at %s cannot be reached (%s); using the cache", spec.name, constants.ENDPOINT, why)
+        return folder, folder.name
     try:
         folder = Path(snapshot_download(spec.hub_id, revision=revision, allow_patterns=SAFETENSORS_PATTERNS))
         if spec.allow_pickle and not checkpoint.weight_files(folder, allow_pickle=True)[0]:
@@ -78,9 +117,8 @@ def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
     except RevisionNotFoundError:
         raise PipelineError(f"model '{spec.name}': revision {revision} not found in {spec.hub_id}") from None
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PipelineError(
-            f"model '{spec.name}': cannot fetch {where} ({first}); use source: config, or pre-fill the cache"
+            f"model '{spec.name}': cannot fetch {where} ({first_line(exc)}); use source: config, or pre-fill the cache"
         ) from None
     return folder, folder.name
 
@@ -114,13 +152,20 @@ def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
     try:
         (out / "config.json").write_bytes(rf("config.json").read_all())
         try:
-            index = json.loads(rf(checkpoint.SAFETENSORS_INDEX).read_all())
-            files = sorted(set(index["weight_map"].values()))
+            index_blob = rf(checkpoint.SAFETENSORS_INDEX).read_all()
         except FileNotFoundError:
             files = [checkpoint.SAFETENSORS_SINGLE]
+        else:
+            index_path = out / checkpoint.SAFETENSORS_INDEX
+            index_path.write_bytes(index_blob)
+            files = checkpoint.shard_names(index_path)
+            index_path.unlink()
         stored = {}
         for name in files:
             data_start, header = remote.read_header(rf(name))
+            if rf(name).size is None:
+                raise PipelineError(f"{rf(name).url}: the server did not say how long the file is (Content-Range)")
+            checkpoint.entries_from_header(header, data_start, name, rf(name).size, rf(name).url)
             stored[name] = {"size": rf(name).size, "data_start": data_start, "header": header}
     except FileNotFoundError as exc:
         raise PipelineError(f"model '{spec.name}': {exc.args[0]} not found on the Hub") from None
@@ -156,9 +201,8 @@ def pickle_to_safetensors(spec: ModelSpec, folder: Path, files: list[str], out: 
         try:
             state = torch.load(folder / name, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:  # torch raises many types for a file it cannot unpickle safely
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PipelineError(
-                f"model '{spec.name}': {folder / name}: not loadable with weights_only=True ({first})"
+                f"model '{spec.name}': {folder / name}: not loadable with weights_only=True ({first_line(exc)})"
             ) from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise PipelineError(f"model '{spec.name}': {folder / name}: not a state dict of tensors")
@@ -193,18 +237,26 @@ def materialise(spec: ModelSpec, out: Path) -> dict:
         else:
             folder, revision = fetch_hub(spec)
         check_architecture(spec, folder / "config.json")
+        # Everything is checked in the source folder before a byte is copied: shard names stay inside
+        # it, every file is a regular file, every header keeps the format's rules.
         files, fmt = checkpoint.weight_files(folder, allow_pickle=spec.allow_pickle)
+        if not files and not spec.config_only:
+            raise PipelineError(
+                f"model '{spec.name}': {folder} has config.json but no weights (*.safetensors); "
+                "set config_only: true to count it from its config alone"
+            )
+        if fmt == "safetensors":
+            checkpoint.read_checkpoint(folder, files)
         atomic.link_or_copy(folder / "config.json", out / "config.json")
         if fmt == "pickle":
             pickle_to_safetensors(spec, folder, files, out)
             converted_from = files
-        else:
+        elif files:
             index = folder / checkpoint.SAFETENSORS_INDEX
             if index.is_file():
                 atomic.link_or_copy(index, out / checkpoint.SAFETENSORS_INDEX)
             for name in files:
                 atomic.link_or_copy(folder / name, out / name)
-            checkpoint.read_checkpoint(out, files)  # every header must parse before the stage succeeds
     if not fetched and spec.source != "config":
         weights = [p for p in out.iterdir() if p.suffix == ".safetensors"]
         size = sum(p.stat().st_size for p in weights)

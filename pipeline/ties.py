@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import atomic, checkpoint, params, remote, results, tying, values
-from pipeline.cli import PipelineError, run
+from pipeline.cli import PipelineError, about, run
 
 log = logging.getLogger("ties")
 
@@ -105,13 +105,15 @@ def main() -> None:
     for name in cfg.models:
         inv = results.inventory(cfg, name)
         s = summary.loc[name]
-        found = value_evidence(cfg.models_dir(name), inv, name, chunk, cfg.models[name].auto_class)
+        with about(name):
+            found = value_evidence(cfg.models_dir(name), inv, name, chunk, cfg.models[name].auto_class)
         rows.append(tying.evidence(inv, s["declared_tied"], s["input_embedding"], s["output_embedding"], found))
         r = rows[-1]
         log.info(
             "%s: declared tied %s, same tensor %s, r %s", name, r["declared_tied"], r["structural_tied"], r["pearson_r"]
         )
-    atomic.write_csv(cfg.paths["ties"], pd.DataFrame(rows, columns=tying.COLUMNS))
+    with atomic.batch():
+        atomic.write_csv(cfg.paths["ties"], pd.DataFrame(rows, columns=tying.COLUMNS))
 
 
 if __name__ == "__main__":

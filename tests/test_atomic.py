@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline import atomic
+from pipeline.cli import PipelineError
 
 
 def test_write_csv_is_stable_and_leaves_no_temp_files(tmp_path):
@@ -25,7 +26,7 @@ def test_a_failed_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
         raise OSError("killed mid-write")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(PipelineError, match="killed mid-write"):
         atomic.write_text(target, "new\n" * 1000)
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["x.csv"]

@@ -111,7 +111,7 @@ def _model(**over):
             _model(architecture={**TINY, "n_embd": 30}),
             r"'m': architecture\.n_embd=30 is not divisible by architecture\.n_head=4",
         ),
-        (_model(architecture={**TINY, "n_layer": 0}), r"'m': architecture\.n_layer=0 must be a whole number above 0"),
+        (_model(architecture={**TINY, "n_layer": 0}), r"'m': architecture\.n_layer=0 must be a whole number from 1 to"),
         (_model(architecture={**TINY, "vocab_size": -5}), r"'m': architecture\.vocab_size=-5"),
         (_model(architecture={**TINY, "n_head": 2.5}), r"'m': architecture\.n_head=2\.5"),
         (

@@ -79,7 +79,7 @@ def test_counting_gpt2_small_from_headers_fetches_under_a_megabyte(workdir):
         data_start, header = remote.read_header(rf)
         assert rf.bytes_fetched == data_start < 1_000_000
         assert server.bytes_served == data_start
-    entries = remote.checkpoint.entries_from_header(header, data_start, "model.safetensors")
+    entries = remote.checkpoint.entries_from_header(header, data_start, "model.safetensors", rf.size)
     assert sum(e.numel for e in entries) == 137_022_720  # GPT-2 small plus its 12 causal masks
 
 
