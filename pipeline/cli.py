@@ -41,7 +41,7 @@ def about(model: str) -> Iterator[None]:
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type when it has none."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return text.splitlines()[0].rstrip(" :") if text else type(exc).__name__
 
 
 def read_json(path: str | Path, owner: str, missing: str = "is missing") -> Any:

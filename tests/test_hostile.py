@@ -1,0 +1,552 @@
+"""Hostile files and careless configs: one line naming what was wrong, nothing written, last good results kept.
+
+Every case starts from a workspace whose stages all ran once on good input (tiny models, one with
+weights). It then plants one bad input and runs the stage that must refuse it, in process. The
+stage must raise a PipelineError (which `pipeline.cli.run` prints as one `error:` line) whose
+message holds the expected fragment, and leave every file in the workspace byte for byte as it was:
+no partial output, no write outside the output folders, the previous results intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import stat
+import struct
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import bias, count, download, params, report, ties
+from pipeline.cli import PipelineError
+from tests.checkpoints import tiny_checkpoint
+from tests.conftest import ROOT, TINY, tiny_params
+
+STAGES = {"count": count.main, "ties": ties.main, "bias": bias.main, "report": report.main}
+LLAMA = {
+    "model_type": "llama",
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 16,
+}
+
+
+def _write_params(data: dict, generated: bool = False) -> None:
+    text = yaml.safe_dump(data, sort_keys=False)
+    Path("params.yaml").write_text((params.GENERATED if generated else "") + text)
+
+
+def _good_params(wd: Path) -> dict:
+    data = tiny_params()
+    data["models"]["tiny-weights"] = {"source": "path", "path": str(wd / "src" / "tiny-weights")}
+    return data
+
+
+def _download(name: str) -> None:
+    argv = sys.argv
+    sys.argv = ["download", name]
+    try:
+        download.main()
+    finally:
+        sys.argv = argv
+
+
+def _run(stage: str, model: str | None) -> None:
+    if stage == "download":
+        _download(model)
+    elif stage == "params":
+        params.load()
+    else:
+        STAGES[stage]()
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every entry under root: a regular file's sha256, a symlink's target, or its kind (never read specials)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            mode = p.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                out[str(p.relative_to(root))] = "link:" + os.readlink(p)
+            elif stat.S_ISREG(mode):
+                out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                out[str(p.relative_to(root))] = "dir" if stat.S_ISDIR(mode) else f"mode:{stat.S_IFMT(mode)}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def good_workspace(tmp_path_factory) -> Path:
+    """A workspace where download, count, ties, bias and report all ran on good input."""
+    wd = tmp_path_factory.mktemp("good")
+    shutil.copytree(ROOT / "conf", wd / "conf")
+    tiny_checkpoint(wd / "src" / "tiny-weights")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(wd)
+        data = _good_params(wd)
+        _write_params(data)
+        for name in data["models"]:
+            _download(name)
+        for main in STAGES.values():
+            main()
+    return wd
+
+
+# --- the cases: each plants one bad input and names the stage that must refuse it ----------------
+
+CASES = []
+
+
+def case(stage: str, fragment: str):
+    def register(plant):
+        CASES.append(pytest.param(plant, stage, fragment, id=plant.__name__))
+        return plant
+
+    return register
+
+
+def _add_model(wd: Path, name: str, entry: dict, **sections) -> None:
+    data = _good_params(wd)
+    data["models"][name] = entry
+    for key, value in sections.items():
+        section, _, field = key.partition("__")
+        data[section][field] = value
+    _write_params(data)
+
+
+def _path_model(wd: Path, name: str, **extra) -> Path:
+    """A real tiny checkpoint in src/<name>, registered as a source: path model."""
+    folder = tiny_checkpoint(wd / "src" / name)
+    _add_model(wd, name, {"source": "path", "path": str(folder), **extra})
+    return folder
+
+
+def _safetensors(path: Path, header: dict | bytes, data: int | bytes) -> None:
+    """A file in safetensors layout with the given header (dict or raw bytes) and data (bytes or a length)."""
+    blob = header if isinstance(header, bytes) else json.dumps(header).encode()
+    payload = data if isinstance(data, bytes) else bytes(data)
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + payload)
+
+
+def _crafted(wd: Path, name: str, header: dict | bytes, data: int | bytes = 0) -> str:
+    folder = _path_model(wd, name)
+    _safetensors(folder / "model.safetensors", header, data)
+    return name
+
+
+def _f32(shape: list[int], begin: int) -> dict:
+    n = 4
+    for s in shape:
+        n *= s
+    return {"dtype": "F32", "shape": shape, "data_offsets": [begin, begin + n]}
+
+
+# Containment: names read from a file never reach outside the model folder.
+
+
+@case("download", "points outside")
+def index_shard_climbs_out(wd):
+    (wd / "victim.txt").write_text("precious\n")
+    folder = _path_model(wd, "m")
+    (folder / "model.safetensors").rename(folder / "real.safetensors")
+    weight_map = {"wte.weight": "../../../victim.txt"}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return "m"
+
+
+@case("download", "points outside")
+def index_shard_beside_the_folder(wd):
+    folder = _path_model(wd, "m")
+    (wd / "src" / "outside").mkdir()
+    shutil.copy(folder / "model.safetensors", wd / "src" / "outside" / "x.safetensors")
+    weight_map = {"wte.weight": "../outside/x.safetensors"}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return "m"
+
+
+@case("download", "points outside")
+def index_shard_absolute(wd):
+    folder = _path_model(wd, "m")
+    weight_map = {"wte.weight": str(folder / "model.safetensors")}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return "m"
+
+
+@case("download", "points outside")
+def index_shard_in_a_subfolder(wd):
+    folder = _path_model(wd, "m")
+    (folder / "sub").mkdir()
+    (folder / "model.safetensors").rename(folder / "sub" / "model.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "sub/model.safetensors"}}))
+    return "m"
+
+
+@case("download", "not a checkpoint index")
+def index_without_weight_map(wd):
+    folder = _path_model(wd, "m")
+    (folder / "model.safetensors.index.json").write_text(json.dumps(["model.safetensors"]))
+    return "m"
+
+
+# Special files: only regular files are read.
+
+
+@case("download", "a character device")
+def weights_link_to_dev_zero(wd):
+    folder = _path_model(wd, "m")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to("/dev/zero")
+    return "m"
+
+
+@case("download", "a FIFO")
+def weights_are_a_fifo(wd):
+    folder = _path_model(wd, "m")
+    (folder / "model.safetensors").unlink()
+    os.mkfifo(folder / "model.safetensors")
+    return "m"
+
+
+@case("download", "a symlink to nothing")
+def weights_dangling_symlink(wd):
+    folder = _path_model(wd, "m")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to(folder / "gone.safetensors")
+    return "m"
+
+
+@case("download", "a folder, not a regular file")
+def weights_are_a_folder(wd):
+    folder = _path_model(wd, "m")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").mkdir()
+    return "m"
+
+
+@case("download", "a FIFO")
+def config_json_is_a_fifo(wd):
+    folder = _path_model(wd, "m")
+    (folder / "config.json").unlink()
+    os.mkfifo(folder / "config.json")
+    return "m"
+
+
+# Crafted safetensors headers: the format's own rules.
+
+
+@case("download", "overlaps the tensor before it")
+def untied_head_points_at_the_embedding_bytes(wd):
+    """An 'untied' checkpoint whose lm_head.weight is the same bytes as wte.weight: fake r = 1 evidence."""
+    folder = tiny_checkpoint(wd / "src" / "m", tied=False, hub_layout=False, masks=False)
+    _add_model(wd, "m", {"source": "path", "path": str(folder)})
+    path = folder / "model.safetensors"
+    n = struct.unpack("<Q", path.read_bytes()[:8])[0]
+    header = json.loads(path.read_bytes()[8 : 8 + n])
+    data = path.read_bytes()[8 + n :]
+    wte = header["transformer.wte.weight"]["data_offsets"]
+    old = header["lm_head.weight"]["data_offsets"]
+    header["lm_head.weight"]["data_offsets"] = list(wte)
+    cut = old[1] - old[0]
+    data = data[: old[0]] + data[old[1] :]
+    for info in header.values():  # close the hole the head left, so only the overlap is wrong
+        if isinstance(info, dict) and "data_offsets" in info and info["data_offsets"][0] >= old[1]:
+            info["data_offsets"] = [info["data_offsets"][0] - cut, info["data_offsets"][1] - cut]
+    _safetensors(path, header, data)
+    return "m"
+
+
+@case("download", "data_offsets [-8, 0] are not two whole numbers")
+def negative_offset(wd):
+    return _crafted(wd, "m", {"a": {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}}, 8)
+
+
+@case("download", "run backwards")
+def offsets_backwards(wd):
+    return _crafted(wd, "m", {"a": {"dtype": "F32", "shape": [0], "data_offsets": [8, 0]}}, 8)
+
+
+@case("download", "leaves a gap of 8 bytes")
+def offsets_with_a_gap(wd):
+    return _crafted(wd, "m", {"a": _f32([2], 0), "b": _f32([2], 16)}, 24)
+
+
+@case("download", "bytes before the end of the file")
+def data_not_covered(wd):
+    return _crafted(wd, "m", {"a": _f32([2], 0)}, 64)
+
+
+@case("download", "past the end of the file")
+def data_past_the_end(wd):
+    return _crafted(wd, "m", {"a": _f32([1000], 0)}, 8)
+
+
+@case("download", "unknown dtype 'F13'")
+def unknown_dtype(wd):
+    return _crafted(wd, "m", {"a": {"dtype": "F13", "shape": [2], "data_offsets": [0, 8]}}, 8)
+
+
+@case("download", "is not a list of whole numbers")
+def fractional_shape(wd):
+    return _crafted(wd, "m", {"a": {"dtype": "F32", "shape": [2.5], "data_offsets": [0, 10]}}, 10)
+
+
+@case("download", "bytes for shape")
+def bytes_disagree_with_shape(wd):
+    return _crafted(wd, "m", {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, 8)
+
+
+@case("download", "names tensor 'a' twice")
+def duplicate_names(wd):
+    blob = b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},' b'"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}'
+    return _crafted(wd, "m", blob, 8)
+
+
+@case("download", "does not start with '{'")
+def header_is_a_list(wd):
+    return _crafted(wd, "m", b"[1, 2, 3]", 0)
+
+
+@case("download", "does not start with '{'")
+def header_is_a_string(wd):
+    return _crafted(wd, "m", b'"model"', 0)
+
+
+@case("download", "nested too deeply")
+def header_nested_200000_deep(wd):
+    return _crafted(wd, "m", b'{"a":' * 200_000 + b"1" + b"}" * 200_000, 0)
+
+
+@case("download", "__metadata__ must map strings to strings")
+def metadata_not_strings(wd):
+    return _crafted(wd, "m", {"__metadata__": {"format": 1}}, 0)
+
+
+@case("download", "header length")
+def header_length_absurd(wd):
+    folder = _path_model(wd, "m")
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", 1 << 62) + b"{}")
+    return "m"
+
+
+# Configs: validated against the model's own schema and the settings' ranges.
+
+
+@case("count", "architecture.n_embdd is not a field of GPT2Config (did you mean n_embd?)")
+def architecture_key_typo(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": {**TINY, "n_embdd": 64}})
+    _download("m")
+    return None
+
+
+@case("params", "architecture.num_attention_heads=32 is not a multiple of architecture.num_key_value_heads=5")
+def kv_heads_do_not_divide(wd):
+    arch = {**LLAMA, "hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 5}
+    _add_model(wd, "m", {"source": "config", "architecture": arch})
+
+
+@case("download", "architecture.n_inner=64 but")
+def path_architecture_key_not_in_config_json(wd):
+    _path_model(wd, "m", architecture={"model_type": "gpt2", "n_inner": 64})
+    return "m"
+
+
+@case("download", "no weights (*.safetensors); set config_only: true")
+def path_folder_without_weights(wd):
+    folder = _path_model(wd, "m")
+    (folder / "model.safetensors").unlink()
+    return "m"
+
+
+@case("params", "architecture.n_layer=1000000000000 must be a whole number from 1 to 1,024")
+def absurd_layer_count(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": {**TINY, "n_layer": 10**12}})
+
+
+@case("count", "n_layer=100000 must be a whole number from 1 to 1,024")
+def absurd_layer_count_in_a_checkpoint_config(wd):
+    folder = _path_model(wd, "m")
+    _download("m")
+    config = json.loads((folder / "config.json").read_text())
+    (wd / "data/models/m/config.json").unlink()  # a hard link to the source: replace it, not write through
+    (wd / "data/models/m/config.json").write_text(json.dumps({**config, "n_layer": 100_000}))
+    return None
+
+
+@case("count", "more than the 10,000,000,000,000 counted at most")
+def more_parameters_than_the_cap(wd):
+    arch = {**TINY, "vocab_size": 200_000_000, "n_embd": 65_536, "n_head": 1, "n_layer": 1, "n_positions": 1}
+    _add_model(wd, "m", {"source": "config", "architecture": arch})
+    _download("m")
+
+
+@case("download", "holds a JSON list, not an object")
+def config_json_is_a_list(wd):
+    folder = _path_model(wd, "m")
+    (folder / "config.json").write_text("[1, 2]")
+    return "m"
+
+
+@case("download", "is not UTF-8 text")
+def config_json_not_utf8(wd):
+    folder = _path_model(wd, "m")
+    (folder / "config.json").write_bytes(b'{"model_type": "gpt2\xff\xfe"}')
+    return "m"
+
+
+@case("params", "is a folder, not a JSON file")
+def config_path_is_a_folder(wd):
+    (wd / "a-folder").mkdir()
+    _add_model(wd, "m", {"source": "config", "config_path": str(wd / "a-folder")})
+
+
+@case("count", "ImportError: TimmWrapperConfig requires the timm library")
+def model_type_needing_a_missing_package(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": {"model_type": "timm_wrapper"}})
+    _download("m")
+
+
+@case("count", "model_type='gpt-2' is not built into transformers")
+def model_type_typo(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": {**TINY, "model_type": "gpt-2"}})
+    _download("m")
+
+
+@case("params", "whatif.head_width=0 must be a whole number")
+def whatif_head_width_zero(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": TINY}, whatif__head_width=0)
+
+
+@case("params", "values.chunk_elements='big' must be a whole number")
+def values_chunk_elements_text(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": TINY}, values__chunk_elements="big")
+
+
+@case("params", "values.hist_min=0.5 must be below values.hist_max=0.5")
+def values_empty_histogram_range(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": TINY}, values__hist_min=0.5, values__hist_max=0.5)
+
+
+@case("params", "values.binz is not a setting (did you mean bins?)")
+def values_unknown_key(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": TINY}, values__binz=10)
+
+
+@case("report", "report.dpi=0 must be a whole number from 20 to 1,200")
+def report_dpi_zero(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": TINY}, report__dpi=0)
+
+
+@case("params", "a model name is 1 to 64 letters")
+def model_name_300_characters(wd):
+    _add_model(wd, "m" * 300, {"source": "config", "architecture": TINY})
+
+
+@case("params", "a model name is 1 to 64 letters")
+def model_name_with_a_newline(wd):
+    _add_model(wd, "a\n", {"source": "config", "architecture": TINY})
+
+
+@case("params", "paths.summary='../elsewhere.csv' must be a relative path inside the repository")
+def output_path_outside(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": TINY}, paths__summary="../elsewhere.csv")
+
+
+@case("download", "params.yaml is not the composition of conf/")
+def conf_edited_without_make_params(wd):
+    data = params.compose(conf_dir=wd / "conf")
+    _write_params(data, generated=True)
+    gpt2 = wd / "conf/model/gpt2.yaml"
+    gpt2.write_text(gpt2.read_text().replace("n_layer: 12 ", "n_layer: 6 "))
+    return "gpt2"
+
+
+# The file system refuses: a read-only output folder, a full disk.
+
+
+def _refusing(code: int):
+    def mkstemp(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    return mkstemp
+
+
+@case("count", "cannot write results/")
+def read_only_results(wd):
+    tempfile.mkstemp = _refusing(errno.EROFS)  # restored by the test (root ignores chmod, so simulate)
+
+
+@case("count", "the disk is full")
+def full_disk(wd):
+    tempfile.mkstemp = _refusing(errno.ENOSPC)
+
+
+@pytest.mark.parametrize(("plant", "stage", "fragment"), CASES)
+def test_bad_input_gives_one_line_and_writes_nothing(plant, stage, fragment, good_workspace, tmp_path, monkeypatch):
+    wd = tmp_path / "wd"
+    shutil.copytree(good_workspace, wd, symlinks=True)
+    monkeypatch.chdir(wd)
+    monkeypatch.setattr(tempfile, "mkstemp", tempfile.mkstemp)  # a case may replace it; undone after
+    model = plant(wd)
+    before = _snapshot(tmp_path)
+    with pytest.raises(PipelineError) as err:
+        _run(stage, model)
+    message = str(err.value)
+    assert fragment in message, message
+    assert "\n" not in message and len(message) < 600
+    assert _snapshot(tmp_path) == before  # nothing written, nothing removed, nothing outside touched
+
+
+def test_the_table_holds_every_reported_case():
+    assert len(CASES) >= 34
+
+
+def test_config_only_folder_counts_from_its_config(good_workspace, tmp_path, monkeypatch):
+    wd = tmp_path / "wd"
+    shutil.copytree(good_workspace, wd, symlinks=True)
+    monkeypatch.chdir(wd)
+    folder = _path_model(wd, "m", config_only=True)
+    (folder / "model.safetensors").unlink()
+    _download("m")
+    count.main()
+    import pandas as pd
+
+    summary = pd.read_csv("results/summary.csv").set_index("model")
+    assert summary.loc["m", "total"] == summary.loc["tiny", "total"]
+
+
+def test_a_killed_run_leaves_temp_files_that_the_next_run_removes(good_workspace, tmp_path, monkeypatch):
+    wd = tmp_path / "wd"
+    shutil.copytree(good_workspace, wd, symlinks=True)
+    monkeypatch.chdir(wd)
+    (wd / "results/.summary.csv.abc123.tmp").write_text("half")
+    (wd / "data/models/.tiny.xyz.tmp").mkdir()
+    (wd / "data/models/.tiny.xyz.tmp/model.safetensors").write_bytes(b"\0" * 1024)
+    _download("tiny")
+    count.main()
+    assert not (wd / "results/.summary.csv.abc123.tmp").exists()
+    assert not (wd / "data/models/.tiny.xyz.tmp").exists()
+
+
+def test_outputs_honour_the_umask(good_workspace, tmp_path, monkeypatch):
+    wd = tmp_path / "wd"
+    shutil.copytree(good_workspace, wd, symlinks=True)
+    monkeypatch.chdir(wd)
+    old = os.umask(0o022)
+    try:
+        _download("tiny")
+        count.main()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((wd / "results/summary.csv").stat().st_mode) == 0o644
+    assert stat.S_IMODE((wd / "data/models/tiny").stat().st_mode) == 0o755
