@@ -131,7 +131,7 @@ def parse_header(blob: bytes, file: str) -> tuple[int, dict[str, Any]]:
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_object)
     except _DuplicateKey as exc:
-        raise PipelineError(f"{file}: header names tensor '{exc.args[0]}' twice") from None
+        raise PipelineError(f"{file}: header names tensor {exc.args[0]!r} twice") from None
     except RecursionError:
         raise PipelineError(f"{file}: header is nested too deeply; not a safetensors file") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -148,21 +148,21 @@ def _whole(value: Any) -> bool:
 def _entry(key: str, info: Any, data_start: int, file: str, where: str) -> Entry:
     """One header entry, checked on its own: dtype known, shape and offsets whole numbers, bytes = shape × dtype."""
     if not isinstance(info, dict):
-        raise PipelineError(f"{where}: tensor '{key}': entry is not an object")
+        raise PipelineError(f"{where}: tensor {key!r}: entry is not an object")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
     if dtype not in DTYPE_BITS:
-        raise PipelineError(f"{where}: tensor '{key}': unknown dtype {dtype!r}")
+        raise PipelineError(f"{where}: tensor {key!r}: unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(_whole(s) for s in shape):
-        raise PipelineError(f"{where}: tensor '{key}': shape {shape!r} is not a list of whole numbers")
+        raise PipelineError(f"{where}: tensor {key!r}: shape {shape!r} is not a list of whole numbers")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_whole(o) for o in offsets):
-        raise PipelineError(f"{where}: tensor '{key}': data_offsets {offsets!r} are not two whole numbers")
+        raise PipelineError(f"{where}: tensor {key!r}: data_offsets {offsets!r} are not two whole numbers")
     begin, end = offsets
     if begin > end:
-        raise PipelineError(f"{where}: tensor '{key}': data_offsets [{begin}, {end}] run backwards")
+        raise PipelineError(f"{where}: tensor {key!r}: data_offsets [{begin}, {end}] run backwards")
     bits = prod(shape) * DTYPE_BITS[dtype]
     if bits != (end - begin) * 8:
         raise PipelineError(
-            f"{where}: tensor '{key}' has {end - begin} bytes for shape {shape} of {dtype} ({bits / 8:g} expected)"
+            f"{where}: tensor {key!r} has {end - begin} bytes for shape {shape} of {dtype} ({bits / 8:g} expected)"
         )
     return Entry(key, dtype, tuple(shape), file, data_start + begin, data_start + end)
 
@@ -184,7 +184,7 @@ def entries_from_header(
     for e in sorted(out, key=lambda e: (e.begin, e.end)):
         if e.begin != pos:
             what = "overlaps the tensor before it" if e.begin < pos else f"leaves a gap of {e.begin - pos} bytes"
-            raise PipelineError(f"{where}: tensor '{e.key}' starts at byte {e.begin - data_start}: it {what}")
+            raise PipelineError(f"{where}: tensor {e.key!r} starts at byte {e.begin - data_start}: it {what}")
         pos = e.end
     if pos != size:
         how = "past the end of the file" if pos > size else f"{size - pos} bytes before the end of the file"
@@ -285,7 +285,7 @@ def read_checkpoint(folder: Path, files: list[str]) -> list[Entry]:
     for name in files:
         for e in read_entries(folder / name):
             if e.key in seen:
-                raise PipelineError(f"{folder}: tensor '{e.key}' is stored in both {seen[e.key]} and {name}")
+                raise PipelineError(f"{folder}: tensor {e.key!r} is stored in both {seen[e.key]} and {name}")
             seen[e.key] = name
             entries.append(e)
     return entries

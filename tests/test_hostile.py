@@ -308,7 +308,10 @@ def bytes_disagree_with_shape(wd):
 
 @case("download", "names tensor 'a' twice")
 def duplicate_names(wd):
-    blob = b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},' b'"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}'
+    blob = (
+        b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},'
+        b'"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}'
+    )
     return _crafted(wd, "m", blob, 8)
 
 
@@ -550,3 +553,28 @@ def test_outputs_honour_the_umask(good_workspace, tmp_path, monkeypatch):
         os.umask(old)
     assert stat.S_IMODE((wd / "results/summary.csv").stat().st_mode) == 0o644
     assert stat.S_IMODE((wd / "data/models/tiny").stat().st_mode) == 0o755
+
+
+def test_whatif_grid_varies_any_family():
+    """whatif.base may be a Llama: the grid varies its real depth and width (it was one number repeated)."""
+    from pipeline import formulas
+
+    data = params.compose(["model@whatif.base=tinyllama-1_1b"], conf_dir=ROOT / "conf")
+    data["whatif"].update({"n_layer": [1, 2], "n_embd": [512, 1024]})
+    grid = count.whatif_grid(params.from_dict(data))
+    base = data["whatif"]["base"]["architecture"]
+    for row in grid.itertuples():
+        heads = row.n_embd // 64
+        kv = heads * base["num_key_value_heads"] // base["num_attention_heads"]
+        inner = base["intermediate_size"] * row.n_embd // base["hidden_size"]  # the base's MLP ratio
+        # formulas.llama_params: V·d + L·(2d² + 2d·kv·h + 3d·f + 2d) + d + V·d (untied head)
+        expected = formulas.llama_params(base["vocab_size"], row.n_embd, row.n_layer, inner, heads, kv)
+        assert row.params == expected
+    assert grid["params"].nunique() == len(grid)
+
+
+def test_whatif_grid_refuses_widths_that_break_grouped_query_attention():
+    data = params.compose(["model@whatif.base=tinyllama-1_1b"], conf_dir=ROOT / "conf")
+    data["whatif"].update({"n_layer": [1], "n_embd": [256]})
+    with pytest.raises(PipelineError, match=r"whatif: 4 heads \(d=256\) cannot keep whatif.base's 8 query heads"):
+        count.whatif_grid(params.from_dict(data))
