@@ -327,8 +327,23 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR)
         with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
         return OmegaConf.to_container(cfg, resolve=True)
-    except (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
+    except yaml.YAMLError:
+        raise PipelineError(_yaml_culprit(Path(conf_dir))) from None
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise PipelineError(f"conf/: {first_line(exc)}") from None
+
+
+def _yaml_culprit(conf_dir: Path) -> str:
+    """Which file of conf/ does not parse, and where (Hydra's own message names no file)."""
+    for path in sorted(conf_dir.rglob("*.yaml")):
+        try:
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or first_line(exc)
+            return f"{path}:{where}: not valid YAML ({problem})"
+    return f"{conf_dir}: a file does not parse as YAML"
 
 
 GENERATED = "# Generated from conf/ by `python -m pipeline.params` (what `dvc exp run` composes). Edit conf/.\n"

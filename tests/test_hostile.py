@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import struct
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -578,3 +579,23 @@ def test_whatif_grid_refuses_widths_that_break_grouped_query_attention():
     data["whatif"].update({"n_layer": [1], "n_embd": [256]})
     with pytest.raises(PipelineError, match=r"whatif: 4 heads \(d=256\) cannot keep whatif.base's 8 query heads"):
         count.whatif_grid(params.from_dict(data))
+
+
+def test_a_yaml_error_in_conf_is_one_line_naming_the_file(tmp_path):
+    from tests.conftest import run_module
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    with open(tmp_path / "conf/model/gpt2.yaml", "a") as fh:
+        fh.write("n_layer: [1, 2\nfoo: : bar\n")
+    proc = run_module("pipeline.params", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "conf/model/gpt2.yaml: line" in proc.stderr and "not valid YAML" in proc.stderr
+    assert not (tmp_path / "params.yaml").exists()
+
+
+def test_huggingface_hub_lines_print_once():
+    code = "from pipeline.cli import run; from huggingface_hub.utils import logging as l; "
+    code += "run(lambda: l.get_logger('huggingface_hub.x').warning('Retrying in 1s'))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.count("Retrying in 1s") == 1, proc.stderr
