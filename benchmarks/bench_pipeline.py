@@ -1,8 +1,12 @@
-"""Benchmark the pipeline on the default sweep (the four GPT-2 sizes) in a temp copy of this repository.
+"""Benchmark the pipeline on the default sweep (the four GPT-2 sizes) in temp copies of this repository.
 
-Prints one table: cold `dvc repro` (fresh copy, empty cache), no-op `dvc repro`, and the peak RSS of
-the count stage with gpt2-xl in the sweep. Each figure is the median of --runs runs, all in this one
-process, so they share the machine's state at the time.
+Prints one table, each figure as median [min–max] over --runs runs, interleaved in this one process:
+  warm dvc repro: a fresh copy with the committed dvc.lock, so only the download stages run;
+  no-op dvc repro: the same copy again, nothing to do;
+  cold dvc repro -f: another fresh copy with results/ and reports/ removed, every stage runs;
+  the peak RSS of the count stage (gpt2-xl in the sweep), read by the stage's own process.
+It starts with the load average and cores before the runs, and ends with what other processes used during them.
+The working tree is only read (copied with tests/repo_copy.py); nothing is written to it.
 
     python benchmarks/bench_pipeline.py [--runs 3]
 """
@@ -10,58 +14,65 @@ process, so they share the machine's state at the time.
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.repo_copy import ENV, copy_repo, dvc  # noqa: E402
+from measure import MachineLoad, run_python, spread, timed  # noqa: E402
 
-TARGETS = {"cold": 45.0, "noop": 5.0, "rss_mb": 1024.0}
+from tests.repo_copy import ENV, copy_repo, dvc, sh  # noqa: E402
 
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def peak_rss_mb(args: list[str], cwd: Path) -> float:
-    """Peak resident set size of one child process, from the kernel's rusage of that child alone."""
-    proc = subprocess.Popen(args, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(args)} failed")
-    return usage.ru_maxrss / 1024  # Linux reports KiB
+TARGETS = {"repro": 45.0, "noop": 5.0, "rss_mib": 1024.0}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (the median is printed)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median [min–max] is printed)")
     args = parser.parse_args()
-    cold, noop, rss = [], [], []
+    load = MachineLoad()  # before the runs: the load of everything else
+    warm, noop, cold, rss, changed = [], [], [], [], set()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for i in range(args.runs):
-            repo = copy_repo(Path(tmp) / f"repo{i}")  # fresh: no data/models, no DVC cache or run cache
-            cold.append(timed(lambda repo=repo: dvc("repro", cwd=repo)))
+            repo = copy_repo(Path(tmp) / f"warm{i}")  # no data/models, no DVC cache or run cache
+            warm.append(timed(lambda repo=repo: dvc("repro", cwd=repo)))
             noop.append(timed(lambda repo=repo: dvc("repro", cwd=repo)))
-            rss.append(peak_rss_mb([sys.executable, "-m", "pipeline.count"], cwd=repo))
+            shutil.rmtree(repo)
+
+            repo = copy_repo(Path(tmp) / f"cold{i}")
+            for out in ("results", "reports"):
+                shutil.rmtree(repo / out)
+            cold.append(timed(lambda repo=repo: dvc("repro", "-f", cwd=repo)))
+            status = sh("git", "status", "--porcelain", cwd=repo).stdout
+            changed.update(line[3:] for line in status.splitlines())
+            rss.append(run_python(["-m", "pipeline.count"], cwd=repo, env=ENV).peak_mib)
+            shutil.rmtree(repo)
+    during = load.during()
+
     rows = [
-        ("cold dvc repro, default sweep (4 GPT-2 sizes)", statistics.median(cold), "s", TARGETS["cold"], cold),
-        ("no-op dvc repro", statistics.median(noop), "s", TARGETS["noop"], noop),
-        ("peak RSS of the count stage (gpt2-xl in sweep)", statistics.median(rss), "MB", TARGETS["rss_mb"], rss),
+        ("warm dvc repro (from committed dvc.lock)", warm, "s", TARGETS["repro"]),
+        ("no-op dvc repro", noop, "s", TARGETS["noop"]),
+        ("cold dvc repro -f (results removed)", cold, "s", TARGETS["repro"]),
+        ("peak RSS of the count stage (gpt2-xl in sweep)", rss, "MiB", TARGETS["rss_mib"]),
     ]
-    print(f"{'measure':<50} {'median':>10} {'target':>10}  verdict  runs")
-    for label, value, unit, target, runs in rows:
-        verdict = "ok" if value <= target else "MISSED"
-        each = ", ".join(f"{r:.1f}" for r in runs)
-        print(f"{label:<50} {value:>8.1f}{unit:>2} {'≤ ' + f'{target:g}':>8}{unit:>2}  {verdict:<7}  [{each}]")
-    print(f"({args.runs} runs each; {os.cpu_count()} CPUs; python {sys.version.split()[0]})")
+    print(load.header)
+    print(f"default sweep (4 GPT-2 sizes) in temp copies of the repo; {args.runs} runs, median [min–max]")
+    print()
+    print(f"{'measure':<48} {'unit':>4}  {'median [min–max]':>20}  {'target':>8}  verdict")
+    for label, runs, unit, target in rows:
+        fmt = ".0f" if unit == "MiB" else ".1f"
+        verdict = "ok" if statistics.median(runs) <= target else "MISSED"
+        print(f"{label:<48} {unit:>4}  {spread(runs, fmt):>20}  {'≤ ' + f'{target:g}':>8}  {verdict}")
+    print()
+    if changed:
+        print(f"cold run changed tracked files: {', '.join(sorted(changed))}")
+    else:
+        print("cold run outputs byte-identical to the copied ones (git status clean in every copy)")
+    print(during)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """Benchmark the checkpoint paths on a synthetic checkpoint with GPT-2 XL's real shapes (6.4 GB, fp32, random).
 
-Prints one table:
+Prints one table, headed by the machine's load average and core count (taken before the runs) and closed by
+what other processes used during the runs:
   (a) the course's method (from_pretrained, then sum(p.numel())) against the project's count
-      (meta-device build; safetensors headers), in time and peak RSS, each in a fresh process;
+      (meta-device build; safetensors headers), in time and peak RSS, each in a fresh process that reads
+      its own peak memory (benchmarks/measure.py); the ratio to the course's count step is taken per run;
   (b) the value-statistics pass against a raw read of the same file (`cat file > /dev/null`, page cache warm),
-      as ratios from the same run: moments and embedding correlation, and the full distributions pass;
+      as ratios to the raw reads just before and after it in the same run: moments and embedding
+      correlation, and the full distributions pass;
   (c) bytes fetched by the range-read path (counting; tie analysis) against a full download, through a
       local HTTP server on 127.0.0.1 that counts the bytes it serves.
-Each figure is the median of --runs runs. The checkpoint is generated once into the system temp folder
-(HMP_BENCH_CACHE to move it) and reused.
+Each timed figure is median [min–max] over --runs runs. The checkpoint is generated once into the system
+temp folder (HMP_BENCH_CACHE to move it) and reused.
 
     python benchmarks/bench_values.py [--runs 3] [--model gpt2-xl]
 """
@@ -29,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from measure import MachineLoad, Run, run_python, spread, timed  # noqa: E402
 from synthetic import gpt2_checkpoint  # noqa: E402
 
 # Each snippet imports first, then times only its counting step, and prints "count seconds".
@@ -63,24 +67,17 @@ print(rec.checkpoint_tensors - sum(e.numel for e, _ in rec.buffers), time.perf_c
 """
 
 
-def run_measured(code: str, arg: str) -> tuple[float, float, str]:
-    """(seconds, peak RSS in MB, stdout) of `python -c code arg` in a fresh process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, arg], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    out = proc.stdout.read().decode().strip()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {proc.stderr.read().decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024, out
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+def count(code: str, folder: Path) -> Run:
+    """A counting snippet in a fresh process: its wall time, its own peak RSS, and 'count seconds' on stdout."""
+    return run_python(["-c", code, str(folder)], env=ENV)
 
 
 def raw_read(path: Path) -> float:
-    start = time.perf_counter()
     with open(os.devnull, "wb") as null:
-        subprocess.run(["cat", str(path)], stdout=null, check=True)
-    return time.perf_counter() - start
+        return timed(lambda: subprocess.run(["cat", str(path)], stdout=null, check=True))
 
 
 def value_pass(folder: Path, bins: int) -> tuple[float, float]:
@@ -133,65 +130,75 @@ def range_bytes(folder: Path) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (the median is printed)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median [min–max] is printed)")
     parser.add_argument("--model", default="gpt2-xl", choices=["gpt2", "gpt2-xl"], help="which GPT-2 shapes")
     args = parser.parse_args()
+    load = MachineLoad()  # before the runs: the load of everything else
     folder = gpt2_checkpoint(args.model)
     weights = folder / "model.safetensors"
     size = weights.stat().st_size
-    med = statistics.median
 
     course, meta, headers = [], [], []
-    for _ in range(args.runs):
-        course.append(run_measured(COURSE, str(folder)))
-        meta.append(run_measured(PROJECT_META, str(folder)))
-        headers.append(run_measured(PROJECT_HEADERS, str(folder)))
-    counts = {r[2].split()[0] for r in course + meta + headers}
+    for _ in range(args.runs):  # interleaved: the ratio to the course's method is taken within each run
+        course.append(count(COURSE, folder))
+        meta.append(count(PROJECT_META, folder))
+        headers.append(count(PROJECT_HEADERS, folder))
+    counts = {r.stdout.split()[0] for r in course + meta + headers}
     assert len(counts) == 1, f"the three methods disagree: {counts}"
 
     raw_read(weights)  # warm the page cache
-    reads, moments, full, corr = [], [], [], []
-    for _ in range(args.runs):
-        reads.append(raw_read(weights))
+    reads, moments, corr, full = [], [], [], []
+    for _ in range(args.runs):  # read, moments + correlation, read, distributions, read
+        before = raw_read(weights)
         m, c = value_pass(folder, bins=0)
-        moments.append(m)
-        corr.append(c)
-        full.append(value_pass(folder, bins=100)[0])
-        reads.append(raw_read(weights))
+        between = raw_read(weights)
+        f = value_pass(folder, bins=100)[0]
+        after = raw_read(weights)
+        reads += [before, between, after]
+        moments.append((m, m / ((before + between) / 2)))
+        corr.append((c, c / ((before + between) / 2)))
+        full.append((f, f / ((between + after) / 2)))
+    during = load.during()
     fetched = range_bytes(folder)
-    raw = med(reads)
 
-    print(f"checkpoint: {args.model} shapes, fp32, {size / 1e9:.2f} GB, {counts.pop()} parameters; {args.runs} runs")
+    print(load.header)
+    print(f"checkpoint: {args.model} shapes, fp32, {size / 1e9:.2f} GB, {counts.pop()} parameters; "
+          f"{args.runs} runs, each figure median [min–max]")  # fmt: skip
     print()
-    print("(a) counting, fresh process each            process (s)   count step (s)   peak RSS (MB)")
+    print(f"(a) counting, fresh process each              {'process (s)':>19}  {'count step (s)':>19}  "
+          f"{'step × course':>19}  {'peak RSS (MiB)':>15}")  # fmt: skip
     for label, rows in (
         ("course: from_pretrained + sum(numel)", course),
         ("project: meta-device build", meta),
         ("project: safetensors headers + reconcile", headers),
     ):
-        step = med(float(r[2].split()[1]) for r in rows)
-        print(f"    {label:<42} {med(r[0] for r in rows):>11.2f}   {step:>14.2f}   {med(r[1] for r in rows):>13.0f}")
+        step = [float(r.stdout.split()[1]) for r in rows]
+        ratio = [s / float(c.stdout.split()[1]) for s, c in zip(step, course, strict=True)]
+        print(f"    {label:<42}{spread(r.seconds for r in rows):>19}  {spread(step):>19}  "
+              f"{spread(ratio, '.3f'):>19}  {spread((r.peak_mib for r in rows), '.0f'):>15}")  # fmt: skip
     print()
-    print("(b) value statistics, page cache warm         time (s)   × raw read   target ≤ 2×")
-    print(f"    raw read (cat file > /dev/null)            {raw:>8.2f}   {1.0:>10.2f}")
+    print(f"(b) value statistics, page cache warm         {'time (s)':>19}  {'× raw read':>19}  target ≤ 2×")
+    print(f"    {'raw read (cat file > /dev/null)':<42}{spread(reads):>19}  {'1.00':>19}")
     wte = 50257 * (1600 if args.model == "gpt2-xl" else 768) * 4
-    for label, t, scale in (
-        ("moments of every tensor (bins: 0)", med(moments), 1.0),
-        ("embedding correlation (wte against itself)", med(corr), size / (2 * wte)),
-        ("distributions with 100-bin histograms", med(full), 1.0),
+    for label, rows, scale in (
+        ("moments of every tensor (bins: 0)", moments, 1.0),
+        ("embedding correlation (wte against itself)", corr, size / (2 * wte)),
+        ("distributions with 100-bin histograms", full, 1.0),
     ):
-        ratio = t / raw * scale
+        ratios = [r * scale for _, r in rows]
         note = " (against reading its 2 × wte bytes)" if scale != 1.0 else ""
-        verdict = "ok" if ratio <= 2 else "MISSED"
-        print(f"    {label:<42} {t:>8.2f}   {ratio:>10.2f}   {verdict}{note}")
+        verdict = "ok" if statistics.median(ratios) <= 2 else "MISSED"
+        print(f"    {label:<42}{spread(t for t, _ in rows):>19}  {spread(ratios):>19}  {verdict}{note}")
     print()
-    print("(c) bytes over HTTP (local Range server)      bytes           share of the file")
-    print(f"    full download                              {fetched['file']:>13,}   100.00 %")
+    print("(c) bytes over HTTP (local Range server)                  bytes   share of the file")
+    print(f"    {'full download':<42}{fetched['file']:>16,}   100.00 %")
     for label, n, limit in (
         ("count from headers", fetched["header"], "≤ 1 MB"),
         ("tie analysis (config, headers, wte)", fetched["tie"], "≤ 10 %"),
     ):
-        print(f"    {label:<42} {n:>13,}   {100 * n / fetched['file']:>6.2f} %   target {limit}")
+        print(f"    {label:<42}{n:>16,}   {100 * n / fetched['file']:>6.2f} %   target {limit}")
+    print()
+    print(during)
 
 
 if __name__ == "__main__":
