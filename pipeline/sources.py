@@ -41,10 +41,15 @@ def check_architecture(spec: ModelSpec, config_path: Path) -> None:
     config = read_json_object(checkpoint.regular_file(config_path), f"model '{spec.name}'")
     if config.get("auto_map") and config.get("model_type") is None:
         raise PipelineError(f"model '{spec.name}': {config_path} needs remote code (auto_map); it is never run")
-    for key, value in (spec.architecture or {}).items():
-        if key not in config:
+    arch = spec.architecture or {}
+    defaults = _class_defaults(config) if any(key not in config for key in arch) else {}
+    for key, value in arch.items():
+        if key not in config:  # save_pretrained leaves out fields at their default: compare with that
+            if key in defaults and defaults[key] == value:
+                continue
+            default = f" (its default is {defaults[key]!r})" if key in defaults else ""
             raise PipelineError(
-                f"model '{spec.name}': architecture.{key}={value!r} but {config_path} has no field {key}"
+                f"model '{spec.name}': architecture.{key}={value!r} but {config_path} has no field {key}{default}"
             )
         if config[key] != value:
             raise PipelineError(
@@ -65,6 +70,16 @@ def hub_unreachable() -> str | None:
     except Exception as exc:  # the HTTP client's connect, timeout and TLS errors
         return first_line(exc)
     return None
+
+
+def _class_defaults(config: dict) -> dict:
+    """The default fields of config.json's config class (what a file that leaves a field out means)."""
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        return {}
+    return CONFIG_MAPPING[model_type]().to_dict()
 
 
 def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:

@@ -599,3 +599,17 @@ def test_huggingface_hub_lines_print_once():
     code += "run(lambda: l.get_logger('huggingface_hub.x').warning('Retrying in 1s'))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr.count("Retrying in 1s") == 1, proc.stderr
+
+
+def test_path_architecture_keys_left_out_by_save_pretrained_compare_with_the_default(
+    good_workspace, tmp_path, monkeypatch
+):
+    """save_pretrained omits fields at their default (n_inner: null): the shipped gpt2 block still matches."""
+    wd = tmp_path / "wd"
+    shutil.copytree(good_workspace, wd, symlinks=True)
+    monkeypatch.chdir(wd)
+    arch = {**TINY, "n_inner": None, "activation_function": "gelu_new"}
+    folder = _path_model(wd, "m", architecture=arch)
+    assert "n_inner" not in json.loads((folder / "config.json").read_text())
+    _download("m")
+    assert (wd / "data/models/m/model.safetensors").is_file()
