@@ -96,12 +96,12 @@ def load_config(model_dir: str | Path, name: str, written: tuple[str, ...] = ())
             f"model '{name}': model_type={model_type!r} is not built into transformers "
             "(code shipped with a model is never run)"
         )
-    params.check_sizes(name, raw, where=str(path))
+    params.check_sizes(name, raw, where=f"{path}: ")
     try:
         config = AutoConfig.from_pretrained(str(path.parent), trust_remote_code=False)
     except Exception as exc:  # transformers' boundary: a hostile or odd config raises many types
         raise PipelineError(f"model '{name}': {path}: {type(exc).__name__}: {first_line(exc)}") from None
-    params.check_sizes(name, config.to_dict(), where=str(path))  # after legacy keys were converted
+    params.check_sizes(name, config.to_dict(), where=f"{path}: ")  # after legacy keys were converted
     unknown = undefined_fields(config, written)
     if unknown:
         key = unknown[0]

@@ -115,7 +115,7 @@ def parse_size(text: Any, model: str) -> int:
     return int(whole) * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
 
 
-def check_sizes(name: str, arch: dict[str, Any], where: str = "architecture") -> None:
+def check_sizes(name: str, arch: dict[str, Any], where: str = "architecture.") -> None:
     """Sizes are whole numbers in range, widths split evenly into heads, heads evenly into KV heads."""
     for key in (*LAYER_FIELDS, *SIZE_FIELDS):
         value = arch.get(key)
@@ -123,16 +123,16 @@ def check_sizes(name: str, arch: dict[str, Any], where: str = "architecture") ->
             continue
         top = MAX_LAYERS if key in LAYER_FIELDS else MAX_SIZE
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= top:
-            raise PipelineError(f"model '{name}': {where}.{key}={value!r} must be a whole number from 1 to {top:,}")
+            raise PipelineError(f"model '{name}': {where}{key}={value!r} must be a whole number from 1 to {top:,}")
     for width, heads in WIDTH_HEADS:
         if arch.get(width) and arch.get(heads) and not arch.get("head_dim") and arch[width] % arch[heads]:
             raise PipelineError(
-                f"model '{name}': {where}.{width}={arch[width]} is not divisible by {where}.{heads}={arch[heads]}"
+                f"model '{name}': {where}{width}={arch[width]} is not divisible by {where}{heads}={arch[heads]}"
             )
     for heads, kv in HEADS_KV:
         if isinstance(arch.get(heads), int) and isinstance(arch.get(kv), int) and arch[heads] % arch[kv]:
             raise PipelineError(
-                f"model '{name}': {where}.{heads}={arch[heads]} is not a multiple of {where}.{kv}={arch[kv]} "
+                f"model '{name}': {where}{heads}={arch[heads]} is not a multiple of {where}{kv}={arch[kv]} "
                 "(each key/value head serves a whole number of query heads)"
             )
 

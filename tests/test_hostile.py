@@ -377,7 +377,7 @@ def absurd_layer_count(wd):
     _add_model(wd, "m", {"source": "config", "architecture": {**TINY, "n_layer": 10**12}})
 
 
-@case("count", "n_layer=100000 must be a whole number from 1 to 1,024")
+@case("count", "config.json: n_layer=100000 must be a whole number from 1 to 1,024")
 def absurd_layer_count_in_a_checkpoint_config(wd):
     folder = _path_model(wd, "m")
     _download("m")
