@@ -203,44 +203,37 @@ def index_without_weight_map(wd):
 # Special files: only regular files are read.
 
 
+def _replaced(wd: Path, file: str, make) -> str:
+    """A good path model whose file is replaced by what make(path) puts there."""
+    folder = _path_model(wd, "m")
+    (folder / file).unlink()
+    make(folder / file)
+    return "m"
+
+
 @case("download", "a character device")
 def weights_link_to_dev_zero(wd):
-    folder = _path_model(wd, "m")
-    (folder / "model.safetensors").unlink()
-    (folder / "model.safetensors").symlink_to("/dev/zero")
-    return "m"
+    return _replaced(wd, "model.safetensors", lambda p: p.symlink_to("/dev/zero"))
 
 
 @case("download", "a FIFO")
 def weights_are_a_fifo(wd):
-    folder = _path_model(wd, "m")
-    (folder / "model.safetensors").unlink()
-    os.mkfifo(folder / "model.safetensors")
-    return "m"
+    return _replaced(wd, "model.safetensors", os.mkfifo)
 
 
 @case("download", "a symlink to nothing")
 def weights_dangling_symlink(wd):
-    folder = _path_model(wd, "m")
-    (folder / "model.safetensors").unlink()
-    (folder / "model.safetensors").symlink_to(folder / "gone.safetensors")
-    return "m"
+    return _replaced(wd, "model.safetensors", lambda p: p.symlink_to(p.parent / "gone.safetensors"))
 
 
 @case("download", "a folder, not a regular file")
 def weights_are_a_folder(wd):
-    folder = _path_model(wd, "m")
-    (folder / "model.safetensors").unlink()
-    (folder / "model.safetensors").mkdir()
-    return "m"
+    return _replaced(wd, "model.safetensors", Path.mkdir)
 
 
 @case("download", "a FIFO")
 def config_json_is_a_fifo(wd):
-    folder = _path_model(wd, "m")
-    (folder / "config.json").unlink()
-    os.mkfifo(folder / "config.json")
-    return "m"
+    return _replaced(wd, "config.json", os.mkfifo)
 
 
 # Crafted safetensors headers: the format's own rules.
