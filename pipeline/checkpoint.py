@@ -24,7 +24,7 @@ from math import prod
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pipeline.cli import PipelineError, read_json, read_json_object
+from pipeline.cli import PipelineError, first_line, read_json, read_json_object
 
 if TYPE_CHECKING:
     import torch
@@ -303,13 +303,15 @@ class Reconciled:
     checkpoint_tensors: int  # every element of every tensor in the checkpoint
     tied_copies: int = 0  # elements stored a second time under another name of a tied parameter
     unused: list[Entry] = field(default_factory=list)  # tensors of a head the built (base) class does not have
+    extra: list[Entry] = field(default_factory=list)  # tensors of blocks the model does not build (DeepSeek's MTP)
 
 
 def key_mapper(model: torch.nn.Module):
     """transformers' own mapping from checkpoint keys to the model's names (renames, legacy gamma/beta, prefix).
 
-    Returns a function key -> mapped key. A key that needs a tensor conversion (merging experts, splitting
-    fused matrices) cannot be counted from its header, and is refused by name.
+    Returns (mapped, converters): mapped(key) gives (the parameter name, the converter source pattern or
+    None); converters maps each source pattern to the WeightConverter from_pretrained would run on it
+    (merging one tensor per expert into a stacked parameter, concatenating gate and up projections).
     """
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
@@ -323,7 +325,38 @@ def key_mapper(model: torch.nn.Module):
     def mapped(key: str) -> tuple[str, str | None]:
         return rename_source_key(key, renamings, converters, prefix, meta_state)
 
-    return mapped
+    return mapped, {pattern: c for c in converters for pattern in c.source_patterns}
+
+
+def _compress(keys: set[str]) -> str:
+    """Many per-expert keys as patterns: model.layers.0.mlp.experts.*.w1.weight (N), sorted."""
+    groups: dict[str, int] = {}
+    for key in keys:
+        pattern = re.sub(r"\.experts\.\d+\.", ".experts.*.", key)
+        groups[pattern] = groups.get(pattern, 0) + 1
+    return ";".join(f"{p} ({n})" if n > 1 else p for p, n in sorted(groups.items()))
+
+
+def _merge(model: torch.nn.Module, target: str, converter: Any) -> tuple[int, ...]:
+    """The shape transformers' converter gives target from the collected (meta) tensors: its own operations run."""
+    out = converter.convert(target, model=model, config=model.config)
+    if target in out:
+        return tuple(out[target].shape)
+    if len(out) == 1:
+        return tuple(next(iter(out.values())).shape)
+    raise ValueError(f"the conversion gives {sorted(out)}, not {target}")
+
+
+def _extra_layer(model: torch.nn.Module, key: str) -> bool:
+    """A tensor of a block the model does not build: transformers ignores it on load (its own patterns), or it
+    lies in a multi-token-prediction layer (DeepSeek-V3 stores one as layer num_hidden_layers)."""
+    ignore = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])]
+    if any(p.search(key) for p in ignore):
+        return True
+    layers = getattr(model.config, "num_hidden_layers", None)
+    mtp = getattr(model.config, "num_nextn_predict_layers", None) or 0
+    found = re.search(r"(?:^|\.)layers\.(\d+)\.", key)
+    return bool(found and layers is not None and mtp and layers <= int(found.group(1)) < layers + mtp)
 
 
 def _owner(model_modules: dict[str, Any], name: str) -> str | None:
@@ -356,20 +389,26 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
     buffer_names = {bname for bname, _ in model.named_buffers(remove_duplicate=False)}
     ignore = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])]
 
-    mapper = key_mapper(model)
+    import copy
+
+    import torch
+    from transformers.core_model_loading import dot_natural_key
+
+    mapper, converters = key_mapper(model)
     key_of: dict[str, str] = {}
     unused: list[Entry] = []
+    extra: list[Entry] = []
     copies = 0
     buffers: list[tuple[Entry, str]] = []
     unexpected: list[str] = []
     mismatched: list[str] = []
-    for e in entries:
-        mapped, converter = mapper(e.key)
-        if converter is not None:
-            raise PipelineError(
-                f"model '{name}': checkpoint tensor {e.key} needs a conversion ({converter}) before it is a "
-                "parameter; such checkpoints cannot be counted from their headers"
-            )
+    merging: dict[str, Any] = {}  # parameter -> the converter collecting its per-expert tensors
+    for e in sorted(entries, key=lambda e: dot_natural_key(e.key)):
+        mapped, pattern = mapper(e.key)
+        if pattern is not None and mapped in canonical_of:
+            conv = merging.setdefault(mapped, copy.deepcopy(converters[pattern]))
+            conv.add_tensor(mapped, e.key, pattern, torch.empty(e.shape, dtype=torch.float32, device="meta"))
+            continue
         candidates = [mapped, e.key] + ([f"{prefix}.{mapped}"] if prefix else [])
         if prefix and mapped.startswith(prefix + "."):
             candidates.append(mapped[len(prefix) + 1 :])
@@ -393,8 +432,21 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
             buffers.append((e, owner))
         elif base_only and mapped.split(".", 1)[0] not in modules and not e.key.startswith(f"{prefix}."):
             unused.append(e)
+        elif owner is None and _extra_layer(model, e.key):
+            extra.append(e)
         else:
             unexpected.append(e.key)
+    for target, conv in merging.items():
+        sources = conv.layer_targets[target]
+        try:
+            shape = _merge(model, target, conv)
+        except Exception as exc:  # transformers' own operations refuse tensors that do not fit together
+            mismatched.append(f"{len(sources)} tensors merged into {target} do not fit ({first_line(exc)})")
+            continue
+        if shape != shapes[target]:
+            mismatched.append(f"{len(sources)} tensors merge to {list(shape)} vs {target} {list(shapes[target])}")
+            continue
+        key_of[canonical_of[target]] = _compress(sources)
     missing = [canon for canon in aliases if canon not in key_of]
     problems = []
     if mismatched:
@@ -411,4 +463,5 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
         checkpoint_tensors=sum(e.numel for e in entries),
         tied_copies=copies,
         unused=unused,
+        extra=extra,
     )

@@ -27,6 +27,11 @@ DEFINITIONS = {
     "checkpoint_tensors": "every value stored in the checkpoint file, buffers included (what the Hub's model page "
     "shows); empty when the model has no checkpoint",
     "stated": "the size its authors stated (stated_size in the model config)",
+    "active_per_token": "what one token's forward pass uses: every non-routed parameter (embeddings, head, "
+    "router, attention, norms, shared experts, dense layers) plus k/E of each routed-expert tensor "
+    "(Mixtral's convention); equals unique for a dense model",
+    "active_excluding_input_embedding": "active_per_token without the input embedding matrix, a lookup rather "
+    "than a matmul (gpt-oss's convention); kept when it is tied to the output head, which multiplies by it",
 }
 COLUMNS = ["model", "convention", "params", "definition"]
 
@@ -49,6 +54,9 @@ def conventions(inv: pd.DataFrame, summary_row: dict[str, Any]) -> list[dict[str
         "attn_mlp_matrices": _sum(p, (p["role"] == "matrix") & p["component"].isin(["attention", "mlp"])),
         "checkpoint_tensors": summary_row.get("checkpoint_tensors"),
         "stated": summary_row.get("stated_params"),
+        "active_per_token": int(summary_row["active"]),
+        "active_excluding_input_embedding": int(summary_row["active"])
+        - _sum(p, p["is_input_embedding"] & ~p["is_output_embedding"]),
     }
     return [
         {

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, conventions, inventory, params
+from pipeline import atomic, checkpoint, conventions, inventory, moe, params
 from pipeline.cli import PipelineError, about, run
 
 log = logging.getLogger("count")
@@ -26,6 +26,10 @@ SUMMARY_COLUMNS = [
     "non_embedding",
     "bias_named",
     "bias_named_share",
+    "active",
+    "n_experts",
+    "experts_per_token",
+    "routed_expert_params",
     "head_params",
     "declared_tied",
     "structural_tied",
@@ -38,10 +42,13 @@ SUMMARY_COLUMNS = [
     "n_positions",
     "stated_size",
     "stated_params",
+    "stated_active",
+    "stated_active_params",
     "source",
     "revision",
     "checkpoint_tensors",
     "checkpoint_buffers",
+    "checkpoint_extra",
     "fetch",
     "checkpoint_bytes",
     "bytes_fetched",
@@ -64,19 +71,25 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
     config = inventory.load_config(model_dir, spec.name, spec.written)
     model = inventory.build_meta(config, spec.name, spec.auto_class)
     inv = inventory.inventory(model, spec.name)
+    n_experts, top_k = moe.settings(config, moe.structure(model), spec.name)
+    stacked = inv.loc[inv["component"] == "experts", ["name", "experts"]]
+    for pname, count_ in stacked.itertuples(index=False):
+        if count_ != n_experts:
+            raise PipelineError(f"model '{spec.name}': {pname} stacks {count_} experts, the config says {n_experts}")
     total = int(inventory.parameters(inv)["numel"].sum())
     if total > MAX_PARAMS:
         raise PipelineError(f"model '{spec.name}': {total:,} parameters, more than the {MAX_PARAMS:,} counted at most")
     input_name, output_name = inventory.embedding_names(model)
     prov = provenance(model_dir, spec.name)
     entries, _ = checkpoint.load_entries(Path(model_dir))
-    stored = buffers = None
+    stored = buffers = extra = None
     if entries:
         rec = checkpoint.reconcile(model, entries, spec.name, base_only=spec.auto_class == "base")
         inv = inventory.with_checkpoint(inv, model, rec)
         stored = rec.checkpoint_tensors
         buffers = sum(e.numel for e, _ in rec.buffers)
-        from_checkpoint = stored - buffers - rec.tied_copies - sum(e.numel for e in rec.unused)
+        extra = sum(e.numel for e in rec.extra)
+        from_checkpoint = stored - buffers - rec.tied_copies - sum(e.numel for e in rec.unused + rec.extra)
         from_architecture = int(inventory.parameters(inv)["numel"].sum())
         if from_checkpoint != from_architecture:  # reconcile() makes this impossible; never pick one silently
             raise PipelineError(
@@ -85,7 +98,9 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
             )
     row = {
         "model": spec.name,
-        **inventory.summarize(inv),
+        **inventory.summarize(inv, top_k),
+        "n_experts": n_experts,
+        "experts_per_token": top_k,
         "declared_tied": bool(getattr(config, "tie_word_embeddings", False)),
         "input_embedding": input_name,
         "output_embedding": output_name,
@@ -96,10 +111,13 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         "n_positions": getattr(config, "max_position_embeddings", None),
         "stated_size": spec.stated_size,
         "stated_params": spec.stated_params,
+        "stated_active": spec.stated_active,
+        "stated_active_params": spec.stated_active_params,
         "source": prov["source"],
         "revision": prov.get("revision") or "",
         "checkpoint_tensors": stored,
         "checkpoint_buffers": buffers,
+        "checkpoint_extra": extra,
         "fetch": prov.get("fetch") or "",
         "checkpoint_bytes": prov.get("checkpoint_bytes"),
         "bytes_fetched": prov.get("bytes_fetched"),
@@ -173,7 +191,18 @@ def main() -> None:
         log.info("%s: %s parameters in %d tensors", name, f"{row['total']:,}", len(inv))
     grid = whatif_grid(cfg)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    for column in ("stated_params", "checkpoint_tensors", "checkpoint_buffers", "checkpoint_bytes", "bytes_fetched"):
+    for column in (
+        "stated_params",
+        "stated_active_params",
+        "checkpoint_tensors",
+        "checkpoint_buffers",
+        "checkpoint_extra",
+        "checkpoint_bytes",
+        "bytes_fetched",
+        "n_experts",
+        "experts_per_token",
+        "routed_expert_params",
+    ):
         summary[column] = summary[column].astype("Int64")
     inv_dir = cfg.paths["inventory"]
     metrics = {row["model"]: {key: row[key] for key in METRIC_KEYS} for row in rows}

@@ -14,6 +14,9 @@ COMPONENT_LABELS = {
     "position_embedding": "position embedding",
     "segment_embedding": "segment embedding",
     "attention": "attention",
+    "router": "router",
+    "experts": "routed experts",
+    "shared_experts": "shared experts",
     "mlp": "MLP",
     "layer_norm": "layer norm",
     "pooler": "pooler",
@@ -152,5 +155,41 @@ def whatif(grid: pd.DataFrame, shipped: pd.DataFrame, path: Path, dpi: int) -> N
     ax.set_xlabel("12·L·d² (attention and MLP matrices of a GPT-2 block)")
     ax.set_ylabel("unique parameters")
     ax.set_title("Parameters against 12·L·d²: the gap is embeddings, biases and norms")
+    ax.legend(fontsize="x-small", loc="upper left")
+    _save(fig, path, dpi)
+
+
+def total_active(data: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Total against active parameters per model (log-log): dense models on the diagonal, MoE far below it."""
+    plt, sns = _setup()
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    lo = min(data["active_excluding_input_embedding"].min(), data["total"].min()) / 1.6
+    hi = data["total"].max() * 1.6
+    ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=0.8, label="active = total (dense)")
+    sns.scatterplot(data=data, x="total", y="active_per_token", hue="kind", style="kind", s=70, ax=ax, zorder=5)
+    ax.scatter(
+        data["total"],
+        data["active_excluding_input_embedding"],
+        facecolors="none",
+        edgecolors="black",
+        s=40,
+        zorder=4,
+        label="active without the input embedding",
+    )
+    for _, r in data.iterrows():
+        ax.annotate(
+            r["model"],
+            (r["total"], r["active_per_token"]),
+            fontsize="x-small",
+            xytext=(5, 4),
+            textcoords="offset points",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("total parameters")
+    ax.set_ylabel("parameters one token uses")
+    ax.set_title("Total against active parameters")
     ax.legend(fontsize="x-small", loc="upper left")
     _save(fig, path, dpi)

@@ -62,3 +62,32 @@ def gpt_neox_params(vocab: int, d: int, layers: int, inner: int, tied: bool = Fa
     """
     block = (3 * d * d + 3 * d) + (d * d + d) + (d * inner + inner) + (inner * d + d) + 4 * d
     return vocab * d + layers * block + 2 * d + (0 if tied else vocab * d)
+
+
+def mixtral_params(
+    vocab: int,
+    d: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    expert_width: int,
+    experts: int,
+    per_token: int | None = None,
+    tied: bool = False,
+) -> int:
+    """Mixtral-style mixture of experts (Jiang et al. 2024): Llama's block with the MLP replaced by E experts.
+
+    Per block, with head width h = d / heads:
+      q_proj, o_proj         2 · d·d
+      k_proj, v_proj         2 · d·(kv_heads·h)
+      router (gate)          E·d                 one logit per expert, no bias
+      experts                E · 3·d·I           each a gated MLP: gate, up (d → I) and down (I → d)
+      2 RMSNorm gains        2d
+    Then the final RMSNorm (d), the token embedding (V·d) and an untied head (V·d).
+    With per_token = k, the count one token uses: the same with k experts' matrices instead of E
+    (router, attention, norms, embeddings and head stay whole: Mixtral's "active" convention).
+    """
+    used = experts if per_token is None else per_token
+    h = d // heads
+    block = 2 * d * d + 2 * d * kv_heads * h + experts * d + used * 3 * d * expert_width + 2 * d
+    return vocab * d + layers * block + d + (0 if tied else vocab * d)

@@ -27,17 +27,21 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from pipeline import moe
 from pipeline.cli import PipelineError, first_line, read_json_object
 
 if TYPE_CHECKING:  # torch is imported lazily: only the count stage pays for it
     import torch
 
-ROLES = ("matrix", "bias", "embedding", "norm_gain", "norm_bias")
+ROLES = ("matrix", "bias", "embedding", "norm_gain", "norm_bias", "attention_sink")
 COMPONENTS = (
     "token_embedding",
     "position_embedding",
     "segment_embedding",
     "attention",
+    "router",
+    "experts",
+    "shared_experts",
     "mlp",
     "layer_norm",
     "pooler",
@@ -59,6 +63,7 @@ COLUMNS = [
     "role",
     "component",
     "layer",
+    "experts",
     "aliases",
     "is_input_embedding",
     "is_output_embedding",
@@ -195,6 +200,7 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
     output_ids = {id(p) for p in output_emb.parameters()} if output_emb is not None else set()
     blocks = _block_list(model)
     block_prefix = blocks[0] + "." if blocks else None
+    moe_parts = moe.structure(model)
 
     names: dict[int, list[str]] = {}
     for pname, p in model.named_parameters(remove_duplicate=False):
@@ -210,7 +216,7 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
         module = modules[module_path]
         role = _role(module, attr, id(p) in output_ids and id(p) not in input_ids, pname)
         layer = _layer_of(pname, block_prefix)
-        component = _component(
+        component = moe_parts.component(module_path) or _component(
             model, modules, module, module_path, pname, id(p), input_ids, output_ids, layer, block_prefix, head_root
         )
         rows.append(
@@ -225,6 +231,7 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
                 "role": role,
                 "component": component,
                 "layer": layer,
+                "experts": p.shape[0] if component == "experts" else None,  # how many experts the tensor stacks
                 "aliases": ";".join(names[id(p)][1:]),
                 "is_input_embedding": id(p) in input_ids and attr == "weight",
                 "is_output_embedding": id(p) in output_ids and attr == "weight",
@@ -232,8 +239,14 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
             }
         )
     df = pd.DataFrame(rows, columns=COLUMNS)
-    df["layer"] = df["layer"].astype("Int64")
+    for column in ("layer", "experts"):
+        df[column] = df[column].astype("Int64")
     return df
+
+
+def _is_sink(module: torch.nn.Module, attr: str) -> bool:
+    """gpt-oss's attention sinks: one learned logit per head, owned by the attention module itself."""
+    return attr == "sinks" and bool(_ATTENTION_CLASS.search(type(module).__name__))
 
 
 def _has_rule(module: torch.nn.Module, attr: str) -> bool:
@@ -243,6 +256,9 @@ def _has_rule(module: torch.nn.Module, attr: str) -> bool:
         (isinstance(module, torch.nn.Embedding) and attr == "weight")
         or (_is_linear(module) and attr in ("weight", "bias"))
         or (_is_norm(module) and attr in ("weight", "bias"))
+        or moe.is_experts(module)
+        or (moe.is_router(module) and attr in ("weight", "bias"))
+        or _is_sink(module, attr)
     )
 
 
@@ -267,9 +283,15 @@ def _role(module: torch.nn.Module, attr: str, is_untied_head: bool, pname: str) 
             return "bias"
     if _is_norm(module):
         return "norm_gain" if attr == "weight" else "norm_bias"
+    if moe.is_experts(module):  # stacked expert matrices, and gpt-oss's stacked expert biases (*_bias)
+        return "bias" if attr.endswith("bias") else "matrix"
+    if moe.is_router(module) and attr in ("weight", "bias"):
+        return "matrix" if attr == "weight" else "bias"
+    if _is_sink(module, attr):
+        return "attention_sink"
     raise PipelineError(
         f"parameter {pname}: no role rule for {type(module).__name__}.{attr} "
-        "(known: Embedding, Linear, Conv1D, normalisation layers)"
+        "(known: Embedding, Linear, Conv1D, normalisation layers, routed experts, routers, attention sinks)"
     )
 
 
@@ -284,6 +306,8 @@ def _component(
         return "output_head"
     if _is_norm(module):
         return "layer_norm"
+    if _is_sink(module, pname.rpartition(".")[2]):
+        return "attention"
     if isinstance(module, torch.nn.Embedding) and layer is None:
         # Learned positions: one row per position (OPT adds an offset of 2 rows).
         max_positions = getattr(model.config, "max_position_embeddings", None)
@@ -353,6 +377,7 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any) -> pd.D
             "role": kind,
             "component": component,
             "layer": layer,
+            "experts": None,
             "aliases": "",
             "is_input_embedding": False,
             "is_output_embedding": False,
@@ -369,9 +394,15 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any) -> pd.D
             row(entry, "buffer", name, type(modules[owner]).__name__, component, _layer_of(owner, block_prefix))
         )
     rows += [row(entry, "unused", entry.key, "", "unused", None) for entry in rec.unused]
+    # Blocks the architecture does not build (DeepSeek-V3's multi-token-prediction layer): listed, never counted
+    mtp = getattr(model.config, "num_nextn_predict_layers", None)
+    rows += [
+        row(entry, "extra", entry.key, "", "multi_token_prediction" if mtp else "extra", None) for entry in rec.extra
+    ]
     if rows:
         inv = pd.concat([inv, pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
-    inv["layer"] = inv["layer"].astype("Int64")
+    for column in ("layer", "experts"):
+        inv[column] = inv[column].astype("Int64")
     return inv
 
 
@@ -380,10 +411,15 @@ def parameters(inv: pd.DataFrame) -> pd.DataFrame:
     return inv[inv["kind"] == "parameter"]
 
 
-def summarize(inv: pd.DataFrame) -> dict[str, Any]:
-    """The per-model counts under each named definition (see DEFINITIONS)."""
+def summarize(inv: pd.DataFrame, top_k: int | None = None) -> dict[str, Any]:
+    """The per-model counts under each named definition (see DEFINITIONS); top_k: experts per token, if MoE."""
     inv = parameters(inv)
     total = int(inv["numel"].sum())
+    experts = inv[inv["component"] == "experts"]
+    routed = int(experts["numel"].sum())
+    # each stacked tensor holds E experts' copies (its first dimension); a token uses top_k of them
+    per_expert = experts["numel"] // experts["experts"]
+    used = int(per_expert.sum()) * top_k if top_k else routed
     head = inv[inv["is_output_embedding"]]
     head_params = int(head["numel"].sum())
     tied = bool((head["is_input_embedding"]).any())
@@ -398,6 +434,8 @@ def summarize(inv: pd.DataFrame) -> dict[str, Any]:
         "non_embedding": total - embedding,
         "bias_named": bias_named,
         "bias_named_share": bias_named / total,
+        "active": total - routed + used,
+        "routed_expert_params": routed if top_k else None,
     }
 
 
@@ -411,4 +449,7 @@ DEFINITIONS = {
     "non_embedding": "total minus embedding (Kaplan et al. 2020's non-embedding count)",
     "bias_named": "parameters whose name ends in .bias (the course's definition; LayerNorm shifts included)",
     "bias_named_share": "bias_named / total",
+    "active": "parameters one token's forward pass uses: all but the routed experts, plus k/E of each routed-expert "
+    "tensor (k experts per token of E); the total for a dense model",
+    "routed_expert_params": "parameters of the routed experts, all E of every layer (empty for a dense model)",
 }

@@ -26,6 +26,7 @@ MODEL_FIELDS: dict[str, Any] = {
     "hub_id": None,  # repository on the Hugging Face Hub
     "revision": None,  # pinned commit (or branch) of hub_id
     "stated_size": None,  # the size its authors stated, e.g. "117M"
+    "stated_active": None,  # a mixture of experts' stated active size, e.g. "12.9B"
     "source": "config",  # config | path | hub
     "path": None,  # local folder, for source: path
     "architecture": None,  # config.json fields
@@ -78,6 +79,7 @@ class ModelSpec:
     hub_id: str | None = None
     revision: str | None = None
     stated_size: str | None = None
+    stated_active: str | None = None
     path: str | None = None
     config_path: str | None = None
     auto_class: str = "causal_lm"
@@ -91,6 +93,11 @@ class ModelSpec:
         """stated_size as an integer ("117M" -> 117,000,000), or None."""
         return parse_size(self.stated_size, self.name) if self.stated_size is not None else None
 
+    @property
+    def stated_active_params(self) -> int | None:
+        """stated_active as an integer ("12.9B" -> 12,900,000,000), or None."""
+        return parse_size(self.stated_active, self.name) if self.stated_active is not None else None
+
 
 @dataclass(frozen=True)
 class Params:
@@ -102,6 +109,17 @@ class Params:
 
     def models_dir(self, name: str) -> Path:
         return Path(self.paths["models"]) / name
+
+
+def rounds_to(count: int, stated: str) -> bool:
+    """Does count, rounded as stated is written (46.7B: to 0.1 B), give stated? The check for a card's figure."""
+    m = _SIZE_RE.match(str(stated))
+    if not m:
+        return False
+    number, unit = m.groups()
+    decimals = len(number.partition(".")[2])
+    step = _UNITS[unit.upper()] // 10**decimals if _UNITS[unit.upper()] >= 10**decimals else 1
+    return (2 * count + step) // (2 * step) * step == parse_size(stated, "")  # round half up, in integers
 
 
 def parse_size(text: Any, model: str) -> int:
@@ -188,9 +206,10 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
     for flag in ("allow_pickle", "config_only"):
         if not isinstance(values[flag], bool):
             raise PipelineError(f"model '{name}': {flag}={values[flag]!r} must be true or false")
-    if values["stated_size"] is not None:
-        parse_size(values["stated_size"], name)
-        values["stated_size"] = str(values["stated_size"])
+    for field_ in ("stated_size", "stated_active"):
+        if values[field_] is not None:
+            parse_size(values[field_], name)
+            values[field_] = str(values[field_])
     return ModelSpec(name=name, written=written, **values)
 
 

@@ -81,6 +81,17 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
                     if buffers
                     else "."
                 )
+                + (
+                    f" It also stores {_int(s['checkpoint_extra'])} values of layers the architecture does not build "
+                    + (
+                        "(a multi-token-prediction module, used in training and for speculative decoding; "
+                        "kind `extra` in the inventory), never added to the count."
+                        if (results.inventory(cfg, name)["component"] == "multi_token_prediction").any()
+                        else "(kind `extra` in the inventory), never added to the count."
+                    )
+                    if pd.notna(s.get("checkpoint_extra")) and int(s["checkpoint_extra"])
+                    else ""
+                )
                 + f" A naive sum of its header gives {human(s['checkpoint_tensors'])}."
                 + _fetched(s)
             )
@@ -385,6 +396,81 @@ def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame) -> str:
     return "\n".join(out + lines + [""])
 
 
+ACTIVE_CONVENTIONS = {
+    "active_per_token": "every parameter a token's forward pass uses, embeddings included (Mixtral's convention)",
+    "active_excluding_input_embedding": "the same without the input embedding lookup (gpt-oss's convention)",
+}
+
+
+def _card_sentence(name: str, spec: params.ModelSpec, s: pd.Series, active: pd.Series) -> str:
+    """One sentence reconciling a mixture of experts' stated total and active sizes with the count."""
+    total = int(s["total"])
+    parts = [f"- `{name}` ({int(s['n_experts'])} routed experts per layer, {int(s['experts_per_token'])} per token):"]
+    if spec.stated_size:
+        verdict = "is" if params.rounds_to(total, spec.stated_size) else "is **not**"
+        parts.append(f"its stated {spec.stated_size} total {verdict} the count {_int(total)} rounded as stated;")
+    if spec.stated_active:
+        matching = [c for c in ACTIVE_CONVENTIONS if params.rounds_to(int(active[c]), spec.stated_active)]
+        values = "; ".join(f"`{c}` {_int(active[c])} ({human(active[c])})" for c in ACTIVE_CONVENTIONS)
+        if matching:
+            parts.append(
+                f"its stated {spec.stated_active} active is `{matching[0]}`, {ACTIVE_CONVENTIONS[matching[0]]}"
+                + (f" (and also `{matching[1]}`)" if len(matching) > 1 else "")
+                + f": {values}."
+            )
+        else:
+            parts.append(
+                f"its stated {spec.stated_active} active matches neither convention at its rounding: {values}."
+            )
+    else:
+        parts.append(f"one token uses {_int(active['active_per_token'])} of them.")
+    return " ".join(parts)
+
+
+def moe_section(cfg: params.Params, summary: pd.DataFrame, conv: pd.DataFrame, fig: str) -> str:
+    """Total against active for a sweep with mixtures of experts; empty when every model is dense."""
+    if summary["n_experts"].isna().all():
+        return ""
+    active = conv.pivot(index="model", columns="convention", values="params")
+    rows, sentences = [], []
+    for name, spec in cfg.models.items():
+        s, a = summary.loc[name], active.loc[name]
+        moe_model = pd.notna(s["n_experts"])
+        experts = f"{int(s['n_experts'])} / {int(s['experts_per_token'])}" if moe_model else "dense"
+        rows.append(
+            [
+                f"`{name}`",
+                _int(s["total"]),
+                _int(a["active_per_token"]),
+                _int(a["active_excluding_input_embedding"]),
+                f"{100 * a['active_per_token'] / s['total']:.1f} %",
+                experts,
+                _int(s["routed_expert_params"]) if moe_model else "—",
+            ]
+        )
+        if moe_model:
+            sentences.append(_card_sentence(name, spec, s, a))
+    header = ["model", "total", "active per token", "active without input embedding", "share", "experts E / k"]
+    return "\n".join(
+        [
+            "## Total versus active",
+            "",
+            "A mixture of experts routes each token to k of the E experts in a layer, so a token uses far fewer "
+            "parameters than the model holds. Active counts every parameter outside the routed experts (embeddings, "
+            "head, routers, attention, norms, shared experts, dense layers) plus k/E of each stacked expert tensor. "
+            "Model cards use two conventions, with and without the input embedding (a table lookup, not a matmul). "
+            "A dense model's active count is its total.",
+            "",
+            _table([*header, "routed expert params"], rows),
+            "",
+            *sentences,
+            "",
+            f"![Total against active parameters]({fig})",
+            "",
+        ]
+    )
+
+
 def whatif_section(fig: str) -> str:
     return "\n".join(
         [
@@ -426,6 +512,7 @@ def render(cfg: params.Params) -> dict[str, object]:
         "bias": "bias_share.png",
         "values": "distributions.png",
         "whatif": "whatif.png",
+        "moe": "total_active.png",
     }
     body = "\n".join(
         [
@@ -439,6 +526,7 @@ def render(cfg: params.Params) -> dict[str, object]:
             components_section(cfg, invs, (rel / names["components"]).as_posix()),
             bias_section(summary, bias, (rel / names["bias"]).as_posix()),
             conventions_section(conv, summary),
+            moe_section(cfg, summary, conv, (rel / names["moe"]).as_posix()),
             ties_section(summary, ties),
             distributions_section(stats, (rel / names["values"]).as_posix() if not hists.empty else None),
             whatif_section((rel / names["whatif"]).as_posix()),
@@ -462,6 +550,13 @@ def render(cfg: params.Params) -> dict[str, object]:
         twelve_l_d2=12 * summary["n_layer"].to_numpy() * summary["d_model"].to_numpy() ** 2,
     )
     drawn.append((figures.whatif, (grid, shipped), fig_dir / names["whatif"]))
+    if summary["n_experts"].notna().any():
+        wide = conv.pivot(index="model", columns="convention", values="params").loc[list(cfg.models)]
+        points = wide.reset_index().assign(
+            total=summary.loc[list(cfg.models), "total"].to_numpy(),
+            kind=["mixture of experts" if pd.notna(summary.loc[n, "n_experts"]) else "dense" for n in cfg.models],
+        )
+        drawn.append((figures.total_active, (points,), fig_dir / names["moe"]))
     if not hists.empty:
         drawn.append((figures.distributions, (hists,), fig_dir / names["values"]))
     return {"text": body, "figures": drawn}
