@@ -41,6 +41,7 @@ params: $(STAMP) ## rewrite params.yaml from conf/ (ARGS='sweep=gpt2-small' for 
 bench: $(STAMP) ## run the benchmarks and print their tables
 	python benchmarks/bench_pipeline.py
 	python benchmarks/bench_values.py
+	python benchmarks/bench_moe.py
 
 publish: $(STAMP) ## register the committed report as a new artifact version (git tag report@vX.Y.Z)
 	dvc status --quiet || (echo "results are out of date: run make run and commit first" && exit 1)

@@ -526,7 +526,7 @@ def render(cfg: params.Params) -> dict[str, object]:
             components_section(cfg, invs, (rel / names["components"]).as_posix()),
             bias_section(summary, bias, (rel / names["bias"]).as_posix()),
             conventions_section(conv, summary),
-            moe_section(cfg, summary, conv, (rel / names["moe"]).as_posix()),
+            *filter(None, [moe_section(cfg, summary, conv, (rel / names["moe"]).as_posix())]),  # MoE sweeps only
             ties_section(summary, ties),
             distributions_section(stats, (rel / names["values"]).as_posix() if not hists.empty else None),
             whatif_section((rel / names["whatif"]).as_posix()),

@@ -113,3 +113,17 @@ def test_every_shipped_family_through_dvc_exp_run(repo):
     conventions = pd.read_csv(repo / "results/conventions.csv")
     assert set(conventions["model"]) == set(summary.index)
     assert "Why every tool prints a different number" in (repo / "reports/report.md").read_text()
+
+
+def test_dense_vs_moe_sweep_through_dvc_exp_run(repo):
+    dvc("exp", "run", "-S", "sweep=dense-vs-moe", cwd=repo)
+    summary = pd.read_csv(repo / "results/summary.csv").set_index("model")
+    assert summary.loc["mixtral-8x7b", "n_experts"] == 8 and summary.loc["mixtral-8x7b", "experts_per_token"] == 2
+    assert (summary["active"] <= summary["total"]).all()
+    assert (
+        summary.loc[summary["n_experts"].isna(), "active"] == summary.loc[summary["n_experts"].isna(), "total"]
+    ).all()
+    text = (repo / "reports/report.md").read_text()
+    assert "## Total versus active" in text and "figures/total_active.png" in text
+    assert (repo / "reports/figures/total_active.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert text.count("rounded as stated") == 5  # one sentence per mixture of experts, each total reconciled
