@@ -337,6 +337,19 @@ def _compress(keys: set[str]) -> str:
     return ";".join(f"{p} ({n})" if n > 1 else p for p, n in sorted(groups.items()))
 
 
+def source_keys(checkpoint_key: str, stored: list[str]) -> list[str]:
+    """The checkpoint keys an inventory's checkpoint_key names: itself, or each expert a _compress pattern covers."""
+    keys = []
+    for part in checkpoint_key.split(";"):
+        pattern = re.sub(r" \(\d+\)$", "", part)
+        if "*" not in pattern:
+            keys.append(pattern)
+            continue
+        rx = re.compile(re.escape(pattern).replace(r"\*", r"\d+") + "$")
+        keys += [k for k in stored if rx.match(k)]
+    return keys
+
+
 def _merge(model: torch.nn.Module, target: str, converter: Any) -> tuple[int, ...]:
     """The shape transformers' converter gives target from the collected (meta) tensors: its own operations run."""
     out = converter.convert(target, model=model, config=model.config)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline import checkpoint
 from pipeline.checkpoint import Entry
 
 if TYPE_CHECKING:
@@ -265,6 +266,7 @@ VALUE_GROUPS = {
     "bias": "biases",
     "norm_bias": "biases",
     "norm_gain": "norm_gains",
+    "attention_sink": "attention_sinks",
 }
 STAT_COLUMNS = ["model", "by", "group", "count", "mean", "std", "min", "max", "l2"]
 HIST_COLUMNS = ["model", "group", "bin_left", "bin_right", "count"]
@@ -295,6 +297,7 @@ def distributions(
     import torch
 
     rows = list(params_inv.itertuples(index=False))
+    stored = [e.key for e in entries]
     local = threading.local()
     workers: list[tuple[Reader, dict[str, Histogram]]] = []
 
@@ -305,10 +308,13 @@ def distributions(
         group = VALUE_GROUPS[row.role]
         hist = local.hists.setdefault(group, Histogram(lo, hi, bins)) if bins > 0 else None
         m = Moments()
-        for chunk in local.reader.chunks(row.checkpoint_key.split(";")[0]):
-            m.merge(Moments.of(chunk))
-            if hist is not None:
-                hist.add(chunk)
+        # a tied tensor stored twice is read once; a parameter merged from per-expert tensors is read from all
+        keys = checkpoint.source_keys(row.checkpoint_key, stored) if "*" in row.checkpoint_key else []
+        for key in keys or [row.checkpoint_key.split(";")[0]]:
+            for chunk in local.reader.chunks(key):
+                m.merge(Moments.of(chunk))
+                if hist is not None:
+                    hist.add(chunk)
         return m
 
     before = torch.get_num_threads()

@@ -292,3 +292,37 @@ def test_dense_vs_moe_sweep_composes():
     cfg = params.from_dict(data)
     assert {"mixtral-8x7b", "qwen1_5-moe-a2_7b", "olmoe-1b-7b", "deepseek-v3", "gpt-oss-20b"} <= set(cfg.models)
     assert sum(1 for s in cfg.models.values() if s.stated_active is None) >= 2  # the dense models beside them
+
+
+def test_value_pass_reads_every_expert_of_a_per_expert_checkpoint(workdir, monkeypatch):
+    """The bias stage's value statistics cover every parameter, merged experts read from all their tensors."""
+    from pipeline import values
+
+    folder = _mixtral_folder(workdir / "ck", _mixtral_state(True))
+    inv, row = _count_folder(workdir, monkeypatch, folder)
+    from pipeline import checkpoint
+
+    entries, _ = checkpoint.load_entries(workdir / "data/models/m")
+    stats, _ = values.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", -1, 1, 10)
+    assert int(stats.loc[stats["by"] == "all", "count"].iloc[0]) == row["total"]
+    experts = stats[(stats["by"] == "component") & (stats["group"] == "experts")]
+    assert int(experts["count"].iloc[0]) == row["routed_expert_params"]
+
+
+def test_gpt_oss_sinks_have_a_value_group(workdir, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    from pipeline import checkpoint, values
+
+    config, model = _build("gpt_oss")
+    state = {n: torch.randn(*p.shape) for n, p in model.state_dict().items()}
+    folder = workdir / "ck"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    inv, row = _count_folder(workdir, monkeypatch, folder)
+    entries, _ = checkpoint.load_entries(workdir / "data/models/m")
+    stats, _ = values.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", -1, 1, 10)
+    sinks = stats[(stats["by"] == "group") & (stats["group"] == "attention_sinks")]
+    assert int(sinks["count"].iloc[0]) == 2 * 4  # 2 layers, one sink per head
