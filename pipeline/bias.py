@@ -11,7 +11,7 @@ import logging
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, inventory, params, results, splits
+from pipeline import atomic, inventory, params, quant, results, splits
 from pipeline.cli import about, run
 
 log = logging.getLogger("bias")
@@ -25,7 +25,8 @@ def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     for name in cfg.models:
         folder = cfg.models_dir(name)
         with about(name):
-            entries, fmt = checkpoint.load_entries(folder)
+            regrouped, fmt = quant.load(folder, name)
+            entries = regrouped.entries
             if fmt != "safetensors":  # no weights, or range reads that fetched only the embeddings
                 continue
             params_inv = inventory.parameters(results.inventory(cfg, name))
@@ -35,7 +36,8 @@ def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
             )
         stats.append(s)
         hists.append(h)
-        log.info("%s: value statistics of %s parameters", name, f"{int(s.loc[s.by == 'all', 'count'].iloc[0]):,}")
+        read = s.loc[s.by == "all", "count"]
+        log.info("%s: value statistics of %s parameters", name, f"{int(read.iloc[0]) if len(read) else 0:,}")
     return pd.concat(stats, ignore_index=True), pd.concat(hists, ignore_index=True)
 
 

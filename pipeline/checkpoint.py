@@ -304,6 +304,7 @@ class Reconciled:
     tied_copies: int = 0  # elements stored a second time under another name of a tied parameter
     unused: list[Entry] = field(default_factory=list)  # tensors of a head the built (base) class does not have
     extra: list[Entry] = field(default_factory=list)  # tensors of blocks the model does not build (DeepSeek's MTP)
+    sources: dict[str, list[Entry]] = field(default_factory=dict)  # parameter -> the stored tensor(s) it comes from
 
 
 def key_mapper(model: torch.nn.Module):
@@ -416,10 +417,12 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
     unexpected: list[str] = []
     mismatched: list[str] = []
     merging: dict[str, Any] = {}  # parameter -> the converter collecting its per-expert tensors
+    sources: dict[str, list[Entry]] = {}
     for e in sorted(entries, key=lambda e: dot_natural_key(e.key)):
         mapped, pattern = mapper(e.key)
         if pattern is not None and mapped in canonical_of:
             conv = merging.setdefault(mapped, copy.deepcopy(converters[pattern]))
+            sources.setdefault(canonical_of[mapped], []).append(e)
             conv.add_tensor(mapped, e.key, pattern, torch.empty(e.shape, dtype=torch.float32, device="meta"))
             continue
         candidates = [mapped, e.key] + ([f"{prefix}.{mapped}"] if prefix else [])
@@ -436,6 +439,7 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
                 copies += e.numel
                 continue
             key_of[canon] = e.key
+            sources[canon] = [e]
             continue
         owner = next((o for o in (_owner(modules, c) for c in candidates) if o is not None), None)
         is_buffer = owner is not None and (
@@ -450,16 +454,16 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
         else:
             unexpected.append(e.key)
     for target, conv in merging.items():
-        sources = conv.layer_targets[target]
+        merged = conv.layer_targets[target]
         try:
             shape = _merge(model, target, conv)
         except Exception as exc:  # transformers' own operations refuse tensors that do not fit together
-            mismatched.append(f"{len(sources)} tensors merged into {target} do not fit ({first_line(exc)})")
+            mismatched.append(f"{len(merged)} tensors merged into {target} do not fit ({first_line(exc)})")
             continue
         if shape != shapes[target]:
-            mismatched.append(f"{len(sources)} tensors merge to {list(shape)} vs {target} {list(shapes[target])}")
+            mismatched.append(f"{len(merged)} tensors merge to {list(shape)} vs {target} {list(shapes[target])}")
             continue
-        key_of[canonical_of[target]] = _compress(sources)
+        key_of[canonical_of[target]] = _compress(merged)
     missing = [canon for canon in aliases if canon not in key_of]
     problems = []
     if mismatched:
@@ -477,4 +481,5 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
         tied_copies=copies,
         unused=unused,
         extra=extra,
+        sources=sources,
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, conventions, inventory, moe, params
+from pipeline import atomic, checkpoint, conventions, inventory, moe, params, quant
 from pipeline.cli import PipelineError, about, run
 
 log = logging.getLogger("count")
@@ -49,6 +49,8 @@ SUMMARY_COLUMNS = [
     "checkpoint_tensors",
     "checkpoint_buffers",
     "checkpoint_extra",
+    "quant_method",
+    "bits_per_param",
     "fetch",
     "checkpoint_bytes",
     "bytes_fetched",
@@ -81,11 +83,12 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         raise PipelineError(f"model '{spec.name}': {total:,} parameters, more than the {MAX_PARAMS:,} counted at most")
     input_name, output_name = inventory.embedding_names(model)
     prov = provenance(model_dir, spec.name)
-    entries, _ = checkpoint.load_entries(Path(model_dir))
+    regrouped, _ = quant.load(Path(model_dir), spec.name)
+    entries = regrouped.entries
     stored = buffers = extra = None
     if entries:
-        rec = checkpoint.reconcile(model, entries, spec.name, base_only=spec.auto_class == "base")
-        inv = inventory.with_checkpoint(inv, model, rec)
+        rec = checkpoint.reconcile(model, regrouped.entries, spec.name, base_only=spec.auto_class == "base")
+        inv = inventory.with_checkpoint(inv, model, rec, regrouped.metadata)
         stored = rec.checkpoint_tensors
         buffers = sum(e.numel for e, _ in rec.buffers)
         extra = sum(e.numel for e in rec.extra)
@@ -96,6 +99,7 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
                 f"model '{spec.name}': the checkpoint holds {from_checkpoint:,} parameters, "
                 f"the architecture {from_architecture:,}"
             )
+        stored = regrouped.header_sum  # what a naive sum of the header gives (packed words as parameters)
     row = {
         "model": spec.name,
         **inventory.summarize(inv, top_k),
@@ -118,6 +122,8 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         "checkpoint_tensors": stored,
         "checkpoint_buffers": buffers,
         "checkpoint_extra": extra,
+        "quant_method": regrouped.method,
+        "bits_per_param": prov["checkpoint_bytes"] * 8 / total if entries and prov.get("checkpoint_bytes") else None,
         "fetch": prov.get("fetch") or "",
         "checkpoint_bytes": prov.get("checkpoint_bytes"),
         "bytes_fetched": prov.get("bytes_fetched"),

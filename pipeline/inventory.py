@@ -68,6 +68,8 @@ COLUMNS = [
     "is_input_embedding",
     "is_output_embedding",
     "checkpoint_key",
+    "stored_dtype",
+    "bits_per_param",
 ]
 _ATTENTION_CLASS = re.compile(r"Attention|Attn", re.IGNORECASE)
 
@@ -236,6 +238,8 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
                 "is_input_embedding": id(p) in input_ids and attr == "weight",
                 "is_output_embedding": id(p) in output_ids and attr == "weight",
                 "checkpoint_key": "",
+                "stored_dtype": "",
+                "bits_per_param": None,
             }
         )
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -353,17 +357,25 @@ def _layer_of(path: str, block_prefix: str | None) -> int | None:
     return None
 
 
-def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any) -> pd.DataFrame:
+def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any, metadata: list | None = None) -> pd.DataFrame:
     """The inventory with each parameter's checkpoint key, plus one row per checkpoint tensor that is not one.
 
-    rec is a checkpoint.Reconciled. Buffers (kind buffer) and tensors of a head the built class does not
-    have (kind unused) are listed but never counted as parameters.
+    rec is a checkpoint.Reconciled. Buffers (kind buffer), tensors of a head the built class does not have
+    (kind unused), of blocks it does not build (kind extra) and quantization metadata (scales, zero points,
+    group indices: kind quant_metadata) are listed with their bytes but never counted as parameters.
+    Parameter rows gain the dtype they are stored in and the bits each value takes on disk.
     """
     modules = dict(model.named_modules())
     blocks = _block_list(model)
     block_prefix = blocks[0] + "." if blocks else None
     inv = inv.copy()
     inv["checkpoint_key"] = inv["name"].map(rec.key_of).fillna("")
+    stored = {name: entries for name, entries in rec.sources.items()}
+    inv["stored_dtype"] = inv["name"].map(lambda n: stored[n][0].dtype if n in stored else "")
+    inv["bits_per_param"] = [
+        sum(e.end - e.begin for e in stored[n]) * 8 / numel if n in stored and numel else None
+        for n, numel in zip(inv["name"], inv["numel"], strict=True)
+    ]
 
     def row(entry, kind: str, name: str, module_class: str, component: str, layer: int | None) -> dict:
         return {
@@ -382,6 +394,8 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any) -> pd.D
             "is_input_embedding": False,
             "is_output_embedding": False,
             "checkpoint_key": entry.key,
+            "stored_dtype": entry.dtype,
+            "bits_per_param": None,
         }
 
     rows = []
@@ -398,6 +412,10 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any) -> pd.D
     mtp = getattr(model.config, "num_nextn_predict_layers", None)
     rows += [
         row(entry, "extra", entry.key, "", "multi_token_prediction" if mtp else "extra", None) for entry in rec.extra
+    ]
+    rows += [
+        row(e, "quant_metadata", e.key, "", "quantization", _layer_of(e.key.rpartition(".")[0], block_prefix))
+        for e in metadata or []
     ]
     if rows:
         inv = pd.concat([inv, pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)

@@ -288,7 +288,7 @@ def distributions_section(stats: pd.DataFrame, fig: str | None) -> str:
             "",
         ]
         return "\n".join(out)
-    groups = stats[stats["by"].isin(["group", "all"])]
+    groups = stats[stats["by"].isin(["group", "all"])].dropna(subset=["mean"])
     rows = [
         [
             f"`{r.model}`",
@@ -309,9 +309,16 @@ def distributions_section(stats: pd.DataFrame, fig: str | None) -> str:
         "",
         _table(["model", "values", "count", "mean", "std", "min", "max", "L2 norm"], rows, "llrrrrrr"),
         "",
-        f"![Distribution of parameter values]({fig})",
-        "",
     ]
+    skipped = stats[stats["by"] == "skipped"]
+    if not skipped.empty:
+        out += [
+            "Not read as values (packed or integer codes whose meaning needs the format's own dequantization): "
+            + "; ".join(f"`{r.model}`: {_int(r.count)} parameters stored as {r.group}" for r in skipped.itertuples())
+            + ".",
+            "",
+        ]
+    out += [f"![Distribution of parameter values]({fig})", ""]
     return "\n".join(out)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, params, remote, results, tying, values
+from pipeline import atomic, checkpoint, params, quant, remote, results, tying, values
 from pipeline.cli import PipelineError, about, run
 
 log = logging.getLogger("ties")
@@ -23,7 +23,8 @@ def value_evidence(
     model_dir: Path, inv: pd.DataFrame, name: str, chunk_elements: int, auto_class: str = "causal_lm"
 ) -> dict | None:
     """stored_separately, pearson_r, max_abs_diff and method for a model with weights; None without."""
-    entries, fmt = checkpoint.load_entries(model_dir)
+    regrouped, fmt = quant.load(model_dir, name)
+    entries = regrouped.entries
     if not entries:
         return None
     in_key, out_key = tying.stored_keys(inv)
@@ -31,6 +32,13 @@ def value_evidence(
         raise PipelineError(f"model '{name}': the input embedding is not in the checkpoint")
     if fmt == "remote":  # only the embedding matrices were fetched, into one local file
         entries = checkpoint.read_entries(model_dir / remote.EMBEDDINGS)
+    by_key = {e.key: e for e in entries}
+    unreadable = [by_key[k] for k in (in_key, out_key) if k and not values.readable(by_key[k])]
+    if unreadable:
+        return {
+            "stored_separately": bool(out_key),
+            "method": f"no value evidence: {unreadable[0].key} is stored as {unreadable[0].dtype}, not floats",
+        }
     if out_key:
         reader = values.Reader(model_dir, entries, chunk_elements)
         acc = values.correlate_stored(reader, in_key, out_key)
@@ -40,7 +48,8 @@ def value_evidence(
     elif fmt == "remote":
         acc = tie_check_from_embedding(model_dir, entries, in_key, chunk_elements, auto_class)
         method = tying.RANGE_TIED
-    elif sum(e.end - e.begin for e in entries) > _physical_memory() // 4:
+    elif regrouped.method or sum(e.end - e.begin for e in entries) > _physical_memory() // 4:
+        # quantized (loading it whole needs its quantizer's kernels), or too big to load whole:
         # too big to load whole: the same check with only the embedding matrix materialised
         acc = tie_check_from_embedding(model_dir, entries, in_key, chunk_elements, auto_class)
         method = tying.EMBEDDING_ONLY

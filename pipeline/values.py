@@ -158,10 +158,18 @@ class CoMoments:
         return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else math.nan
 
 
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+
+
+def readable(entry: Entry) -> bool:
+    """Its bytes are floats of its shape, which the value pass reads as they are (not packed or integer codes)."""
+    return entry.dtype in FLOAT_DTYPES
+
+
 def _torch_dtype(name: str):
     import torch
 
-    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}[name]
+    return dict(zip(FLOAT_DTYPES, (torch.float32, torch.float16, torch.bfloat16, torch.float64), strict=True))[name]
 
 
 def float32_chunks(flat: torch.Tensor, chunk_elements: int, work: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
@@ -296,8 +304,13 @@ def distributions(
     import pandas as pd
     import torch
 
-    rows = list(params_inv.itertuples(index=False))
     stored = [e.key for e in entries]
+    by_key = {e.key: e for e in entries}
+    first = params_inv["checkpoint_key"].str.split(";").str[0]
+    unreadable = first.map(lambda k: k in by_key and not readable(by_key[k])).to_numpy(dtype=bool)
+    # packed or integer-coded weights are not read as numbers: counted apart, one row per stored dtype
+    skipped = params_inv[unreadable].assign(stored=first[unreadable].map(lambda k: by_key[k].dtype))
+    rows = list(params_inv[~unreadable].itertuples(index=False))
     local = threading.local()
     workers: list[tuple[Reader, dict[str, Histogram]]] = []
 
@@ -341,6 +354,10 @@ def distributions(
     stat_rows = [
         {"model": name, "by": by, "group": group, **m.row()}
         for (by, group), m in sorted(stats.items(), key=lambda kv: (rank[kv[0][0]], kv[0][1]))
+    ]
+    stat_rows += [
+        {"model": name, "by": "skipped", "group": dtype, "count": int(part["numel"].sum())}
+        for dtype, part in sorted(skipped.groupby("stored"), key=lambda kv: kv[0])
     ]
     hist_rows = [{"model": name, "group": g, **r} for g in sorted(hists) for r in hists[g].rows()]
     return pd.DataFrame(stat_rows, columns=STAT_COLUMNS), pd.DataFrame(hist_rows, columns=HIST_COLUMNS)
