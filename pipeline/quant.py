@@ -144,7 +144,17 @@ def _ct_packed(w: Entry, meta: dict[str, Entry], q: dict, read: Reader) -> tuple
     scheme = _ct_weights(q)
     bits = _whole(scheme.get("num_bits"), "num_bits")
     out, in_ = w.shape[0], _unpacked(w, 1, bits)
-    _expect(meta.get("weight_shape"), (2,), "a [rows, columns] pair")
+    shape_entry = meta.get("weight_shape")
+    _expect(shape_entry, (2,), "a [rows, columns] pair")
+    if shape_entry is not None and read is not None and shape_entry.dtype in ("I64", "I32"):
+        # the true shape is stored: packing pads each row to whole int32 words, so check against it exactly
+        width = 8 if shape_entry.dtype == "I64" else 4
+        raw = read(shape_entry)
+        out_, in_ = (int.from_bytes(raw[i : i + width], "little", signed=True) for i in range(0, 2 * width, width))
+        if out_ != out or ceil(in_ * bits / 32) != w.shape[1]:
+            raise PipelineError(
+                f"tensor {w.key!r}: {list(w.shape)} int32 words do not pack a [{out_}, {in_}] weight at {bits} bits"
+            )
     scale = meta.get("weight_scale")
     strategy = scheme.get("strategy")
     if scale is not None and strategy == "group":
