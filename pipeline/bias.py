@@ -11,7 +11,7 @@ import logging
 
 import pandas as pd
 
-from pipeline import atomic, inventory, params, quant, results, splits
+from pipeline import atomic, formats, inventory, params, results, splits
 from pipeline.cli import about, run
 
 log = logging.getLogger("bias")
@@ -25,9 +25,9 @@ def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     for name in cfg.models:
         folder = cfg.models_dir(name)
         with about(name):
-            regrouped, fmt = quant.load(folder, name)
-            entries = regrouped.entries
-            if fmt != "safetensors":  # no weights, or range reads that fetched only the embeddings
+            loaded = formats.load(folder, name)
+            entries, fmt = loaded.regrouped.entries, loaded.fmt
+            if fmt not in ("safetensors", "gguf"):  # no weights, or range reads that fetched only the embeddings
                 continue
             params_inv = inventory.parameters(results.inventory(cfg, name))
             lo, hi, bins = float(v["hist_min"]), float(v["hist_max"]), int(v["bins"])

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, conventions, inventory, moe, params, quant
+from pipeline import atomic, checkpoint, conventions, formats, gguf_file, inventory, moe, params
 from pipeline.cli import PipelineError, about, run
 
 log = logging.getLogger("count")
@@ -83,11 +83,15 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         raise PipelineError(f"model '{spec.name}': {total:,} parameters, more than the {MAX_PARAMS:,} counted at most")
     input_name, output_name = inventory.embedding_names(model)
     prov = provenance(model_dir, spec.name)
-    regrouped, _ = quant.load(Path(model_dir), spec.name)
+    loaded = formats.load(Path(model_dir), spec.name)
+    regrouped = loaded.regrouped
     entries = regrouped.entries
     stored = buffers = extra = None
     if entries:
-        rec = checkpoint.reconcile(model, regrouped.entries, spec.name, base_only=spec.auto_class == "base")
+        if loaded.fmt == "gguf":
+            rec = gguf_file.reconcile(model, entries, loaded.gguf_arch, spec.name)
+        else:
+            rec = checkpoint.reconcile(model, entries, spec.name, base_only=spec.auto_class == "base")
         inv = inventory.with_checkpoint(inv, model, rec, regrouped.metadata)
         stored = rec.checkpoint_tensors
         buffers = sum(e.numel for e, _ in rec.buffers)

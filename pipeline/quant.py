@@ -22,11 +22,10 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from math import ceil, prod
-from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoint import Entry
-from pipeline.cli import PipelineError, read_json_object
+from pipeline.cli import PipelineError
 
 Reader = Callable[[Entry], bytes] | None  # a tensor's raw bytes, where the data can be read
 
@@ -267,28 +266,6 @@ def regroup(entries: list[Entry], config: dict[str, Any], name: str, read: Reade
     rest = [e for e in entries if e.key not in done and e.key not in meta_keys]
     metadata = [by_key[k] for k in sorted(meta_keys)]
     return Regrouped(logical + rest, metadata, header_sum, method)
-
-
-MAX_STATE_BYTES = 1 << 20  # a quant state is a few hundred bytes of JSON; more is not one
-
-
-def load(folder: Path, name: str) -> tuple[Regrouped, str]:
-    """A model folder's checkpoint, headers only, with packed weights regrouped; and its format."""
-    from pipeline import checkpoint
-
-    entries, fmt = checkpoint.load_entries(folder)
-    if not entries:
-        return Regrouped([], [], 0), fmt
-    config = read_json_object(folder / "config.json", f"model '{name}'")
-
-    def read(e: Entry) -> bytes:
-        if e.end - e.begin > MAX_STATE_BYTES:
-            raise PipelineError(f"tensor {e.key!r}: {e.end - e.begin:,} bytes is too large for a quant state")
-        with open(folder / e.file, "rb") as fh:
-            fh.seek(e.begin)
-            return fh.read(e.end - e.begin)
-
-    return regroup(entries, config, name, read if fmt == "safetensors" else None), fmt
 
 
 def packed(entry: Entry) -> bool:

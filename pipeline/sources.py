@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from pipeline import atomic, checkpoint
+from pipeline import atomic, checkpoint, gguf_file
 from pipeline.cli import PipelineError, first_line, read_json_object
 from pipeline.params import ModelSpec
 
@@ -36,9 +36,20 @@ def config_json(architecture: dict) -> bytes:
     return (json.dumps(architecture, indent=2, sort_keys=True) + "\n").encode()
 
 
-def check_architecture(spec: ModelSpec, config_path: Path) -> None:
-    """A model from a folder or the Hub may also give an architecture block: each field must be in the file, equal."""
-    config = read_json_object(checkpoint.regular_file(config_path), f"model '{spec.name}'")
+def is_gguf(path: Path) -> bool:
+    """A .gguf file, or a folder holding one (and no config.json of its own)."""
+    if path.suffix == ".gguf":
+        return True
+    return path.is_dir() and any(path.glob("*.gguf")) and not (path / "config.json").exists()
+
+
+def check_architecture(spec: ModelSpec, config_path: Path, config: dict | None = None) -> None:
+    """A model from a folder or the Hub may also give an architecture block: each field must be in the file, equal.
+
+    config is the file's content when it does not come from config_path itself (a GGUF file's metadata).
+    """
+    if config is None:
+        config = read_json_object(checkpoint.regular_file(config_path), f"model '{spec.name}'")
     if config.get("auto_map") and config.get("model_type") is None:
         raise PipelineError(f"model '{spec.name}': {config_path} needs remote code (auto_map); it is never run")
     arch = spec.architecture or {}
@@ -244,6 +255,15 @@ def materialise(spec: ModelSpec, out: Path) -> dict:
     elif spec.source == "config":  # architecture already holds config_path's fields, overridden by its own
         (out / "config.json").write_bytes(config_json(spec.architecture))
         folder, files, fmt = None, [], ""
+    elif spec.source == "path" and is_gguf(Path(spec.path)):
+        # a .gguf file (the first shard of a split set) or a folder holding one: the config is its metadata
+        paths = gguf_file.shards(Path(spec.path))
+        config = gguf_file.config(paths[0])
+        check_architecture(spec, paths[0], config)
+        gguf_file.entries(paths)  # every shard's tensor table must read before a byte is copied
+        for path in paths:
+            atomic.link_or_copy(path, out / path.name)
+        (out / "config.json").write_bytes(config_json(config))
     else:
         if spec.source == "path":
             folder = Path(spec.path)
@@ -273,7 +293,7 @@ def materialise(spec: ModelSpec, out: Path) -> dict:
             for name in files:
                 atomic.link_or_copy(folder / name, out / name)
     if not fetched and spec.source != "config":
-        weights = [p for p in out.iterdir() if p.suffix == ".safetensors"]
+        weights = [p for p in out.iterdir() if p.suffix in (".safetensors", ".gguf")]
         size = sum(p.stat().st_size for p in weights)
         fetched = {"checkpoint_bytes": size, "bytes_fetched": size if spec.source == "hub" else None}
     return {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, params, quant, remote, results, tying, values
+from pipeline import atomic, checkpoint, formats, params, remote, results, tying, values
 from pipeline.cli import PipelineError, about, run
 
 log = logging.getLogger("ties")
@@ -23,7 +23,8 @@ def value_evidence(
     model_dir: Path, inv: pd.DataFrame, name: str, chunk_elements: int, auto_class: str = "causal_lm"
 ) -> dict | None:
     """stored_separately, pearson_r, max_abs_diff and method for a model with weights; None without."""
-    regrouped, fmt = quant.load(model_dir, name)
+    loaded = formats.load(model_dir, name)
+    regrouped, fmt = loaded.regrouped, loaded.fmt
     entries = regrouped.entries
     if not entries:
         return None

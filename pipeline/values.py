@@ -161,9 +161,23 @@ class CoMoments:
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
 
 
+def _ggml_type(name: str):
+    """The GGUF quantization type of that name (Q8_0, Q4_K, ...), or None."""
+    try:
+        import gguf
+
+        qtype = gguf.GGMLQuantizationType[name]
+    except (ImportError, KeyError):
+        return None
+    return qtype if name not in FLOAT_DTYPES else None
+
+
 def readable(entry: Entry) -> bool:
-    """Its bytes are floats of its shape, which the value pass reads as they are (not packed or integer codes)."""
-    return entry.dtype in FLOAT_DTYPES
+    """Its values can be read: floats of its shape, or GGUF blocks gguf's own dequantizer turns into floats.
+
+    Packed integer codes of other formats (GPTQ words, bitsandbytes bytes, fp8 with block scales) are not.
+    """
+    return entry.dtype in FLOAT_DTYPES or _ggml_type(entry.dtype) is not None
 
 
 def _torch_dtype(name: str):
@@ -230,10 +244,41 @@ class Reader:
         if end > start:
             self._map(e.file).madvise(mmap.MADV_DONTNEED, start, end - start)
 
+    def _dequantized(self, e: Entry) -> Iterator[torch.Tensor]:
+        """float32 chunks of a GGUF-quantized tensor: whole rows at a time through gguf's own dequantizer."""
+        import gguf
+        import numpy as np
+        import torch
+
+        qtype = _ggml_type(e.dtype)
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        cols = e.shape[-1] if e.shape else 1
+        rows = e.numel // max(cols, 1)
+        row_bytes = cols // block * type_size
+        step = max(1, self.chunk_elements // max(cols, 1))
+        for r0 in range(0, rows, step):
+            n = min(step, rows - r0)
+            raw = np.frombuffer(self._map(e.file), dtype=np.uint8, count=n * row_bytes, offset=e.begin + r0 * row_bytes)
+            yield torch.from_numpy(
+                np.ascontiguousarray(
+                    gguf.quants.dequantize(raw.reshape(n, row_bytes), qtype), dtype=np.float32
+                ).reshape(-1)
+            )
+            self._release_bytes(e, (r0 + n) * row_bytes)
+
+    def _release_bytes(self, e: Entry, done: int) -> None:
+        page = mmap.PAGESIZE
+        start, end = e.begin // page * page, (e.begin + done) // page * page
+        if end - start >= WINDOW_BYTES:
+            self._map(e.file).madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def chunks(self, key: str, work=None) -> Iterator[torch.Tensor]:
         """float32 chunks of one tensor, releasing pages behind a moving window."""
-        flat = self.view(key)
         e = self.entries[key]
+        if _ggml_type(e.dtype) is not None:
+            yield from self._dequantized(e)
+            return
+        flat = self.view(key)
         itemsize = (e.end - e.begin) // max(e.numel, 1)
         window = max(WINDOW_BYTES // max(itemsize, 1), self.chunk_elements)
         done = 0
@@ -249,10 +294,26 @@ class Reader:
 def correlate_stored(reader: Reader, key_x: str, key_y: str) -> CoMoments:
     """Pearson r and max |x − y| of two stored tensors of one shape, streamed chunk by chunk."""
     acc = CoMoments()
-    pairs = zip(reader.chunks(key_x, reader._work), reader.chunks(key_y, reader._work2), strict=True)
-    for a, b in pairs:
+    for a, b in _aligned(reader.chunks(key_x, reader._work), reader.chunks(key_y, reader._work2)):
         acc.add(a, b)
     return acc
+
+
+def _aligned(xs: Iterator[torch.Tensor], ys: Iterator[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Pairs of equal-length pieces of two chunk streams that may chunk differently (a float and a GGUF tensor)."""
+    a = b = None
+    while True:
+        if a is None or a.numel() == 0:
+            a = next(xs, None)
+        if b is None or b.numel() == 0:
+            b = next(ys, None)
+        if a is None or b is None:
+            if (a is not None and a.numel()) or (b is not None and b.numel()) or next(xs, None) is not None:
+                raise ValueError("the two tensors hold different numbers of values")
+            return
+        n = min(a.numel(), b.numel())
+        yield a[:n], b[:n]
+        a, b = a[n:], b[n:]
 
 
 def correlate_tensors(x: torch.Tensor, y: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> CoMoments:
