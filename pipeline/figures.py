@@ -193,3 +193,24 @@ def total_active(data: pd.DataFrame, path: Path, dpi: int) -> None:
     ax.set_title("Total against active parameters")
     ax.legend(fontsize="x-small", loc="upper left")
     _save(fig, path, dpi)
+
+
+def quantized(summary: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Per quantized model: the naive header sum, the true count and the bytes on disk (log scale)."""
+    plt, sns = _setup()
+    rows = []
+    for _, r in summary.iterrows():
+        rows += [
+            {"model": r["model"], "quantity": "naive header sum", "value": r["checkpoint_tensors"]},
+            {"model": r["model"], "quantity": "parameters (true count)", "value": r["total"]},
+            {"model": r["model"], "quantity": "bytes on disk", "value": r["checkpoint_bytes"]},
+        ]
+    data = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(8, 0.9 * len(summary) + 1.8))
+    sns.barplot(data=data, y="model", x="value", hue="quantity", ax=ax, palette="colorblind", orient="h")
+    ax.set_xscale("log")
+    ax.set_xlabel("count (log scale)")
+    ax.set_ylabel("")
+    ax.set_title("What a quantized file's header says against what the model holds")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    _save(fig, path, dpi)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import atomic, figures, formulas, inventory, params, results
+from pipeline import atomic, checkpoint, figures, formulas, inventory, params, results
 from pipeline.cli import run
 
 log = logging.getLogger("report")
@@ -70,7 +70,13 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
             f" @ `{s['revision'][:12]}`" if isinstance(s["revision"], str) and s["revision"] else ""
         )
         rows.append([f"`{name}`", _int(s["total"]), human(s["total"]), stated, source])
-        if pd.notna(s["checkpoint_tensors"]):
+        if isinstance(s.get("quant_method"), str) and s["quant_method"]:
+            notes.append(
+                f"- `{name}`: its checkpoint is quantized ({s['quant_method']}), {_int(s['total'])} parameters in "
+                f"{_bytes(s['checkpoint_bytes'])}; see Quantized checkpoints for what its header says instead."
+                + _fetched(s)
+            )
+        elif pd.notna(s["checkpoint_tensors"]):
             buffers = int(s["checkpoint_buffers"])
             notes.append(
                 f"- `{name}`: its checkpoint holds {_int(s['checkpoint_tensors'])} values, that is "
@@ -196,6 +202,84 @@ def bias_section(summary: pd.DataFrame, bias: pd.DataFrame, fig: str) -> str:
             ),
             "",
             f"![Bias share per model]({fig})",
+            "",
+        ]
+    )
+
+
+def _stored_values(row: pd.Series) -> int:
+    """How many stored elements a packed parameter takes (its bytes over the stored dtype's size)."""
+    base = str(row["stored_dtype"]).split(":")[0]
+    size = checkpoint.DTYPE_BYTES.get(base, 1)
+    return round(row["bits_per_param"] * row["numel"] / 8 / size)
+
+
+def _why_naive(name: str, s: pd.Series, inv: pd.DataFrame) -> str:
+    """One sentence: why a naive sum of this model's header is not its parameter count (or why it is)."""
+    naive, total = int(s["checkpoint_tensors"]), int(s["total"])
+    params_ = inv[inv["kind"] == "parameter"]
+    meta = int(inv.loc[inv["kind"] == "quant_metadata", "numel"].sum())
+    packed = params_[params_["stored_dtype"].astype(str).str.contains(":")]
+    if s["quant_method"] == "gguf" or any(inv["checkpoint_key"].astype(str).str.startswith("blk.")):
+        return (
+            f"- `{name}` (GGUF): its header gives each tensor's logical shape even where the data is quantized, so "
+            f"the sum of the header, {_int(naive)}, is the count; what it saves shows in the bits per parameter."
+        )
+    parts = []
+    if not packed.empty:
+        stored = sum(_stored_values(r) for _, r in packed.iterrows())
+        base = sorted({str(d).split(":")[0] for d in packed["stored_dtype"]})
+        parts.append(
+            f"{_int(packed['numel'].sum())} weights are packed into {_int(stored)} {'/'.join(base)} values "
+            f"({packed['numel'].sum() / stored:.0f} weights each)"
+        )
+    if meta:
+        parts.append(f"{_int(meta)} stored values are scales, zero points or quantization state, not parameters")
+    if not parts:
+        return f"- `{name}`: its weights keep their shapes; the header sum {_int(naive)} is the count."
+    ratio = naive / total
+    return (
+        f"- `{name}` ({s['quant_method']}): " + "; ".join(parts) + f". A naive sum of the header gives {_int(naive)}, "
+        f"{ratio:.2f}× the true {_int(total)}."
+    )
+
+
+def quantized_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
+    """Naive header sum, true count and bytes on disk, for a sweep with quantized or GGUF checkpoints."""
+    quantized = [
+        n for n in cfg.models if isinstance(summary.loc[n, "quant_method"], str) and summary.loc[n, "quant_method"]
+    ]
+    if not quantized:
+        return ""
+    rows, sentences = [], []
+    for name in quantized:
+        s = summary.loc[name]
+        rows.append(
+            [
+                f"`{name}`",
+                str(s["quant_method"]),
+                _int(s["total"]),
+                _int(s["checkpoint_tensors"]),
+                _bytes(s["checkpoint_bytes"]),
+                f"{s['bits_per_param']:.2f}",
+            ]
+        )
+        sentences.append(_why_naive(name, s, results.inventory(cfg, name)))
+    return "\n".join(
+        [
+            "## Quantized checkpoints",
+            "",
+            "A quantized file stores codes, not weights: GPTQ packs eight 4-bit values into one int32, bitsandbytes "
+            "two into a byte, and beside them sit scales and zero points. Summing the header, as the Hub's page "
+            "once did, counts the packed words. Here every packed tensor is mapped back to the logical weight it "
+            "encodes (its bits, group size and packing checked) and reconciled with the architecture; metadata "
+            "is listed apart (kind `quant_metadata` in the inventory).",
+            "",
+            _table(["model", "format", "parameters", "naive header sum", "bytes on disk", "bits per parameter"], rows),
+            "",
+            *sentences,
+            "",
+            f"![Naive header sum, true count and bytes on disk]({fig})",
             "",
         ]
     )
@@ -520,6 +604,7 @@ def render(cfg: params.Params) -> dict[str, object]:
         "values": "distributions.png",
         "whatif": "whatif.png",
         "moe": "total_active.png",
+        "quantized": "quantized.png",
     }
     body = "\n".join(
         [
@@ -534,6 +619,7 @@ def render(cfg: params.Params) -> dict[str, object]:
             bias_section(summary, bias, (rel / names["bias"]).as_posix()),
             conventions_section(conv, summary),
             *filter(None, [moe_section(cfg, summary, conv, (rel / names["moe"]).as_posix())]),  # MoE sweeps only
+            *filter(None, [quantized_section(cfg, summary, (rel / names["quantized"]).as_posix())]),
             ties_section(summary, ties),
             distributions_section(stats, (rel / names["values"]).as_posix() if not hists.empty else None),
             whatif_section((rel / names["whatif"]).as_posix()),
@@ -557,6 +643,9 @@ def render(cfg: params.Params) -> dict[str, object]:
         twelve_l_d2=12 * summary["n_layer"].to_numpy() * summary["d_model"].to_numpy() ** 2,
     )
     drawn.append((figures.whatif, (grid, shipped), fig_dir / names["whatif"]))
+    quantized = summary[summary["quant_method"].fillna("").astype(str) != ""]
+    if not quantized.empty:
+        drawn.append((figures.quantized, (quantized.reset_index(drop=True),), fig_dir / names["quantized"]))
     if summary["n_experts"].notna().any():
         wide = conv.pivot(index="model", columns="convention", values="params").loc[list(cfg.models)]
         points = wide.reset_index().assign(

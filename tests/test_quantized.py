@@ -142,3 +142,27 @@ def test_mxfp4_experts_of_gpt_oss(workdir, monkeypatch):
     experts = inv[(inv["kind"] == "parameter") & (inv["component"] == "experts")].set_index("name")
     assert experts.loc["model.layers.0.mlp.experts.gate_up_proj", "stored_dtype"] == "U8:mxfp4"
     assert (inv.loc[inv["kind"] == "quant_metadata", "name"].str.endswith("_scales")).sum() == 4
+
+
+def test_the_report_explains_each_quantized_checkpoint(workdir, monkeypatch):
+    from pipeline import report, ties
+    from tests.test_gguf import write_gguf
+
+    models = {
+        "q-gptq": {"source": "path", "path": str(quantized_llama(workdir / "gptq", "gptq"))},
+        "q-bnb": {"source": "path", "path": str(quantized_llama(workdir / "bnb", "bnb-nf4"))},
+        "q-gguf": {"source": "path", "path": str(write_gguf(workdir / "gguf" / "tiny.gguf", "Q4_0"))},
+    }
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(models), sort_keys=False))
+    for name in models:
+        monkeypatch.setattr(sys, "argv", ["download", name])
+        download.main()
+    for stage in (count, ties, bias, report):
+        stage.main()
+    text = (workdir / "reports/report.md").read_text()
+    assert "## Quantized checkpoints" in text and "figures/quantized.png" in text
+    assert (workdir / "reports/figures/quantized.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # one sentence per model, each with why the naive sum is (or is not) the count
+    assert "`q-gptq` (gptq): 18,432 weights are packed into 2,304 I32 values (8 weights each)" in text
+    assert "`q-bnb` (bitsandbytes): 18,432 weights are packed into 9,216 U8 values (2 weights each)" in text
+    assert "`q-gguf` (GGUF): its header gives each tensor's logical shape" in text
