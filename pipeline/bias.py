@@ -26,13 +26,23 @@ def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
         folder = cfg.models_dir(name)
         with about(name):
             loaded = formats.load(folder, name)
-            entries, fmt = loaded.regrouped.entries, loaded.fmt
+            regrouped, fmt = loaded.regrouped, loaded.fmt
+            entries = regrouped.entries + regrouped.metadata  # fp8 scales are read with their weights
             if fmt not in ("safetensors", "gguf"):  # no weights, or range reads that fetched only the embeddings
                 continue
             params_inv = inventory.parameters(results.inventory(cfg, name))
             lo, hi, bins = float(v["hist_min"]), float(v["hist_max"]), int(v["bins"])
             s, h = values.distributions(
-                folder, entries, params_inv, name, lo, hi, bins, int(v["chunk_elements"]), int(v["threads"])
+                folder,
+                entries,
+                params_inv,
+                name,
+                lo,
+                hi,
+                bins,
+                int(v["chunk_elements"]),
+                int(v["threads"]),
+                scales=regrouped.scales,
             )
         stats.append(s)
         hists.append(h)

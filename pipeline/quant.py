@@ -54,6 +54,8 @@ class Regrouped:
     metadata: list[Entry] = field(default_factory=list)  # scales, zero points, group indices, quant state
     header_sum: int = 0  # what a naive sum of the header gives: packed words counted as parameters
     method: str = ""
+    # fp8 weights stored in their own shape: weight key -> (its scale tensor, the block each scale covers)
+    scales: dict[str, tuple[Entry, tuple[int, int]]] = field(default_factory=dict)
 
 
 def quantization_config(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -265,7 +267,32 @@ def regroup(entries: list[Entry], config: dict[str, Any], name: str, read: Reade
                 logical.append(replace(e, key=f"{module}.{layout.logical}", shape=shape, dtype=f"{e.dtype}:{method}"))
     rest = [e for e in entries if e.key not in done and e.key not in meta_keys]
     metadata = [by_key[k] for k in sorted(meta_keys)]
-    return Regrouped(logical + rest, metadata, header_sum, method)
+    return Regrouped(logical + rest, metadata, header_sum, method, _fp8_scales(logical, by_key, q))
+
+
+FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
+
+
+def _fp8_scales(logical: list[Entry], by_key: dict[str, Entry], q: dict) -> dict[str, tuple[Entry, tuple[int, int]]]:
+    """Each fp8 weight's scale tensor and the block of weights one scale covers (for dequantizing values).
+
+    Block fp8 multiplies blocks of weight_block_size by weight_scale_inv; compressed-tensors' float format
+    multiplies by weight_scale per output channel or per group along the input.
+    """
+    out = {}
+    for e in logical:
+        if e.dtype not in FP8_DTYPES or len(e.shape) != 2:
+            continue
+        module = e.key.rpartition(".")[0]
+        scale = by_key.get(f"{module}.weight_scale_inv") or by_key.get(f"{module}.weight_scale")
+        if scale is None or len(scale.shape) != 2 or scale.dtype not in ("F32", "F16", "BF16"):
+            continue
+        if scale.key.endswith("_inv") and q.get("weight_block_size"):
+            block = tuple(int(b) for b in q["weight_block_size"])
+        else:
+            block = (ceil(e.shape[0] / scale.shape[0]), ceil(e.shape[1] / scale.shape[1]))
+        out[e.key] = (scale, block)
+    return out
 
 
 def packed(entry: Entry) -> bool:

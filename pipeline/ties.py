@@ -34,14 +34,14 @@ def value_evidence(
     if fmt == "remote":  # only the embedding matrices were fetched, into one local file
         entries = checkpoint.read_entries(model_dir / remote.EMBEDDINGS)
     by_key = {e.key: e for e in entries}
-    unreadable = [by_key[k] for k in (in_key, out_key) if k and not values.readable(by_key[k])]
+    unreadable = [by_key[k] for k in (in_key, out_key) if k and not values.readable(by_key[k], regrouped.scales)]
     if unreadable:
         return {
             "stored_separately": bool(out_key),
             "method": f"no value evidence: {unreadable[0].key} is stored as {unreadable[0].dtype}, not floats",
         }
     if out_key:
-        reader = values.Reader(model_dir, entries, chunk_elements)
+        reader = values.Reader(model_dir, entries + regrouped.metadata, chunk_elements, regrouped.scales)
         acc = values.correlate_stored(reader, in_key, out_key)
         method = tying.STREAMED + (" (fetched by HTTP range reads)" if fmt == "remote" else "")
     elif not (inv["is_output_embedding"]).any():

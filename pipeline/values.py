@@ -172,12 +172,12 @@ def _ggml_type(name: str):
     return qtype if name not in FLOAT_DTYPES else None
 
 
-def readable(entry: Entry) -> bool:
-    """Its values can be read: floats of its shape, or GGUF blocks gguf's own dequantizer turns into floats.
+def readable(entry: Entry, scales: dict | None = None) -> bool:
+    """Its values can be read: floats of its shape, GGUF blocks (gguf's own dequantizer), or fp8 with its scales.
 
-    Packed integer codes of other formats (GPTQ words, bitsandbytes bytes, fp8 with block scales) are not.
+    Packed integer codes of other formats (GPTQ words, bitsandbytes bytes) are not.
     """
-    return entry.dtype in FLOAT_DTYPES or _ggml_type(entry.dtype) is not None
+    return entry.dtype in FLOAT_DTYPES or _ggml_type(entry.dtype) is not None or entry.key in (scales or {})
 
 
 def _torch_dtype(name: str):
@@ -204,11 +204,14 @@ def float32_chunks(flat: torch.Tensor, chunk_elements: int, work: torch.Tensor |
 class Reader:
     """Memory-mapped, zero-copy access to the tensors of a safetensors checkpoint."""
 
-    def __init__(self, folder: Path, entries: list[Entry], chunk_elements: int = CHUNK_ELEMENTS):
+    def __init__(
+        self, folder: Path, entries: list[Entry], chunk_elements: int = CHUNK_ELEMENTS, scales: dict | None = None
+    ):
         import torch
 
         self.folder = folder
         self.entries = {e.key: e for e in entries}
+        self.scales = scales or {}  # fp8 weight key -> (scale entry, block): quant.Regrouped.scales
         self.chunk_elements = chunk_elements
         self._maps: dict[str, mmap.mmap] = {}
         self._work = torch.empty(chunk_elements, dtype=torch.float32)
@@ -272,11 +275,36 @@ class Reader:
         if end - start >= WINDOW_BYTES:
             self._map(e.file).madvise(mmap.MADV_DONTNEED, start, end - start)
 
+    def _fp8(self, e: Entry) -> Iterator[torch.Tensor]:
+        """float32 chunks of an fp8 weight times its scales (torch's float8 types), whole blocks of rows at a time."""
+        import torch
+
+        scale_entry, (b0, b1) = self.scales[e.key]
+        rows, cols = e.shape
+        fp8 = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}[e.dtype]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            w = torch.frombuffer(self._map(e.file), dtype=fp8, count=e.numel, offset=e.begin).view(rows, cols)
+            s = torch.frombuffer(
+                self._map(scale_entry.file),
+                dtype=_torch_dtype(scale_entry.dtype),
+                count=scale_entry.numel,
+                offset=scale_entry.begin,
+            ).view(*scale_entry.shape)
+        step = max(b0, self.chunk_elements // max(cols, 1) // b0 * b0)
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            per_row = s[r0 // b0 : (r1 + b0 - 1) // b0].float().repeat_interleave(b0, 0)[: r1 - r0]
+            yield (w[r0:r1].float() * per_row.repeat_interleave(b1, 1)[:, :cols]).reshape(-1)
+
     def chunks(self, key: str, work=None) -> Iterator[torch.Tensor]:
         """float32 chunks of one tensor, releasing pages behind a moving window."""
         e = self.entries[key]
         if _ggml_type(e.dtype) is not None:
             yield from self._dequantized(e)
+            return
+        if key in self.scales:
+            yield from self._fp8(e)
             return
         flat = self.view(key)
         itemsize = (e.end - e.begin) // max(e.numel, 1)
@@ -351,6 +379,7 @@ def distributions(
     bins: int,
     chunk_elements: int = CHUNK_ELEMENTS,
     threads: int = 2,
+    scales: dict | None = None,
 ):
     """(statistics, histograms) DataFrames of a model's parameter values, in one pass over its tensors.
 
@@ -368,7 +397,7 @@ def distributions(
     stored = [e.key for e in entries]
     by_key = {e.key: e for e in entries}
     first = params_inv["checkpoint_key"].str.split(";").str[0]
-    unreadable = first.map(lambda k: k in by_key and not readable(by_key[k])).to_numpy(dtype=bool)
+    unreadable = first.map(lambda k: k in by_key and not readable(by_key[k], scales)).to_numpy(dtype=bool)
     # packed or integer-coded weights are not read as numbers: counted apart, one row per stored dtype
     skipped = params_inv[unreadable].assign(stored=first[unreadable].map(lambda k: by_key[k].dtype))
     rows = list(params_inv[~unreadable].itertuples(index=False))
@@ -377,7 +406,7 @@ def distributions(
 
     def one(row) -> Moments:
         if not hasattr(local, "reader"):
-            local.reader, local.hists = Reader(folder, entries, chunk_elements), {}
+            local.reader, local.hists = Reader(folder, entries, chunk_elements, scales), {}
             workers.append((local.reader, local.hists))
         group = VALUE_GROUPS[row.role]
         hist = local.hists.setdefault(group, Histogram(lo, hi, bins)) if bins > 0 else None

@@ -166,3 +166,38 @@ def test_the_report_explains_each_quantized_checkpoint(workdir, monkeypatch):
     assert "`q-gptq` (gptq): 18,432 weights are packed into 2,304 I32 values (8 weights each)" in text
     assert "`q-bnb` (bitsandbytes): 18,432 weights are packed into 9,216 U8 values (2 weights each)" in text
     assert "`q-gguf` (GGUF): its header gives each tensor's logical shape" in text
+
+
+@pytest.mark.parametrize("layout", ["fp8", "compressed-fp8"])
+def test_fp8_values_are_dequantized_with_their_scales(layout, workdir, monkeypatch):
+    """fp8 weights are read as fp8 × scale (torch's float8 types): every parameter gets a value, none skipped."""
+    import pandas as pd
+    from safetensors import safe_open
+
+    from pipeline import ties
+
+    folder = quantized_llama(workdir / "ck", layout)
+    _count(workdir, monkeypatch, folder)
+    for stage in (count, ties, bias):
+        stage.main()
+    stats = pd.read_csv(workdir / "results/distributions.csv")
+    assert (stats["by"] != "skipped").all()
+    assert int(stats.loc[stats["by"] == "all", "count"].iloc[0]) == llama_total()
+    # an oracle for one weight: dequantize it whole with torch and compare the mean
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        w = f.get_tensor("model.layers.0.mlp.down_proj.weight").float()
+        s = f.get_tensor(
+            "model.layers.0.mlp.down_proj." + ("weight_scale_inv" if layout == "fp8" else "weight_scale")
+        ).float()
+    if layout == "fp8":  # blocks of 16 × 16 each times one scale
+        full = s.repeat_interleave(16, 0).repeat_interleave(16, 1)[: w.shape[0], : w.shape[1]]
+    else:  # one scale per output channel
+        full = s.expand_as(w)
+    from pipeline import formats, values
+
+    loaded = formats.load(workdir / "data/models/q", "q")
+    reader = values.Reader(
+        workdir / "data/models/q", loaded.regrouped.entries + loaded.regrouped.metadata, 64, loaded.regrouped.scales
+    )
+    got = torch.cat(list(reader.chunks("model.layers.0.mlp.down_proj.weight")))
+    assert torch.allclose(got, (w * full).reshape(-1))
