@@ -338,6 +338,22 @@ def _compress(keys: set[str]) -> str:
     return ";".join(f"{p} ({n})" if n > 1 else p for p, n in sorted(groups.items()))
 
 
+def _expert_gaps(keys: set[str]) -> str:
+    """'' when per-expert keys number their experts 0, 1, … without gap or repeat per source name; else what is off."""
+    indices: dict[str, list[str]] = {}
+    for key in keys:
+        m = re.search(r"\.experts\.(\d+)\.", key)
+        if m:
+            indices.setdefault(key[: m.start(1)] + "*" + key[m.end(1) :], []).append(m.group(1))
+    for pattern, found in sorted(indices.items()):
+        want = [str(i) for i in range(len(found))]
+        if sorted(found, key=lambda s: (len(s), s)) != want:
+            missing = sorted(set(want) - set(found), key=int)
+            odd = sorted(set(found) - set(want))
+            return f"{pattern} numbers its experts {', '.join(odd)} where {', '.join(missing) or 'none'} is missing"
+    return ""
+
+
 def source_keys(checkpoint_key: str, stored: list[str]) -> list[str]:
     """The checkpoint keys an inventory's checkpoint_key names: itself, or each expert a _compress pattern covers."""
     keys = []
@@ -455,6 +471,10 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
             unexpected.append(e.key)
     for target, conv in merging.items():
         merged = conv.layer_targets[target]
+        gaps = _expert_gaps(merged)
+        if gaps:
+            mismatched.append(f"{target}: {gaps}")
+            continue
         try:
             shape = _merge(model, target, conv)
         except Exception as exc:  # transformers' own operations refuse tensors that do not fit together

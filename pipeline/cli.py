@@ -23,8 +23,17 @@ def run(main: Callable[[], None]) -> None:
     try:
         main()
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(1)
+
+
+MAX_MESSAGE = 1000  # characters of an error line: a 10,000-character tensor name is cut, not printed whole
+
+
+def one_line(text: str) -> str:
+    """A message as one line: control characters (a tensor name with a newline in it) escaped, length capped."""
+    flat = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return flat if len(flat) <= MAX_MESSAGE else flat[: MAX_MESSAGE - 1] + "…"
 
 
 @contextlib.contextmanager

@@ -22,7 +22,8 @@ DEFINITIONS = {
     "(the Pythia suite's convention)",
     "nanogpt_default": "unique minus the learned position embeddings (nanoGPT's get_num_params(), "
     "non_embedding=True by default)",
-    "attn_mlp_matrices": "attention and MLP weight matrices only: no embeddings, biases or norms "
+    "attn_mlp_matrices": "attention and MLP weight matrices only (every expert's and the router's too): no embeddings, "
+    "biases or norms "
     "(TransformerLens's n_params; 12·L·d² for GPT-2)",
     "checkpoint_tensors": "every value stored in the checkpoint file, buffers included (what the Hub's model page "
     "shows); empty when the model has no checkpoint",
@@ -34,6 +35,9 @@ DEFINITIONS = {
     "than a matmul (gpt-oss's convention); kept when it is tied to the output head, which multiplies by it",
 }
 COLUMNS = ["model", "convention", "params", "definition"]
+# Where TransformerLens's n_params finds matrices: attention and MLP, and in a mixture of experts every
+# expert's MLP and the router (its n_params multiplies the MLP by the number of experts)
+MATRIX_COMPONENTS = ["attention", "mlp", "router", "experts", "shared_experts"]
 
 
 def _sum(inv: pd.DataFrame, mask: pd.Series) -> int:
@@ -51,7 +55,7 @@ def conventions(inv: pd.DataFrame, summary_row: dict[str, Any]) -> list[dict[str
         "non_embedding_kaplan": total - _sum(p, p["role"] == "embedding"),
         "non_embedding_pythia": total - _sum(p, p["is_input_embedding"] | own_head),
         "nanogpt_default": total - _sum(p, p["component"] == "position_embedding"),
-        "attn_mlp_matrices": _sum(p, (p["role"] == "matrix") & p["component"].isin(["attention", "mlp"])),
+        "attn_mlp_matrices": _sum(p, (p["role"] == "matrix") & p["component"].isin(MATRIX_COMPONENTS)),
         "checkpoint_tensors": summary_row.get("checkpoint_tensors"),
         "stated": summary_row.get("stated_params"),
         "active_per_token": int(summary_row["active"]),

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, conventions, formats, gguf_file, inventory, moe, params
+from pipeline import atomic, checkpoint, conventions, cost, formats, gguf_file, inventory, moe, params
 from pipeline.cli import PipelineError, about, run
 
 log = logging.getLogger("count")
@@ -70,6 +70,12 @@ def provenance(model_dir: Path, name: str) -> dict:
 
 def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict]:
     """Inventory and summary row of one downloaded model; its checkpoint, if any, reconciled with it."""
+    inv, row, _, _ = _count(spec, model_dir)
+    return inv, row
+
+
+def _count(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict, Any, Any]:
+    """count_model, plus the meta-built model and its config (for the cost table)."""
     config = inventory.load_config(model_dir, spec.name, spec.written)
     model = inventory.build_meta(config, spec.name, spec.auto_class)
     inv = inventory.inventory(model, spec.name)
@@ -87,7 +93,7 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
     regrouped = loaded.regrouped
     entries = regrouped.entries
     stored = buffers = extra = None
-    if entries:
+    if loaded.fmt:  # weight files are there: even one with no tensors must account for every parameter
         if loaded.fmt == "gguf":
             rec = gguf_file.reconcile(model, entries, loaded.gguf_arch, spec.name)
         else:
@@ -132,7 +138,7 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         "checkpoint_bytes": prov.get("checkpoint_bytes"),
         "bytes_fetched": prov.get("bytes_fetched"),
     }
-    return inv, row
+    return inv, row, model, config
 
 
 WHATIF_COLUMNS = ["n_layer", "n_embd", "n_head", "params", "twelve_l_d2"]
@@ -191,13 +197,16 @@ def whatif_grid(cfg: params.Params) -> pd.DataFrame:
 
 def main() -> None:
     cfg = params.load()
-    inventories, rows, conv = {}, [], []
+    inventories, rows, conv, costs = {}, [], [], []
     for name, spec in cfg.models.items():  # everything is computed before anything is written
         with about(name):
-            inv, row = count_model(spec, cfg.models_dir(name))
+            inv, row, model, config = _count(spec, cfg.models_dir(name))
+            mine = conventions.conventions(inv, row)
+            by_name = {c["convention"]: c["params"] for c in mine}
+            costs.append(cost.table(name, model, config, row, by_name, cfg.cost, spec.auto_class == "causal_lm"))
         inventories[name] = inv
         rows.append(row)
-        conv += conventions.conventions(inv, row)
+        conv += mine
         log.info("%s: %s parameters in %d tensors", name, f"{row['total']:,}", len(inv))
     grid = whatif_grid(cfg)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -223,6 +232,7 @@ def main() -> None:
         atomic.write_csv(cfg.paths["summary"], summary)
         atomic.write_csv(cfg.paths["conventions"], conventions.table(conv))
         atomic.write_csv(cfg.paths["whatif"], grid)
+        atomic.write_csv(cfg.paths["cost"], pd.concat(costs, ignore_index=True))
         atomic.write_json(cfg.paths["metrics"], metrics)
 
 

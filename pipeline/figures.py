@@ -214,3 +214,50 @@ def quantized(summary: pd.DataFrame, path: Path, dpi: int) -> None:
     ax.set_title("What a quantized file's header says against what the model holds")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     _save(fig, path, dpi)
+
+
+def cost(table: pd.DataFrame, training_label: str, path: Path, dpi: int) -> None:
+    """Horizontal bars (log scale): weights in each dtype and mixed-precision Adam training memory, per model."""
+    plt, sns = _setup()
+    labels = {
+        "weights_bytes_float32": "weights, float32",
+        "weights_bytes_bfloat16": "weights, bfloat16",
+        "weights_bytes_int8": "weights, int8",
+        "weights_bytes_int4": "weights, int4",
+        "train_adam_mixed_bytes": training_label,
+    }
+    data = table[table["quantity"].isin(labels)].assign(
+        what=lambda t: t["quantity"].map(labels), gib=lambda t: t["value"].astype(float) / 2**30
+    )
+    fig, ax = plt.subplots(figsize=(8, 0.9 * data["model"].nunique() + 2))
+    sns.barplot(data=data, y="model", x="gib", hue="what", ax=ax, palette="colorblind", orient="h")
+    ax.set_xscale("log")
+    ax.set_xlabel("GiB (log scale)")
+    ax.set_ylabel("")
+    ax.set_title("Memory: the weights in each dtype, and training")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    _save(fig, path, dpi)
+
+
+def published(table: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Log-log: the paper's zero-shot perplexity against exact non-embedding parameters, with the fitted power law."""
+    import numpy as np
+
+    from pipeline.cost import power_law
+
+    plt, sns = _setup()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(data=table, x="non_embedding", y="value", hue="benchmark", marker="o", ax=ax, palette="colorblind")
+    for _, r in table.iterrows():
+        where = (r["non_embedding"], r["value"])
+        ax.annotate(r["model"], where, fontsize="x-small", xytext=(4, 3), textcoords="offset points")
+    for _, part in table.groupby("benchmark"):  # loss = c·N^-α, dashed
+        alpha, c = power_law(list(part["non_embedding"]), list(part["value"]))
+        xs = np.geomspace(part["non_embedding"].min(), part["non_embedding"].max(), 50)
+        ax.plot(xs, np.exp(c * xs**-alpha), linestyle="--", linewidth=0.8, color="grey")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("exact non-embedding parameters")
+    ax.set_ylabel("zero-shot perplexity (GPT-2 paper, Table 3)")
+    ax.set_title("What the parameters buy: the paper's numbers against exact counts")
+    _save(fig, path, dpi)

@@ -106,6 +106,7 @@ class Params:
     report: dict[str, Any]
     values: dict[str, Any]
     whatif: dict[str, Any]
+    cost: dict[str, Any]
 
     def models_dir(self, name: str) -> Path:
         return Path(self.paths["models"]) / name
@@ -225,10 +226,16 @@ SECTIONS: dict[str, dict[str, tuple]] = {
     },
     "report": {"dpi": (int, 20, 1200)},
     "whatif": {"n_layer": (list, 1, MAX_LAYERS), "n_embd": (list, 1, 1 << 20), "head_width": (int, 1, 1 << 20)},
+    "cost": {
+        "context": (int, 0, 1 << 24),  # 0: each model's maximum context
+        "batch": (int, 1, 1 << 20),
+        "adam_bytes_per_param": (int, 1, 64),
+        "tokens_per_param": (int, 1, 10_000),
+    },
 }
 PATH_KEYS = (
     "models", "inventory", "summary", "metrics", "ties", "bias", "report", "figures",
-    "conventions", "whatif", "distributions", "histograms",
+    "conventions", "whatif", "distributions", "histograms", "cost", "published",
 )  # fmt: skip
 
 
@@ -283,7 +290,7 @@ def from_dict(raw: Any) -> Params:
     """Validate a whole params mapping: every model, every setting, before any stage does work."""
     if not isinstance(raw, dict):
         raise PipelineError("params.yaml: expected a mapping at the top level")
-    for key in ("models", "paths", "report", "values", "whatif"):
+    for key in ("models", "paths", "report", "values", "whatif", "cost"):
         if key not in raw:
             raise PipelineError(f"params.yaml: missing top-level key '{key}'")
     models = raw["models"]
@@ -318,6 +325,7 @@ def from_dict(raw: Any) -> Params:
         report=_section(raw, "report"),
         values=values,
         whatif=whatif,
+        cost=_section(raw, "cost"),
     )
 
 

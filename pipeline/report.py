@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, figures, formulas, inventory, params, results
+from pipeline import atomic, checkpoint, cost, figures, formulas, inventory, params, results
 from pipeline.cli import run
 
 log = logging.getLogger("report")
@@ -126,11 +126,12 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
         f"`{name}` ({cfg.models[name].stated_size})"
         for name in summary.index
         if pd.notna(summary.loc[name, "stated_params"])
-        and int(summary.loc[name, "stated_params"]) != int(summary.loc[name, "total"])
+        and not params.rounds_to(int(summary.loc[name, "total"]), cfg.models[name].stated_size)
     ]
     if off:
         out += [
-            f"The stated sizes of {', '.join(off)} are not what the models hold; the table gives each gap.",
+            f"The stated sizes of {', '.join(off)} are not what the models hold, even rounded as stated; "
+            "the table gives each gap.",
             "",
         ]
     out += [f"![Exact totals against the stated sizes]({fig})", ""]
@@ -562,15 +563,118 @@ def moe_section(cfg: params.Params, summary: pd.DataFrame, conv: pd.DataFrame, f
     )
 
 
-def whatif_section(fig: str) -> str:
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
+
+
+def adam_label(cfg: params.Params) -> str:
+    return f"training, mixed-precision Adam ({cfg.cost['adam_bytes_per_param']} B/param)"
+
+
+def cost_section(cfg: params.Params, summary: pd.DataFrame, costs: pd.DataFrame, grid: pd.DataFrame, figs: dict) -> str:
+    wide = costs.pivot(index="model", columns="quantity", values="value").loc[list(cfg.models)]
+    rows = []
+    for name, c in wide.iterrows():
+        rows.append(
+            [
+                f"`{name}`",
+                *(_gib(c[f"weights_bytes_{d}"]) for d in ("float32", "bfloat16", "int8", "int4")),
+                _gib(c["largest_layer_bytes_float32"]),
+                _gib(c["train_adam_mixed_bytes"]),
+                f"{_int(c['kv_cache_bytes_per_token_bfloat16'])} B",
+                _gib(c["kv_cache_bytes_at_context"]) if c["kv_cache_bytes_at_context"] else "—",
+                f"{c['forward_flops_per_token'] / 1e9:,.2f} G",
+            ]
+        )
+    adam = int(cfg.cost["adam_bytes_per_param"])
+    bf16 = 2 * grid["params"]
+    out = [
+        "## What it costs",
+        "",
+        f"From the exact counts, with no weights loaded (`results/cost.csv`, one row per model and quantity, each "
+        f"with its definition). Training memory is mixed-precision Adam at {adam} bytes per parameter (ZeRO), "
+        "activations not included. The KV cache is what one token adds in bfloat16, and its size for "
+        + (f"{int(cfg.cost['context']):,} tokens" if int(cfg.cost["context"]) else "each model's full context")
+        + f" and a batch of {int(cfg.cost['batch'])} (sliding-window layers hold at most their window; latent "
+        "attention caches its latent and rotary key). FLOPs per token follow Kaplan et al.: "
+        "2N + 2·n_layer·n_ctx·d_attn, N the non-embedding parameters one token uses, at that context.",
+        "",
+        _table(
+            [
+                "model",
+                "float32",
+                "bfloat16",
+                "int8",
+                "int4",
+                "largest layer",
+                "training",
+                "KV / token",
+                "KV at context",
+                "FLOPs / token",
+            ],  # fmt: skip
+            rows,
+        ),
+        "",
+        "The largest layer follows accelerate's definition (a module with no children, or a whole block the "
+        "model says must not be split); accelerate's totals also count buffers such as position ids and rotary "
+        "frequencies, which are not parameters and are left out here.",
+        "",
+        f"Across the what-if grid ({len(grid)} GPT-2-shaped models), bfloat16 weights run from {_gib(bf16.min())} to "
+        f"{_gib(bf16.max())} and training memory from {_gib(adam * grid['params'].min())} to "
+        f"{_gib(adam * grid['params'].max())}.",
+        "",
+        f"![Memory per dtype and for training]({figs['cost']})",
+        "",
+    ]
+    return "\n".join(out + _published_lines(cfg, summary, figs["published"]))
+
+
+def _published_lines(cfg: params.Params, summary: pd.DataFrame, fig: str) -> list[str]:
+    """What the parameters buy, by the GPT-2 paper's own zero-shot numbers, against the exact counts."""
+    table = results.published(cfg)
+    present = table[table["model"].isin(summary.index)]
+    if present["model"].nunique() < 2:
+        return [
+            "What the parameters buy: the GPT-2 paper's zero-shot results need at least two GPT-2 sizes in the "
+            "sweep to set against their exact counts (the default sweep has all four).",
+            "",
+        ]
+    lines = [
+        "### What the parameters buy (the paper's numbers, not measured here)",
+        "",
+        f"The GPT-2 paper's zero-shot perplexities ({present['source'].iloc[0]}) against each size's exact "
+        "non-embedding parameters. A power law loss = c·N^−α (loss = ln perplexity) is fitted per benchmark "
+        f"over the sizes in the sweep and set beside Kaplan et al.'s α_N ≈ {cost.KAPLAN_ALPHA_N} (their fit of "
+        "test loss on WebText2; these are other datasets, zero-shot, so only the order of magnitude compares).",
+        "",
+    ]
+    for bench, part in present.groupby("benchmark", sort=False):
+        n = [float(summary.loc[m, "non_embedding"]) for m in part["model"]]
+        alpha, _ = cost.power_law(n, list(part["value"]))
+        points = ", ".join(f"{m} {v:g} at {human(k)}" for m, v, k in zip(part["model"], part["value"], n, strict=True))
+        lines.append(f"- {bench} perplexity: α = {alpha:.3f} over {len(n)} sizes ({points}).")
+    return lines + ["", f"![Published zero-shot perplexity against exact non-embedding parameters]({fig})", ""]
+
+
+def whatif_section(cfg: params.Params, fig: str) -> str:
+    model_type = cfg.whatif["base"].architecture["model_type"]
+    gpt2 = model_type == "gpt2"
+    family = "GPT-2" if gpt2 else f"the {model_type} base (`whatif.base`)"
     return "\n".join(
         [
-            "## What if GPT-2 were deeper or wider?",
+            f"## What if {'GPT-2' if gpt2 else 'the base model'} were deeper or wider?",
             "",
-            "Every (L, d) of the what-if grid (`whatif` in `conf/config.yaml`, counted on the meta device into "
-            "`results/whatif.csv`) against 12·L·d², the attention and MLP matrices of L GPT-2 blocks of width d. "
-            "Small models sit far above the dashed line because their embeddings dominate; large ones approach it. "
-            "Vary the grid with `dvc exp run -S 'whatif.n_layer=[...]'`.",
+            f"Every (L, d) of the what-if grid of {family} (`whatif` in `conf/config.yaml`, counted on the meta "
+            "device into `results/whatif.csv`) against 12·L·d², the attention and MLP matrices of L GPT-2 blocks "
+            "of width d, a reference line for any family. Small models sit far above it because their embeddings "
+            "dominate; large ones approach it"
+            + (
+                ""
+                if gpt2
+                else f" (a {model_type} block holds more or fewer matrices than GPT-2's, so it settles "
+                "on a line of its own)"
+            )
+            + ". Vary the grid with `dvc exp run -S 'whatif.n_layer=[...]'`.",
             "",
             f"![Parameters against 12·L·d²]({fig})",
             "",
@@ -592,6 +696,7 @@ def render(cfg: params.Params) -> dict[str, object]:
     invs = {name: inventory.parameters(results.inventory(cfg, name)) for name in cfg.models}
     conv = results.table(cfg, "conventions")
     grid = results.grid(cfg)
+    cost_table = results.table(cfg, "cost")
     stats = results.table(cfg, "distributions")
     hists = results.table(cfg, "histograms")
     report_dir = Path(cfg.paths["report"]).parent
@@ -605,6 +710,8 @@ def render(cfg: params.Params) -> dict[str, object]:
         "whatif": "whatif.png",
         "moe": "total_active.png",
         "quantized": "quantized.png",
+        "cost": "cost.png",
+        "published": "published.png",
     }
     body = "\n".join(
         [
@@ -622,7 +729,10 @@ def render(cfg: params.Params) -> dict[str, object]:
             *filter(None, [quantized_section(cfg, summary, (rel / names["quantized"]).as_posix())]),
             ties_section(summary, ties),
             distributions_section(stats, (rel / names["values"]).as_posix() if not hists.empty else None),
-            whatif_section((rel / names["whatif"]).as_posix()),
+            whatif_section(cfg, (rel / names["whatif"]).as_posix()),
+            cost_section(
+                cfg, summary, cost_table, grid, {k: (rel / names[k]).as_posix() for k in ("cost", "published")}
+            ),
             definitions_section(),
         ]
     )
@@ -643,7 +753,13 @@ def render(cfg: params.Params) -> dict[str, object]:
         twelve_l_d2=12 * summary["n_layer"].to_numpy() * summary["d_model"].to_numpy() ** 2,
     )
     drawn.append((figures.whatif, (grid, shipped), fig_dir / names["whatif"]))
-    quantized = summary[summary["quant_method"].fillna("").astype(str) != ""]
+    drawn.append((figures.cost, (cost_table, adam_label(cfg)), fig_dir / names["cost"]))
+    pub = results.published(cfg)
+    pub = pub[pub["model"].isin(summary.index)]
+    if pub["model"].nunique() >= 2:
+        pub = pub.assign(non_embedding=[float(summary.loc[m, "non_embedding"]) for m in pub["model"]])
+        drawn.append((figures.published, (pub,), fig_dir / names["published"]))
+    quantized = summary[summary["quant_method"].notna() & (summary["quant_method"].astype(str) != "")]
     if not quantized.empty:
         drawn.append((figures.quantized, (quantized.reset_index(drop=True),), fig_dir / names["quantized"]))
     if summary["n_experts"].notna().any():

@@ -44,3 +44,32 @@ def table(cfg: Params, key: str) -> pd.DataFrame:
 def grid(cfg: Params) -> pd.DataFrame:
     """The what-if grid the count stage wrote."""
     return _read(Path(cfg.paths["whatif"]), "the count stage writes it")
+
+
+PUBLISHED_COLUMNS = ["model", "stated_size", "benchmark", "metric", "value", "source"]
+
+
+def published(cfg: Params) -> pd.DataFrame:
+    """The cited published results (paths.published): every row whole, its value a positive number, its table named."""
+    path = Path(cfg.paths["published"])
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing; it holds the published results the report plots") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: not a CSV file ({str(exc).strip().splitlines()[0]})") from None
+    if list(table.columns) != PUBLISHED_COLUMNS:
+        raise PipelineError(f"{path}: columns must be {','.join(PUBLISHED_COLUMNS)}, not {','.join(table.columns)}")
+    for i, row in enumerate(table.itertuples(index=False), start=2):  # line 1 is the header
+        empty = [c for c in PUBLISHED_COLUMNS if not str(getattr(row, c)).strip()]
+        if empty:
+            raise PipelineError(f"{path}: line {i}: {empty[0]} is empty")
+        try:
+            value = float(row.value)
+        except ValueError:
+            raise PipelineError(f"{path}: line {i}: value {row.value!r} is not a number") from None
+        if not value > 0:
+            raise PipelineError(f"{path}: line {i}: value {row.value} must be above 0")
+        if "table" not in row.source.lower():
+            raise PipelineError(f"{path}: line {i}: source {row.source!r} names no table")
+    return table.astype({"value": float})

@@ -20,6 +20,15 @@ EXPECTED_SWEEPS = {
     "gpt2-tied-vs-untied": ["gpt2", "gpt2-untied"],
     "tied-vs-untied": ["gpt2", "gpt2-untied", "opt-125m", "pythia-160m", "tinyllama-1_1b"],
     "biased-vs-bias-free": ["gpt2", "opt-125m", "bert-base-uncased", "tinyllama-1_1b", "llama-2-7b"],
+    "dense-vs-moe": [
+        "llama-2-7b",
+        "tinyllama-1_1b",
+        "mixtral-8x7b",
+        "qwen1_5-moe-a2_7b",
+        "olmoe-1b-7b",
+        "deepseek-v3",
+        "gpt-oss-20b",
+    ],
 }
 
 

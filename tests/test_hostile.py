@@ -329,6 +329,13 @@ def metadata_not_strings(wd):
     return _crafted(wd, "m", {"__metadata__": {"format": 1}}, 0)
 
 
+@case("count", "checkpoint does not match the architecture: missing keys")
+def safetensors_with_no_tensors(wd):
+    """A valid file holding nothing: not a model without a checkpoint, a checkpoint missing every parameter."""
+    _crafted(wd, "m", b"{}", 0)
+    _download("m")
+
+
 @case("download", "header length")
 def header_length_absurd(wd):
     folder = _path_model(wd, "m")
@@ -606,3 +613,26 @@ def test_path_architecture_keys_left_out_by_save_pretrained_compare_with_the_def
     assert "n_inner" not in json.loads((folder / "config.json").read_text())
     _download("m")
     assert (wd / "data/models/m/model.safetensors").is_file()
+
+
+def test_a_tensor_name_cannot_forge_a_second_error_line(good_workspace, tmp_path):
+    """Names come from files: the one error line escapes their newlines and is cut at a length a reader can take."""
+    from tests.conftest import run_module
+
+    wd = tmp_path / "wd"
+    shutil.copytree(good_workspace, wd, symlinks=True)
+    folder = tiny_checkpoint(wd / "src" / "m")
+    data = _good_params(wd)
+    data["models"]["m"] = {"source": "path", "path": str(folder)}
+    (wd / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    n = struct.unpack("<Q", (folder / "model.safetensors").read_bytes()[:8])[0]
+    raw = (folder / "model.safetensors").read_bytes()
+    header = json.loads(raw[8 : 8 + n])
+    header["wpe.weight\nerror: forged" + "x" * 5000] = header.pop("wpe.weight")
+    _safetensors(folder / "model.safetensors", header, raw[8 + n :])
+    assert run_module("pipeline.download", "m", cwd=wd).returncode == 0
+    proc = run_module("pipeline.count", cwd=wd)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and lines[-1].startswith("error: model 'm'") and "Traceback" not in proc.stderr
+    assert sum(line.startswith("error") for line in lines) == 1 and len(lines[-1]) <= 1000 + len("error: ")
+    assert "\\nerror: forged" in lines[-1]

@@ -255,9 +255,7 @@ def test_a_per_expert_checkpoint_missing_an_expert_is_named(workdir, monkeypatch
         workdir / "ck", _mixtral_state(True, drop="model.layers.1.block_sparse_moe.experts.2.w2.weight")
     )
     with pytest.raises(
-        PipelineError,
-        match=r"model 'm': .*3 tensors merge to \[3, 32, 48\] vs "
-        r"model\.layers\.1\.mlp\.experts\.down_proj \[4, 32, 48\]",
+        PipelineError, match=r"model 'm': .*experts\.\*\.w2\.weight numbers its experts 3 where 2 is miss"
     ):
         _count_folder(workdir, monkeypatch, folder)
 
@@ -326,3 +324,31 @@ def test_gpt_oss_sinks_have_a_value_group(workdir, monkeypatch):
     stats, _ = values.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", -1, 1, 10)
     sinks = stats[(stats["by"] == "group") & (stats["group"] == "attention_sinks")]
     assert int(sinks["count"].iloc[0]) == 2 * 4  # 2 layers, one sink per head
+
+
+@pytest.mark.parametrize("index", ["9", "03"])
+def test_an_expert_numbered_out_of_place_is_named(index, workdir, monkeypatch):
+    """Expert 3 stored as experts.9 (or experts.03): the count of tensors is right, the numbering is not."""
+    state = _mixtral_state(True)
+    for key in [k for k in state if ".experts.3." in k and k.startswith("model.layers.0.")]:
+        state[key.replace(".experts.3.", f".experts.{index}.")] = state.pop(key)
+    folder = _mixtral_folder(workdir / "ck", state)
+    with pytest.raises(
+        PipelineError, match=rf"experts\.\*\.w\d\.weight numbers its experts {index} where 3 is missing"
+    ):
+        _count_folder(workdir, monkeypatch, folder)
+
+
+def test_transformerlens_counts_every_expert():
+    """attn_mlp_matrices (TransformerLens's n_params) multiplies the MLP by the experts and adds the router."""
+    arch = compose_model("mixtral-8x7b")["architecture"]
+    _, model = _build("mixtral", **{k: v for k, v in arch.items() if k != "model_type"})
+    inv = inventory.inventory(model, "mixtral")
+    rows = {r["convention"]: r["params"] for r in conventions.conventions(inv, inventory.summarize(inv, 2))}
+    d, v, layers = arch["hidden_size"], arch["vocab_size"], arch["num_hidden_layers"]
+    # the closed form without embeddings, head and norms: 2·V·d and (2L + 1)·d
+    expected = formulas.mixtral_params(
+        vocab=v, d=d, layers=layers, heads=arch["num_attention_heads"], kv_heads=arch["num_key_value_heads"],
+        expert_width=arch["intermediate_size"], experts=arch["num_local_experts"],
+    ) - 2 * v * d - (2 * layers + 1) * d  # fmt: skip
+    assert rows["attn_mlp_matrices"] == expected == 46_440_382_464
