@@ -45,6 +45,17 @@ def _setup():
     return plt, sns
 
 
+def _log_log(fig, ax, xlabel: str, ylabel: str, title: str, path: Path, dpi: int) -> None:
+    """Both axes logarithmic, labelled, the legend in the corner, and the figure saved."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize="x-small", loc="upper left")
+    _save(fig, path, dpi)
+
+
 def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
     """Stacked horizontal bars: parameters (millions) by component, one bar per model."""
     plt, sns = _setup()
@@ -150,13 +161,8 @@ def whatif(grid: pd.DataFrame, shipped: pd.DataFrame, path: Path, dpi: int) -> N
         ax.annotate(
             r["model"], (r["twelve_l_d2"], r["params"]), fontsize="x-small", xytext=(4, -10), textcoords="offset points"
         )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("12·L·d² (attention and MLP matrices of a GPT-2 block)")
-    ax.set_ylabel("unique parameters")
-    ax.set_title("Parameters against 12·L·d²: the gap is embeddings, biases and norms")
-    ax.legend(fontsize="x-small", loc="upper left")
-    _save(fig, path, dpi)
+    title = "Parameters against 12·L·d²: the gap is embeddings, biases and norms"
+    _log_log(fig, ax, "12·L·d² (attention and MLP matrices of a GPT-2 block)", "unique parameters", title, path, dpi)
 
 
 def total_active(data: pd.DataFrame, path: Path, dpi: int) -> None:
@@ -184,15 +190,9 @@ def total_active(data: pd.DataFrame, path: Path, dpi: int) -> None:
             xytext=(5, 4),
             textcoords="offset points",
         )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel("total parameters")
-    ax.set_ylabel("parameters one token uses")
-    ax.set_title("Total against active parameters")
-    ax.legend(fontsize="x-small", loc="upper left")
-    _save(fig, path, dpi)
+    _log_log(fig, ax, "total parameters", "parameters one token uses", "Total against active parameters", path, dpi)
 
 
 def quantized(summary: pd.DataFrame, path: Path, dpi: int) -> None:
@@ -255,9 +255,5 @@ def published(table: pd.DataFrame, path: Path, dpi: int) -> None:
         alpha, c = power_law(list(part["non_embedding"]), list(part["value"]))
         xs = np.geomspace(part["non_embedding"].min(), part["non_embedding"].max(), 50)
         ax.plot(xs, np.exp(c * xs**-alpha), linestyle="--", linewidth=0.8, color="grey")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("exact non-embedding parameters")
-    ax.set_ylabel("zero-shot perplexity (GPT-2 paper, Table 3)")
-    ax.set_title("What the parameters buy: the paper's numbers against exact counts")
-    _save(fig, path, dpi)
+    title = "What the parameters buy: the paper's numbers against exact counts"
+    _log_log(fig, ax, "exact non-embedding parameters", "zero-shot perplexity (GPT-2 paper, Table 3)", title, path, dpi)

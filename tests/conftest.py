@@ -28,6 +28,18 @@ TINY = {
 }
 
 
+# A 2-layer, width-32 Llama-style decoder with grouped-query attention (2 KV heads for 4 query heads).
+TINY_LLAMA = {
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 16,
+}
+
+
 def tiny_gpt2(device: str = "meta", **overrides):
     """A 2-layer, width-32 GPT-2 built from a config (on the meta device unless told otherwise)."""
     import torch

@@ -27,19 +27,10 @@ import yaml
 from pipeline import bias, count, download, params, report, ties
 from pipeline.cli import PipelineError
 from tests.checkpoints import tiny_checkpoint
-from tests.conftest import ROOT, TINY, tiny_params
+from tests.conftest import ROOT, TINY, TINY_LLAMA, tiny_params
 
 STAGES = {"count": count.main, "ties": ties.main, "bias": bias.main, "report": report.main}
-LLAMA = {
-    "model_type": "llama",
-    "vocab_size": 64,
-    "hidden_size": 32,
-    "intermediate_size": 48,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 16,
-}
+LLAMA = {"model_type": "llama", **TINY_LLAMA}
 
 
 def _write_params(data: dict, generated: bool = False) -> None:

@@ -11,17 +11,9 @@ import yaml
 
 from pipeline import conventions, count, download, formulas, inventory, moe, params
 from pipeline.cli import PipelineError
-from tests.conftest import ROOT, compose_model, tiny_gpt2, tiny_params
+from tests.conftest import ROOT, TINY_LLAMA, compose_model, tiny_gpt2, tiny_params
 
-TINY = {
-    "vocab_size": 64,
-    "hidden_size": 32,
-    "intermediate_size": 48,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 16,
-}
+TINY = TINY_LLAMA  # the attention and sizes every tiny mixture below shares
 # One tiny model per family, each with what makes it different (E = 4 experts, k = 2 per token).
 FAMILIES = {
     "mixtral": {"num_local_experts": 4, "num_experts_per_tok": 2},
