@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast lint format params bench publish lock clean
+.PHONY: help setup browser run test test-fast lint format params bench publish lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,7 +23,13 @@ run: $(STAMP) ## set up, then rebuild results/ and reports/ with dvc repro
 	dvc repro
 	@echo "Report: $$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["paths"]["report"])')"
 
-test: $(STAMP) ## set up, then run the whole test suite (slow tests included)
+browser: ## headless Chromium for the HTML report's test (Debian's package; needs root, skipped otherwise)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && echo "installing chromium (Debian package) for the HTML report test..." \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "no chromium: the HTML report's browser test will be skipped (install Debian's chromium)"
+
+test: $(STAMP) browser ## set up, then run the whole test suite (slow tests included)
 	pytest
 
 test-fast: $(STAMP) ## the tests without the slow ones (real DVC runs)

@@ -130,6 +130,16 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def staged(path: str | os.PathLike) -> bytes:
+    """What path holds once the current batch commits: its staged temp file if it has one, else the file itself."""
+    path = Path(path)
+    for b in reversed(_batches):
+        for tmp, final in reversed(b.pending):
+            if final == path:
+                return tmp.read_bytes()
+    return path.read_bytes()
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 

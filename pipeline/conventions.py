@@ -28,6 +28,8 @@ DEFINITIONS = {
     "checkpoint_tensors": "every value stored in the checkpoint file, buffers included (what the Hub's model page "
     "shows); empty when the model has no checkpoint",
     "stated": "the size its authors stated (stated_size in the model config)",
+    "torchinfo": "torchinfo summary()'s total params: each module's own parameters added up, so a tied tensor "
+    "counts once per module that holds it",
     "active_per_token": "what one token's forward pass uses: every non-routed parameter (embeddings, head, "
     "router, attention, norms, shared experts, dense layers) plus k/E of each routed-expert tensor "
     "(Mixtral's convention); equals unique for a dense model",
@@ -38,6 +40,15 @@ COLUMNS = ["model", "convention", "params", "definition"]
 # Where TransformerLens's n_params finds matrices: attention and MLP, and in a mixture of experts every
 # expert's MLP and the router (its n_params multiplies the MLP by the number of experts)
 MATRIX_COMPONENTS = ["attention", "mlp", "router", "experts", "shared_experts"]
+
+
+def _held_again(p: pd.DataFrame) -> int:
+    """Values of tied tensors counted again for every other module that holds them (the aliases' owners)."""
+    extra = 0
+    for name, aliases, numel in zip(p["name"], p["aliases"].fillna(""), p["numel"], strict=True):
+        owners = {a.rpartition(".")[0] for a in str(aliases).split(";") if a} - {name.rpartition(".")[0]}
+        extra += len(owners) * int(numel)
+    return extra
 
 
 def _sum(inv: pd.DataFrame, mask: pd.Series) -> int:
@@ -58,6 +69,7 @@ def conventions(inv: pd.DataFrame, summary_row: dict[str, Any]) -> list[dict[str
         "attn_mlp_matrices": _sum(p, (p["role"] == "matrix") & p["component"].isin(MATRIX_COMPONENTS)),
         "checkpoint_tensors": summary_row.get("checkpoint_tensors"),
         "stated": summary_row.get("stated_params"),
+        "torchinfo": total + _held_again(p),
         "active_per_token": int(summary_row["active"]),
         "active_excluding_input_embedding": int(summary_row["active"])
         - _sum(p, p["is_input_embedding"] & ~p["is_output_embedding"]),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import atomic, checkpoint, cost, figures, formulas, inventory, params, results
-from pipeline.cli import run
+from pipeline.cli import PipelineError, run
 
 log = logging.getLogger("report")
 
@@ -65,7 +65,7 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
         stated = "—"
         if pd.notna(s["stated_params"]):
             gap = int(s["total"]) - int(s["stated_params"])
-            stated = f"{spec.stated_size} ({_int(abs(gap))} {'short' if gap >= 0 else 'over'})"
+            stated = f"{spec.stated_size} ({_int(abs(gap))} {'below' if gap >= 0 else 'above'} the count)"
         source = s["source"] + (
             f" @ `{s['revision'][:12]}`" if isinstance(s["revision"], str) and s["revision"] else ""
         )
@@ -416,6 +416,7 @@ CONVENTION_LABELS = {
     "attn_mlp_matrices": "attn+MLP matrices",
     "checkpoint_tensors": "checkpoint file",
     "stated": "stated",
+    "torchinfo": "torchinfo",
 }
 
 
@@ -447,6 +448,12 @@ def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame) -> str:
             f"- **{_int(v['untied_head'])}** is the same model with an output head of its own, as minGPT builds it "
             f"and the course's Model 5 is: {_int(v['untied_head'])} − {_int(u)} = {_int(int(v['untied_head']) - u)}, "
             "the vocabulary × width head matrix that the released model shares with its token embedding."
+        )
+    if int(v["torchinfo"]) != u:
+        lines.append(
+            f"- **{_int(v['torchinfo'])}** is what torchinfo's `summary` prints as total params: it adds up each "
+            "module's own parameters, so a tied tensor counts once per module that holds it (the token embedding "
+            "and the output head); this is where most people meet that number."
         )
     pos = u - int(v["nanogpt_default"])
     if pos:
@@ -774,17 +781,61 @@ def render(cfg: params.Params) -> dict[str, object]:
     return {"text": body, "figures": drawn}
 
 
+STYLE = """
+body { font: 16px/1.55 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 980px; margin: 2em auto;
+       padding: 0 1em; color: #1f2328; }
+h1, h2, h3 { line-height: 1.25; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .3em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 14px; display: block; overflow-x: auto; }
+th, td { border: 1px solid #d0d7de; padding: 4px 10px; } th { background: #f6f8fa; }
+td { font-variant-numeric: tabular-nums; } code { background: #f6f8fa; padding: 0 .25em; border-radius: 4px; }
+img { max-width: 100%; height: auto; }
+"""
+# Set once every figure has decoded: a reader (or a test in a headless browser) can see that all loaded.
+LOADED = (
+    "<script>addEventListener('load',()=>{const i=[...document.images];"
+    "document.body.dataset.figures=i.length;document.body.dataset.loaded=i.filter(x=>x.naturalWidth>0).length})"
+    "</script>"
+)
+
+
+def to_html(markdown: str, figures: dict[str, bytes], title: str = "How many parameters?") -> str:
+    """The Markdown report as one self-contained HTML page: figures embedded as data URIs, no network at all."""
+    import base64
+    import html
+    import re
+
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+
+    def embed(match: re.Match) -> str:
+        src = html.unescape(match.group(1))
+        if src not in figures:
+            raise PipelineError(f"report: figure {src} is referenced but was not drawn")
+        return f'src="data:image/png;base64,{base64.b64encode(figures[src]).decode()}"'
+
+    body = re.sub(r'src="([^"]+)"', embed, body)
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>\n'
+        f"<body>\n{body}{LOADED}\n</body></html>\n"
+    )
+
+
 def main() -> None:
     cfg = params.load()
     rendered = render(cfg)
     dpi = int(cfg.report["dpi"])
     fig_dir = Path(cfg.paths["figures"])
-    with atomic.batch():  # the report and its figures appear together, or not at all
+    report_dir = Path(cfg.paths["report"]).parent
+    with atomic.batch():  # the report, its HTML twin and its figures appear together, or not at all
         for draw, data, path in rendered["figures"]:
             draw(*data, path, dpi)
         atomic.sync_dir(fig_dir, keep=[path.name for _, _, path in rendered["figures"]])
         atomic.write_text(cfg.paths["report"], rendered["text"])
-    log.info("wrote %s and %d figures", cfg.paths["report"], len(rendered["figures"]))
+        drawn = {os.path.relpath(path, report_dir): atomic.staged(path) for _, _, path in rendered["figures"]}
+        atomic.write_text(cfg.paths["report_html"], to_html(rendered["text"], drawn))
+    log.info("wrote %s, %s and %d figures", cfg.paths["report"], cfg.paths["report_html"], len(rendered["figures"]))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ GPT2_SMALL_CONVENTIONS = {
     "attn_mlp_matrices": 84_934_656,  # TransformerLens n_params: 12 · 12 · 768² ("85M")
     "checkpoint_tensors": 137_022_720,  # the Hub's model page "137M": + 12 causal masks of 1024²
     "stated": 117_000_000,  # the GPT-2 paper, Table 2
+    "torchinfo": 163_037_184,  # torchinfo summary(GPT2LMHeadModel) "Total params": the tied head counted twice
     "active_per_token": 124_439_808,  # a dense model: every parameter is used by every token (= unique)
     "active_excluding_input_embedding": 124_439_808,  # GPT-2's input embedding is also its (tied) output head
 }
