@@ -57,10 +57,11 @@ def _log_log(fig, ax, xlabel: str, ylabel: str, title: str, path: Path, dpi: int
 
 
 def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
-    """Stacked horizontal bars: parameters (millions) by component, one bar per model."""
+    """100 % stacked horizontal bars: each model's parameters by component, as shares, so small parts stay visible."""
     plt, sns = _setup()
     wide = by_component.pivot_table(index="model", columns="component", values="params", aggfunc="sum", sort=False)
-    wide = wide.reindex(columns=[c for c in COMPONENT_LABELS if c in wide.columns]).fillna(0) / 1e6
+    wide = wide.reindex(columns=[c for c in COMPONENT_LABELS if c in wide.columns]).fillna(0)
+    wide = 100 * wide.div(wide.sum(axis=1), axis=0)
     wide = wide.rename(columns=COMPONENT_LABELS)
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(wide) + 1.8))
     colors = sns.color_palette("colorblind", n_colors=len(COMPONENT_LABELS))
@@ -69,8 +70,15 @@ def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
     for column in wide.columns:
         ax.barh(wide.index, wide[column], left=left, label=column, color=palette[column])
         left += wide[column]
+    for y, (_, shares) in enumerate(wide.iterrows()):  # label every part of at least 4 %
+        start = 0.0
+        for value in shares:
+            if value >= 4:
+                ax.text(start + value / 2, y, f"{value:.1f} %", ha="center", va="center", fontsize="x-small")
+            start += value
     ax.invert_yaxis()
-    ax.set_xlabel("parameters (millions)")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of the model's parameters (%)")
     ax.set_ylabel("")
     ax.set_title("Where the parameters are")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
@@ -104,6 +112,14 @@ def totals(summary: pd.DataFrame, path: Path, dpi: int) -> None:
     data = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(8, 0.6 * summary.shape[0] + 1.8))
     sns.barplot(data=data, y="model", x="millions", hue="count", ax=ax, palette="colorblind", orient="h")
+    gaps = [
+        ""
+        if pd.isna(r["stated_params"])
+        else f"{(r['total'] - r['stated_params']) / 1e6:+,.1f}M against the stated size"
+        for _, r in summary.iterrows()
+    ]
+    ax.bar_label(ax.containers[0], labels=gaps, padding=3, fontsize="x-small")  # the gap, the point of the table
+    ax.margins(x=0.35)
     ax.set_xlabel("parameters (millions)")
     ax.set_ylabel("")
     ax.set_title("Exact totals against the stated sizes")

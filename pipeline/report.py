@@ -111,7 +111,12 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
         "## Totals",
         "",
         "Unique trainable parameters, what `sum(p.numel() for p in model.parameters())` counts, "
-        "with each model built from its configuration on PyTorch's meta device (shapes only, no weights).",
+        "with each model built from its configuration on PyTorch's meta device (shapes only, no weights)"
+        + (
+            "; models with a checkpoint are also reconciled tensor by tensor with their files."
+            if (summary["source"] != "config").any()
+            else "."
+        ),
         "",
         _table(["model", "parameters", "", "stated by the authors", "source"], rows, "lrrrl"),
         "",
@@ -445,8 +450,9 @@ def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame) -> str:
     lines.append(f"- **{_int(u)}** is what PyTorch counts: every trainable tensor once, a tied tensor once.")
     if int(v["untied_head"]) != u:
         lines.append(
-            f"- **{_int(v['untied_head'])}** is the same model with an output head of its own, as minGPT builds it "
-            f"and the course's Model 5 is: {_int(v['untied_head'])} − {_int(u)} = {_int(int(v['untied_head']) - u)}, "
+            f"- **{_int(v['untied_head'])}** is the same model with an output head of its own"
+            + (", as minGPT builds it and the course's Model 5 is" if s["model_type"] == "gpt2" else "")
+            + f": {_int(v['untied_head'])} − {_int(u)} = {_int(int(v['untied_head']) - u)}, "
             "the vocabulary × width head matrix that the released model shares with its token embedding."
         )
     if int(v["torchinfo"]) != u:
@@ -474,18 +480,31 @@ def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame) -> str:
         f"only the attention and MLP weight matrices, so it also drops "
         f"{_int(int(v['non_embedding_kaplan']) - int(v['attn_mlp_matrices']))} biases and norm values."
     )
-    if not pd.isna(v["checkpoint_tensors"]):
+    quantized = isinstance(s.get("quant_method"), str) and bool(s["quant_method"])
+    if not pd.isna(v["checkpoint_tensors"]) and quantized:
+        lines.append(
+            f"- **{_int(v['checkpoint_tensors'])}** is a naive sum of its header, packed storage and quantization "
+            "metadata counted as parameters (see Quantized checkpoints)."
+        )
+    elif not pd.isna(v["checkpoint_tensors"]):
+        extra = int(v["checkpoint_tensors"]) - u
+        masks = s["model_type"] == "gpt2" and extra > 0
         lines.append(
             f"- **{_int(v['checkpoint_tensors'])}** ({human(int(v['checkpoint_tensors']))}) is what the Hub's "
-            "model page shows: a sum over every tensor in the checkpoint file, "
-            f"{_int(int(v['checkpoint_tensors']) - u)} of them in buffers that are not parameters "
-            "(GPT-2's files carry a causal mask per layer)."
+            "model page shows: a sum over every tensor in the checkpoint file"
+            + (
+                f", {_int(extra)} of them in tensors that are not parameters"
+                + (" (these GPT-2 files carry a causal mask per layer)" if masks else "")
+                if extra > 0
+                else ", here the parameters exactly"
+            )
+            + "."
         )
     else:
         lines.append(
-            "- The Hub's model page sums every tensor in the checkpoint file, buffers that are not parameters included "
-            "(GPT-2's files carry a causal mask per layer). This run has no checkpoint for "
-            f"`{m}` (source {s['source']}); give it `source: hub` or `source: path` to see that sum here."
+            "- The Hub's model page sums every tensor in the checkpoint file, tensors that are not parameters "
+            f"included. This run has no checkpoint for `{m}` (source {s['source']}); give it `source: hub` or "
+            "`source: path` to see that sum here."
         )
     if not pd.isna(v["stated"]):
         lines.append(
@@ -725,6 +744,10 @@ def render(cfg: params.Params) -> dict[str, object]:
             "# How many parameters?",
             "",
             "_Rendered by the `report` stage of `dvc repro` from `params.yaml` and `results/`; do not edit._",
+            "",
+            "How many parameters does each model hold, do its input embedding and output unembedding share one "
+            'tensor, and what share are weights and biases? "The course" below is the *CodeChallenge: How Many '
+            "Parameters* lecture this project grew from; its findings for GPT-2 are reproduced here exactly.",
             "",
             f"Models: {', '.join(f'`{n}`' for n in cfg.models)}.",
             "",
