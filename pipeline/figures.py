@@ -273,3 +273,17 @@ def published(table: pd.DataFrame, path: Path, dpi: int) -> None:
         ax.plot(xs, np.exp(c * xs**-alpha), linestyle="--", linewidth=0.8, color="grey")
     title = "What the parameters buy: the paper's numbers against exact counts"
     _log_log(fig, ax, "exact non-embedding parameters", "zero-shot perplexity (GPT-2 paper, Table 3)", title, path, dpi)
+
+
+def per_layer(inv: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Parameters in each transformer block, one line per model (dense layers in a mixture of experts stand out)."""
+    plt, sns = _setup()
+    per = inv[inv["layer"].notna()].groupby(["model", "layer"], sort=False)["numel"].sum().reset_index()
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    sns.lineplot(data=per, x="layer", y="numel", hue="model", marker="o", markersize=4, ax=ax, palette="colorblind")
+    ax.set_yscale("log")
+    ax.set_xlabel("block (layer index)")
+    ax.set_ylabel("parameters in the block")
+    ax.set_title("Parameters per block")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    _save(fig, path, dpi)

@@ -165,6 +165,48 @@ def components_section(cfg: params.Params, invs: dict[str, pd.DataFrame], fig: s
     )
 
 
+def blocks_section(cfg: params.Params, summary: pd.DataFrame, invs: dict[str, pd.DataFrame], fig: str) -> str:
+    """One block of the first model, module by module from the inventory, and parameters per layer for every model."""
+    name = next(iter(cfg.models))
+    inv = invs[name]
+    block = inv[inv["layer"] == 0]
+    if block.empty:
+        return ""
+    prefix = block["name"].iloc[0].split(".0.", 1)[0] + ".0."
+    modules = block.assign(module=block["name"].str.removeprefix(prefix).str.rpartition(".")[0])
+    rows = []
+    for module, part in modules.groupby("module", sort=False):
+        shapes = ", ".join(s.replace("x", "×") for s in part["shape"])
+        rows.append([f"`{module}`", part["component"].iloc[0], shapes, _int(part["numel"].sum())])
+    per_block = int(block["numel"].sum())
+    rows.append(["**block**", "", "", f"**{_int(per_block)}**"])
+    out = [
+        "## One block, tensor by tensor",
+        "",
+        f"Block 0 of `{name}` from its inventory (`results/inventory/{name}.csv`), module by module:",
+        "",
+        _table(["module", "component", "shapes", "parameters"], rows, "lllr"),
+        "",
+    ]
+    s = summary.loc[name]
+    if s["model_type"] == "gpt2" and pd.notna(s["d_model"]):
+        d = int(s["d_model"])
+        parts = {  # GPT-2's block in closed form (formulas.gpt2_params): 4 d² + 4d, 8 d² + 5d, 4d
+            "attention (c_attn, c_proj)": 4 * d * d + 4 * d,
+            "MLP (c_fc, c_proj)": 8 * d * d + 5 * d,
+            "two LayerNorms": 4 * d,
+        }
+        closed = sum(parts.values())
+        verdict = "matches" if closed == per_block else "**DOES NOT MATCH**"
+        out += [
+            f"In closed form with d = {d}: attention 4d² + 4d = {_int(parts['attention (c_attn, c_proj)'])}, "
+            f"MLP 8d² + 5d = {_int(parts['MLP (c_fc, c_proj)'])}, two LayerNorms 4d = {_int(parts['two LayerNorms'])}; "
+            f"12d² + 13d = {_int(closed)} per block, which {verdict} the inventory.",
+            "",
+        ]
+    return "\n".join(out + [f"![Parameters per layer]({fig})", ""])
+
+
 def bias_section(summary: pd.DataFrame, bias: pd.DataFrame, fig: str) -> str:
     allc = bias[bias["component"] == "all"]
     rows = []
@@ -737,6 +779,7 @@ def render(cfg: params.Params) -> dict[str, object]:
         "moe": "total_active.png",
         "quantized": "quantized.png",
         "cost": "cost.png",
+        "layers": "per_layer.png",
         "published": "published.png",
     }
     body = "\n".join(
@@ -753,6 +796,7 @@ def render(cfg: params.Params) -> dict[str, object]:
             "",
             totals_section(cfg, summary, (rel / names["totals"]).as_posix()),
             components_section(cfg, invs, (rel / names["components"]).as_posix()),
+            *filter(None, [blocks_section(cfg, summary, invs, (rel / names["layers"]).as_posix())]),
             bias_section(summary, bias, (rel / names["bias"]).as_posix()),
             conventions_section(conv, summary),
             *filter(None, [moe_section(cfg, summary, conv, (rel / names["moe"]).as_posix())]),  # MoE sweeps only
@@ -784,6 +828,9 @@ def render(cfg: params.Params) -> dict[str, object]:
     )
     drawn.append((figures.whatif, (grid, shipped), fig_dir / names["whatif"]))
     drawn.append((figures.cost, (cost_table, adam_label(cfg)), fig_dir / names["cost"]))
+    layered = [inv.assign(model=n) for n, inv in invs.items() if inv["layer"].notna().any()]
+    if layered and not invs[next(iter(cfg.models))]["layer"].isna().all():
+        drawn.append((figures.per_layer, (pd.concat(layered),), fig_dir / names["layers"]))
     pub = results.published(cfg)
     pub = pub[pub["model"].isin(summary.index)]
     if pub["model"].nunique() >= 2:

@@ -45,6 +45,7 @@ def test_dvc_repro_tiny_sweep_then_noop_then_remove_a_model(repo):
         "bias_share.png",
         "components.png",
         "cost.png",
+        "per_layer.png",
         "totals.png",
         "whatif.png",
     ]

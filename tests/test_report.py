@@ -1,0 +1,61 @@
+"""The report's text and figures: every section there, every referenced figure drawn, prose only where it applies."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import yaml
+
+from pipeline import bias, count, download, report, ties
+from tests.checkpoints import tiny_checkpoint
+from tests.conftest import TINY_LLAMA, tiny_params
+
+ALWAYS = [
+    "## Totals",
+    "## Where the parameters are",
+    "## One block, tensor by tensor",
+    "## Weights and biases",
+    "## Why every tool prints a different number",
+    "## Do the embedding and the unembedding share weights?",
+    "## What the values look like",
+    "## What if",
+    "## What it costs",
+    "## Definitions",
+]
+
+
+def _report(workdir, monkeypatch, models: dict) -> str:
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(models), sort_keys=False))
+    for name in models:
+        monkeypatch.setattr(sys, "argv", ["download", name])
+        download.main()
+    for stage in (count, ties, bias, report):
+        stage.main()
+    text = (workdir / "reports/report.md").read_text()
+    for fig in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):  # every referenced figure was drawn
+        assert (workdir / "reports" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
+    drawn = {p.name for p in (workdir / "reports/figures").iterdir()}
+    assert drawn == {f.rpartition("/")[2] for f in re.findall(r"\]\((figures/[^)]+)\)", text)}  # and none else
+    for heading in ALWAYS:
+        assert heading in text, heading
+    return text
+
+
+def test_gpt2_with_weights_gets_its_own_prose(workdir, monkeypatch):
+    folder = tiny_checkpoint(workdir / "src" / "gpt2-ck")  # the Hub's layout: causal masks stored per layer
+    text = _report(workdir, monkeypatch, {"gpt2ck": {"source": "path", "path": str(folder)}})
+    assert "these GPT-2 files carry a causal mask per layer" in text
+    assert "the course's Model 5" in text
+    assert "models with a checkpoint are also reconciled" in text
+    assert "12d² + 13d" in text and "which matches the inventory" in text
+
+
+def test_another_family_without_weights_gets_none_of_gpt2s(workdir, monkeypatch):
+    text = _report(
+        workdir, monkeypatch, {"llama": {"source": "config", "architecture": {"model_type": "llama", **TINY_LLAMA}}}
+    )
+    for gpt2_only in ("causal mask", "Model 5", "12d² + 13d", "GPT-2's files"):
+        assert gpt2_only not in text, gpt2_only
+    assert "(shapes only, no weights)." in text
+    assert "no values to describe" in text
