@@ -287,3 +287,19 @@ def per_layer(inv: pd.DataFrame, path: Path, dpi: int) -> None:
     ax.set_title("Parameters per block")
     ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     _save(fig, path, dpi)
+
+
+def conventions(conv: pd.DataFrame, labels: dict[str, str], path: Path, dpi: int) -> None:
+    """Each model under every counting convention (log scale), the tool that prints each number named."""
+    plt, sns = _setup()
+    data = conv[conv["convention"].isin(labels) & conv["params"].notna()].assign(
+        convention=lambda t: t["convention"].map(labels), millions=lambda t: t["params"].astype(float) / 1e6
+    )
+    fig, ax = plt.subplots(figsize=(8.5, 0.55 * data["convention"].nunique() * data["model"].nunique() ** 0.5 + 2))
+    sns.barplot(data=data, y="convention", x="millions", hue="model", ax=ax, palette="colorblind", orient="h")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (millions, log scale)")
+    ax.set_ylabel("")
+    ax.set_title("One model, many counts: each convention and the tool that prints it")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    _save(fig, path, dpi)

@@ -465,13 +465,25 @@ CONVENTION_LABELS = {
     "stated": "stated",
     "torchinfo": "torchinfo",
 }
+# The figure's labels: each convention with the tool or source that prints it
+CONVENTION_TOOLS = {
+    "unique": "unique: sum(p.numel()) in PyTorch",
+    "untied_head": "untied head: minGPT's module",
+    "torchinfo": "torchinfo summary()",
+    "nanogpt_default": "nanoGPT get_num_params()",
+    "non_embedding_pythia": "non-embedding: Pythia suite",
+    "non_embedding_kaplan": "non-embedding: Kaplan et al.",
+    "attn_mlp_matrices": "TransformerLens n_params",
+    "checkpoint_tensors": "the Hub page: header sum",
+    "stated": "stated by the authors",
+}
 
 
 def _cell(v) -> str:
     return "—" if pd.isna(v) else _int(v)
 
 
-def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame) -> str:
+def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame, fig: str) -> str:
     """The conventions table and, for the first model, why each tool prints what it prints."""
     wide = conv.pivot(index="model", columns="convention", values="params").reindex(list(summary.index))
     header = ["model"] + [CONVENTION_LABELS[c] for c in CONVENTION_LABELS]
@@ -482,6 +494,8 @@ def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame) -> str:
         "The same model, counted under each convention in use (`results/conventions.csv`):",
         "",
         _table(header, rows),
+        "",
+        f"![Each model under every convention]({fig})",
         "",
     ]
     m = "gpt2" if "gpt2" in wide.index else wide.index[0]
@@ -780,6 +794,7 @@ def render(cfg: params.Params) -> dict[str, object]:
         "quantized": "quantized.png",
         "cost": "cost.png",
         "layers": "per_layer.png",
+        "conventions": "conventions.png",
         "published": "published.png",
     }
     body = "\n".join(
@@ -798,7 +813,7 @@ def render(cfg: params.Params) -> dict[str, object]:
             components_section(cfg, invs, (rel / names["components"]).as_posix()),
             *filter(None, [blocks_section(cfg, summary, invs, (rel / names["layers"]).as_posix())]),
             bias_section(summary, bias, (rel / names["bias"]).as_posix()),
-            conventions_section(conv, summary),
+            conventions_section(conv, summary, (rel / names["conventions"]).as_posix()),
             *filter(None, [moe_section(cfg, summary, conv, (rel / names["moe"]).as_posix())]),  # MoE sweeps only
             *filter(None, [quantized_section(cfg, summary, (rel / names["quantized"]).as_posix())]),
             ties_section(summary, ties),
@@ -828,6 +843,7 @@ def render(cfg: params.Params) -> dict[str, object]:
     )
     drawn.append((figures.whatif, (grid, shipped), fig_dir / names["whatif"]))
     drawn.append((figures.cost, (cost_table, adam_label(cfg)), fig_dir / names["cost"]))
+    drawn.append((figures.conventions, (conv, CONVENTION_TOOLS), fig_dir / names["conventions"]))
     layered = [inv.assign(model=n) for n, inv in invs.items() if inv["layer"].notna().any()]
     if layered and not invs[next(iter(cfg.models))]["layer"].isna().all():
         drawn.append((figures.per_layer, (pd.concat(layered),), fig_dir / names["layers"]))

@@ -44,6 +44,7 @@ def test_dvc_repro_tiny_sweep_then_noop_then_remove_a_model(repo):
     assert sorted(p.name for p in (repo / "reports/figures").iterdir()) == [
         "bias_share.png",
         "components.png",
+        "conventions.png",
         "cost.png",
         "per_layer.png",
         "totals.png",
