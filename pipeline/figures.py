@@ -303,3 +303,22 @@ def conventions(conv: pd.DataFrame, labels: dict[str, str], path: Path, dpi: int
     ax.set_title("One model, many counts: each convention and the tool that prints it")
     ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     _save(fig, path, dpi)
+
+
+def ties(sample: pd.DataFrame, path: Path, dpi: int) -> None:
+    """Input against output embedding values, one panel per model: a diagonal line when tied, a cloud when not."""
+    plt, sns = _setup()
+    models = list(dict.fromkeys(sample["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 0.5, 3.8), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        part = sample[sample["model"] == model]
+        ax.scatter(part["input"], part["output"], s=3, alpha=0.4, color=sns.color_palette("colorblind")[0])
+        lo = min(part["input"].min(), part["output"].min())
+        hi = max(part["input"].max(), part["output"].max())
+        ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(model, fontsize="small")
+        ax.set_xlabel("input embedding value")
+        ax.set_ylabel("output embedding value")
+    fig.suptitle("Do the embedding and the unembedding share weights?")
+    fig.tight_layout()
+    _save(fig, path, dpi)

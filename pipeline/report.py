@@ -333,7 +333,7 @@ def quantized_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> st
     )
 
 
-def ties_section(summary: pd.DataFrame, ties: pd.DataFrame) -> str:
+def ties_section(summary: pd.DataFrame, ties: pd.DataFrame, fig: str | None = None) -> str:
     rows, lines = [], []
     for _, t in ties.iterrows():
         s = summary.loc[t["model"]]
@@ -407,6 +407,17 @@ def ties_section(summary: pd.DataFrame, ties: pd.DataFrame) -> str:
             "",
             *[f"- {m}." for m in methods],
             "",
+            *(
+                [
+                    "Input against output embedding, value by value (every k-th pair, the same positions in both "
+                    "matrices): a tied model lies on the diagonal, an untied one is a cloud.",
+                    "",
+                    f"![Input against output embedding values]({fig})",
+                    "",
+                ]
+                if fig
+                else []
+            ),
         ]
     )
 
@@ -779,6 +790,7 @@ def render(cfg: params.Params) -> dict[str, object]:
     conv = results.table(cfg, "conventions")
     grid = results.grid(cfg)
     cost_table = results.table(cfg, "cost")
+    tie_sample = results.table(cfg, "tie_sample")
     stats = results.table(cfg, "distributions")
     hists = results.table(cfg, "histograms")
     report_dir = Path(cfg.paths["report"]).parent
@@ -795,6 +807,7 @@ def render(cfg: params.Params) -> dict[str, object]:
         "cost": "cost.png",
         "layers": "per_layer.png",
         "conventions": "conventions.png",
+        "ties": "ties.png",
         "published": "published.png",
     }
     body = "\n".join(
@@ -816,7 +829,7 @@ def render(cfg: params.Params) -> dict[str, object]:
             conventions_section(conv, summary, (rel / names["conventions"]).as_posix()),
             *filter(None, [moe_section(cfg, summary, conv, (rel / names["moe"]).as_posix())]),  # MoE sweeps only
             *filter(None, [quantized_section(cfg, summary, (rel / names["quantized"]).as_posix())]),
-            ties_section(summary, ties),
+            ties_section(summary, ties, (rel / names["ties"]).as_posix() if not tie_sample.empty else None),
             distributions_section(stats, (rel / names["values"]).as_posix() if not hists.empty else None),
             whatif_section(cfg, (rel / names["whatif"]).as_posix()),
             cost_section(
@@ -844,6 +857,8 @@ def render(cfg: params.Params) -> dict[str, object]:
     drawn.append((figures.whatif, (grid, shipped), fig_dir / names["whatif"]))
     drawn.append((figures.cost, (cost_table, adam_label(cfg)), fig_dir / names["cost"]))
     drawn.append((figures.conventions, (conv, CONVENTION_TOOLS), fig_dir / names["conventions"]))
+    if not tie_sample.empty:
+        drawn.append((figures.ties, (tie_sample,), fig_dir / names["ties"]))
     layered = [inv.assign(model=n) for n, inv in invs.items() if inv["layer"].notna().any()]
     if layered and not invs[next(iter(cfg.models))]["layer"].isna().all():
         drawn.append((figures.per_layer, (pd.concat(layered),), fig_dir / names["layers"]))

@@ -19,6 +19,9 @@ from pipeline.cli import PipelineError, about, run
 log = logging.getLogger("ties")
 
 
+SAMPLE_COLUMNS = ["model", "input", "output"]  # every k-th pair of the two embedding matrices' values
+
+
 def value_evidence(
     model_dir: Path, inv: pd.DataFrame, name: str, chunk_elements: int, auto_class: str = "causal_lm"
 ) -> dict | None:
@@ -62,6 +65,7 @@ def value_evidence(
         "pearson_r": acc.pearson_r,
         "max_abs_diff": acc.max_abs_diff,
         "method": method,
+        "sample": acc.sample(),
     }
 
 
@@ -111,12 +115,14 @@ def main() -> None:
     cfg = params.load()
     summary = results.summary(cfg)
     chunk = int(cfg.values["chunk_elements"])
-    rows = []
+    rows, samples = [], [pd.DataFrame(columns=SAMPLE_COLUMNS)]
     for name in cfg.models:
         inv = results.inventory(cfg, name)
         s = summary.loc[name]
         with about(name):
             found = value_evidence(cfg.models_dir(name), inv, name, chunk, cfg.models[name].auto_class)
+        if found and "sample" in found:
+            samples.append(found.pop("sample").assign(model=name)[SAMPLE_COLUMNS])
         rows.append(tying.evidence(inv, s["declared_tied"], s["input_embedding"], s["output_embedding"], found))
         r = rows[-1]
         log.info(
@@ -124,6 +130,7 @@ def main() -> None:
         )
     with atomic.batch():
         atomic.write_csv(cfg.paths["ties"], pd.DataFrame(rows, columns=tying.COLUMNS))
+        atomic.write_csv(cfg.paths["tie_sample"], pd.concat(samples, ignore_index=True))
 
 
 if __name__ == "__main__":

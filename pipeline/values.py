@@ -133,11 +133,16 @@ class CoMoments:
     sxy: float = 0.0
     max_abs_diff: float = 0.0
     _diff: object = None
+    every: int = 0  # keep every k-th pair (0: none), a deterministic sample for the report's tie figure
+    samples: list = field(default_factory=list)
 
     def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
         import torch
 
         n = a.numel()
+        if self.every:
+            first = -self.n % self.every  # the same global positions whatever the chunking
+            self.samples.append((a[first :: self.every].clone(), b[first :: self.every].clone()))
         if self._diff is None or self._diff.numel() < n:
             self._diff = torch.empty(n, dtype=torch.float32)
         diff = self._diff[:n]
@@ -149,6 +154,17 @@ class CoMoments:
         self.sxy += float(torch.dot(a, b))
         torch.sub(a, b, out=diff)
         self.max_abs_diff = max(self.max_abs_diff, float(diff.abs_().max()))
+
+    def sample(self):
+        """The kept pairs as a DataFrame (input, output)."""
+        import pandas as pd
+        import torch
+
+        if not self.samples:
+            return pd.DataFrame(columns=["input", "output"])
+        xs = torch.cat([x for x, _ in self.samples]).double().numpy()
+        ys = torch.cat([y for _, y in self.samples]).double().numpy()
+        return pd.DataFrame({"input": xs, "output": ys})
 
     @property
     def pearson_r(self) -> float:
@@ -319,9 +335,16 @@ class Reader:
         self._release(key, e.numel)
 
 
+SAMPLE_POINTS = 2000  # pairs kept for the report's tie figure
+
+
+def _every(numel: int) -> int:
+    return max(1, numel // SAMPLE_POINTS)
+
+
 def correlate_stored(reader: Reader, key_x: str, key_y: str) -> CoMoments:
     """Pearson r and max |x − y| of two stored tensors of one shape, streamed chunk by chunk."""
-    acc = CoMoments()
+    acc = CoMoments(every=_every(reader.entries[key_x].numel))
     for a, b in _aligned(reader.chunks(key_x, reader._work), reader.chunks(key_y, reader._work2)):
         acc.add(a, b)
     return acc
@@ -348,7 +371,7 @@ def correlate_tensors(x: torch.Tensor, y: torch.Tensor, chunk_elements: int = CH
     """The same for two in-memory tensors (the course's check on a loaded model)."""
     import torch
 
-    acc = CoMoments()
+    acc = CoMoments(every=_every(x.numel()))
     wx, wy = torch.empty(chunk_elements), torch.empty(chunk_elements)
     fx, fy = x.detach().reshape(-1), y.detach().reshape(-1)
     for a, b in zip(float32_chunks(fx, chunk_elements, wx), float32_chunks(fy, chunk_elements, wy), strict=True):

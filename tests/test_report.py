@@ -43,8 +43,17 @@ def _report(workdir, monkeypatch, models: dict) -> str:
 
 
 def test_gpt2_with_weights_gets_its_own_prose(workdir, monkeypatch):
+    import pandas as pd
+
     folder = tiny_checkpoint(workdir / "src" / "gpt2-ck")  # the Hub's layout: causal masks stored per layer
-    text = _report(workdir, monkeypatch, {"gpt2ck": {"source": "path", "path": str(folder)}})
+    untied = tiny_checkpoint(workdir / "src" / "untied-ck", tied=False, seed=1)
+    models = {"gpt2ck": {"source": "path", "path": str(folder)}, "untied": {"source": "path", "path": str(untied)}}
+    text = _report(workdir, monkeypatch, models)
+    assert "figures/ties.png" in text and "a tied model lies on the diagonal" in text
+    sample = pd.read_csv(workdir / "results/tie_sample.csv")
+    tied, apart = sample[sample["model"] == "gpt2ck"], sample[sample["model"] == "untied"]
+    assert len(tied) >= 1000 and (tied["input"] == tied["output"]).all()  # one tensor: every pair on the diagonal
+    assert len(apart) >= 1000 and abs(apart["input"].corr(apart["output"])) < 0.2  # two random matrices: a cloud
     assert "these GPT-2 files carry a causal mask per layer" in text
     assert "the course's Model 5" in text
     assert "models with a checkpoint are also reconciled" in text
