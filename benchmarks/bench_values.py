@@ -91,7 +91,7 @@ def value_pass(folder: Path, bins: int) -> tuple[float, float]:
     rec = checkpoint.reconcile(model, entries, "m")
     inv = inventory.parameters(inventory.with_checkpoint(inventory.inventory(model, "m"), model, rec))
     start = time.perf_counter()
-    values.distributions(folder, entries, inv, "m", -1.0, 1.0, bins)
+    values.distributions(folder, entries, inv, "m", bins)
     dist = time.perf_counter() - start
     key = inv.loc[inv["is_input_embedding"], "checkpoint_key"].iloc[0]
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Writes <paths.bias> for every model. For models with weights (source path or hub) it also streams
 their values once and writes <paths.distributions> (count, mean, std, min, max, L2 norm by role,
-component and value group) and <paths.histograms> (fixed bins, by value group).
+component and value group) and <paths.histograms> (exact counts per bfloat16 bucket, by value group).
 """
 
 from __future__ import annotations
@@ -31,14 +31,12 @@ def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
             if fmt not in ("safetensors", "gguf"):  # no weights, or range reads that fetched only the embeddings
                 continue
             params_inv = inventory.parameters(results.inventory(cfg, name))
-            lo, hi, bins = float(v["hist_min"]), float(v["hist_max"]), int(v["bins"])
+            bins = int(v["bins"])
             s, h = values.distributions(
                 folder,
                 entries,
                 params_inv,
                 name,
-                lo,
-                hi,
                 bins,
                 int(v["chunk_elements"]),
                 int(v["threads"]),

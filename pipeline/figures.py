@@ -127,38 +127,75 @@ def totals(summary: pd.DataFrame, path: Path, dpi: int) -> None:
     _save(fig, path, dpi)
 
 
-def distributions(hists: pd.DataFrame, path: Path, dpi: int) -> None:
-    """Value histograms (density, log scale) of weights, biases and norm gains; one line per model."""
+def rebinned(hists: pd.DataFrame, bins: int, tail: float = 0.001) -> pd.DataFrame:
+    """Exact bucket counts re-binned over each (model, group)'s own central range: [the tail, 1 − tail] quantiles.
+
+    A group whose values are (nearly) one number, such as norm gains all at 1.0, gets a narrow range around it.
+    Returns model, group, value (bin centre), density (of all the group's values) and the share left outside.
+    """
     import numpy as np
 
-    plt, sns = _setup()
-    inner = hists[np.isfinite(hists["bin_left"]) & np.isfinite(hists["bin_right"])].copy()
-    totals = hists.groupby(["model", "group"])["count"].transform("sum")
-    inner["density"] = inner["count"] / totals.loc[inner.index] / (inner["bin_right"] - inner["bin_left"])
-    inner["value"] = (inner["bin_left"] + inner["bin_right"]) / 2
-    groups = [g for g in ("weights", "biases", "norm_gains") if g in set(inner["group"])]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.4), squeeze=False, sharey=False)
-    for ax, group in zip(axes[0], groups, strict=True):
-        part = inner[(inner["group"] == group) & (inner["density"] > 0)]
-        ax.set_title(group.replace("_", " "))
-        if part.empty:
-            ax.text(0.5, 0.5, "no values inside the histogram range", ha="center", va="center", transform=ax.transAxes)
+    out = []
+    finite = hists[np.isfinite(hists["bin_left"]) & np.isfinite(hists["bin_right"])]
+    for (model, group), part in finite.groupby(["model", "group"], sort=False):
+        part = part.sort_values("bin_left")
+        counts = part["count"].to_numpy(dtype=float)
+        total = counts.sum()
+        if total == 0:
             continue
-        sns.lineplot(
-            data=part,
-            x="value",
-            y="density",
-            hue="model",
-            ax=ax,
-            palette="colorblind",
-            linewidth=1.2,
-            marker=".",
-            markersize=5,
+        cum = np.cumsum(counts) / total
+        lo = float(part["bin_left"].to_numpy()[np.searchsorted(cum, tail)])
+        hi = float(part["bin_right"].to_numpy()[min(np.searchsorted(cum, 1 - tail), len(cum) - 1)])
+        single = hi - lo <= 1e-6 * max(abs(lo), abs(hi), 1e-12) or len(part) == 1
+        if single:  # (nearly) one value: a narrow window around it, and the figure says so
+            centre = 0.0 if abs(lo) < 1e-30 else lo
+            pad = max(abs(centre) * 0.01, 1e-3)
+            lo, hi = centre - pad, centre + pad
+        edges = np.linspace(lo, hi, bins + 1)
+        centres = (part["bin_left"].to_numpy() + part["bin_right"].to_numpy()) / 2
+        inside, _ = np.histogram(centres, bins=edges, weights=counts)
+        width = edges[1] - edges[0]
+        out.append(
+            pd.DataFrame(
+                {
+                    "model": model,
+                    "group": group,
+                    "value": (edges[:-1] + edges[1:]) / 2,
+                    "density": inside / total / width,
+                    "outside": 1 - inside.sum() / total,
+                    "single": float(part["bin_left"].iloc[0]) if single else np.nan,
+                }
+            )
         )
-        ax.set_yscale("log")
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["model", "group", "value", "density"])
+
+
+def distributions(hists: pd.DataFrame, bins: int, path: Path, dpi: int) -> None:
+    """Value histograms (density, log scale) of weights, biases and norm gains, each over its own range."""
+    plt, sns = _setup()
+    data = rebinned(hists, bins)
+    groups = [g for g in ("weights", "biases", "norm_gains") if g in set(data["group"])]
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.2 * max(len(groups), 1), 3.6), squeeze=False)
+    for ax, group in zip(axes[0], groups, strict=False):
+        part = data[(data["group"] == group) & (data["density"] > 0)]
+        ax.set_title(group.replace("_", " "))
+        spread = part[part["single"].isna()]
+        if not spread.empty:
+            sns.lineplot(data=spread, x="value", y="density", hue="model", ax=ax, palette="colorblind", linewidth=1.2)
+            ax.set_yscale("log")
+        ones = part[part["single"].notna()].drop_duplicates("model")
+        for k, (_, r) in enumerate(ones.iterrows()):  # every value the same: say which, rather than draw a spike
+            ax.text(0.5, 0.9 - 0.1 * k, f"{r['model']}: every value {r['single']:.4g}", transform=ax.transAxes,
+                    ha="center", fontsize="x-small")  # fmt: skip
         ax.set_xlabel("parameter value")
-        ax.legend(fontsize="x-small")
-    fig.suptitle("Distribution of parameter values (fixed bins; values outside the range counted apart)")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
+        ax.locator_params(axis="x", nbins=5)
+        if not spread.empty:
+            ax.legend(fontsize="x-small")
+        else:  # nothing spread out to draw: the panel is its sentences
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("Distribution of parameter values (each group over its own range; exact bfloat16-bucket counts)")
     fig.tight_layout()
     _save(fig, path, dpi)
 

@@ -219,8 +219,6 @@ _NUMBER = (int, float)
 SECTIONS: dict[str, dict[str, tuple]] = {
     "values": {
         "chunk_elements": (int, 1024, 1 << 28),
-        "hist_min": (_NUMBER, -1e30, 1e30),
-        "hist_max": (_NUMBER, -1e30, 1e30),
         "threads": (int, 1, 64),
         "bins": (int, 0, 100_000),
     },
@@ -306,10 +304,6 @@ def from_dict(raw: Any) -> Params:
             )
     specs = {str(name): model_spec(str(name), entry) for name, entry in models.items()}
     values = _section(raw, "values")
-    if values["hist_min"] >= values["hist_max"]:
-        raise PipelineError(
-            f"params.yaml: values.hist_min={values['hist_min']!r} must be below values.hist_max={values['hist_max']!r}"
-        )
     whatif = _section(raw, "whatif", extra=("base",))
     whatif["base"] = model_spec("whatif.base", whatif.get("base"))
     if whatif["base"].architecture is None:

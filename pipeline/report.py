@@ -878,7 +878,7 @@ def render(cfg: params.Params) -> dict[str, object]:
         )
         drawn.append((figures.total_active, (points,), fig_dir / names["moe"]))
     if not hists.empty:
-        drawn.append((figures.distributions, (hists,), fig_dir / names["values"]))
+        drawn.append((figures.distributions, (hists, int(cfg.values["bins"]) or 100), fig_dir / names["values"]))
     return {"text": body, "figures": drawn}
 
 

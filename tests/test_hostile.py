@@ -427,9 +427,9 @@ def values_chunk_elements_text(wd):
     _add_model(wd, "m", {"source": "config", "architecture": TINY}, values__chunk_elements="big")
 
 
-@case("params", "values.hist_min=0.5 must be below values.hist_max=0.5")
-def values_empty_histogram_range(wd):
-    _add_model(wd, "m", {"source": "config", "architecture": TINY}, values__hist_min=0.5, values__hist_max=0.5)
+@case("params", "values.bins=-1 must be a whole number from 0 to 100,000")
+def values_negative_bins(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": TINY}, values__bins=-1)
 
 
 @case("params", "values.binz is not a setting (did you mean bins?)")

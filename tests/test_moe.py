@@ -293,7 +293,7 @@ def test_value_pass_reads_every_expert_of_a_per_expert_checkpoint(workdir, monke
     from pipeline import checkpoint
 
     entries, _ = checkpoint.load_entries(workdir / "data/models/m")
-    stats, _ = values.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", -1, 1, 10)
+    stats, _ = values.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", 10)
     assert int(stats.loc[stats["by"] == "all", "count"].iloc[0]) == row["total"]
     experts = stats[(stats["by"] == "component") & (stats["group"] == "experts")]
     assert int(experts["count"].iloc[0]) == row["routed_expert_params"]
@@ -313,7 +313,7 @@ def test_gpt_oss_sinks_have_a_value_group(workdir, monkeypatch):
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     inv, row = _count_folder(workdir, monkeypatch, folder)
     entries, _ = checkpoint.load_entries(workdir / "data/models/m")
-    stats, _ = values.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", -1, 1, 10)
+    stats, _ = values.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", 10)
     sinks = stats[(stats["by"] == "group") & (stats["group"] == "attention_sinks")]
     assert int(sinks["count"].iloc[0]) == 2 * 4  # 2 layers, one sink per head
 
