@@ -437,6 +437,101 @@ def values_unknown_key(wd):
     _add_model(wd, "m", {"source": "config", "architecture": TINY}, values__binz=10)
 
 
+@case("params", "cost.batch=0 must be a whole number from 1")
+def cost_batch_zero(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": TINY}, cost__batch=0)
+
+
+@case("report", "line 2: value 'lots' is not a number")
+def published_results_not_a_number(wd):
+    path = wd / "conf/published/gpt2-zero-shot.csv"
+    path.write_text(path.read_text().replace("37.50", "lots", 1))
+    _write_params(_good_params(wd))
+
+
+# New formats: GGUF files and quantized safetensors, read from a model folder.
+
+
+def _gguf_model(wd: Path, **kwargs) -> Path:
+    from tests.test_gguf import write_gguf
+
+    first = write_gguf(wd / "src" / "g" / "tiny.gguf", "Q8_0", **kwargs)
+    if kwargs.get("split_max_tensors"):
+        first = first.with_name("tiny-00001-of-00003.gguf")
+    _add_model(wd, "m", {"source": "path", "path": str(first)})
+    return first
+
+
+@case("download", "shard 2 of 3, tiny-00002-of-00003.gguf, is missing")
+def gguf_split_shard_missing(wd):
+    first = _gguf_model(wd, split_max_tensors=8)
+    (first.parent / "tiny-00002-of-00003.gguf").unlink()
+    return "m"
+
+
+@case("download", "name the first shard (-00001-of-)")
+def gguf_named_by_a_later_shard(wd):
+    first = _gguf_model(wd, split_max_tensors=8)
+    _add_model(wd, "m", {"source": "path", "path": str(first.with_name("tiny-00002-of-00003.gguf"))})
+    return "m"
+
+
+@case("download", "junk.gguf: no architecture transformers can read")
+def gguf_that_is_not_gguf(wd):
+    (wd / "src").mkdir(exist_ok=True)
+    (wd / "src" / "junk.gguf").write_bytes(b"GGUF" + b"\xff" * 64)
+    _add_model(wd, "m", {"source": "path", "path": str(wd / "src" / "junk.gguf")})
+    return "m"
+
+
+@case("download", "a FIFO, not a regular file")
+def gguf_that_is_a_fifo(wd):
+    (wd / "src").mkdir(exist_ok=True)
+    os.mkfifo(wd / "src" / "pipe.gguf")
+    _add_model(wd, "m", {"source": "path", "path": str(wd / "src" / "pipe.gguf")})
+    return "m"
+
+
+@case("count", "GGUF does not match the architecture: missing: model.layers.1.mlp.up_proj")
+def gguf_missing_a_tensor(wd):
+    _gguf_model(wd, drop="blk.1.ffn_up.weight")
+    _download("m")
+
+
+def _quantized_model(wd: Path, layout: str, **overrides) -> Path:
+    from tests.quantized import quantized_llama
+
+    folder = quantized_llama(wd / "src" / "q", layout, **overrides)
+    _add_model(wd, "m", {"source": "path", "path": str(folder)})
+    return folder
+
+
+@case("count", "quant_method 'hqq2' has no layout rule")
+def quantized_unknown_method(wd):
+    folder = _quantized_model(wd, "gptq")
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"]["quant_method"] = "hqq2"
+    (folder / "config.json").write_text(json.dumps(config))
+    _download("m")
+
+
+@case("count", "q_proj.scales': shape [4, 32], but 32 inputs in groups of 16 gives [2, 32]")
+def quantized_group_size_disagrees(wd):
+    import torch
+
+    _quantized_model(wd, "gptq", **{"model.layers.0.self_attn.q_proj.scales": torch.rand(4, 32).half()})
+    _download("m")
+
+
+@case("count", "quantization_config has no quant_method")
+def quantized_config_without_method(wd):
+    folder = _quantized_model(wd, "awq")
+    config = json.loads((folder / "config.json").read_text())
+    del config["quantization_config"]["quant_method"]
+    (folder / "config.json").write_text(json.dumps(config))
+    _download("m")
+
+
 @case("report", "report.dpi=0 must be a whole number from 20 to 1,200")
 def report_dpi_zero(wd):
     _add_model(wd, "m", {"source": "config", "architecture": TINY}, report__dpi=0)
