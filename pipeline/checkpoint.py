@@ -19,6 +19,7 @@ import json
 import re
 import stat
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path, PurePosixPath
@@ -329,13 +330,18 @@ def key_mapper(model: torch.nn.Module):
     return mapped, {pattern: c for c in converters for pattern in c.source_patterns}
 
 
+def expert_patterns(keys: Iterable[str]) -> dict[str, list[str]]:
+    """Per-expert keys grouped by their pattern: model.layers.0.mlp.experts.*.w1.weight -> [its keys]."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(re.sub(r"\.experts\.\d+\.", ".experts.*.", key), []).append(key)
+    return groups
+
+
 def _compress(keys: set[str]) -> str:
     """Many per-expert keys as patterns: model.layers.0.mlp.experts.*.w1.weight (N), sorted."""
-    groups: dict[str, int] = {}
-    for key in keys:
-        pattern = re.sub(r"\.experts\.\d+\.", ".experts.*.", key)
-        groups[pattern] = groups.get(pattern, 0) + 1
-    return ";".join(f"{p} ({n})" if n > 1 else p for p, n in sorted(groups.items()))
+    groups = expert_patterns(keys)
+    return ";".join(f"{p} ({len(ks)})" if len(ks) > 1 else p for p, ks in sorted(groups.items()))
 
 
 def _expert_gaps(keys: set[str]) -> str:
@@ -354,16 +360,15 @@ def _expert_gaps(keys: set[str]) -> str:
     return ""
 
 
-def source_keys(checkpoint_key: str, stored: list[str]) -> list[str]:
-    """The checkpoint keys an inventory's checkpoint_key names: itself, or each expert a _compress pattern covers."""
+def source_keys(checkpoint_key: str, patterns: dict[str, list[str]]) -> list[str]:
+    """The checkpoint keys an inventory's checkpoint_key names: itself, or each expert a _compress pattern covers.
+
+    patterns is expert_patterns() of the checkpoint's keys, built once per checkpoint.
+    """
     keys = []
     for part in checkpoint_key.split(";"):
         pattern = re.sub(r" \(\d+\)$", "", part)
-        if "*" not in pattern:
-            keys.append(pattern)
-            continue
-        rx = re.compile(re.escape(pattern).replace(r"\*", r"\d+") + "$")
-        keys += [k for k in stored if rx.match(k)]
+        keys += patterns.get(pattern, []) if "*" in pattern else [pattern]  # in file order: deterministic sums
     return keys
 
 

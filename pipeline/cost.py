@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from pipeline.cli import PipelineError
+
 if TYPE_CHECKING:
     import torch
 
@@ -100,15 +102,19 @@ def windows(config: Any) -> list[int | None]:
     layers = config.num_hidden_layers
     window = getattr(config, "sliding_window", None)
     types = getattr(config, "layer_types", None)
-    if window and types:
+    if window and types:  # per-layer types (gpt-oss, Gemma): only the sliding layers are windowed
         return [window if t == "sliding_attention" else None for t in types]
-    if window and getattr(config, "use_sliding_window", True) and config.model_type in ("mistral", "mixtral"):
+    if window and getattr(config, "use_sliding_window", True):  # one window for every layer (Mistral)
         return [window] * layers
     return [None] * layers
 
 
-def context_of(config: Any, settings: dict) -> int:
-    return int(settings.get("context") or getattr(config, "max_position_embeddings", None) or 2048)
+def context_of(config: Any, settings: dict, name: str) -> int:
+    """cost.context, or (when it is 0) the model's own maximum context; a model that states none needs the setting."""
+    context = settings.get("context") or getattr(config, "max_position_embeddings", None)
+    if not context:
+        raise PipelineError(f"model '{name}': its config states no maximum context; set cost.context to cost it")
+    return int(context)
 
 
 def table(
@@ -116,7 +122,7 @@ def table(
 ) -> pd.DataFrame:
     """The cost rows of one model. row: its summary row; conv: its conventions {name: params}; causal: a decoder."""
     total = int(row["total"])
-    ctx = context_of(config, settings)
+    ctx = context_of(config, settings, name)
     batch = int(settings["batch"])
     per_layer = kv_per_token_per_layer(config, causal)
     wins = windows(config)

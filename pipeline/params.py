@@ -215,7 +215,6 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
 
 
 # The settings sections: each key's type and range. Every key is required and no other is allowed.
-_NUMBER = (int, float)
 SECTIONS: dict[str, dict[str, tuple]] = {
     "values": {
         "chunk_elements": (int, 1024, 1 << 28),
@@ -245,8 +244,8 @@ def did_you_mean(word: str, choices: Any) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _whole_in(value: Any, low: float, high: float, types: Any = int) -> bool:
-    return isinstance(value, types) and not isinstance(value, bool) and low <= value <= high
+def _whole_in(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def _section(raw: dict[str, Any], section: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -266,8 +265,8 @@ def _section(raw: dict[str, Any], section: str, extra: tuple[str, ...] = ()) -> 
             ok = isinstance(value, list) and value and all(_whole_in(v, low, high) for v in value)
             what = f"a list of whole numbers from {low:,} to {high:,}"
         else:
-            ok = _whole_in(value, low, high, types)
-            what = f"{'a whole number' if types is int else 'a number'} from {low:,} to {high:,}"
+            ok = _whole_in(value, low, high)
+            what = f"a whole number from {low:,} to {high:,}"
         if not ok:
             raise PipelineError(f"params.yaml: {section}.{key}={value!r} must be {what}")
     return dict(data)

@@ -42,7 +42,7 @@ METADATA = {
         "weight.quant_state.bitsandbytes__nf4", "weight.quant_state.bitsandbytes__fp4", "SCB", "weight_format",
     ),
     "fp8": ("weight_scale_inv", "activation_scale", "input_scale"),
-    "mxfp4": (),  # its scales are matched with their blocks below
+    "mxfp4": ("gate_up_proj_scales", "down_proj_scales"),  # one scale per 32-value group of the blocks
 }  # fmt: skip
 
 
@@ -203,7 +203,8 @@ def _mxfp4(w: Entry, meta: dict[str, Entry], q: dict, read: Reader) -> tuple[int
     if w.dtype != "U8" or len(w.shape) != 4 or w.shape[3] != 16:
         raise PipelineError(f"tensor {w.key!r}: mxfp4 blocks are uint8 [E, rows, groups, 16], not {list(w.shape)}")
     e, rows, groups, _ = w.shape
-    _expect(meta.get("scales"), (e, rows, groups), "one scale per 32-value group")
+    stem = w.key.rpartition(".")[2].removesuffix("_blocks")
+    _expect(meta.get(f"{stem}_scales"), (e, rows, groups), "one scale per 32-value group")
     return (e, groups * 32, rows)  # transformers' dequantization transposes the last two dimensions
 
 
@@ -243,21 +244,20 @@ def regroup(entries: list[Entry], config: dict[str, Any], name: str, read: Reade
             "its packed tensors would be counted as parameters"
         )
     by_key = {e.key: e for e in entries}
-    meta_keys = {e.key for e in entries if any(e.key.endswith("." + s) for s in METADATA[method])}
+    meta_of: dict[str, dict[str, Entry]] = {}  # module -> {metadata suffix: entry}, built once
+    for e in entries:
+        suffix = next((s for s in METADATA[method] if e.key.endswith("." + s)), None)
+        if suffix is not None:
+            meta_of.setdefault(e.key[: -len(suffix) - 1], {})[suffix] = e
+    meta_keys = {e.key for group in meta_of.values() for e in group.values()}
     logical, done = [], set()
     for layout in LAYOUTS[method]:
         for e in entries:
             if e.key in done or e.key in meta_keys or not e.key.endswith("." + layout.weight):
                 continue
             module = e.key[: -len(layout.weight) - 1]
-            if layout.rule is _mxfp4:  # its scales share the stem of the blocks
-                scales = f"{module}.{layout.weight.removesuffix('_blocks')}_scales"
-                meta = {"scales": by_key[scales]} if scales in by_key else {}
-                meta_keys |= {scales} if scales in by_key else set()
-            else:
-                meta = {k[len(module) + 1 :]: by_key[k] for k in meta_keys if k.startswith(module + ".")}
             try:
-                shape = layout.rule(e, meta, q, read)
+                shape = layout.rule(e, meta_of.get(module, {}), q, read)
             except PipelineError as exc:
                 raise PipelineError(f"model '{name}': {exc}") from None
             done.add(e.key)
@@ -293,13 +293,3 @@ def _fp8_scales(logical: list[Entry], by_key: dict[str, Entry], q: dict) -> dict
             block = (ceil(e.shape[0] / scale.shape[0]), ceil(e.shape[1] / scale.shape[1]))
         out[e.key] = (scale, block)
     return out
-
-
-def packed(entry: Entry) -> bool:
-    """An entry whose bytes are packed codes, not values of its shape (not to be read as numbers)."""
-    return ":" in entry.dtype
-
-
-def bits_per_value(entry: Entry) -> float:
-    """Stored bits per logical value of one tensor."""
-    return (entry.end - entry.begin) * 8 / max(prod(entry.shape), 1)

@@ -58,7 +58,7 @@ def _fetched(s: pd.Series) -> str:
     return f" Bytes fetched from the Hub, {how}: {_bytes(got)} ({got:,}) of {_bytes(total)} of weights ({share})."
 
 
-def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
+def totals_section(cfg: params.Params, summary: pd.DataFrame, full: dict[str, pd.DataFrame], fig: str) -> str:
     rows, checks, notes = [], [], []
     for name, spec in cfg.models.items():
         s = summary.loc[name]
@@ -92,7 +92,7 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
                     + (
                         "(a multi-token-prediction module, used in training and for speculative decoding; "
                         "kind `extra` in the inventory), never added to the count."
-                        if (results.inventory(cfg, name)["component"] == "multi_token_prediction").any()
+                        if (full[name]["component"] == "multi_token_prediction").any()
                         else "(kind `extra` in the inventory), never added to the count."
                     )
                     if pd.notna(s.get("checkpoint_extra")) and int(s["checkpoint_extra"])
@@ -268,7 +268,7 @@ def _why_naive(name: str, s: pd.Series, inv: pd.DataFrame) -> str:
     params_ = inv[inv["kind"] == "parameter"]
     meta = int(inv.loc[inv["kind"] == "quant_metadata", "numel"].sum())
     packed = params_[params_["stored_dtype"].astype(str).str.contains(":")]
-    if s["quant_method"] == "gguf" or any(inv["checkpoint_key"].astype(str).str.startswith("blk.")):
+    if s["quant_method"] == "gguf":
         return (
             f"- `{name}` (GGUF): its header gives each tensor's logical shape even where the data is quantized, so "
             f"the sum of the header, {_int(naive)}, is the count; what it saves shows in the bits per parameter."
@@ -292,7 +292,7 @@ def _why_naive(name: str, s: pd.Series, inv: pd.DataFrame) -> str:
     )
 
 
-def quantized_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> str:
+def quantized_section(cfg: params.Params, summary: pd.DataFrame, full: dict[str, pd.DataFrame], fig: str) -> str:
     """Naive header sum, true count and bytes on disk, for a sweep with quantized or GGUF checkpoints."""
     quantized = [
         n for n in cfg.models if isinstance(summary.loc[n, "quant_method"], str) and summary.loc[n, "quant_method"]
@@ -312,7 +312,7 @@ def quantized_section(cfg: params.Params, summary: pd.DataFrame, fig: str) -> st
                 f"{s['bits_per_param']:.2f}",
             ]
         )
-        sentences.append(_why_naive(name, s, results.inventory(cfg, name)))
+        sentences.append(_why_naive(name, s, full[name]))
     return "\n".join(
         [
             "## Quantized checkpoints",
@@ -786,7 +786,8 @@ def render(cfg: params.Params) -> dict[str, object]:
     summary = results.summary(cfg)
     ties = results.table(cfg, "ties")
     bias = results.table(cfg, "bias")
-    invs = {name: inventory.parameters(results.inventory(cfg, name)) for name in cfg.models}
+    full = {name: results.inventory(cfg, name) for name in cfg.models}  # every row: buffers, metadata, extras
+    invs = {name: inventory.parameters(inv) for name, inv in full.items()}
     conv = results.table(cfg, "conventions")
     grid = results.grid(cfg)
     cost_table = results.table(cfg, "cost")
@@ -822,13 +823,13 @@ def render(cfg: params.Params) -> dict[str, object]:
             "",
             f"Models: {', '.join(f'`{n}`' for n in cfg.models)}.",
             "",
-            totals_section(cfg, summary, (rel / names["totals"]).as_posix()),
+            totals_section(cfg, summary, full, (rel / names["totals"]).as_posix()),
             components_section(cfg, invs, (rel / names["components"]).as_posix()),
             *filter(None, [blocks_section(cfg, summary, invs, (rel / names["layers"]).as_posix())]),
             bias_section(summary, bias, (rel / names["bias"]).as_posix()),
             conventions_section(conv, summary, (rel / names["conventions"]).as_posix()),
             *filter(None, [moe_section(cfg, summary, conv, (rel / names["moe"]).as_posix())]),  # MoE sweeps only
-            *filter(None, [quantized_section(cfg, summary, (rel / names["quantized"]).as_posix())]),
+            *filter(None, [quantized_section(cfg, summary, full, (rel / names["quantized"]).as_posix())]),
             ties_section(summary, ties, (rel / names["ties"]).as_posix() if not tie_sample.empty else None),
             distributions_section(stats, (rel / names["values"]).as_posix() if not hists.empty else None),
             whatif_section(cfg, (rel / names["whatif"]).as_posix()),

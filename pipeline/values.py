@@ -425,7 +425,7 @@ def distributions(
     import pandas as pd
     import torch
 
-    stored = [e.key for e in entries]
+    patterns = checkpoint.expert_patterns(e.key for e in entries)  # once per checkpoint, not once per tensor
     by_key = {e.key: e for e in entries}
     first = params_inv["checkpoint_key"].str.split(";").str[0]
     unreadable = first.map(lambda k: k in by_key and not readable(by_key[k], scales)).to_numpy(dtype=bool)
@@ -443,7 +443,7 @@ def distributions(
         hist = local.hists.setdefault(group, Histogram()) if bins > 0 else None
         m = Moments()
         # a tied tensor stored twice is read once; a parameter merged from per-expert tensors is read from all
-        keys = checkpoint.source_keys(row.checkpoint_key, stored) if "*" in row.checkpoint_key else []
+        keys = checkpoint.source_keys(row.checkpoint_key, patterns) if "*" in row.checkpoint_key else []
         for key in keys or [row.checkpoint_key.split(";")[0]]:
             for chunk in local.reader.chunks(key):
                 m.merge(Moments.of(chunk))

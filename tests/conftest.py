@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,6 +84,20 @@ def compose_model(name: str) -> dict:
     extra = [] if name == "gpt2" else ["~models.gpt2", f"+model@models.{name}={name}"]
     data = params.compose(["sweep=gpt2-small", *extra], conf_dir=ROOT / "conf")
     return data["models"][name]
+
+
+def run_pipeline(workdir: Path, monkeypatch, models: dict | None = None) -> Path:
+    """Write params.yaml for models (tiny_params' defaults when None), then run every stage in process."""
+    from pipeline import bias, count, download, report, ties
+
+    data = tiny_params(models)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    for name in data["models"]:
+        monkeypatch.setattr(sys, "argv", ["download", name])
+        download.main()
+    for stage in (count, ties, bias, report):
+        stage.main()
+    return workdir / "reports"
 
 
 @pytest.fixture

@@ -6,13 +6,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
-import yaml
 
-from pipeline import bias, count, download, report, ties
-from tests.conftest import tiny_params
+from tests.conftest import run_pipeline
 
 
 def _chromium() -> str:
@@ -33,14 +30,7 @@ def _browser(*args: str, page) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def rendered(workdir, monkeypatch):
-    data = tiny_params()
-    (workdir / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    for name in data["models"]:
-        monkeypatch.setattr(sys, "argv", ["download", name])
-        download.main()
-    for stage in (count, ties, bias, report):
-        stage.main()
-    return workdir / "reports"
+    return run_pipeline(workdir, monkeypatch)
 
 
 def test_the_html_report_is_self_contained(rendered):

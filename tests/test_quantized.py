@@ -145,7 +145,7 @@ def test_mxfp4_experts_of_gpt_oss(workdir, monkeypatch):
 
 
 def test_the_report_explains_each_quantized_checkpoint(workdir, monkeypatch):
-    from pipeline import report, ties
+    from tests.conftest import run_pipeline
     from tests.test_gguf import write_gguf
 
     models = {
@@ -153,18 +153,13 @@ def test_the_report_explains_each_quantized_checkpoint(workdir, monkeypatch):
         "q-bnb": {"source": "path", "path": str(quantized_llama(workdir / "bnb", "bnb-nf4"))},
         "q-gguf": {"source": "path", "path": str(write_gguf(workdir / "gguf" / "tiny.gguf", "Q4_0"))},
     }
-    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(models), sort_keys=False))
-    for name in models:
-        monkeypatch.setattr(sys, "argv", ["download", name])
-        download.main()
-    for stage in (count, ties, bias, report):
-        stage.main()
-    text = (workdir / "reports/report.md").read_text()
+    text = (run_pipeline(workdir, monkeypatch, models) / "report.md").read_text()
     assert "## Quantized checkpoints" in text and "figures/quantized.png" in text
     assert (workdir / "reports/figures/quantized.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # one sentence per model, each with why the naive sum is (or is not) the count
-    assert "`q-gptq` (gptq): 18,432 weights are packed into 2,304 I32 values (8 weights each)" in text
-    assert "`q-bnb` (bitsandbytes): 18,432 weights are packed into 9,216 U8 values (2 weights each)" in text
+    n = sum(out * inp for out, inp in linear_shapes().values())  # every quantized Linear's weight
+    assert f"`q-gptq` (gptq): {n:,} weights are packed into {n // 8:,} I32 values (8 weights each)" in text  # 4 bits
+    assert f"`q-bnb` (bitsandbytes): {n:,} weights are packed into {n // 2:,} U8 values (2 weights each)" in text
     assert "`q-gguf` (GGUF): its header gives each tensor's logical shape" in text
 
 

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import re
-import sys
 
-import yaml
-
-from pipeline import bias, count, download, report, ties
 from tests.checkpoints import tiny_checkpoint
-from tests.conftest import TINY_LLAMA, tiny_params
+from tests.conftest import TINY_LLAMA, run_pipeline
 
 ALWAYS = [
     "## Totals",
@@ -26,13 +22,7 @@ ALWAYS = [
 
 
 def _report(workdir, monkeypatch, models: dict) -> str:
-    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(models), sort_keys=False))
-    for name in models:
-        monkeypatch.setattr(sys, "argv", ["download", name])
-        download.main()
-    for stage in (count, ties, bias, report):
-        stage.main()
-    text = (workdir / "reports/report.md").read_text()
+    text = (run_pipeline(workdir, monkeypatch, models) / "report.md").read_text()
     for fig in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):  # every referenced figure was drawn
         assert (workdir / "reports" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
     drawn = {p.name for p in (workdir / "reports/figures").iterdir()}
