@@ -41,6 +41,7 @@ def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
                 int(v["chunk_elements"]),
                 int(v["threads"]),
                 scales=regrouped.scales,
+                every=int(v["hist_every"]),
             )
         stats.append(s)
         hists.append(h)

@@ -128,7 +128,7 @@ def totals(summary: pd.DataFrame, path: Path, dpi: int) -> None:
 
 
 def rebinned(hists: pd.DataFrame, bins: int, tail: float = 0.001) -> pd.DataFrame:
-    """Exact bucket counts re-binned over each (model, group)'s own central range: [the tail, 1 − tail] quantiles.
+    """Bucket counts re-binned over each (model, group)'s own central range: [the tail, 1 − tail] quantiles.
 
     A group whose values are (nearly) one number, such as norm gains all at 1.0, gets a narrow range around it.
     Returns model, group, value (bin centre), density (of all the group's values) and the share left outside.
@@ -174,6 +174,8 @@ def distributions(hists: pd.DataFrame, bins: int, path: Path, dpi: int) -> None:
     """Value histograms (density, log scale) of weights, biases and norm gains, each over its own range."""
     plt, sns = _setup()
     data = rebinned(hists, bins)
+    every = int(hists["every"].max()) if "every" in hists and len(hists) else 1
+    counted = "every value" if every == 1 else f"every {every}th value"
     groups = [g for g in ("weights", "biases", "norm_gains") if g in set(data["group"])]
     fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.2 * max(len(groups), 1), 3.6), squeeze=False)
     for ax, group in zip(axes[0], groups, strict=False):
@@ -185,7 +187,7 @@ def distributions(hists: pd.DataFrame, bins: int, path: Path, dpi: int) -> None:
             ax.set_yscale("log")
         ones = part[part["single"].notna()].drop_duplicates("model")
         for k, (_, r) in enumerate(ones.iterrows()):  # every value the same: say which, rather than draw a spike
-            ax.text(0.5, 0.9 - 0.1 * k, f"{r['model']}: every value {r['single']:.4g}", transform=ax.transAxes,
+            ax.text(0.5, 0.9 - 0.1 * k, f"{r['model']}: {counted} {r['single']:.4g}", transform=ax.transAxes,
                     ha="center", fontsize="x-small")  # fmt: skip
         ax.set_xlabel("parameter value")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
@@ -195,7 +197,7 @@ def distributions(hists: pd.DataFrame, bins: int, path: Path, dpi: int) -> None:
         else:  # nothing spread out to draw: the panel is its sentences
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("Distribution of parameter values (each group over its own range; exact bfloat16-bucket counts)")
+    fig.suptitle(f"Distribution of parameter values (each group over its own range; {counted} of each tensor)")
     fig.tight_layout()
     _save(fig, path, dpi)
 

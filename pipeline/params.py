@@ -220,6 +220,7 @@ SECTIONS: dict[str, dict[str, tuple]] = {
         "chunk_elements": (int, 1024, 1 << 28),
         "threads": (int, 1, 64),
         "bins": (int, 0, 100_000),
+        "hist_every": (int, 1, 1 << 20),
     },
     "report": {"dpi": (int, 20, 1200)},
     "whatif": {"n_layer": (list, 1, MAX_LAYERS), "n_embd": (list, 1, 1 << 20), "head_width": (int, 1, 1 << 20)},
@@ -232,7 +233,7 @@ SECTIONS: dict[str, dict[str, tuple]] = {
 }
 PATH_KEYS = (
     "models", "inventory", "summary", "metrics", "ties", "bias", "report", "figures",
-    "conventions", "whatif", "distributions", "histograms", "cost", "published", "report_html", "tie_sample",
+    "conventions", "whatif", "distributions", "histograms", "cost", "published", "report_html", "tie_sample", "report_data",
 )  # fmt: skip
 
 

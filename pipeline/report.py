@@ -422,7 +422,7 @@ def ties_section(summary: pd.DataFrame, ties: pd.DataFrame, fig: str | None = No
     )
 
 
-def distributions_section(stats: pd.DataFrame, fig: str | None) -> str:
+def distributions_section(stats: pd.DataFrame, hists: pd.DataFrame, fig: str | None) -> str:
     out = ["## What the values look like", ""]
     if stats.empty:
         out += [
@@ -461,8 +461,24 @@ def distributions_section(stats: pd.DataFrame, fig: str | None) -> str:
             + ".",
             "",
         ]
-    out += [f"![Distribution of parameter values]({fig})", ""]
+    if fig is not None:
+        out += [_sampled(stats, hists), "", f"![Distribution of parameter values]({fig})", ""]
     return "\n".join(out)
+
+
+def _sampled(stats: pd.DataFrame, hists: pd.DataFrame) -> str:
+    """Which values the histograms count: all of them, or every k-th of each tensor."""
+    every = int(hists["every"].max())
+    if every == 1:
+        return "The histograms count every value, each in its bfloat16 bucket, re-binned over each group's own range."
+    read = stats[stats["by"] == "all"].set_index("model")["count"]
+    counted = hists.groupby("model", sort=False)["count"].sum()
+    parts = "; ".join(f"`{m}`: {_int(n)} of {_int(read[m])}" for m, n in counted.items())
+    return (
+        f"The histograms count every {every}th value of each tensor, from its first (a systematic sample: {parts}); "
+        "the statistics above use every value. Set `values.hist_every: 1` to count them all, at about twice "
+        "the time of the pass (`make bench`)."
+    )
 
 
 CONVENTION_LABELS = {
@@ -831,7 +847,7 @@ def render(cfg: params.Params) -> dict[str, object]:
             *filter(None, [moe_section(cfg, summary, conv, (rel / names["moe"]).as_posix())]),  # MoE sweeps only
             *filter(None, [quantized_section(cfg, summary, full, (rel / names["quantized"]).as_posix())]),
             ties_section(summary, ties, (rel / names["ties"]).as_posix() if not tie_sample.empty else None),
-            distributions_section(stats, (rel / names["values"]).as_posix() if not hists.empty else None),
+            distributions_section(stats, hists, (rel / names["values"]).as_posix() if not hists.empty else None),
             whatif_section(cfg, (rel / names["whatif"]).as_posix()),
             cost_section(
                 cfg, summary, cost_table, grid, {k: (rel / names[k]).as_posix() for k in ("cost", "published")}
@@ -924,6 +940,20 @@ def to_html(markdown: str, figures: dict[str, bytes], title: str = "How many par
     )
 
 
+# The CSVs the report is drawn from (keys of params `paths`), copied beside it so the published artifact carries them
+DATA = ("summary", "conventions", "ties", "tie_sample", "bias", "distributions", "histograms", "whatif", "cost")
+
+
+def data_files(cfg: params.Params) -> dict[Path, Path]:
+    """{copy under paths.report_data: source} for every CSV the report reads, inventories in a subfolder."""
+    data = Path(cfg.paths["report_data"])
+    files = {data / Path(cfg.paths[key]).name: Path(cfg.paths[key]) for key in DATA}
+    files[data / "published" / Path(cfg.paths["published"]).name] = Path(cfg.paths["published"])
+    for name in cfg.models:
+        files[data / "inventory" / f"{name}.csv"] = Path(cfg.paths["inventory"]) / f"{name}.csv"
+    return files
+
+
 def main() -> None:
     cfg = params.load()
     rendered = render(cfg)
@@ -937,7 +967,19 @@ def main() -> None:
         atomic.write_text(cfg.paths["report"], rendered["text"])
         drawn = {os.path.relpath(path, report_dir): atomic.staged(path) for _, _, path in rendered["figures"]}
         atomic.write_text(cfg.paths["report_html"], to_html(rendered["text"], drawn))
-    log.info("wrote %s, %s and %d figures", cfg.paths["report"], cfg.paths["report_html"], len(rendered["figures"]))
+        copies = data_files(cfg)
+        for copy, source in copies.items():  # byte for byte: the artifact's data are the results themselves
+            atomic.write_bytes(copy, source.read_bytes())
+        for folder in {copy.parent for copy in copies}:
+            atomic.sync_dir(folder, keep=[c.name for c in copies if c.parent == folder])
+    log.info(
+        "wrote %s, %s, %d figures and the %d CSVs they were drawn from (%s)",
+        cfg.paths["report"],
+        cfg.paths["report_html"],
+        len(rendered["figures"]),
+        len(copies),
+        cfg.paths["report_data"],
+    )
 
 
 if __name__ == "__main__":

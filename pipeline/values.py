@@ -78,31 +78,59 @@ class Moments:
 
 @dataclass
 class Histogram:
-    """Exact counts per bfloat16 bucket: every float32 value falls in the bucket of its top 16 bits.
+    """Counts per bfloat16 bucket: every counted float32 value falls in the bucket of its top 16 bits.
 
     A value's sign, exponent and first 7 mantissa bits pick one of 65,536 buckets, so the histogram
     resolves every scale at once (128 buckets per factor of two), needs no range chosen in advance
     (weights of std 0.02 and norm gains of exactly 1.0 both land in buckets of their own) and costs
     one shift and one bincount per chunk. The report re-bins it over each group's own range.
+
+    `every` = k counts every k-th value of each tensor, from its first (a systematic sample, the same
+    whatever the chunking; 1 counts them all). torch's bincount costs about 1.8 ns a value on these
+    cores, more than the read itself, so counting all of a large checkpoint's values would triple the
+    pass (benchmarks/bench_values.py); means, deviations and extremes always come from every value.
     """
 
+    every: int = 1
     _acc: object = None
-    _idx: object = None
+    _idx: object = None  # bucket codes waiting to be counted: one bincount per BATCH codes, not one per chunk
+    _fill: int = 0
+    _pos: int = 0  # values of the current tensor seen so far
+    BATCH = 1 << 22  # a bincount's fixed cost (a 65,536-bucket result to clear and add) spread over 4M codes
+
+    def begin(self) -> None:
+        """A new tensor starts: its first value is counted."""
+        self._pos = 0
 
     def add(self, chunk: torch.Tensor) -> None:
         import torch
 
-        n = chunk.numel()
-        if self._acc is None:
-            self._acc = torch.zeros(1 << 16, dtype=torch.int64)
-        if self._idx is None or self._idx.numel() < n:
-            self._idx = torch.empty(n, dtype=torch.int32)
-        idx = self._idx[:n]
-        torch.bitwise_right_shift(chunk.contiguous().view(torch.int32), 16, out=idx)  # sign-extended: -32768..32767
-        idx.add_(1 << 15)
-        self._acc += torch.bincount(idx, minlength=1 << 16)
+        first = -self._pos % self.every
+        self._pos += chunk.numel()
+        part = chunk[first :: self.every] if self.every > 1 else chunk
+        while part.numel():
+            if self._idx is None:
+                self._idx = torch.empty(self.BATCH, dtype=torch.int32)
+            take = part[: self.BATCH - self._fill]
+            out = self._idx[self._fill : self._fill + take.numel()]
+            torch.bitwise_right_shift(take.view(torch.int32), 16, out=out)  # sign-extended: -32768..32767
+            self._fill += take.numel()
+            part = part[take.numel() :]
+            if self._fill == self.BATCH:
+                self._count()
+
+    def _count(self) -> None:
+        import torch
+
+        if self._fill:
+            idx = self._idx[: self._fill]
+            idx.add_(1 << 15)
+            counts = torch.bincount(idx, minlength=1 << 16)
+            self._acc = counts if self._acc is None else self._acc + counts
+            self._fill = 0
 
     def merge(self, other: Histogram) -> None:
+        other._count()
         if other._acc is not None:
             self._acc = other._acc.clone() if self._acc is None else self._acc + other._acc
 
@@ -110,6 +138,7 @@ class Histogram:
         """One row per non-empty bucket, [bin_left, bin_right) in value order; NaN and infinities in one row apart."""
         import numpy as np
 
+        self._count()
         if self._acc is None:
             return []
         counts = self._acc.numpy()
@@ -399,7 +428,7 @@ VALUE_GROUPS = {
     "attention_sink": "attention_sinks",
 }
 STAT_COLUMNS = ["model", "by", "group", "count", "mean", "std", "min", "max", "l2"]
-HIST_COLUMNS = ["model", "group", "bin_left", "bin_right", "count"]
+HIST_COLUMNS = ["model", "group", "every", "bin_left", "bin_right", "count"]
 
 
 def distributions(
@@ -411,11 +440,13 @@ def distributions(
     chunk_elements: int = CHUNK_ELEMENTS,
     threads: int = 2,
     scales: dict | None = None,
+    every: int = 1,
 ):
     """(statistics, histograms) DataFrames of a model's parameter values, in one pass over its tensors.
 
     params_inv holds the parameter rows of the inventory (a tied tensor once), with checkpoint keys.
-    Statistics by role, component, value group and overall; histograms by value group (none if bins is 0).
+    Statistics by role, component, value group and overall, from every value; histograms by value group
+    (none if bins is 0) of every `every`-th value of each tensor.
     Tensors are spread over `threads` workers (torch kernels release the GIL); each tensor's moments
     come from one worker and are merged in inventory order, so the result does not depend on scheduling.
     """
@@ -440,11 +471,13 @@ def distributions(
             local.reader, local.hists = Reader(folder, entries, chunk_elements, scales), {}
             workers.append((local.reader, local.hists))
         group = VALUE_GROUPS[row.role]
-        hist = local.hists.setdefault(group, Histogram()) if bins > 0 else None
+        hist = local.hists.setdefault(group, Histogram(every)) if bins > 0 else None
         m = Moments()
         # a tied tensor stored twice is read once; a parameter merged from per-expert tensors is read from all
         keys = checkpoint.source_keys(row.checkpoint_key, patterns) if "*" in row.checkpoint_key else []
         for key in keys or [row.checkpoint_key.split(";")[0]]:
+            if hist is not None:
+                hist.begin()
             for chunk in local.reader.chunks(key):
                 m.merge(Moments.of(chunk))
                 if hist is not None:
@@ -469,7 +502,7 @@ def distributions(
     for _, hs in workers:
         for g, h in hs.items():
             if g not in hists:
-                hists[g] = Histogram()
+                hists[g] = Histogram(every)
             hists[g].merge(h)
     rank = {"all": 0, "group": 1, "role": 2, "component": 3}
     stat_rows = [
@@ -480,5 +513,5 @@ def distributions(
         {"model": name, "by": "skipped", "group": dtype, "count": int(part["numel"].sum())}
         for dtype, part in sorted(skipped.groupby("stored"), key=lambda kv: kv[0])
     ]
-    hist_rows = [{"model": name, "group": g, **r} for g in sorted(hists) for r in hists[g].rows()]
+    hist_rows = [{"model": name, "group": g, "every": every, **r} for g in sorted(hists) for r in hists[g].rows()]
     return pd.DataFrame(stat_rows, columns=STAT_COLUMNS), pd.DataFrame(hist_rows, columns=HIST_COLUMNS)

@@ -45,3 +45,33 @@ def test_rebinned_over_each_groups_own_range():
     width = w["value"].diff().iloc[1]
     assert math.isclose((w["density"] * width).sum(), 1 - w["outside"].iloc[0], rel_tol=1e-9)
     assert data.loc[data["group"] == "norm_gains", "single"].iloc[0] == 1.0  # one value, said so
+
+
+def test_every_kth_value_of_each_tensor_whatever_the_chunking():
+    rng = np.random.default_rng(1)
+    tensors = [rng.normal(0, 0.02, n).astype(np.float32) for n in (1000, 37, 5, 4097)]
+    for every in (1, 3, 8):
+        h = values.Histogram(every)
+        for x in tensors:
+            h.begin()
+            for part in np.array_split(x, 6):  # uneven chunks, some shorter than the stride
+                h.add(torch.from_numpy(part.copy()))
+        got = pd.DataFrame(h.rows()).set_index("bin_left")["count"]
+        # Oracle: numpy slices each tensor from its first value, then the same bucket rule
+        picked = np.concatenate([x[::every] for x in tensors])
+        tops = pd.Series((picked.view(np.uint32) >> 16).astype(np.uint32)).value_counts()
+        assert got.sum() == len(picked) == sum(-(-len(x) // every) for x in tensors)
+        assert sorted(got.to_numpy()) == sorted(tops.to_numpy())
+
+
+def test_merged_histograms_count_what_each_held():
+    x = torch.randn(10_000)
+    one, two, merged = values.Histogram(), values.Histogram(), values.Histogram()
+    one.add(x[:3000])
+    two.add(x[3000:])
+    merged.merge(one)
+    merged.merge(two)
+    merged.merge(values.Histogram())  # an empty one adds nothing
+    whole = values.Histogram()
+    whole.add(x)
+    assert merged.rows() == whole.rows() and sum(r["count"] for r in whole.rows()) == 10_000

@@ -48,6 +48,23 @@ def test_gpt2_with_weights_gets_its_own_prose(workdir, monkeypatch):
     assert "the course's Model 5" in text
     assert "models with a checkpoint are also reconciled" in text
     assert "12d² + 13d" in text and "which matches the inventory" in text
+    # the histograms' sample is stated, with the counted values per model from the CSV itself
+    hists = pd.read_csv(workdir / "results/histograms.csv")
+    every = int(hists["every"].iloc[0])
+    assert every == 8 and f"count every {every}th value of each tensor" in text
+    counted = hists.groupby("model")["count"].sum()
+    inv = pd.read_csv(workdir / "results/inventory/gpt2ck.csv")
+    read = pd.read_csv(workdir / "results/distributions.csv").query("by == 'all'").set_index("model")["count"]
+    assert read["gpt2ck"] == inv.loc[inv["kind"] == "parameter", "numel"].sum()  # moments: every value
+    assert f"`gpt2ck`: {counted['gpt2ck']:,} of {read['gpt2ck']:,}" in text and counted["gpt2ck"] < read["gpt2ck"]
+    # the artifact carries the CSVs it was drawn from, byte for byte, and only those of this sweep
+    data = workdir / "reports/data"
+    for copy in data.rglob("*.csv"):
+        source = workdir / "conf/published" if copy.parent.name == "published" else workdir / "results"
+        source = source / copy.relative_to(data / ("published" if copy.parent.name == "published" else ""))
+        assert copy.read_bytes() == source.read_bytes(), copy
+    assert {p.name for p in (data / "inventory").iterdir()} == {"gpt2ck.csv", "untied.csv"}
+    assert (data / "histograms.csv").exists() and (data / "summary.csv").exists()
 
 
 def test_another_family_without_weights_gets_none_of_gpt2s(workdir, monkeypatch):
