@@ -233,7 +233,8 @@ SECTIONS: dict[str, dict[str, tuple]] = {
 }
 PATH_KEYS = (
     "models", "inventory", "summary", "metrics", "ties", "bias", "report", "figures",
-    "conventions", "whatif", "distributions", "histograms", "cost", "published", "report_html", "tie_sample", "report_data",
+    "conventions", "whatif", "distributions", "histograms", "cost", "published", "report_html", "tie_sample",
+    "report_data",
 )  # fmt: skip
 
 
