@@ -44,6 +44,7 @@ SUMMARY_COLUMNS = [
     "stated_params",
     "stated_active",
     "stated_active_params",
+    "what_if",
     "source",
     "revision",
     "checkpoint_tensors",
@@ -55,7 +56,6 @@ SUMMARY_COLUMNS = [
     "checkpoint_bytes",
     "bytes_fetched",
 ]
-METRIC_KEYS = ("total", "total_untied", "non_embedding", "bias_named", "bias_named_share")
 # The largest count accepted: 10 trillion, ten times any published model; beyond it a config is a typo.
 MAX_PARAMS = 10**13
 
@@ -127,6 +127,7 @@ def _count(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict,
         "stated_params": spec.stated_params,
         "stated_active": spec.stated_active,
         "stated_active_params": spec.stated_active_params,
+        "what_if": "",
         "source": prov["source"],
         "revision": prov.get("revision") or "",
         "checkpoint_tensors": stored,
@@ -197,10 +198,16 @@ def whatif_grid(cfg: params.Params) -> pd.DataFrame:
 
 def main() -> None:
     cfg = params.load()
+    marked = params.what_if(cfg)  # models an override changed: their stated sizes no longer apply
     inventories, rows, conv, costs = {}, [], [], []
     for name, spec in cfg.models.items():  # everything is computed before anything is written
         with about(name):
             inv, row, model, config = _count(spec, cfg.models_dir(name))
+            row["what_if"] = marked.get(name, "")
+            if name in marked:
+                for key in ("stated_size", "stated_params", "stated_active", "stated_active_params"):
+                    row[key] = None
+                log.warning("%s: changed by an override (%s); its stated size no longer applies", name, marked[name])
             mine = conventions.conventions(inv, row)
             by_name = {c["convention"]: c["params"] for c in mine}
             costs.append(cost.table(name, model, config, row, by_name, cfg.cost, spec.auto_class == "causal_lm"))
@@ -224,7 +231,7 @@ def main() -> None:
     ):
         summary[column] = summary[column].astype("Int64")
     inv_dir = cfg.paths["inventory"]
-    metrics = {row["model"]: {key: row[key] for key in METRIC_KEYS} for row in rows}
+    metrics = {row["model"]: row["total"] for row in rows}  # flat and few: one column per model in dvc exp show
     with atomic.batch():  # every file, or none
         for name, inv in inventories.items():
             atomic.write_csv(f"{inv_dir}/{name}.csv", inv)

@@ -107,6 +107,7 @@ class Params:
     values: dict[str, Any]
     whatif: dict[str, Any]
     cost: dict[str, Any]
+    sweep: str | None = None  # the conf/sweep/ file params.yaml was composed from (None: written by hand)
 
     def models_dir(self, name: str) -> Path:
         return Path(self.paths["models"]) / name
@@ -321,7 +322,52 @@ def from_dict(raw: Any) -> Params:
         values=values,
         whatif=whatif,
         cost=_section(raw, "cost"),
+        sweep=_sweep(raw.get("sweep")),
     )
+
+
+def _sweep(value: Any) -> str | None:
+    if value is not None and not (isinstance(value, str) and NAME_RE.fullmatch(value)):
+        raise PipelineError(f"params.yaml: sweep={value!r} must be the name of a file in conf/sweep/")
+    return value
+
+
+# What makes a model a different model: a change here means its stated size no longer describes it
+IDENTITY_KEYS = ("source", "hub_id", "path", "config_path", "architecture", "auto_class")
+
+
+def what_if(cfg: Params, conf_dir: str | Path = CONF_DIR) -> dict[str, str]:
+    """{model: 'architecture.n_layer=6 (conf/: 12)'} for each model whose identity an override changed.
+
+    `dvc exp run -S models.gpt2.architecture.n_layer=6` keeps the name gpt2 and its stated 117M; the
+    model is compared with what its sweep composes to without overrides. Models not in that sweep
+    (added by hand or by an override) and a params.yaml without a recorded sweep are not marked.
+    """
+    if cfg.sweep is None or not (Path(conf_dir) / "config.yaml").is_file():
+        return {}
+    try:
+        pristine = compose([f"sweep={cfg.sweep}"], conf_dir)["models"]
+    except PipelineError:
+        return {}  # the recorded sweep no longer composes (renamed or deleted): nothing to compare with
+    marked = {}
+    for name, spec in cfg.models.items():
+        if name not in pristine:
+            continue
+        base = model_spec(name, pristine[name])
+        changes = []
+        for key in IDENTITY_KEYS:
+            now, then = getattr(spec, key), getattr(base, key)
+            if key == "architecture" and isinstance(now, dict) and isinstance(then, dict):
+                changes += [
+                    f"architecture.{k}={now.get(k)!r} (conf/: {then.get(k, '<absent>')!r})"
+                    for k in sorted(set(now) | set(then))
+                    if now.get(k, "<absent>") != then.get(k, "<absent>")
+                ]
+            elif now != then:
+                changes.append(f"{key}={now!r} (conf/: {then!r})")
+        if changes:
+            marked[name] = "; ".join(changes)
+    return marked
 
 
 def load(path: str | Path = PARAMS_FILE) -> Params:

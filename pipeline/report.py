@@ -59,7 +59,7 @@ def _fetched(s: pd.Series) -> str:
 
 
 def totals_section(cfg: params.Params, summary: pd.DataFrame, full: dict[str, pd.DataFrame], fig: str) -> str:
-    rows, checks, notes = [], [], []
+    rows, checks, notes, variants = [], [], [], []
     for name, spec in cfg.models.items():
         s = summary.loc[name]
         stated = "—"
@@ -69,6 +69,10 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, full: dict[str, pd
         source = s["source"] + (
             f" @ `{s['revision'][:12]}`" if isinstance(s["revision"], str) and s["revision"] else ""
         )
+        if isinstance(s.get("what_if"), str) and s["what_if"]:
+            stated = "— (what-if variant)"
+            lapsed = f", so its stated {spec.stated_size} no longer applies" if spec.stated_size else ""
+            variants.append(f"- `{name}` is a what-if variant: an override set {s['what_if']}{lapsed}.")
         rows.append([f"`{name}`", _int(s["total"]), human(s["total"]), stated, source])
         if isinstance(s.get("quant_method"), str) and s["quant_method"]:
             notes.append(
@@ -121,6 +125,8 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, full: dict[str, pd
         _table(["model", "parameters", "", "stated by the authors", "source"], rows, "lrrrl"),
         "",
     ]
+    if variants:
+        out += variants + [""]
     if notes:
         out += ["Checkpoints, counted from their safetensors headers and reconciled with the architecture:", ""]
         out += notes + [""]
@@ -607,10 +613,10 @@ def _card_sentence(name: str, spec: params.ModelSpec, s: pd.Series, active: pd.S
     """One sentence reconciling a mixture of experts' stated total and active sizes with the count."""
     total = int(s["total"])
     parts = [f"- `{name}` ({int(s['n_experts'])} routed experts per layer, {int(s['experts_per_token'])} per token):"]
-    if spec.stated_size:
+    if pd.notna(s["stated_params"]):
         verdict = "is" if params.rounds_to(total, spec.stated_size) else "is **not**"
         parts.append(f"its stated {spec.stated_size} total {verdict} the count {_int(total)} rounded as stated;")
-    if spec.stated_active:
+    if pd.notna(s["stated_active_params"]):
         matching = [c for c in ACTIVE_CONVENTIONS if params.rounds_to(int(active[c]), spec.stated_active)]
         values = "; ".join(f"`{c}` {_int(active[c])} ({human(active[c])})" for c in ACTIVE_CONVENTIONS)
         if matching:

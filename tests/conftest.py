@@ -73,6 +73,7 @@ def tiny_params(models: dict | None = None) -> dict:
             "tiny-untied": {"source": "config", "architecture": {**TINY, "tie_word_embeddings": False}},
         }
     data["models"] = models
+    data.pop("sweep")  # these models are not that sweep's: nothing to compare them with (params.what_if)
     data["whatif"].update({"n_layer": [1, 2], "n_embd": [64, 128]})  # a small grid keeps the stages fast
     return data
 

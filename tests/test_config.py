@@ -42,6 +42,8 @@ def test_committed_params_yaml_equals_the_composition_of_conf():
 def test_every_sweep_composes_into_valid_models(sweep):
     data = params.compose([f"sweep={sweep}"], conf_dir=CONF)
     cfg = params.from_dict(data)
+    assert cfg.sweep == sweep  # recorded under its own file name: dvc exp show tells experiments apart by it
+    assert params.what_if(cfg, CONF) == {}  # composed without overrides: no model is a what-if variant
     if sweep in EXPECTED_SWEEPS:
         assert list(cfg.models) == EXPECTED_SWEEPS[sweep]
     for spec in cfg.models.values():
@@ -153,3 +155,14 @@ def test_model_names_with_dots_are_refused():
 )
 def test_stated_sizes_parse_exactly(text, value):
     assert params.parse_size(text, "m") == value
+
+
+def test_an_override_that_changes_a_model_is_told_apart_from_its_sweep():
+    data = params.compose(
+        ["sweep=gpt2-family", "models.gpt2.architecture.n_layer=6", "models.gpt2-xl.revision=abc"], CONF
+    )
+    marked = params.what_if(params.from_dict(data), CONF)
+    # gpt2 is another model now; a pinned revision of gpt2-xl is the same model
+    assert marked == {"gpt2": "architecture.n_layer=6 (conf/: 12)"}
+    data["sweep"] = "no-such-sweep"  # a recorded sweep that no longer composes marks nothing (and raises nothing)
+    assert params.what_if(params.from_dict(data), CONF) == {}

@@ -75,3 +75,31 @@ def test_another_family_without_weights_gets_none_of_gpt2s(workdir, monkeypatch)
         assert gpt2_only not in text, gpt2_only
     assert "(shapes only, no weights)." in text
     assert "no values to describe" in text
+
+
+def test_an_override_that_changes_the_architecture_is_marked_and_loses_its_stated_size(workdir, monkeypatch):
+    import json
+    import sys
+
+    import pandas as pd
+    import yaml
+
+    from pipeline import bias, count, download, params, report, ties
+
+    # what `dvc exp run -S sweep=gpt2-small -S models.gpt2.architecture.n_layer=6` composes
+    data = params.compose(["sweep=gpt2-small", "models.gpt2.architecture.n_layer=6"], workdir / "conf")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setattr(sys, "argv", ["download", "gpt2"])
+    download.main()
+    for stage in (count, ties, bias, report):
+        stage.main()
+    s = pd.read_csv(workdir / "results/summary.csv").iloc[0]
+    # GPT-2 small with 6 of its 12 blocks: 124,439,808 − 6 × 7,087,872 (one block, 12d² + 13d at d = 768)
+    assert s["total"] == 124_439_808 - 6 * (12 * 768**2 + 13 * 768)
+    assert s["what_if"] == "architecture.n_layer=6 (conf/: 12)" and pd.isna(s["stated_params"])
+    text = (workdir / "reports/report.md").read_text()
+    assert "`gpt2` is a what-if variant: an override set architecture.n_layer=6 (conf/: 12), so its stated 117M" in text
+    assert "117M (" not in text  # no gap against a size stated for another model
+    conv = pd.read_csv(workdir / "results/conventions.csv")
+    assert conv.loc[conv["convention"] == "stated", "params"].isna().all()
+    assert json.loads((workdir / "results/metrics.json").read_text()) == {"gpt2": int(s["total"])}

@@ -59,7 +59,7 @@ def test_stages_in_process(workdir, monkeypatch):
         assert part["params"].sum() == summary.loc[part["model"].iloc[0], "total"]
 
     metrics = json.loads((workdir / "results/metrics.json").read_text())
-    assert metrics["tiny"]["total"] == TINY_TOTAL
+    assert metrics["tiny"] == TINY_TOTAL and set(metrics) == set(summary.index)  # flat: one per model
 
     text = (workdir / "reports/report.md").read_text()
     assert f"{TINY_TOTAL:,}" in text
