@@ -203,14 +203,18 @@ def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link src to dst (no bytes copied) where the file system allows it, else copy."""
+def link(src: Path, dst: Path) -> None:
+    """Make dst name src's bytes without copying them: a hard link, or across file systems a symlink.
+
+    The download stage references a model's weights (in a source folder or the Hugging Face cache)
+    this way, so a checkpoint is on disk once; data/models is not DVC-cached either (dvc.yaml).
+    """
     src = Path(src).resolve()
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
     except OSError:
         try:
-            shutil.copyfile(src, dst)
+            os.symlink(src, dst)
         except OSError as exc:
             raise _refused(dst, exc) from None

@@ -15,9 +15,9 @@ class PipelineError(Exception):
     """A problem with the user's input. Reported as one line, never as a traceback."""
 
 
-def run(main: Callable[[], None]) -> None:
+def run(main: Callable[[], None], level: int = logging.INFO) -> None:
     """Run a stage's main(): log to stderr, turn a PipelineError into one line and exit status 1."""
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr)
     # huggingface_hub gives its logger a handler of its own: without this, each of its lines prints twice
     logging.getLogger("huggingface_hub").propagate = False
     try:

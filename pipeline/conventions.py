@@ -36,6 +36,23 @@ DEFINITIONS = {
     "active_excluding_input_embedding": "active_per_token without the input embedding matrix, a lookup rather "
     "than a matmul (gpt-oss's convention); kept when it is tied to the output head, which multiplies by it",
 }
+# Who prints each number: the report's conventions figure and `hmp count` label each convention so
+TOOLS = {
+    "unique": "unique: sum(p.numel()) in PyTorch",
+    "untied_head": "untied head: minGPT's module",
+    "torchinfo": "torchinfo summary()",
+    "nanogpt_default": "nanoGPT get_num_params()",
+    "non_embedding_pythia": "non-embedding: Pythia suite",
+    "non_embedding_kaplan": "non-embedding: Kaplan et al.",
+    "attn_mlp_matrices": "TransformerLens n_params",
+    "checkpoint_tensors": "the Hub page: header sum",
+    "stated": "stated by the authors",
+}
+# The two active counts, for mixtures of experts: the model cards that use each
+ACTIVE_TOOLS = {
+    "active_per_token": "active per token: Mixtral's card",
+    "active_excluding_input_embedding": "active, no input embedding: gpt-oss's card",
+}
 COLUMNS = ["model", "convention", "params", "definition"]
 # Where TransformerLens's n_params finds matrices: attention and MLP, and in a mixture of experts every
 # expert's MLP and the router (its n_params multiplies the MLP by the number of experts)

@@ -457,14 +457,19 @@ def dump(data: dict[str, Any]) -> str:
 def main() -> None:
     import argparse
 
-    from pipeline import atomic
-
     parser = argparse.ArgumentParser(description="Rewrite params.yaml from conf/ (Hydra composition).")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep=gpt2-small")
     args = parser.parse_args()
-    data = compose(args.overrides)
+    write_params(args.overrides)
+
+
+def write_params(overrides: list[str]) -> None:
+    """Compose conf/ with overrides and write params.yaml, its overrides recorded in the header."""
+    from pipeline import atomic
+
+    data = compose(overrides)
     from_dict(data)  # refuse to write a params.yaml the stages would reject
-    header = GENERATED + (f"{OVERRIDES_LINE}{json.dumps(args.overrides)}\n" if args.overrides else "")
+    header = GENERATED + (f"{OVERRIDES_LINE}{json.dumps(overrides)}\n" if overrides else "")
     atomic.write_text(PARAMS_FILE, header + dump(data))
 
 

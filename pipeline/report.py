@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, cost, figures, formulas, inventory, params, results
+from pipeline import atomic, checkpoint, conventions, cost, figures, formulas, inventory, params, results
 from pipeline.cli import PipelineError, run
 
 log = logging.getLogger("report")
@@ -499,17 +499,7 @@ CONVENTION_LABELS = {
     "torchinfo": "torchinfo",
 }
 # The figure's labels: each convention with the tool or source that prints it
-CONVENTION_TOOLS = {
-    "unique": "unique: sum(p.numel()) in PyTorch",
-    "untied_head": "untied head: minGPT's module",
-    "torchinfo": "torchinfo summary()",
-    "nanogpt_default": "nanoGPT get_num_params()",
-    "non_embedding_pythia": "non-embedding: Pythia suite",
-    "non_embedding_kaplan": "non-embedding: Kaplan et al.",
-    "attn_mlp_matrices": "TransformerLens n_params",
-    "checkpoint_tensors": "the Hub page: header sum",
-    "stated": "stated by the authors",
-}
+CONVENTION_TOOLS = conventions.TOOLS
 
 
 def _cell(v) -> str:

@@ -244,8 +244,11 @@ def pickle_to_safetensors(spec: ModelSpec, folder: Path, files: list[str], out: 
     save_file(tensors, str(out / checkpoint.SAFETENSORS_SINGLE), metadata={"format": "pt"})
 
 
-def materialise(spec: ModelSpec, out: Path) -> dict:
-    """Fill folder out with config.json and the weights of spec; return the provenance record."""
+def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
+    """Fill folder out with config.json and the weights of spec; return the provenance record.
+
+    hashes=False leaves out each file's sha256 (reading every byte): `hmp count` wants its answer in seconds.
+    """
     revision = None
     converted_from: list[str] = []
     fetched: dict = {}
@@ -262,7 +265,7 @@ def materialise(spec: ModelSpec, out: Path) -> dict:
         check_architecture(spec, paths[0], config)
         gguf_file.entries(paths)  # every shard's tensor table must read before a byte is copied
         for path in paths:
-            atomic.link_or_copy(path, out / path.name)
+            atomic.link(path, out / path.name)
         (out / "config.json").write_bytes(config_json(config))
     else:
         if spec.source == "path":
@@ -282,16 +285,16 @@ def materialise(spec: ModelSpec, out: Path) -> dict:
             )
         if fmt == "safetensors":
             checkpoint.read_checkpoint(folder, files)
-        atomic.link_or_copy(folder / "config.json", out / "config.json")
+        atomic.link(folder / "config.json", out / "config.json")
         if fmt == "pickle":
             pickle_to_safetensors(spec, folder, files, out)
             converted_from = files
         elif files:
             index = folder / checkpoint.SAFETENSORS_INDEX
             if index.is_file():
-                atomic.link_or_copy(index, out / checkpoint.SAFETENSORS_INDEX)
+                atomic.link(index, out / checkpoint.SAFETENSORS_INDEX)
             for name in files:
-                atomic.link_or_copy(folder / name, out / name)
+                atomic.link(folder / name, out / name)
     if not fetched and spec.source != "config":
         weights = [p for p in out.iterdir() if p.suffix in (".safetensors", ".gguf")]
         size = sum(p.stat().st_size for p in weights)
@@ -309,7 +312,7 @@ def materialise(spec: ModelSpec, out: Path) -> dict:
         "path": str(spec.path) if spec.source == "path" else None,
         "converted_from_pickle": converted_from,
         "files": [
-            {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256(p)}
+            {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256(p) if hashes else None}
             for p in sorted(out.iterdir())
             if p.is_file()
         ],

@@ -1,0 +1,148 @@
+"""`hmp count` and `hmp add`, run as the installed console script on real files, a real GGUF and a pre-filled Hub cache.
+
+Oracles: the closed forms of pipeline/formulas.py (GPT-2: V·d + P·d + L·(12d² + 13d) + 2d; Llama:
+formulas.llama_params) and the course's published GPT-2 small figures (124,439,808 parameters,
+102,144 of them biases; 163,037,184 with an untied head).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import formulas
+from tests.checkpoints import prefill_hub_cache, tiny_checkpoint
+from tests.conftest import ROOT, TINY
+from tests.quantized import llama_total
+
+HMP = shutil.which("hmp", path=str(Path(sys.executable).parent))
+COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
+
+
+def hmp(*args: str, cwd: Path, env: dict | None = None, ok: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    done = subprocess.run([HMP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def tiny_total(tied: bool = True) -> int:
+    t = TINY
+    return formulas.gpt2_params(t["vocab_size"], t["n_positions"], t["n_embd"], t["n_layer"], tied=tied)
+
+
+def test_the_console_script_is_installed():
+    assert HMP, "make setup installs hmp (pyproject [project.scripts])"
+
+
+def test_count_a_config_json_gives_gpt2_smalls_published_figures(tmp_path):
+    config = tmp_path / "gpt2" / "config.json"
+    config.parent.mkdir()
+    arch = yaml.safe_load((ROOT / "conf/model/gpt2.yaml").read_text())["architecture"]
+    config.write_text(json.dumps(arch))
+    out = hmp("count", str(config), "--json", cwd=tmp_path).stdout
+    got = json.loads(out)
+    assert got["model"] == "gpt2" and got["summary"]["total"] == 124_439_808  # the course's figure
+    conv = {c["convention"]: c["params"] for c in got["conventions"]}
+    assert conv["untied_head"] == conv["torchinfo"] == 163_037_184
+    assert got["weights_and_biases"] == {"weight": 124_439_808 - 102_144, "bias": 102_144}
+    assert got["tie"]["declared_tied"] and got["tie"]["structural_tied"] and got["tie"]["pearson_r"] is None
+    text = hmp("count", str(config), "--per-layer", cwd=tmp_path).stdout
+    assert text.startswith("gpt2: 124,439,808 parameters (124.4M), gpt2, shapes only, no weights")
+    assert "torchinfo summary()" in text and "163,037,184" in text and "0.0821 %" in text
+    # --per-layer: 12 blocks of 12d² + 13d = 7,087,872 at d = 768, the last running total the whole model
+    blocks = [line for line in text.splitlines() if line.startswith("transformer.h.")]
+    assert len(blocks) == 12 and all("7,087,872" in line for line in blocks)
+    assert text.rstrip().splitlines()[-1].split()[-1] == "124,439,808"
+
+
+def test_count_a_safetensors_folder_with_weights(tmp_path):
+    folder = tiny_checkpoint(tmp_path / "tiny-gpt2", tied=False, seed=3)
+    got = json.loads(hmp("count", str(folder), "--json", cwd=tmp_path).stdout)
+    assert got["summary"]["total"] == tiny_total(tied=False)
+    assert got["summary"]["checkpoint_tensors"] is not None  # reconciled with the file
+    tie = got["tie"]
+    assert not tie["declared_tied"] and tie["stored_separately"] and abs(tie["pearson_r"]) < 0.2  # two matrices
+    assert sum(b["params"] for b in got["blocks"]) == tiny_total(tied=False)
+    text = hmp("count", str(folder), cwd=tmp_path).stdout
+    assert f"{tiny_total(tied=False):,} parameters" in text and "with weights" in text
+    assert list(folder.iterdir())  # the source folder is left as it was
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_count_a_gguf_file(tmp_path):
+    from tests.test_gguf import write_gguf
+
+    path = write_gguf(tmp_path / "tiny-llama-q8.gguf", "Q8_0")
+    got = json.loads(hmp("count", str(path), "--json", cwd=tmp_path).stdout)
+    assert got["model"] == "tiny-llama-q8" and got["summary"]["total"] == llama_total()
+    assert got["summary"]["model_type"] == "llama"
+
+
+def test_count_a_hub_id_from_the_local_cache(tmp_path):
+    cache = tmp_path / "hf" / "hub"
+    prefill_hub_cache(cache, "org/tiny-gpt2", COMMIT, tiny_checkpoint(tmp_path / "upstream", seed=5))
+    env = {"HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent)}
+    got = json.loads(hmp("count", "org/tiny-gpt2", "--json", cwd=tmp_path, env=env).stdout)
+    assert got["summary"]["total"] == tiny_total() and got["source"]["revision"] == COMMIT and got["from_cache"]
+    assert got["tie"]["pearson_r"] == 1.0  # one tensor: the course's check on the loaded model
+    text = hmp("count", "org/tiny-gpt2", cwd=tmp_path, env=env).stdout
+    assert f"from org/tiny-gpt2 @ {COMMIT[:12]} (from the local Hub cache" in text
+    missing = hmp("count", "org/not-cached", cwd=tmp_path, env=env, ok=False)
+    assert missing.returncode == 1 and missing.stdout == ""
+    line = missing.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: model 'not-cached':") and "org/not-cached@main is not in the cache" in line
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("./nowhere", "./nowhere: no such file or folder, and not a Hub id (owner/name)"),
+        ("a/b/c", "a/b/c: no such file or folder, and not a Hub id (owner/name)"),
+        ("notes.txt", "notes.txt: not a config.json, a .gguf file or a checkpoint folder"),
+        ("empty", "empty: a checkpoint folder needs its config.json"),
+        ("bad.json", "model 'bad': architecture.n_layer='twelve' must be a whole number from 1 to 1,024"),
+    ],
+)
+def test_bad_sources_are_one_line(tmp_path, source, message):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.json").write_text('{"model_type": "gpt2", "n_layer": "twelve"}')
+    done = hmp("count", source, cwd=tmp_path, ok=False)
+    assert done.returncode == 1 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), done.stderr
+
+
+def test_add_then_dvc_repro_counts_the_new_model(repo_copy):
+    folder = tiny_checkpoint(repo_copy.parent / "my-ckpt", seed=2)
+    out = hmp("add", "mine", str(folder), "--sweep", "gpt2-small", cwd=repo_copy).stdout
+    assert out.startswith("added mine: wrote conf/model/mine.yaml, conf/sweep/gpt2-small.yaml, params.yaml")
+    entry = yaml.safe_load((repo_copy / "conf/model/mine.yaml").read_text())
+    assert entry == {"source": "path", "path": str(folder)}
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    assert list(data["models"]) == ["gpt2", "mine"] and data["sweep"] == "gpt2-small"
+    again = hmp("add", "mine", str(folder), "--sweep", "gpt2-small", cwd=repo_copy, ok=False)
+    assert again.stderr.strip() == "error: conf/model/mine.yaml exists already; pick another name or edit it"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run(["dvc", "repro", "--quiet"], cwd=repo_copy, env=env, check=True, timeout=600)
+    metrics = json.loads((repo_copy / "results/metrics.json").read_text())
+    assert metrics == {"gpt2": 124_439_808, "mine": tiny_total()}
+    linked = repo_copy / "data/models/mine/model.safetensors"
+    assert linked.stat().st_ino == (folder / "model.safetensors").stat().st_ino or linked.is_symlink()  # not copied
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    """A git clone of this repository's committed state plus the working tree's changes, as a new user has it."""
+    from tests.repo_copy import copy_repo
+
+    return copy_repo(tmp_path / "repo")
