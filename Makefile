@@ -12,10 +12,14 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements.lock
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq -c requirements.lock -e ".[dev]"
-	touch $(STAMP)
+	@echo "setup: creating $(VENV)/ with $(PYTHON) (once; later runs reuse it)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "setup: upgrading pip"
+	@$(BIN)/python -m pip install -qq --upgrade pip
+	@echo "setup: installing torch 2.13.0 (CPU), transformers, dvc, hydra and the rest at the versions in requirements.lock (2-3 min the first time)"
+	@$(BIN)/python -m pip install -qq --progress-bar off -c requirements.lock -e ".[dev]"
+	@touch $(STAMP)
+	@echo "setup: done; the hmp command is $(BIN)/hmp"
 
 setup: $(STAMP) ## create .venv/ and install the pinned dependencies
 

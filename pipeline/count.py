@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, conventions, cost, formats, gguf_file, inventory, moe, params
+from pipeline import atomic, checkpoint, conventions, cost, formats, gguf_file, inventory, moe, params, progress
 from pipeline.cli import PipelineError, about, run
 
 log = logging.getLogger("count")
@@ -200,7 +200,8 @@ def main() -> None:
     cfg = params.load()
     marked = params.what_if(cfg)  # models an override changed: their stated sizes no longer apply
     inventories, rows, conv, costs = {}, [], [], []
-    for name, spec in cfg.models.items():  # everything is computed before anything is written
+    for name, spec in progress.bar(cfg.models.items(), "count", "models", total=len(cfg.models)):
+        # everything is computed before anything is written
         with about(name):
             inv, row, model, config = _count(spec, cfg.models_dir(name))
             row["what_if"] = marked.get(name, "")

@@ -10,11 +10,17 @@ import os
 from typing import Any
 
 
-def bar(total: float | None = None, desc: str = "", unit: str = "it", **kwargs: Any):
-    """A tqdm bar on stderr: `with bar(n, "reading", "B") as b: b.update(k)`; bytes scale to kB, MB, GB."""
+def bar(iterable: Any = None, desc: str = "", unit: str = "it", total: float | None = None, **kwargs: Any):
+    """A tqdm bar on stderr, over an iterable or updated by hand (`with bar(None, "reading", "B", total=n) as b:
+    b.update(k)`); bytes scale to kB, MB, GB, values to k, M, G."""
     from tqdm.auto import tqdm
+
+    if isinstance(iterable, int | float):  # bar(n, desc, unit): a total, updated by hand
+        iterable, total = None, iterable
 
     forced = os.environ.get("HMP_PROGRESS")
     disable = None if forced is None else forced == "0"
-    scale = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
-    return tqdm(total=total, desc=desc, unit=unit, disable=disable, leave=False, dynamic_ncols=True, **scale, **kwargs)
+    scale = {"unit_scale": True, "unit_divisor": 1024 if unit == "B" else 1000} if unit in ("B", "values") else {}
+    return tqdm(
+        iterable, total=total, desc=desc, unit=unit, disable=disable, leave=False, dynamic_ncols=True, **scale, **kwargs
+    )

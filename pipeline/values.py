@@ -484,12 +484,23 @@ def distributions(
                     hist.add(chunk)
         return m
 
+    from pipeline import progress
+
     before = torch.get_num_threads()
     torch.set_num_threads(1 if threads > 1 else before)  # parallel over tensors, not inside each kernel
     try:
         order = sorted(range(len(rows)), key=lambda i: -rows[i].numel)  # big tensors first balance the workers
-        with ThreadPoolExecutor(max_workers=max(threads, 1)) as pool:
-            done = dict(zip(order, pool.map(lambda i: one(rows[i]), order), strict=True))
+        with (
+            progress.bar(None, f"{name}: values", "values", total=sum(int(r.numel) for r in rows)) as shown,
+            ThreadPoolExecutor(max_workers=max(threads, 1)) as pool,
+        ):
+
+            def tracked(i: int) -> Moments:
+                m = one(rows[i])
+                shown.update(int(rows[i].numel))
+                return m
+
+            done = dict(zip(order, pool.map(tracked, order), strict=True))
     finally:
         torch.set_num_threads(before)
 
