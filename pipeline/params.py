@@ -10,32 +10,49 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
+import annotated_types
 import yaml
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
 
 from pipeline.cli import PipelineError, first_line, read_json_object
 
 PARAMS_FILE = Path("params.yaml")
 CONF_DIR = Path("conf")
-SOURCES = ("config", "path", "hub")
-AUTO_CLASSES = ("causal_lm", "masked_lm", "base")
 
-# Public model-file keys (users write their own model files with these) and their defaults.
-MODEL_FIELDS: dict[str, Any] = {
-    "hub_id": None,  # repository on the Hugging Face Hub
-    "revision": None,  # pinned commit (or branch) of hub_id
-    "stated_size": None,  # the size its authors stated, e.g. "117M"
-    "stated_active": None,  # a mixture of experts' stated active size, e.g. "12.9B"
-    "source": "config",  # config | path | hub
-    "path": None,  # local folder, for source: path
-    "architecture": None,  # config.json fields
-    "config_path": None,  # a config.json file to start from (architecture fields override it)
-    "auto_class": "causal_lm",  # causal_lm | masked_lm | base: which transformers class is built
-    "allow_pickle": False,  # load .bin/.pt checkpoints (torch.load with weights_only=True)
-    "fetch": "download",  # download | range: for source hub, whole files or only headers and embeddings
-    "config_only": False,  # source path/hub: the folder may hold no weights (count from config.json alone)
-}
+# The declared schemas (pydantic): each field's type, range or choices and default, in one place. Our
+# own code only turns pydantic's first error into the pipeline's one line (_schema_error), and keeps
+# the rules between fields and against transformers' config classes (model_spec, validate_architecture).
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _whole(low: int, high: int) -> Any:
+    """A whole number in [low, high] (a bool is not one)."""
+    return Annotated[StrictInt, annotated_types.Ge(low), annotated_types.Le(high)]
+
+
+class ModelEntry(_Schema):
+    """A model file's keys (conf/model/*.yaml; users write their own with these) and their defaults."""
+
+    hub_id: str | None = None  # repository on the Hugging Face Hub
+    revision: str | None = None  # pinned commit (or branch) of hub_id
+    stated_size: str | int | float | None = None  # the size its authors stated, e.g. "117M"
+    stated_active: str | int | float | None = None  # a mixture of experts' stated active size, e.g. "12.9B"
+    source: Literal["config", "path", "hub"] = "config"
+    path: str | None = None  # local folder, .gguf file, for source: path
+    architecture: dict[str, Any] | None = None  # config.json fields
+    config_path: str | None = None  # a config.json file to start from (architecture fields override it)
+    auto_class: Literal["causal_lm", "masked_lm", "base"] = "causal_lm"  # which transformers class is built
+    allow_pickle: StrictBool = False  # load .bin/.pt checkpoints (torch.load with weights_only=True)
+    fetch: Literal["download", "range"] = "download"  # for source hub: whole files, or headers and embeddings
+    config_only: StrictBool = False  # source path/hub: the folder may hold no weights (count from config.json)
+
+
+MODEL_FIELDS: dict[str, Any] = {key: f.default for key, f in ModelEntry.model_fields.items()}
+SOURCES = get_args(ModelEntry.model_fields["source"].annotation)
+AUTO_CLASSES = get_args(ModelEntry.model_fields["auto_class"].annotation)
 
 # Architecture fields that count layers, and the most a model may have (the deepest published
 # transformers have about 130; a cap keeps a typo such as 10**12 from building modules until memory runs out).
@@ -177,37 +194,24 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
     """Validate one model entry (its name is checked where it becomes a stage name, in from_dict)."""
     if not isinstance(entry, dict):
         raise PipelineError(f"model '{name}': expected a mapping of model fields, got {entry!r}")
-    unknown = sorted(set(entry) - set(MODEL_FIELDS))
-    if unknown:
-        raise PipelineError(f"model '{name}': unknown field '{unknown[0]}' (known: {', '.join(MODEL_FIELDS)})")
-    values = {**MODEL_FIELDS, **entry}
-    if values["architecture"] is not None and not isinstance(values["architecture"], dict):
-        raise PipelineError(f"model '{name}': architecture must be a mapping of config.json fields")
+    try:
+        values = ModelEntry.model_validate(entry).model_dump()
+    except ValidationError as exc:
+        raise PipelineError(f"model '{name}': {_schema_error(exc, ModelEntry, entry)}") from None
     written = tuple(values["architecture"] or ())
     source = values["source"]
-    if source not in SOURCES:
-        raise PipelineError(f"model '{name}': source={source!r} must be one of {', '.join(SOURCES)}")
     if source == "path" and not values["path"]:
         raise PipelineError(f"model '{name}': source: path needs the field path (a folder with config.json)")
     if source == "hub" and not values["hub_id"]:
         raise PipelineError(f"model '{name}': source: hub needs the field hub_id")
-    if values["auto_class"] not in AUTO_CLASSES:
-        raise PipelineError(
-            f"model '{name}': auto_class={values['auto_class']!r} must be one of {', '.join(AUTO_CLASSES)}"
-        )
     if source == "config" and values["architecture"] is None and not values["config_path"]:
         raise PipelineError(f"model '{name}': source: config needs an architecture block or a config_path")
     if source == "config" and values["config_path"]:
         values["architecture"] = validate_architecture(name, _merged(name, values))
     elif source == "config" or values["architecture"] is not None:
         values["architecture"] = validate_architecture(name, values["architecture"])
-    if values["fetch"] not in ("download", "range"):
-        raise PipelineError(f"model '{name}': fetch={values['fetch']!r} must be download or range")
     if values["fetch"] == "range" and source != "hub":
         raise PipelineError(f"model '{name}': fetch: range reads from the Hub, so it needs source: hub")
-    for flag in ("allow_pickle", "config_only"):
-        if not isinstance(values[flag], bool):
-            raise PipelineError(f"model '{name}': {flag}={values[flag]!r} must be true or false")
     for field_ in ("stated_size", "stated_active"):
         if values[field_] is not None:
             parse_size(values[field_], name)
@@ -215,22 +219,37 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
     return ModelSpec(name=name, written=written, **values)
 
 
-# The settings sections: each key's type and range. Every key is required and no other is allowed.
-SECTIONS: dict[str, dict[str, tuple]] = {
-    "values": {
-        "chunk_elements": (int, 1024, 1 << 28),
-        "threads": (int, 1, 64),
-        "bins": (int, 0, 100_000),
-        "hist_every": (int, 1, 1 << 20),
-    },
-    "report": {"dpi": (int, 20, 1200)},
-    "whatif": {"n_layer": (list, 1, MAX_LAYERS), "n_embd": (list, 1, 1 << 20), "head_width": (int, 1, 1 << 20)},
-    "cost": {
-        "context": (int, 0, 1 << 24),  # 0: each model's maximum context
-        "batch": (int, 1, 1 << 20),
-        "adam_bytes_per_param": (int, 1, 64),
-        "tokens_per_param": (int, 1, 10_000),
-    },
+class ValuesSettings(_Schema):
+    chunk_elements: _whole(1024, 1 << 28)
+    threads: _whole(1, 64)
+    bins: _whole(0, 100_000)
+    hist_every: _whole(1, 1 << 20)
+
+
+class ReportSettings(_Schema):
+    dpi: _whole(20, 1200)
+
+
+class WhatifSettings(_Schema):
+    n_layer: Annotated[list[_whole(1, MAX_LAYERS)], annotated_types.MinLen(1)]
+    n_embd: Annotated[list[_whole(1, 1 << 20)], annotated_types.MinLen(1)]
+    head_width: _whole(1, 1 << 20)
+    base: Any = None  # a model entry, checked by model_spec
+
+
+class CostSettings(_Schema):
+    context: _whole(0, 1 << 24)  # 0: each model's maximum context
+    batch: _whole(1, 1 << 20)
+    adam_bytes_per_param: _whole(1, 64)
+    tokens_per_param: _whole(1, 10_000)
+
+
+# The settings sections of params.yaml: every key required, no other allowed
+SECTIONS: dict[str, type[_Schema]] = {
+    "values": ValuesSettings,
+    "report": ReportSettings,
+    "whatif": WhatifSettings,
+    "cost": CostSettings,
 }
 PATH_KEYS = (
     "models", "inventory", "summary", "metrics", "ties", "bias", "report", "figures",
@@ -247,31 +266,58 @@ def did_you_mean(word: str, choices: Any) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _whole_in(value: Any, low: float, high: float) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+def _bounds(annotation: Any) -> tuple[int, int]:
+    """The [low, high] a whole-number field (or the items of a list field) declares."""
+    low = high = None
+    for part in get_args(annotation):
+        low = getattr(part, "ge", low)
+        high = getattr(part, "le", high)
+        if get_args(part) and low is None:
+            low, high = _bounds(part)
+    return low, high
 
 
-def _section(raw: dict[str, Any], section: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One settings section, every key present, known, of its type and in its range."""
+def _schema_error(exc: ValidationError, schema: type[BaseModel], data: dict, prefix: str = "") -> str:
+    """pydantic's first error as the pipeline's one line: which key, the value given, what it must be."""
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a misspelt key explains the rest
+    err = errors[0]
+    key = str(err["loc"][0])
+    fields = schema.model_fields
+    if err["type"] == "extra_forbidden":
+        if prefix:
+            return f"{prefix}{key} is not a setting{did_you_mean(key, fields)}"
+        return f"unknown field '{key}' (known: {', '.join(fields)})"
+    if err["type"] == "missing":
+        return f"{prefix}{key} is missing"
+    value, annotation = data.get(key), fields[key].annotation
+    shown = f"{prefix}{key}={value!r}"
+    if err["type"] == "literal_error":
+        return f"{shown} must be one of {', '.join(get_args(annotation))}"
+    if err["type"] == "bool_type":
+        return f"{shown} must be true or false"
+    if err["type"] == "string_type":
+        return f"{shown} must be text (quote it in YAML)"
+    if err["type"] == "dict_type":
+        return f"{prefix}{key} must be a mapping of config.json fields"
+    if get_origin(annotation) is list:  # list[...] with its items' bounds
+        low, high = _bounds(get_args(annotation)[0])
+        return f"{shown} must be a list of whole numbers from {low:,} to {high:,}"
+    if "int" in err["type"] or "than" in err["type"]:
+        low, high = _bounds(Annotated[int, *fields[key].metadata])
+        return f"{shown} must be a whole number from {low:,} to {high:,}"
+    return f"{shown}: {err['msg']}"
+
+
+def _section(raw: dict[str, Any], section: str) -> dict[str, Any]:
+    """One settings section, every key present, known, of its type and in its range (its schema in SECTIONS)."""
     data = raw[section]
-    rules = SECTIONS[section]
     if not isinstance(data, dict):
         raise PipelineError(f"params.yaml: {section} must be a mapping")
-    for key in data:
-        if key not in rules and key not in extra:
-            raise PipelineError(f"params.yaml: {section}.{key} is not a setting{did_you_mean(key, rules)}")
-    for key, (types, low, high) in rules.items():
-        if key not in data:
-            raise PipelineError(f"params.yaml: {section}.{key} is missing")
-        value = data[key]
-        if types is list:
-            ok = isinstance(value, list) and value and all(_whole_in(v, low, high) for v in value)
-            what = f"a list of whole numbers from {low:,} to {high:,}"
-        else:
-            ok = _whole_in(value, low, high)
-            what = f"a whole number from {low:,} to {high:,}"
-        if not ok:
-            raise PipelineError(f"params.yaml: {section}.{key}={value!r} must be {what}")
+    schema = SECTIONS[section]
+    try:
+        schema.model_validate(data)
+    except ValidationError as exc:
+        raise PipelineError(f"params.yaml: {_schema_error(exc, schema, data, f'{section}.')}") from None
     return dict(data)
 
 
@@ -306,7 +352,7 @@ def from_dict(raw: Any) -> Params:
             )
     specs = {str(name): model_spec(str(name), entry) for name, entry in models.items()}
     values = _section(raw, "values")
-    whatif = _section(raw, "whatif", extra=("base",))
+    whatif = _section(raw, "whatif")
     whatif["base"] = model_spec("whatif.base", whatif.get("base"))
     if whatif["base"].architecture is None:
         raise PipelineError("params.yaml: whatif.base needs an architecture block (or a config_path)")
