@@ -30,12 +30,16 @@ def _int(n) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    """A GitHub Markdown table (pandas' to_markdown, through tabulate) of cells already formatted as text."""
     align = align or "l" + "r" * (len(header) - 1)
     assert len(align) == len(header) and all(len(r) == len(header) for r in rows), "ragged table"
-    marks = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    frame = pd.DataFrame([[str(c) for c in row] for row in rows], columns=header)
+    return frame.to_markdown(
+        index=False,
+        tablefmt="pipe",
+        colalign=["right" if a == "r" else "left" for a in align],
+        disable_numparse=True,  # cells keep their own formatting (thousands separators, units)
+    )
 
 
 def _bytes(n: float) -> str:
