@@ -125,12 +125,16 @@ def test_value_distributions_match_an_oracle(workdir, monkeypatch, tied_and_unti
         tensors = {
             k: f.get_tensor(k).double().flatten() for k in f.keys() if not re.fullmatch(r"h\.\d+\.attn\.bias", k)
         }
-    biases = torch.cat([t for k, t in tensors.items() if k.endswith(".bias")])
-    gains = torch.cat([t for k, t in tensors.items() if k.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))])
-    weights = torch.cat([t for k, t in tensors.items() if not k.endswith(".bias") and "ln_" not in k])
+    parts = {
+        "biases": [t for k, t in tensors.items() if k.endswith(".bias")],
+        "norm_gains": [t for k, t in tensors.items() if k.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))],
+        "weights": [t for k, t in tensors.items() if not k.endswith(".bias") and "ln_" not in k],
+    }
     everything = torch.cat(list(tensors.values()))
     got = stats.set_index(["by", "group"])
-    for group, values in (("weights", weights), ("biases", biases), ("norm_gains", gains)):
+    every = int(hists["every"].iloc[0])
+    for group in ("weights", "biases", "norm_gains"):
+        values = torch.cat(parts[group])
         row = got.loc[("group", group)]
         assert row["count"] == values.numel()
         assert row["mean"] == pytest.approx(float(values.mean()), rel=1e-5, abs=1e-9)
@@ -139,7 +143,8 @@ def test_value_distributions_match_an_oracle(workdir, monkeypatch, tied_and_unti
         assert row["max"] == pytest.approx(float(values.max()), rel=1e-9)
         assert row["l2"] == pytest.approx(float(values.norm()), rel=1e-6)
         h = hists[hists["group"] == group]
-        assert h["count"].sum() == values.numel()
+        # the histograms count every k-th value of each tensor from its first: ⌈n / k⌉ values of each
+        assert h["count"].sum() == sum(-(-t.numel() // every) for t in parts[group]) and every == 8
     assert got.loc[("all", "all"), "count"] == everything.numel() == pd.read_csv("results/summary.csv")["total"][0]
     assert (workdir / "reports/figures/distributions.png").exists()
 
