@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser run test test-fast lint format params bench publish lock clean
+.PHONY: help setup browser run plots test test-fast lint format params bench publish lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,11 +21,20 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 	@echo "setup: done; the hmp command is $(BIN)/hmp"
 
-setup: $(STAMP) ## create .venv/ and install the pinned dependencies
+# The page `dvc plots show` fills, Vega inlined so it draws offline: where .dvc/config's plots.html_template says
+PLOT_PAGE := .dvc/$(shell sed -n 's/^ *html_template *= *//p' .dvc/config)
 
-run: $(STAMP) ## set up, then rebuild results/ and reports/ with dvc repro
+$(PLOT_PAGE): $(STAMP) pipeline/plotpage.py
+	python -m pipeline.plotpage
+
+setup: $(STAMP) $(PLOT_PAGE) ## create .venv/ and install the pinned dependencies
+
+run: $(STAMP) $(PLOT_PAGE) ## set up, then rebuild results/ and reports/ with dvc repro
 	dvc repro
 	@echo "Report: $$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["paths"]["report"])')"
+
+plots: $(PLOT_PAGE) ## dvc.yaml's plots into dvc_plots/index.html, offline (REV=main: dvc plots diff against it)
+	dvc plots $(if $(REV),diff $(REV),show)
 
 browser: ## headless Chromium for the HTML report's test (Debian's package; needs root, skipped otherwise)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
@@ -63,5 +72,5 @@ lock: $(STAMP) ## rewrite requirements.lock from the installed versions
 	(echo "# Exact versions every install uses (pip install -c requirements.lock): regenerate with \`make lock\`."; \
 	 $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/') > requirements.lock
 
-clean: ## remove the virtualenv and the downloaded model folders
-	rm -rf $(VENV) data/models
+clean: ## remove the virtualenv, the downloaded model folders and the offline plots page
+	rm -rf $(VENV) data/models $(PLOT_PAGE)

@@ -255,7 +255,7 @@ SECTIONS: dict[str, type[_Schema]] = {
 PATH_KEYS = (
     "models", "inventory", "summary", "metrics", "ties", "bias", "report", "figures",
     "conventions", "whatif", "distributions", "histograms", "cost", "published", "report_html", "tie_sample",
-    "report_data",
+    "report_data", "plots",
 )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, conventions, cost, figures, formulas, inventory, params, results
+from pipeline import atomic, checkpoint, conventions, cost, figures, formulas, inventory, params, plotdata, results
 from pipeline.cli import PipelineError, run
 
 log = logging.getLogger("report")
@@ -972,6 +972,7 @@ def main() -> None:
             atomic.write_bytes(copy, source.read_bytes())
         for folder in {copy.parent for copy in copies}:
             atomic.sync_dir(folder, keep=[c.name for c in copies if c.parent == folder])
+        plotdata.write(cfg)  # the CSVs `dvc plots show` draws (dvc.yaml `plots:`)
     log.info(
         "wrote %s, %s, %d figures and the %d CSVs they were drawn from (%s)",
         cfg.paths["report"],
