@@ -68,14 +68,18 @@ def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
     palette = dict(zip(COMPONENT_LABELS.values(), colors, strict=True))
     left = pd.Series(0.0, index=wide.index)
     for column in wide.columns:
-        ax.barh(wide.index, wide[column], left=left, label=column, color=palette[column])
+        ax.barh(wide.index, wide[column], left=left, label=column, color=palette[column], height=0.6)
         left += wide[column]
-    for y, (_, shares) in enumerate(wide.iterrows()):  # label every part of at least 4 %
-        start = 0.0
-        for value in shares:
+    for y, (_, shares) in enumerate(wide.iterrows()):  # label parts of at least 4 % inside, the others below
+        start, small = 0.0, []
+        for part, value in shares.items():
             if value >= 4:
                 ax.text(start + value / 2, y, f"{value:.1f} %", ha="center", va="center", fontsize="x-small")
+            elif value > 0:
+                small.append(f"{part} {value:.2g} %")
             start += value
+        if small:
+            ax.text(0, y + 0.42, "also: " + ", ".join(small), ha="left", va="center", fontsize="xx-small")
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of the model's parameters (%)")
@@ -171,34 +175,47 @@ def rebinned(hists: pd.DataFrame, bins: int, tail: float = 0.001) -> pd.DataFram
 
 
 def distributions(hists: pd.DataFrame, bins: int, path: Path, dpi: int) -> None:
-    """Value histograms (density, log scale) of weights, biases and norm gains, each over its own range."""
+    """Value histograms (density, log scale) of weights, biases and norm gains, each over its own range.
+
+    A group whose values are one number in every model (freshly initialised biases at 0, gains at 1)
+    gets no panel of its own: a line under the panels says which value, so no panel is left empty.
+    """
     plt, sns = _setup()
     data = rebinned(hists, bins)
     every = int(hists["every"].max()) if "every" in hists and len(hists) else 1
     counted = "every value" if every == 1 else f"every {every}th value"
-    groups = [g for g in ("weights", "biases", "norm_gains") if g in set(data["group"])]
-    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.2 * max(len(groups), 1), 3.6), squeeze=False)
-    for ax, group in zip(axes[0], groups, strict=False):
+    present = [g for g in ("weights", "biases", "norm_gains") if g in set(data["group"])]
+    spread = [g for g in present if data.loc[data["group"] == g, "single"].isna().any()]
+    flat = [g for g in present if g not in spread]
+    panels = max(len(spread), 1)
+    fig, axes = plt.subplots(1, panels, figsize=(max(4.6 * panels, 8.0), 3.8), squeeze=False)
+    if not spread:  # nothing spread out to draw: the figure is its sentences
+        axes[0][0].axis("off")
+    notes = []
+    for ax, group in zip(axes[0], spread, strict=False):
         part = data[(data["group"] == group) & (data["density"] > 0)]
         ax.set_title(group.replace("_", " "))
-        spread = part[part["single"].isna()]
-        if not spread.empty:
-            sns.lineplot(data=spread, x="value", y="density", hue="model", ax=ax, palette="colorblind", linewidth=1.2)
+        curves = part[part["single"].isna()]
+        if not curves.empty:
+            sns.lineplot(data=curves, x="value", y="density", hue="model", ax=ax, palette="colorblind", linewidth=1.2)
             ax.set_yscale("log")
+            ax.legend(fontsize="x-small")
         ones = part[part["single"].notna()].drop_duplicates("model")
-        for k, (_, r) in enumerate(ones.iterrows()):  # every value the same: say which, rather than draw a spike
-            ax.text(0.5, 0.9 - 0.1 * k, f"{r['model']}: {counted} {r['single']:.4g}", transform=ax.transAxes,
-                    ha="center", fontsize="x-small")  # fmt: skip
+        notes += [f"{group.replace('_', ' ')} of {r['model']}: all {r['single']:.4g}" for _, r in ones.iterrows()]
         ax.set_xlabel("parameter value")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
         ax.locator_params(axis="x", nbins=5)
-        if not spread.empty:
-            ax.legend(fontsize="x-small")
-        else:  # nothing spread out to draw: the panel is its sentences
-            ax.set_xticks([])
-            ax.set_yticks([])
+    for group in flat:
+        ones = data[data["group"] == group].drop_duplicates("model")
+        values = sorted({f"{v:.4g}" for v in ones["single"]})
+        models = ", ".join(ones["model"])
+        notes.append(f"{group.replace('_', ' ')}: every value counted is {' or '.join(values)} ({models})")
     fig.suptitle(f"Distribution of parameter values (each group over its own range; {counted} of each tensor)")
     fig.tight_layout()
+    if notes:
+        notes = list(dict.fromkeys(notes))
+        fig.subplots_adjust(bottom=0.24 + 0.055 * len(notes))
+        fig.text(0.5, 0.01, "\n".join(notes), ha="center", va="bottom", fontsize="small")
     _save(fig, path, dpi)
 
 
@@ -320,7 +337,11 @@ def per_layer(inv: pd.DataFrame, path: Path, dpi: int) -> None:
     per = inv[inv["layer"].notna()].groupby(["model", "layer"], sort=False)["numel"].sum().reset_index()
     fig, ax = plt.subplots(figsize=(8, 4.2))
     sns.lineplot(data=per, x="layer", y="numel", hue="model", marker="o", markersize=4, ax=ax, palette="colorblind")
-    ax.set_yscale("log")
+    if per["numel"].max() > 10 * per["numel"].min():  # blocks of very different sizes (dense layers among experts)
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(0, per["numel"].max() * 1.15)
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v / 1e6:g}M"))
     ax.set_xlabel("block (layer index)")
     ax.set_ylabel("parameters in the block")
     ax.set_title("Parameters per block")
@@ -334,9 +355,18 @@ def conventions(conv: pd.DataFrame, labels: dict[str, str], path: Path, dpi: int
     data = conv[conv["convention"].isin(labels) & conv["params"].notna()].assign(
         convention=lambda t: t["convention"].map(labels), millions=lambda t: t["params"].astype(float) / 1e6
     )
-    fig, ax = plt.subplots(figsize=(8.5, 0.55 * data["convention"].nunique() * data["model"].nunique() ** 0.5 + 2))
-    sns.barplot(data=data, y="convention", x="millions", hue="model", ax=ax, palette="colorblind", orient="h")
+    fig, ax = plt.subplots(figsize=(8.5, 0.45 * data["convention"].nunique() * data["model"].nunique() ** 0.5 + 2))
+    # points, not bars: on a log axis a bar's length would mean nothing
+    sns.stripplot(
+        data=data, y="convention", x="millions", hue="model", ax=ax, palette="colorblind", orient="h",
+        jitter=False, dodge=data["model"].nunique() > 1, size=7,
+    )  # fmt: skip
     ax.set_xscale("log")
+    if data["model"].nunique() <= 2:  # few models: each point says its number
+        for _, r in data.iterrows():
+            ax.annotate(f"{r['millions']:,.1f}M", (r["millions"], r["convention"]), xytext=(6, 0),
+                        textcoords="offset points", va="center", fontsize="xx-small")  # fmt: skip
+    ax.grid(axis="y", linestyle=":", linewidth=0.6)
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("")
     ax.set_title("One model, many counts: each convention and the tool that prints it")

@@ -379,8 +379,10 @@ def _sweep(value: Any) -> str | None:
     return value
 
 
-# What makes a model a different model: a change here means its stated size no longer describes it
-IDENTITY_KEYS = ("source", "hub_id", "path", "config_path", "architecture", "auto_class")
+# What makes a model a different model: a change here means its stated size no longer describes it. Where
+# its files come from (source, hub_id, path, revision) is not: GPT-2 from its config, a folder or the Hub is
+# one model, and a folder's config.json must agree with every architecture field given (sources.py).
+IDENTITY_KEYS = ("config_path", "architecture", "auto_class")
 
 
 def what_if(cfg: Params, conf_dir: str | Path = CONF_DIR) -> dict[str, str]:

@@ -158,11 +158,10 @@ def test_stated_sizes_parse_exactly(text, value):
 
 
 def test_an_override_that_changes_a_model_is_told_apart_from_its_sweep():
-    data = params.compose(
-        ["sweep=gpt2-family", "models.gpt2.architecture.n_layer=6", "models.gpt2-xl.revision=abc"], CONF
-    )
+    overrides = ["models.gpt2.architecture.n_layer=6", "models.gpt2-xl.revision=abc", "models.gpt2-large.source=hub"]
+    data = params.compose(["sweep=gpt2-family", *overrides], CONF)
     marked = params.what_if(params.from_dict(data), CONF)
-    # gpt2 is another model now; a pinned revision of gpt2-xl is the same model
+    # gpt2 is another model now; gpt2-xl at another revision and gpt2-large from the Hub are the same models
     assert marked == {"gpt2": "architecture.n_layer=6 (conf/: 12)"}
     data["sweep"] = "no-such-sweep"  # a recorded sweep that no longer composes marks nothing (and raises nothing)
     assert params.what_if(params.from_dict(data), CONF) == {}
