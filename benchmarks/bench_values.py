@@ -112,11 +112,13 @@ def value_pass(folder: Path, bins: int, every: int = 1) -> tuple[float, float]:
 def range_bytes(folder: Path) -> dict[str, int]:
     """Bytes the download stage fetches with fetch: range, and bytes of a header-only count, via a local server."""
     import yaml
+    from huggingface_hub import constants
 
     from pipeline import remote
     from tests.conftest import tiny_params
     from tests.http_range_server import RangeServer
 
+    constants.HF_HUB_OFFLINE = False  # huggingface_hub's client talks to the local server only, as the child does
     sha = "0" * 40
     with tempfile.TemporaryDirectory(prefix="bench-range-") as tmp, RangeServer(folder, "bench/model", sha) as server:
         rf = remote.RangeFile(f"{server.endpoint}/bench/model/resolve/{sha}/model.safetensors")

@@ -20,6 +20,8 @@ def run(main: Callable[[], None], level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr)
     # huggingface_hub gives its logger a handler of its own: without this, each of its lines prints twice
     logging.getLogger("huggingface_hub").propagate = False
+    # its HTTP client logs every request at INFO ("HTTP Request: GET …"): warnings and errors only
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     try:
         main()
     except PipelineError as exc:

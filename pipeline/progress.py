@@ -24,3 +24,26 @@ def bar(iterable: Any = None, desc: str = "", unit: str = "it", total: float | N
     return tqdm(
         iterable, total=total, desc=desc, unit=unit, disable=disable, leave=False, dynamic_ncols=True, **scale, **kwargs
     )
+
+
+def hub_tqdm():
+    """The tqdm class for huggingface_hub's own bars (snapshot_download): the library's, under the rule above.
+
+    The library draws its byte bars on a terminal only, but its "Fetching N files" bar (hf_thread_map)
+    also on a pipe; through this class every one of its bars follows the pipeline's rule: on a
+    terminal only, HMP_PROGRESS=0 or 1 to force, and HF_HUB_DISABLE_PROGRESS_BARS still wins. The
+    download stage draws no bar of its own around them.
+    """
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    forced = os.environ.get("HMP_PROGRESS")
+
+    class Bars(hf_tqdm):
+        def __init__(self, *args: Any, **kwargs: Any):
+            if forced is None:
+                kwargs.setdefault("disable", None)  # None: tqdm's terminal test (the library may pass True)
+            else:
+                kwargs["disable"] = forced == "0"
+            super().__init__(*args, **kwargs)
+
+    return Bars

@@ -1,59 +1,137 @@
 """Reading a Hub checkpoint by HTTP Range requests: headers to count, embedding byte ranges to check a tie.
 
-The Hub-specific part is thin: hub_url() builds the resolve URL for a pinned commit (honouring
-HF_ENDPOINT) and resolve_revision() turns a branch into a commit sha. Everything else talks plain
-HTTP to any server that honours Range, and counts the bytes it receives.
+Every request goes through huggingface_hub's own HTTP machinery: its shared client (get_session:
+proxies from the environment, its user agent, HF_HUB_OFFLINE enforced), its retries with backoff on
+connection errors, timeouts and 429/5xx (http_stream_backoff), its error classification
+(hf_raise_for_status: a missing repository, a gated one, a revision that is not there), and the
+token and headers of build_hf_headers(). hub_url() builds the resolve URL for a pinned commit
+(honouring HF_ENDPOINT) and resolve_revision() turns a branch into a commit sha. What stays ours:
+a response that is not 206 to a Range request is refused before its body is read (no whole file by
+accident), the Content-Range must be the range asked for, and bytes_fetched counts exactly the body
+bytes received.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import struct
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline import checkpoint
 from pipeline.cli import PipelineError, first_line, read_json_object
 
 REQUEST_BYTES = 16 << 20  # one Range request fetches at most this much
-TIMEOUT = 30  # seconds per request
+MAX_SMALL_FILE = 64 << 20  # config.json or an index read whole: anything longer is not one
 
 
 class RangeFile:
-    """A remote file read by byte ranges; bytes_fetched counts the body bytes received."""
+    """A remote file read by byte ranges; bytes_fetched counts the body bytes received.
 
-    def __init__(self, url: str, headers: dict[str, str] | None = None):
+    headers go with every request (hub_headers() for the Hub: token and user agent); timeout is the
+    seconds to wait for the server to connect or send data, huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT
+    unless given.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float | None = None):
+        from huggingface_hub import constants
+
         self.url = url
         self.headers = dict(headers or {})
+        self.timeout = constants.HF_HUB_DOWNLOAD_TIMEOUT if timeout is None else timeout
         self.bytes_fetched = 0
         self.size: int | None = None
 
-    def _get(self, extra: dict[str, str]):
-        req = urllib.request.Request(self.url, headers={**self.headers, **extra})
-        try:
-            return urllib.request.urlopen(req, timeout=TIMEOUT)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                raise FileNotFoundError(self.url) from None
-            raise PipelineError(f"{self.url}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise PipelineError(f"{self.url}: cannot connect ({reason})") from None
+    @contextlib.contextmanager
+    def _get(self, extra: dict[str, str]) -> Iterator[Any]:
+        """A streamed GET through huggingface_hub (retried on connection errors, timeouts, 429 and 5xx).
 
-    def read(self, offset: int, length: int) -> bytes:
-        """Bytes [offset, offset + length) of the file, by one Range request."""
+        404 is FileNotFoundError; any other error status or a failed connection is one line naming the URL.
+        The body is not read here: the caller checks the status first.
+        """
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            HfHubHTTPError,
+            OfflineModeIsEnabled,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+        from huggingface_hub.utils import hf_raise_for_status, http_stream_backoff, httpx
+
+        # identity: Range and the byte count apply to the file itself, never to a compressed form of it
+        headers = {**self.headers, "Accept-Encoding": "identity", **extra}
+        try:
+            with http_stream_backoff("GET", self.url, headers=headers, timeout=self.timeout) as resp:
+                if resp.status_code == 404 and resp.headers.get("X-Error-Code") in (None, "EntryNotFound"):
+                    raise FileNotFoundError(self.url)  # the Hub names a missing repository or revision otherwise
+                hf_raise_for_status(resp)
+                yield resp
+        except (RepositoryNotFoundError, GatedRepoError) as exc:
+            raise PipelineError(
+                f"{self.url}: HTTP {exc.response.status_code}: no such repository, or it is private or gated "
+                "(set HF_TOKEN to a token that may read it)"
+            ) from None
+        except RevisionNotFoundError:
+            raise PipelineError(f"{self.url}: HTTP 404: the repository has no such revision") from None
+        except HfHubHTTPError as exc:
+            status, reason = exc.response.status_code, exc.response.reason_phrase
+            said = f" ({exc.server_message.strip().splitlines()[0]})" if (exc.server_message or "").strip() else ""
+            if status in (401, 403):
+                said += "; set HF_TOKEN to a token that may read it"
+            raise PipelineError(f"{self.url}: HTTP {status} {reason}{said}") from None
+        except OfflineModeIsEnabled:
+            raise PipelineError(f"{self.url}: HF_HUB_OFFLINE is set, so the Hub is not asked") from None
+        except httpx.TimeoutException:
+            raise PipelineError(f"{self.url}: no answer within {self.timeout:g} s (HF_HUB_DOWNLOAD_TIMEOUT)") from None
+        except httpx.HTTPError as exc:
+            raise PipelineError(f"{self.url}: cannot connect ({first_line(exc)})") from None
+
+    def _body(self, resp: Any, limit: int, progress: Any = None) -> bytes:
+        """The response body, at most limit bytes, each received byte counted.
+
+        A failure while the body streams is reported here, as one line: raised inside
+        http_stream_backoff's block, the client's own error would restart the request there.
+        """
+        from huggingface_hub.utils import httpx
+
+        encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise PipelineError(f"{self.url}: the server sent the file {encoding}-encoded; asked for it as it is")
+        data = bytearray()
+        try:
+            for block in resp.iter_raw(1 << 20):
+                self.bytes_fetched += len(block)
+                data += block
+                if progress is not None:
+                    progress.update(len(block))
+                if len(data) > limit:
+                    raise PipelineError(f"{self.url}: the server sent more than the {limit} bytes asked for")
+        except httpx.HTTPError as exc:
+            raise PipelineError(
+                f"{self.url}: the transfer broke off after {len(data)} bytes ({first_line(exc)})"
+            ) from None
+        return bytes(data)
+
+    def read(self, offset: int, length: int, progress: Any = None) -> bytes:
+        """Bytes [offset, offset + length) of the file, by one Range request (progress: a bar to update)."""
         if length <= 0:
             return b""
-        with self._get({"Range": f"bytes={offset}-{offset + length - 1}"}) as resp:
-            if resp.status != 206:
-                raise PipelineError(f"{self.url}: the server ignored the Range request (HTTP {resp.status})")
-            total = re.search(r"/(\d+)$", resp.headers.get("Content-Range", ""))
-            if total:
-                self.size = int(total.group(1))
-            data = resp.read(length)
-        self.bytes_fetched += len(data)
+        last = offset + length - 1
+        with self._get({"Range": f"bytes={offset}-{last}"}) as resp:
+            if resp.status_code != 206:
+                raise PipelineError(f"{self.url}: the server ignored the Range request (HTTP {resp.status_code})")
+            got = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range", "").strip())
+            if got is None or int(got.group(1)) != offset or int(got.group(2)) > last:
+                raise PipelineError(
+                    f"{self.url}: asked for bytes {offset}-{last}, "
+                    f"the server sent {resp.headers.get('Content-Range') or 'no Content-Range'}"
+                )
+            if got.group(3) != "*":
+                self.size = int(got.group(3))
+            data = self._body(resp, length, progress)
         if len(data) != length:
             raise PipelineError(f"{self.url}: asked for {length} bytes at {offset}, got {len(data)}")
         return data
@@ -61,8 +139,9 @@ class RangeFile:
     def read_all(self) -> bytes:
         """The whole (small) file by a plain GET."""
         with self._get({}) as resp:
-            data = resp.read()
-        self.bytes_fetched += len(data)
+            if resp.status_code != 200:
+                raise PipelineError(f"{self.url}: HTTP {resp.status_code} to a plain GET (200 expected)")
+            data = self._body(resp, MAX_SMALL_FILE)
         self.size = len(data)
         return data
 
@@ -73,10 +152,14 @@ def hub_url(hub_id: str, filename: str, revision: str) -> str:
     return hf_hub_url(hub_id, filename, revision=revision)
 
 
+LIBRARY_NAME = "how-many-params"  # named in the user agent huggingface_hub builds, before its own
+
+
 def hub_headers() -> dict[str, str]:
+    """huggingface_hub's headers for a Hub request: its token (HF_TOKEN or the stored login) and user agent."""
     from huggingface_hub.utils import build_hf_headers
 
-    return build_hf_headers()
+    return build_hf_headers(library_name=LIBRARY_NAME)
 
 
 def resolve_revision(hub_id: str, revision: str) -> str:
@@ -92,7 +175,23 @@ def resolve_revision(hub_id: str, revision: str) -> str:
 
 
 def read_header(rf: RangeFile) -> tuple[int, dict]:
-    """(data start, header) of a remote safetensors file: 8 bytes, then exactly the header."""
+    """(data start, header) of a remote safetensors file: 8 bytes, then exactly the header.
+
+    Why not a library reader (huggingface_hub 2.4, safetensors 0.8):
+    - HfApi.parse_safetensors_file_metadata and get_safetensors_metadata fetch a fixed first 100 kB
+      whatever the header's length, so bytes_fetched could not be the header alone; they take any 2xx
+      reply (a server that ignores Range sends the whole file, read into memory) and never learn the
+      file's size (no Content-Range), which the tiling check below needs.
+    - They do not validate: the JSON is decoded with errors="ignore", a repeated tensor name silently
+      replaces the first, and no dtype, no shape against its byte count and no tiling of the data
+      region is checked, so a header that lends one tensor's bytes to another passes.
+    - get_safetensors_metadata adds file_exists (a HEAD per file) and hf_hub_download of the index
+      (through the cache) for what one Range request gives.
+    - safetensors' own reader (safe_open, deserialize) validates, but only a whole local file or
+      buffer, which range reads exist to avoid.
+    So the bytes come through huggingface_hub's HTTP client (RangeFile) and checkpoint.py's rules
+    (parse_header, entries_from_header) judge the header.
+    """
     (n,) = struct.unpack("<Q", rf.read(0, 8))
     if n > checkpoint.MAX_HEADER:
         raise PipelineError(f"{rf.url}: header length {n} is not that of a safetensors file")
@@ -117,19 +216,24 @@ def remote_entries(folder: Path) -> list[checkpoint.Entry]:
     return entries
 
 
-def copy_ranges(files: dict[str, RangeFile], wanted: list[checkpoint.Entry], out: Path) -> None:
-    """Fetch the byte ranges of wanted tensors into one local safetensors file, streaming to disk."""
+def copy_ranges(files: dict[str, RangeFile], wanted: list[checkpoint.Entry], out: Path, desc: str = "") -> None:
+    """Fetch the byte ranges of wanted tensors into one local safetensors file, streaming to disk.
+
+    A progress bar (bytes; on a terminal only, see pipeline/progress.py) follows the transfer.
+    """
+    from pipeline import progress
+
     header, offset = {}, 0
     for e in wanted:
         header[e.key] = {"dtype": e.dtype, "shape": list(e.shape), "data_offsets": [offset, offset + e.end - e.begin]}
         offset += e.end - e.begin
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    with open(out, "wb") as fh:
+    with open(out, "wb") as fh, progress.bar(offset, desc or "embeddings", "B") as shown:
         fh.write(struct.pack("<Q", len(blob)) + blob)
         for e in wanted:
             pos = e.begin
             while pos < e.end:
                 n = min(REQUEST_BYTES, e.end - pos)
-                fh.write(files[e.file].read(pos, n))
+                fh.write(files[e.file].read(pos, n, shown))
                 pos += n

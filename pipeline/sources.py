@@ -72,7 +72,11 @@ PROBE_TIMEOUT = 5  # seconds: an unreachable Hub is reported at once, not after 
 
 
 def hub_unreachable() -> str | None:
-    """None when the Hub endpoint answers at all (any HTTP status), else why it cannot be reached."""
+    """None when the Hub endpoint answers at all (any HTTP status), else why it cannot be reached.
+
+    One HEAD through huggingface_hub's own client, without its retries: those are for a Hub that
+    answers, and would turn an endpoint that does not into half a minute of warnings.
+    """
     from huggingface_hub import constants
     from huggingface_hub.utils import get_session
 
@@ -80,6 +84,17 @@ def hub_unreachable() -> str | None:
         get_session().head(constants.ENDPOINT, timeout=PROBE_TIMEOUT)
     except Exception as exc:  # the HTTP client's connect, timeout and TLS errors
         return first_line(exc)
+    return None
+
+
+def hub_offline_reason() -> str | None:
+    """None when the Hub can be asked; else why not, as a clause: offline mode set, or the endpoint not answering."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return "HF_HUB_OFFLINE is set (offline mode)"
+    if reason := hub_unreachable():
+        return f"the Hub at {constants.ENDPOINT} cannot be reached ({reason})"
     return None
 
 
@@ -96,8 +111,9 @@ def _class_defaults(config: dict) -> dict:
 def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
     """snapshot_download config.json and the safetensors files at spec.revision; (snapshot folder, commit sha).
 
-    Online, the endpoint is probed first: when it cannot be reached, the local cache alone is used,
-    and a model missing there is one line within seconds (with how to work offline).
+    Offline (HF_HUB_OFFLINE) or when the endpoint does not answer a first probe, the local cache alone
+    is used, and a model missing there is one line within seconds saying which case it is and how to
+    work offline. Online, huggingface_hub draws its own progress bars (no bar of ours around them).
     """
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
@@ -107,45 +123,59 @@ def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
         RevisionNotFoundError,
     )
 
+    from pipeline import progress, remote
+
     revision = spec.revision or "main"
     where = f"{spec.hub_id}@{revision}"
-    cache_only = constants.HF_HUB_OFFLINE
-    if not cache_only and (why := hub_unreachable()):
-        try:
-            folder = Path(
-                snapshot_download(
-                    spec.hub_id, revision=revision, allow_patterns=SAFETENSORS_PATTERNS, local_files_only=True
-                )
+    cache = constants.HF_HUB_CACHE
+    offline = hub_offline_reason()
+    bars = progress.hub_tqdm()
+
+    def snapshot(rev: str, patterns: list[str]) -> Path:
+        return Path(
+            snapshot_download(
+                spec.hub_id,
+                revision=rev,
+                allow_patterns=patterns,
+                local_files_only=bool(offline),
+                tqdm_class=bars,
+                library_name=remote.LIBRARY_NAME,
             )
-        except LocalEntryNotFoundError:
-            raise PipelineError(
-                f"model '{spec.name}': the Hub at {constants.ENDPOINT} cannot be reached ({why}) and {where} is not "
-                f"in the cache {constants.HF_HUB_CACHE}; pre-fill the cache and set HF_HUB_OFFLINE=1, "
-                "or use source: config"
-            ) from None
-        log.warning("%s: the Hub at %s cannot be reached (%s); using the cache", spec.name, constants.ENDPOINT, why)
-        return folder, folder.name
+        )
+
     try:
-        folder = Path(snapshot_download(spec.hub_id, revision=revision, allow_patterns=SAFETENSORS_PATTERNS))
+        folder = snapshot(revision, SAFETENSORS_PATTERNS)
         if spec.allow_pickle and not checkpoint.weight_files(folder, allow_pickle=True)[0]:
-            folder = Path(
-                snapshot_download(
-                    spec.hub_id, revision=folder.name, allow_patterns=[*SAFETENSORS_PATTERNS, *PICKLE_PATTERNS]
-                )
+            folder = snapshot(folder.name, [*SAFETENSORS_PATTERNS, *PICKLE_PATTERNS])
+    except LocalEntryNotFoundError as exc:
+        if offline:
+            fix = (
+                "HF_HUB_OFFLINE=1 works from a pre-filled cache: fill it where the Hub can be reached "
+                "(the same run without HF_HUB_OFFLINE)"
+                if constants.is_offline_mode()
+                else "pre-fill the cache and set HF_HUB_OFFLINE=1"
             )
-    except LocalEntryNotFoundError:
+            raise PipelineError(
+                f"model '{spec.name}': {offline} and {where} is not in the cache {cache}; {fix}, or use source: config"
+            ) from None
+        cause = f" ({first_line(exc.__cause__)})" if exc.__cause__ else ""  # it answered the probe, then failed
         raise PipelineError(
-            f"model '{spec.name}': the Hub cannot be reached and {where} is not in the cache "
-            f"{constants.HF_HUB_CACHE}; use source: config, or pre-fill the cache"
+            f"model '{spec.name}': the Hub at {constants.ENDPOINT} did not serve {where}{cause} and it is not in "
+            f"the cache {cache}; try again, or pre-fill the cache and set HF_HUB_OFFLINE=1, or use source: config"
         ) from None
     except (RepositoryNotFoundError, GatedRepoError):
-        raise PipelineError(f"model '{spec.name}': hub_id {spec.hub_id} is not a repository the Hub serves") from None
+        raise PipelineError(
+            f"model '{spec.name}': hub_id {spec.hub_id} is not a repository the Hub serves "
+            "(or it is private or gated: set HF_TOKEN to a token that may read it)"
+        ) from None
     except RevisionNotFoundError:
         raise PipelineError(f"model '{spec.name}': revision {revision} not found in {spec.hub_id}") from None
     except (OSError, ValueError) as exc:
         raise PipelineError(
             f"model '{spec.name}': cannot fetch {where} ({first_line(exc)}); use source: config, or pre-fill the cache"
         ) from None
+    if offline and not constants.is_offline_mode():
+        log.warning("%s: %s; %s is taken from the cache", spec.name, offline, where)
     return folder, folder.name
 
 
@@ -158,10 +188,10 @@ def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
 
     from pipeline import inventory, remote
 
-    if constants.HF_HUB_OFFLINE:
+    if offline := hub_offline_reason():
         raise PipelineError(
-            f"model '{spec.name}': fetch: range needs the Hub and HF_HUB_OFFLINE is set; "
-            "use fetch: download with a pre-filled cache, or source: config"
+            f"model '{spec.name}': {offline} and fetch: range reads {spec.hub_id} from the Hub; use fetch: download "
+            f"with a pre-filled cache {constants.HF_HUB_CACHE} and HF_HUB_OFFLINE=1, or source: config"
         )
     try:
         sha = remote.resolve_revision(spec.hub_id, spec.revision or "main")
@@ -207,7 +237,7 @@ def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
     keys = rec.key_of.get(input_name, "").split(";") + rec.key_of.get(output_name, "").split(";")
     by_key = {e.key: e for e in entries}
     wanted = [by_key[k] for k in dict.fromkeys(k for k in keys if k)]
-    remote.copy_ranges(opened, wanted, out / remote.EMBEDDINGS)
+    remote.copy_ranges(opened, wanted, out / remote.EMBEDDINGS, f"{spec.name}: embeddings")
     return {
         "revision": sha,
         "bytes_fetched": sum(f.bytes_fetched for f in opened.values()),

@@ -102,6 +102,15 @@ def run_pipeline(workdir: Path, monkeypatch, models: dict | None = None) -> Path
 
 
 @pytest.fixture
+def hub_online(monkeypatch):
+    """huggingface_hub's client may make requests in this process (HF_HUB_OFFLINE is set above for safety,
+    and the client refuses every request while it is): for tests that talk to a server on 127.0.0.1 only."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """An empty working directory holding conf/ (stages resolve paths against the current directory)."""
     shutil.copytree(ROOT / "conf", tmp_path / "conf")

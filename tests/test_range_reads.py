@@ -68,7 +68,7 @@ def test_range_reads_count_and_tie_from_a_fraction_of_the_file(workdir, tied):
     assert "fetched" in (workdir / "reports/report.md").read_text()
 
 
-def test_counting_gpt2_small_from_headers_fetches_under_a_megabyte(workdir):
+def test_counting_gpt2_small_from_headers_fetches_under_a_megabyte(workdir, hub_online):
     upstream = workdir / "upstream"
     write_sparse_safetensors(
         upstream / "model.safetensors", gpt2_hub_entries(vocab=50257, positions=1024, d=768, layers=12)
@@ -112,7 +112,7 @@ def test_sharded_checkpoint_by_range_reads(workdir):
 def test_range_reads_refused_offline_and_on_a_missing_file(workdir):
     _params(workdir, {"m": _range_model()})
     proc = run_module("pipeline.download", "m", cwd=workdir, env={"HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 1 and "fetch: range needs the Hub and HF_HUB_OFFLINE is set" in proc.stderr
+    assert proc.returncode == 1 and "HF_HUB_OFFLINE is set (offline mode) and fetch: range reads" in proc.stderr
     empty = workdir / "empty"
     empty.mkdir()
     with RangeServer(empty, "org/model", SHA) as server:
@@ -121,7 +121,7 @@ def test_range_reads_refused_offline_and_on_a_missing_file(workdir):
     assert not (workdir / "data").exists()
 
 
-def test_a_server_that_ignores_range_is_refused(workdir):
+def test_a_server_that_ignores_range_is_refused(workdir, hub_online):
     """Never fall back to downloading a whole file by accident."""
     import http.server
     import threading
