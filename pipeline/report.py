@@ -42,6 +42,14 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None) -
     )
 
 
+def _share(part: float, total: float) -> str:
+    """A percentage with the digits a small part needs: 45.5 %, 0.63 %, 0.031 % (never a misleading 0.0 %)."""
+    pct = 100 * part / total if total else 0.0
+    if pct == 0 or pct >= 1:
+        return f"{pct:.1f} %"
+    return f"{pct:.2g} %"
+
+
 def _bytes(n: float) -> str:
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
@@ -159,7 +167,7 @@ def components_section(cfg: params.Params, invs: dict[str, pd.DataFrame], fig: s
     for name, inv in invs.items():
         sums = inv.groupby("component")["numel"].sum()
         total = int(inv["numel"].sum())
-        rows.append([f"`{name}`"] + [f"{_int(sums.get(c, 0))} ({100 * sums.get(c, 0) / total:.1f} %)" for c in present])
+        rows.append([f"`{name}`"] + [f"{_int(sums.get(c, 0))} ({_share(sums.get(c, 0), total)})" for c in present])
     header = ["model"] + [figures.COMPONENT_LABELS[c] for c in present]
     return "\n".join(
         [
