@@ -45,14 +45,23 @@ def _setup():
     return plt, sns
 
 
-def _log_log(fig, ax, xlabel: str, ylabel: str, title: str, path: Path, dpi: int) -> None:
-    """Both axes logarithmic, labelled, the legend in the corner, and the figure saved."""
+def _log_log(
+    fig, ax, xlabel: str, ylabel: str, title: str, path: Path, dpi: int, legend: str = "upper left", plain_y=False
+) -> None:
+    """Both axes logarithmic, labelled, the legend in a corner, and the figure saved.
+
+    plain_y labels the y axis with plain numbers (perplexities 10, 20, 30, not 2×10¹)."""
+    import matplotlib.ticker as mticker
+
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if plain_y:
+        ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "2345" else ""))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize="x-small", loc="upper left")
+    ax.legend(fontsize="x-small", loc=legend)
     _save(fig, path, dpi)
 
 
@@ -328,7 +337,8 @@ def published(table: pd.DataFrame, path: Path, dpi: int) -> None:
         xs = np.geomspace(part["non_embedding"].min(), part["non_embedding"].max(), 50)
         ax.plot(xs, np.exp(c * xs**-alpha), linestyle="--", linewidth=0.8, color="grey")
     title = "What the parameters buy: the paper's numbers against exact counts"
-    _log_log(fig, ax, "exact non-embedding parameters", "zero-shot perplexity (GPT-2 paper, Table 3)", title, path, dpi)
+    ylabel = "zero-shot perplexity (GPT-2 paper, Table 3)"
+    _log_log(fig, ax, "exact non-embedding parameters", ylabel, title, path, dpi, legend="lower left", plain_y=True)
 
 
 def per_layer(inv: pd.DataFrame, path: Path, dpi: int) -> None:
