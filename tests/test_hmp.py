@@ -146,3 +146,21 @@ def repo_copy(tmp_path):
     from tests.repo_copy import copy_repo
 
     return copy_repo(tmp_path / "repo")
+
+
+def test_add_a_hub_id_pins_the_commit_it_resolved(repo_copy):
+    cache = repo_copy.parent / "hf" / "hub"
+    prefill_hub_cache(cache, "org/tiny-gpt2", COMMIT, tiny_checkpoint(repo_copy.parent / "upstream", seed=5))
+    env = {"HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent)}
+    hmp("add", "tiny-hub", "org/tiny-gpt2", "--stated-size", "20K", cwd=repo_copy, env=env)
+    entry = yaml.safe_load((repo_copy / "conf/model/tiny-hub.yaml").read_text())
+    # main in the cache's refs resolves to the commit, pinned so `dvc repro` reads the same files later
+    assert entry == {"source": "hub", "hub_id": "org/tiny-gpt2", "revision": COMMIT, "stated_size": "20K"}
+    data = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    assert data["sweep"] == "gpt2-family" and "tiny-hub" in data["models"]  # the sweep params.yaml records
+    assert "- /model@models.tiny-hub: tiny-hub" in (repo_copy / "conf/sweep/gpt2-family.yaml").read_text()
+    bad = hmp("add", "x.y", "org/tiny-gpt2", cwd=repo_copy, env=env, ok=False)
+    assert bad.stderr.strip().startswith("error: 'x.y': a model name is 1 to 64 letters")
+    unknown = hmp("add", "other", "org/tiny-gpt2", "--sweep", "nope", cwd=repo_copy, env=env, ok=False)
+    assert unknown.stderr.strip() == "error: --sweep nope: no conf/sweep/nope.yaml"
+    assert not (repo_copy / "conf/model/other.yaml").exists()  # nothing half-written
