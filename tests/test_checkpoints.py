@@ -125,12 +125,17 @@ def test_value_distributions_match_an_oracle(workdir, monkeypatch, tied_and_unti
         tensors = {
             k: f.get_tensor(k).double().flatten() for k in f.keys() if not re.fullmatch(r"h\.\d+\.attn\.bias", k)
         }
-    biases = torch.cat([t for k, t in tensors.items() if k.endswith(".bias")])
-    gains = torch.cat([t for k, t in tensors.items() if k.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))])
-    weights = torch.cat([t for k, t in tensors.items() if not k.endswith(".bias") and "ln_" not in k])
+    groups = {
+        "biases": [t for k, t in tensors.items() if k.endswith(".bias")],
+        "norm_gains": [t for k, t in tensors.items() if k.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))],
+        "weights": [t for k, t in tensors.items() if not k.endswith(".bias") and "ln_" not in k],
+    }
     everything = torch.cat(list(tensors.values()))
     got = stats.set_index(["by", "group"])
-    for group, values in (("weights", weights), ("biases", biases), ("norm_gains", gains)):
+    every = int(hists["every"].iloc[0])
+    assert every == tiny_params()["values"]["hist_every"] > 1 and (hists["every"] == every).all()
+    for group, parts in groups.items():
+        values = torch.cat(parts)
         row = got.loc[("group", group)]
         assert row["count"] == values.numel()
         assert row["mean"] == pytest.approx(float(values.mean()), rel=1e-5, abs=1e-9)
@@ -138,8 +143,12 @@ def test_value_distributions_match_an_oracle(workdir, monkeypatch, tied_and_unti
         assert row["min"] == pytest.approx(float(values.min()), rel=1e-9)
         assert row["max"] == pytest.approx(float(values.max()), rel=1e-9)
         assert row["l2"] == pytest.approx(float(values.norm()), rel=1e-6)
+        # histograms: every `every`-th value of each tensor, from its first (pipeline/values.py Histogram)
+        picked = torch.cat([t[::every] for t in parts]).float()
+        tops = pd.Series((picked.numpy().view("uint32") >> 16).astype("uint32")).value_counts()
         h = hists[hists["group"] == group]
-        assert h["count"].sum() == values.numel()
+        assert h["count"].sum() == len(picked) == sum(-(-t.numel() // every) for t in parts)
+        assert sorted(h["count"]) == sorted(tops)  # the same buckets, each as full as the oracle's
     assert got.loc[("all", "all"), "count"] == everything.numel() == pd.read_csv("results/summary.csv")["total"][0]
     assert (workdir / "reports/figures/distributions.png").exists()
 
