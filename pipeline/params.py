@@ -21,6 +21,7 @@ from pipeline.cli import PipelineError, first_line, read_json_object
 PARAMS_FILE = Path("params.yaml")
 CONF_DIR = Path("conf")
 
+
 # The declared schemas (pydantic): each field's type, range or choices and default, in one place. Our
 # own code only turns pydantic's first error into the pipeline's one line (_schema_error), and keeps
 # the rules between fields and against transformers' config classes (model_spec, validate_architecture).
