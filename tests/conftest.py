@@ -101,6 +101,26 @@ def run_pipeline(workdir: Path, monkeypatch, models: dict | None = None) -> Path
     return workdir / "reports"
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A workspace where run_pipeline ran once, on tiny_params' defaults, shared by every test that asks.
+
+    Read it in place; copy it (copy_workspace) before running anything in it.
+    """
+    wd = tmp_path_factory.mktemp("tiny-run")
+    shutil.copytree(ROOT / "conf", wd / "conf")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(wd)
+        run_pipeline(wd, mp)
+    return wd
+
+
+def copy_workspace(source: Path, dest: Path) -> Path:
+    """A copy of a workspace (links kept as links), to run stages in without touching the shared one."""
+    shutil.copytree(source, dest, symlinks=True)
+    return dest
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """An empty working directory holding conf/ (stages resolve paths against the current directory)."""
