@@ -42,11 +42,16 @@ browser: ## headless Chromium for the HTML report's test (Debian's package; need
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "no chromium: the HTML report's browser test will be skipped (install Debian's chromium)"
 
+# The suite on every core (pytest-xdist; JOBS=0 runs it in one process), a line per test file as it
+# finishes, and the slowest tests at the end.
+JOBS ?= auto
+PYTEST_ARGS := -n $(JOBS) --dist worksteal --durations=10
+
 test: $(STAMP) browser ## set up, then run the whole test suite (slow tests included)
-	pytest
+	pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the tests without the slow ones (real DVC runs)
-	pytest -m "not slow"
+	pytest $(PYTEST_ARGS) -m "not slow"
 
 lint: $(STAMP) ## ruff lint and format check
 	ruff check . && ruff format --check .

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,26 @@ def run_pipeline(workdir: Path, monkeypatch, models: dict | None = None) -> Path
     return workdir / "reports"
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A workspace where run_pipeline ran once, on tiny_params' defaults, shared by every test that asks.
+
+    Read it in place; copy it (copy_workspace) before running anything in it.
+    """
+    wd = tmp_path_factory.mktemp("tiny-run")
+    shutil.copytree(ROOT / "conf", wd / "conf")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(wd)
+        run_pipeline(wd, mp)
+    return wd
+
+
+def copy_workspace(source: Path, dest: Path) -> Path:
+    """A copy of a workspace (links kept as links), to run stages in without touching the shared one."""
+    shutil.copytree(source, dest, symlinks=True)
+    return dest
+
+
 @pytest.fixture
 def hub_online(monkeypatch):
     """huggingface_hub's client may make requests in this process (HF_HUB_OFFLINE is set above for safety,
@@ -124,3 +145,52 @@ def run_module(module: str, *args: str, cwd: Path, env: dict | None = None) -> s
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+# --- running under pytest-xdist (make test) ---------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the slow tests (real DVC, the larger-than-RAM checkpoint) first: none is left to start last."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
+
+
+def pytest_configure(config):
+    if getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(FileProgress(config), "hmp-file-progress")
+
+
+class FileProgress:
+    """Under xdist the terminal shows only dots: print a line for each test file as its last test ends."""
+
+    def __init__(self, config):
+        self.config = config
+        self.total: Counter | None = None
+        self.done, self.seconds, self.outcome = Counter(), Counter(), {}
+        self.counts: dict[str, Counter] = {}
+
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        if self.total is None:
+            self.total = Counter(nodeid.split("::")[0] for nodeid in ids)
+
+    def pytest_runtest_logreport(self, report):
+        file = report.nodeid.split("::")[0]
+        self.seconds[file] += report.duration
+        if report.failed:
+            self.outcome[report.nodeid] = "failed" if report.when == "call" else "error"
+        elif report.skipped and report.nodeid not in self.outcome:
+            self.outcome[report.nodeid] = "skipped"
+        if report.when != "teardown":
+            return
+        self.counts.setdefault(file, Counter())[self.outcome.pop(report.nodeid, "passed")] += 1
+        self.done[file] += 1
+        if self.total is None or self.done[file] != self.total[file] or self.config.option.verbose > 0:
+            return
+        tr = self.config.pluginmanager.getplugin("terminalreporter")
+        if tr is None:
+            return
+        counts = ", ".join(f"{n} {what}" for what, n in sorted(self.counts[file].items()))
+        if tr._tw.width_of_current_line:  # after the dots of the line being written
+            tr._tw.line()
+        tr._tw.line(f"{file}: {counts} ({self.seconds[file]:.0f} s of test time)")

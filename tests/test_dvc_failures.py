@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,12 +30,20 @@ def _temps(repo: Path) -> list[Path]:
     return [p for folder in ("results", "reports") for p in (repo / folder).rglob(".*.tmp")]
 
 
-@pytest.fixture
-def built(tmp_path) -> Path:
-    """A copy of this repository with the tiny sweep built by `dvc repro`."""
-    repo = copy_repo(tmp_path / "repo")
+@pytest.fixture(scope="module")
+def built_once(tmp_path_factory) -> Path:
+    """A copy of this repository with the tiny sweep built by `dvc repro`, once for the module: never changed."""
+    repo = copy_repo(tmp_path_factory.mktemp("built") / "repo")
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     dvc("repro", cwd=repo)
+    return repo
+
+
+@pytest.fixture
+def built(built_once, tmp_path) -> Path:
+    """A test's own copy of that built repository (git history, DVC cache and lock, outputs): one build, many runs."""
+    repo = shutil.copytree(built_once, tmp_path / "repo", symlinks=True)
+    assert _stale(repo) == [], "the copy must be as up to date as the build"
     return repo
 
 

@@ -122,6 +122,7 @@ def test_bad_sources_are_one_line(tmp_path, source, message):
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), done.stderr
 
 
+@pytest.mark.slow  # a real dvc repro
 def test_add_then_dvc_repro_counts_the_new_model(repo_copy):
     folder = tiny_checkpoint(repo_copy.parent / "my-ckpt", seed=2)
     out = hmp("add", "mine", str(folder), "--sweep", "gpt2-small", cwd=repo_copy).stdout

@@ -9,8 +9,6 @@ import subprocess
 
 import pytest
 
-from tests.conftest import run_pipeline
-
 
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,8 +27,8 @@ def _browser(*args: str, page) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def rendered(workdir, monkeypatch):
-    return run_pipeline(workdir, monkeypatch)
+def rendered(tiny_run):
+    return tiny_run / "reports"  # run_pipeline's report on tiny_params(), shared and only read here
 
 
 def test_the_html_report_is_self_contained(rendered):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
 from pipeline import bias, count, download, report, ties
-from tests.conftest import TINY, run_module, tiny_params
+from tests.conftest import TINY, copy_workspace, run_module, tiny_params
 
 D, V, P, L = TINY["n_embd"], TINY["vocab_size"], TINY["n_positions"], TINY["n_layer"]
 # GPT-2 closed form (see pipeline/formulas.py for its derivation): V·d + P·d + L·(12d² + 13d) + 2d
@@ -30,11 +31,8 @@ def _run_all(monkeypatch, models) -> None:
         stage.main()
 
 
-def test_stages_in_process(workdir, monkeypatch):
-    data = tiny_params()
-    _write_params(data)
-    _run_all(monkeypatch, data["models"])
-
+def test_stages_in_process(tiny_run):
+    workdir = tiny_run  # every stage of run_pipeline, in process, on tiny_params(): shared, read only
     cfg = json.loads((workdir / "data/models/tiny/config.json").read_text())
     assert cfg == TINY
     prov = json.loads((workdir / "data/models/tiny/provenance.json").read_text())
@@ -70,20 +68,25 @@ def test_stages_in_process(workdir, monkeypatch):
         assert f"figures/{fig}" in text
 
 
-def test_outputs_are_byte_identical_on_rerun(workdir, monkeypatch):
+def _rerun_in_a_copy(tiny_run, tmp_path, monkeypatch) -> Path:
+    """A copy of the shared run (tiny_params() went through every stage once), as the working directory."""
+    workdir = copy_workspace(tiny_run, tmp_path / "wd")
+    monkeypatch.chdir(workdir)
+    return workdir
+
+
+def test_outputs_are_byte_identical_on_rerun(tiny_run, tmp_path, monkeypatch):
+    workdir = _rerun_in_a_copy(tiny_run, tmp_path, monkeypatch)
     data = tiny_params()
-    _write_params(data)
-    _run_all(monkeypatch, data["models"])
     paths = sorted(p for p in workdir.rglob("*") if p.is_file() and "conf" not in p.parts and p.name != "params.yaml")
     first = {p: p.read_bytes() for p in paths}
     _run_all(monkeypatch, data["models"])
     assert {p: p.read_bytes() for p in paths} == first
 
 
-def test_a_model_removed_from_the_sweep_vanishes_from_results(workdir, monkeypatch):
+def test_a_model_removed_from_the_sweep_vanishes_from_results(tiny_run, tmp_path, monkeypatch):
+    workdir = _rerun_in_a_copy(tiny_run, tmp_path, monkeypatch)
     data = tiny_params()
-    _write_params(data)
-    _run_all(monkeypatch, data["models"])
     assert (workdir / "results/inventory/tiny-untied.csv").exists()
     del data["models"]["tiny-untied"]
     _write_params(data)
