@@ -322,8 +322,8 @@ def test_hub_unreachable_without_a_cache(workdir):
     cache.mkdir(parents=True)
     _write_params({"m": {"source": "hub", "hub_id": "org/absent", "revision": COMMIT}})
     line = _error(run_module("pipeline.download", "m", cwd=workdir, env=_hub_env(cache)))
-    assert "model 'm'" in line and "org/absent" in line
-    assert "use source: config, or pre-fill the cache" in line
+    assert "model 'm'" in line and "org/absent" in line and "HF_HUB_OFFLINE is set (offline mode)" in line
+    assert "HF_HUB_OFFLINE=1 works from a pre-filled cache" in line and "or use source: config" in line
     assert not (workdir / "data").exists()
 
 
