@@ -34,7 +34,7 @@ SCRIPT = """(() => {
     count.plots += 1;
     if (!spec || Object.keys(spec).length === 0) {
       count.empty += 1; div.dataset.plot = "empty";
-      say(div, `${name}: no rows to draw in the revisions shown.`);
+      say(div, "Nothing to draw: this plot's data has no rows in the revisions shown (values need weights).");
       return Promise.resolve();
     }
     const actions = {export: true, source: true, compiled: true, editor: false};

@@ -63,7 +63,7 @@ def _fetched(s: pd.Series) -> str:
         return ""
     total = int(s["checkpoint_bytes"])
     if pd.isna(s.get("bytes_fetched")):
-        return f" The weights ({_bytes(total)}) were read from a local folder; nothing was fetched."
+        return f" The weights ({_bytes(total)}) were read from local files; nothing was fetched."
     got = int(s["bytes_fetched"])
     how = "by HTTP range reads (headers and embedding matrices only)" if s.get("fetch") == "range" else "whole files"
     share = f"{100 * got / total:.2f} %"

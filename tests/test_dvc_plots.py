@@ -90,7 +90,7 @@ def test_dvc_plots_show_draws_every_plot_offline(repo, tmp_path):
         if 'data-plot="drawn"' in div:
             assert "<svg" in div and 'class="mark-' in div and "role-mark" in div, name
         else:
-            assert "no rows to draw" in div, name
+            assert "has no rows in the revisions shown" in div, name
 
     totals = pd.read_csv(plots["Parameters per model"])
     by_size = list(totals.sort_values("total")["model"])
