@@ -313,7 +313,10 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--stated-size", help="the size its authors state, e.g. 117M (the report compares it)")
     args = parser.parse_args(argv)
     if args.command == "count":
-        result = count_source(args.source, args.revision, args.name)
+        try:
+            result = count_source(args.source, args.revision, args.name)
+        except PipelineError as exc:  # the stages' advice names model-file fields; here the user gave a source
+            raise PipelineError(re.sub(r"\buse source: config\b", "count its config.json instead", str(exc))) from None
         if args.json:
             print(json.dumps(result, indent=2))
         else:

@@ -100,6 +100,7 @@ def test_count_a_hub_id_from_the_local_cache(tmp_path):
     assert missing.returncode == 1 and missing.stdout == ""
     line = missing.stderr.strip().splitlines()[-1]
     assert line.startswith("error: model 'not-cached':") and "not in the cache" in line and "HF_HUB_OFFLINE" in line
+    assert line.endswith("or count its config.json instead") and "source: config" not in line  # advice for hmp users
 
 
 @pytest.mark.parametrize(
