@@ -83,7 +83,7 @@ def count_source(source: str, revision: str | None = None, name: str | None = No
         "conventions": [{k: _plain(c[k]) for k in ("convention", "params", "definition")} for c in conv],
         "tie": {k: _plain(v) for k, v in tie.items()},
         "weights_and_biases": {r.category: int(r.params) for r in course.itertuples()},
-        "blocks": blocks(inventory.parameters(inv)).to_dict(orient="records"),
+        "blocks": [{k: _plain(v) for k, v in r.items()} for r in blocks(inventory.parameters(inv)).to_dict("records")],
     }
 
 
@@ -103,6 +103,7 @@ def blocks(params_inv) -> Any:
             }
         )
     table = pd.DataFrame(rows, columns=["module", "layer", "tensors", "params"])
+    table["layer"] = pd.Series([r["layer"] for r in rows], dtype=object)  # None outside the blocks, not NaN
     table["cumulative"] = table["params"].cumsum()
     return table
 

@@ -49,7 +49,8 @@ def test_count_a_config_json_gives_gpt2_smalls_published_figures(tmp_path):
     arch = yaml.safe_load((ROOT / "conf/model/gpt2.yaml").read_text())["architecture"]
     config.write_text(json.dumps(arch))
     out = hmp("count", str(config), "--json", cwd=tmp_path).stdout
-    got = json.loads(out)
+    got = json.loads(out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))  # strict: no NaN or Infinity
+    assert [b["layer"] for b in got["blocks"]] == [None, None, *range(12), None]
     assert got["model"] == "gpt2" and got["summary"]["total"] == 124_439_808  # the course's figure
     conv = {c["convention"]: c["params"] for c in got["conventions"]}
     assert conv["untied_head"] == conv["torchinfo"] == 163_037_184
