@@ -22,18 +22,26 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli import PipelineError
+from pipeline.cli import PipelineError, first_line, one_line
 
 log = logging.getLogger("hmp")
 
 # A Hub repository id: an optional owner and a name (huggingface_hub's own rule is stricter; it checks it too)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+# A branch, tag or commit: git's characters, no '..' and no leading '/' (it becomes a path in the Hub cache)
+REVISION = re.compile(r"(?!.*\.\.)[A-Za-z0-9][\w.\-/]{0,199}")
 
 
 def entry_for(source: str, revision: str | None = None) -> dict[str, Any]:
     """The model entry (conf/model/*.yaml fields) reading SOURCE: a config file, a folder, a GGUF file or a Hub id."""
-    path = Path(source).expanduser()
-    if path.exists():
+    try:
+        path = Path(source).expanduser()
+        exists = path.exists()
+    except (OSError, RuntimeError) as exc:  # a name too long for the file system, ~user with no such user
+        raise PipelineError(f"{source}: not a usable path ({first_line(exc)})") from None
+    if revision is not None and not REVISION.fullmatch(revision):
+        raise PipelineError(f"--revision {revision}: not a branch, tag or commit name")
+    if exists:
         if revision:
             raise PipelineError(f"{source}: --revision applies to a Hub id, not to a local file or folder")
         path = path.resolve()
@@ -61,15 +69,20 @@ def count_source(source: str, revision: str | None = None, name: str | None = No
     from pipeline import conventions, count, inventory, params, sources, splits, ties, tying
 
     entry = entry_for(source, revision)
-    name = name or _default_name(source)
+    name = _checked_name(name or _default_name(source), "--name")
     spec = params.model_spec(name, entry)
     with tempfile.TemporaryDirectory(prefix="hmp-") as tmp:
         folder = Path(tmp) / name
         folder.mkdir()
-        record = sources.materialise(spec, folder, hashes=False)  # links, never copies; no sha256 of every byte
-        (folder / "provenance.json").write_text(json.dumps(record))
-        inv, row = count.count_model(spec, folder)
-        found = ties.value_evidence(folder, inv, name, chunk, spec.auto_class)
+        try:
+            record = sources.materialise(spec, folder, hashes=False)  # links, never copies; no sha256 of each byte
+            (folder / "provenance.json").write_text(json.dumps(record))
+            inv, row = count.count_model(spec, folder)
+            found = ties.value_evidence(folder, inv, name, chunk, spec.auto_class)
+        except PipelineError as exc:  # name the user's files, not the temporary folder they were linked into
+            origin = Path(entry.get("path") or entry.get("config_path") or folder)
+            origin = origin if origin.is_dir() else origin.parent
+            raise PipelineError(str(exc).replace(str(folder), str(origin))) from None
     found = {k: v for k, v in (found or {}).items() if k != "sample"}
     tie = tying.evidence(inv, row["declared_tied"], row["input_embedding"], row["output_embedding"], found)
     conv = conventions.conventions(inv, row)
@@ -85,6 +98,17 @@ def count_source(source: str, revision: str | None = None, name: str | None = No
         "weights_and_biases": {r.category: int(r.params) for r in course.itertuples()},
         "blocks": [{k: _plain(v) for k, v in r.items()} for r in blocks(inventory.parameters(inv)).to_dict("records")],
     }
+
+
+def _checked_name(name: str, what: str) -> str:
+    """A model name as the pipeline's (a DVC stage name and a folder name): else one line naming the option."""
+    from pipeline import params
+
+    if not params.NAME_RE.fullmatch(name) or len(name) > params.MAX_NAME:
+        raise PipelineError(
+            f"{what} {one_line(repr(name))}: a model name is 1 to {params.MAX_NAME} letters, digits, '-' and '_'"
+        )
+    return name
 
 
 def blocks(params_inv) -> Any:
@@ -226,13 +250,14 @@ def add(name: str, source: str, revision: str | None, sweep: str | None, stated_
     """Write conf/model/NAME.yaml, list it in a sweep, rewrite params.yaml; the files written."""
     import yaml
 
-    from pipeline import atomic, params, sources
+    from pipeline import atomic, params
 
     conf = Path(params.CONF_DIR)
     if not (conf / "config.yaml").is_file():
         raise PipelineError(f"{conf}/config.yaml not found: run hmp add from the repository root")
-    if not params.NAME_RE.fullmatch(name) or len(name) > params.MAX_NAME:
-        raise PipelineError(f"{name!r}: a model name is 1 to {params.MAX_NAME} letters, digits, '-' and '_'")
+    _checked_name(name, "name")
+    if sweep is not None:
+        _checked_name(sweep, "--sweep")  # a file name in conf/sweep/, never a path
     target = conf / "model" / f"{name}.yaml"
     if target.exists():
         raise PipelineError(f"{target} exists already; pick another name or edit it")
@@ -240,11 +265,10 @@ def add(name: str, source: str, revision: str | None, sweep: str | None, stated_
     if stated_size is not None:
         entry["stated_size"] = stated_size
     spec = params.model_spec(name, entry)  # every field checked before a file is written
+    # counted as `hmp count` counts it, so a model `dvc repro` would refuse is refused now, with nothing written
+    counted = count_source(source, revision, name)
     if spec.source == "hub":
-        entry["revision"] = sources.fetch_hub(spec)[1]  # the Hub, or offline the local cache: a commit either way
-    else:
-        with tempfile.TemporaryDirectory(prefix="hmp-") as tmp:
-            sources.materialise(spec, Path(tmp), hashes=False)  # the folder or file keeps the checkpoint rules
+        entry["revision"] = counted["source"]["revision"]  # the commit the Hub, or offline the cache, resolved
     current = params.load()
     sweep = sweep or current.sweep
     if sweep is None:
@@ -252,13 +276,16 @@ def add(name: str, source: str, revision: str | None, sweep: str | None, stated_
     sweep_file = conf / "sweep" / f"{sweep}.yaml"
     if not sweep_file.is_file():
         raise PipelineError(f"--sweep {sweep}: no {sweep_file}")
-    sweep_text = sweep_file.read_text(encoding="utf-8")
-    line = f"  - /model@models.{name}: {name} # added by hmp add from {source}\n"
+    try:
+        sweep_text = sweep_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{sweep_file}: cannot be read as UTF-8 text ({first_line(exc)})") from None
+    line = f"  - /model@models.{name}: {name} # added by hmp add\n"  # the source is in the model file's fields
     if f"models.{name}:" in sweep_text:
         raise PipelineError(f"{sweep_file} already lists a model named {name}")
-    new_sweep = _insert_default(sweep_text, line, sweep_file)
+    new_sweep = _insert_default(sweep_text, line, sweep_file, name)
     pinned = f" at revision {entry['revision']}" if spec.source == "hub" else ""
-    header = f"# {name}: added by `hmp add {name} {source}`{pinned}"
+    header = f"# {name}: added by `hmp add`{pinned}"  # no user text in a comment: a newline in it would be YAML
     model_text = header + "\n" + yaml.safe_dump(entry, sort_keys=False)
     overrides = [f"sweep={sweep}"] if sweep != _default_sweep(conf) else []
     with atomic.batch():  # the model file, the sweep and params.yaml change together, or not at all
@@ -273,8 +300,10 @@ def add(name: str, source: str, revision: str | None, sweep: str | None, stated_
     return [target, sweep_file, Path(params.PARAMS_FILE)]
 
 
-def _insert_default(text: str, line: str, path: Path) -> str:
-    """The sweep file with one more entry at the end of its defaults list."""
+def _insert_default(text: str, line: str, path: Path, name: str) -> str:
+    """The sweep file with one more entry at the end of its block-style defaults list, checked by parsing it."""
+    import yaml
+
     lines = text.splitlines(keepends=True)
     try:
         start = next(i for i, ln in enumerate(lines) if ln.startswith("defaults:"))
@@ -285,7 +314,17 @@ def _insert_default(text: str, line: str, path: Path) -> str:
         end += 1
     while end > start + 1 and not lines[end - 1].strip():
         end -= 1
-    return "".join(lines[:end] + [line] + lines[end:])
+    new = "".join(lines[:end] + [line] + lines[end:])
+    try:
+        defaults = yaml.safe_load(new).get("defaults")
+    except (yaml.YAMLError, AttributeError):
+        defaults = None
+    if not isinstance(defaults, list) or {f"/model@models.{name}": name} not in defaults:
+        raise PipelineError(
+            f"{path}: its defaults list is not in the block style hmp edits (one `  - item` per line); "
+            f"add `- /model@models.{name}: {name}` to it by hand, then run make params"
+        )
+    return new
 
 
 def _default_sweep(conf: Path) -> str | None:
@@ -313,11 +352,15 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--sweep", help="the conf/sweep/ file to list it in (default: the sweep params.yaml records)")
     a.add_argument("--stated-size", help="the size its authors state, e.g. 117M (the report compares it)")
     args = parser.parse_args(argv)
+    try:
+        _command(args)
+    except PipelineError as exc:  # the stages' advice names model-file fields; here the user gave a source
+        raise PipelineError(re.sub(r"\buse source: config\b", "use its config.json instead", str(exc))) from None
+
+
+def _command(args: argparse.Namespace) -> None:
     if args.command == "count":
-        try:
-            result = count_source(args.source, args.revision, args.name)
-        except PipelineError as exc:  # the stages' advice names model-file fields; here the user gave a source
-            raise PipelineError(re.sub(r"\buse source: config\b", "count its config.json instead", str(exc))) from None
+        result = count_source(args.source, args.revision, args.name)
         if args.json:
             print(json.dumps(result, indent=2))
         else:
@@ -329,8 +372,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def entry_point() -> None:
     """The console script: one-line errors, never a traceback (as the stages)."""
+    import os
+
     from pipeline.cli import run
 
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its config notes are not the answer either
     run(lambda: main(sys.argv[1:]), level=logging.WARNING)  # the stages' progress lines are not the answer
 
 

@@ -101,7 +101,7 @@ def test_count_a_hub_id_from_the_local_cache(tmp_path):
     assert missing.returncode == 1 and missing.stdout == ""
     line = missing.stderr.strip().splitlines()[-1]
     assert line.startswith("error: model 'not-cached':") and "not in the cache" in line and "HF_HUB_OFFLINE" in line
-    assert line.endswith("or count its config.json instead") and "source: config" not in line  # advice for hmp users
+    assert line.endswith("or use its config.json instead") and "source: config" not in line  # advice for hmp users
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,50 @@ def test_add_a_hub_id_pins_the_commit_it_resolved(repo_copy):
     assert data["sweep"] == "gpt2-family" and "tiny-hub" in data["models"]  # the sweep params.yaml records
     assert "- /model@models.tiny-hub: tiny-hub" in (repo_copy / "conf/sweep/gpt2-family.yaml").read_text()
     bad = hmp("add", "x.y", "org/tiny-gpt2", cwd=repo_copy, env=env, ok=False)
-    assert bad.stderr.strip().startswith("error: 'x.y': a model name is 1 to 64 letters")
+    assert bad.stderr.strip().startswith("error: name 'x.y': a model name is 1 to 64 letters")
     unknown = hmp("add", "other", "org/tiny-gpt2", "--sweep", "nope", cwd=repo_copy, env=env, ok=False)
     assert unknown.stderr.strip() == "error: --sweep nope: no conf/sweep/nope.yaml"
     assert not (repo_copy / "conf/model/other.yaml").exists()  # nothing half-written
+
+
+def test_hostile_arguments_are_one_line_and_write_nothing(repo_copy, tmp_path):
+    """Cases a hostile-input review found: names and sweeps that are paths, YAML in a path, over-long paths."""
+    conf_before = {p: p.read_bytes() for p in (repo_copy / "conf").rglob("*") if p.is_file()}
+    params_before = (repo_copy / "params.yaml").read_bytes()
+    config = tmp_path / "tiny" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"model_type": "gpt2", **{k: v for k, v in TINY.items() if k != "model_type"}}))
+    cases = [
+        (["count", str(config), "--name", "../../escape"], "error: --name '../../escape': a model name is"),
+        (["add", "ok1", str(config), "--sweep", "../../../tmp/outside"], "error: --sweep '../../../tmp/outside':"),
+        (["count", "a" * 300], "error: " + "a" * 40),  # a file name too long for the file system: no traceback
+        (["count", "~no-such-user-xyz/config.json"], "error: ~no-such-user-xyz/config.json: not a usable path"),
+        (["add", "ok2", "org/model", "--revision", "../refs/main"], "error: --revision ../refs/main: not a branch"),
+    ]
+    unknown = tmp_path / "unknown" / "config.json"  # a model hmp count refuses: hmp add must refuse it too
+    unknown.parent.mkdir()
+    unknown.write_text('{"model_type": "no-such-type"}')
+    cases.append((["add", "ok3", str(unknown)], "error: model 'ok3':"))
+    for args, start in cases:
+        done = hmp(*args, cwd=repo_copy, ok=False)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and done.stdout == "" and len(lines) == 1 and lines[0].startswith(start), args
+    assert not (tmp_path.parent / "escape").exists() and not Path("/tmp/outside.yaml").exists()
+    # a path with a newline and YAML in it: stays a path, never becomes model-file keys
+    evil = tmp_path / "x\nallow_pickle: true\nstated_size: 999B\n#"
+    evil.mkdir()
+    shutil.copy(config, evil / "config.json")
+    hmp("add", "evil", str(evil), "--sweep", "gpt2-small", cwd=repo_copy)
+    written = yaml.safe_load((repo_copy / "conf/model/evil.yaml").read_text())
+    assert written == {"source": "path", "path": str(evil), "config_only": True}
+    assert "allow_pickle" not in (repo_copy / "conf/sweep/gpt2-small.yaml").read_text()
+    # a sweep whose defaults are a flow-style list: refused before anything is written
+    subprocess.run(["git", "checkout", "-q", "--", "conf", "params.yaml"], cwd=repo_copy, check=True)
+    (repo_copy / "conf/model/evil.yaml").unlink()
+    flow = repo_copy / "conf/sweep/flow.yaml"
+    flow.write_text("# @package _global_\ndefaults: [{/model@models.gpt2: gpt2}]\nsweep: flow\n")
+    done = hmp("add", "ok4", str(config), "--sweep", "flow", cwd=repo_copy, ok=False)
+    assert done.stderr.strip().startswith("error: conf/sweep/flow.yaml: its defaults list is not in the block style")
+    flow.unlink()
+    assert {p: p.read_bytes() for p in (repo_copy / "conf").rglob("*") if p.is_file()} == conf_before
+    assert (repo_copy / "params.yaml").read_bytes() == params_before
