@@ -162,15 +162,16 @@ def check_sizes(name: str, arch: dict[str, Any], where: str = "architecture.") -
         top = MAX_LAYERS if key in LAYER_FIELDS else MAX_SIZE
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= top:
             raise PipelineError(f"model '{name}': {where}{key}={value!r} must be a whole number from 1 to {top:,}")
+    again = where if where.endswith(".") else ""  # a file's path (`config.json: `) is said once per line
     for width, heads in WIDTH_HEADS:
         if arch.get(width) and arch.get(heads) and not arch.get("head_dim") and arch[width] % arch[heads]:
             raise PipelineError(
-                f"model '{name}': {where}{width}={arch[width]} is not divisible by {where}{heads}={arch[heads]}"
+                f"model '{name}': {where}{width}={arch[width]} is not divisible by {again}{heads}={arch[heads]}"
             )
     for heads, kv in HEADS_KV:
         if isinstance(arch.get(heads), int) and isinstance(arch.get(kv), int) and arch[heads] % arch[kv]:
             raise PipelineError(
-                f"model '{name}': {where}{heads}={arch[heads]} is not a multiple of {where}{kv}={arch[kv]} "
+                f"model '{name}': {where}{heads}={arch[heads]} is not a multiple of {again}{kv}={arch[kv]} "
                 "(each key/value head serves a whole number of query heads)"
             )
 
