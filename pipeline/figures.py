@@ -65,6 +65,17 @@ def _log_log(
     _save(fig, path, dpi)
 
 
+def _legend_outside(
+    fig, ax, xlabel: str, title: str, path: Path, dpi: int, ylabel: str = "", legend: str = "small"
+) -> None:
+    """Axis labels and title, the legend outside the axes on the right, and the figure saved."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    _save(fig, path, dpi)
+
+
 def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
     """100 % stacked horizontal bars: each model's parameters by component, as shares, so small parts stay visible."""
     plt, sns = _setup()
@@ -91,11 +102,7 @@ def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
             ax.text(0, y + 0.42, "also: " + ", ".join(small), ha="left", va="center", fontsize="xx-small")
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
-    ax.set_xlabel("share of the model's parameters (%)")
-    ax.set_ylabel("")
-    ax.set_title("Where the parameters are")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
-    _save(fig, path, dpi)
+    _legend_outside(fig, ax, "share of the model's parameters (%)", "Where the parameters are", path, dpi)
 
 
 def bias_share(shares: pd.DataFrame, path: Path, dpi: int) -> None:
@@ -290,11 +297,9 @@ def quantized(summary: pd.DataFrame, path: Path, dpi: int) -> None:
     fig, ax = plt.subplots(figsize=(8, 0.9 * len(summary) + 1.8))
     sns.barplot(data=data, y="model", x="value", hue="quantity", ax=ax, palette="colorblind", orient="h")
     ax.set_xscale("log")
-    ax.set_xlabel("count (log scale)")
-    ax.set_ylabel("")
-    ax.set_title("What a quantized file's header says against what the model holds")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    _save(fig, path, dpi)
+    _legend_outside(
+        fig, ax, "count (log scale)", "What a quantized file's header says against what the model holds", path, dpi
+    )
 
 
 def cost(table: pd.DataFrame, training_label: str, path: Path, dpi: int) -> None:
@@ -313,11 +318,7 @@ def cost(table: pd.DataFrame, training_label: str, path: Path, dpi: int) -> None
     fig, ax = plt.subplots(figsize=(8, 0.9 * data["model"].nunique() + 2))
     sns.barplot(data=data, y="model", x="gib", hue="what", ax=ax, palette="colorblind", orient="h")
     ax.set_xscale("log")
-    ax.set_xlabel("GiB (log scale)")
-    ax.set_ylabel("")
-    ax.set_title("Memory: the weights in each dtype, and training")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    _save(fig, path, dpi)
+    _legend_outside(fig, ax, "GiB (log scale)", "Memory: the weights in each dtype, and training", path, dpi)
 
 
 def published(table: pd.DataFrame, path: Path, dpi: int) -> None:
@@ -352,11 +353,16 @@ def per_layer(inv: pd.DataFrame, path: Path, dpi: int) -> None:
     else:
         ax.set_ylim(0, per["numel"].max() * 1.15)
         ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v / 1e6:g}M"))
-    ax.set_xlabel("block (layer index)")
-    ax.set_ylabel("parameters in the block")
-    ax.set_title("Parameters per block")
-    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    _save(fig, path, dpi)
+    _legend_outside(
+        fig,
+        ax,
+        "block (layer index)",
+        "Parameters per block",
+        path,
+        dpi,
+        ylabel="parameters in the block",
+        legend="x-small",
+    )
 
 
 def conventions(conv: pd.DataFrame, labels: dict[str, str], path: Path, dpi: int) -> None:
@@ -377,11 +383,15 @@ def conventions(conv: pd.DataFrame, labels: dict[str, str], path: Path, dpi: int
             ax.annotate(f"{r['millions']:,.1f}M", (r["millions"], r["convention"]), xytext=(6, 0),
                         textcoords="offset points", va="center", fontsize="xx-small")  # fmt: skip
     ax.grid(axis="y", linestyle=":", linewidth=0.6)
-    ax.set_xlabel("parameters (millions, log scale)")
-    ax.set_ylabel("")
-    ax.set_title("One model, many counts: each convention and the tool that prints it")
-    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    _save(fig, path, dpi)
+    _legend_outside(
+        fig,
+        ax,
+        "parameters (millions, log scale)",
+        "One model, many counts: each convention and the tool that prints it",
+        path,
+        dpi,
+        legend="x-small",
+    )
 
 
 def ties(sample: pd.DataFrame, path: Path, dpi: int) -> None:

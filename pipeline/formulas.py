@@ -54,6 +54,19 @@ def llama_params(
     return vocab * d + layers * block + d + (0 if tied else vocab * d)
 
 
+def llama_params_from_config(arch: dict) -> int:
+    """llama_params from a Llama config.json mapping (transformers' field names)."""
+    return llama_params(
+        vocab=arch["vocab_size"],
+        d=arch["hidden_size"],
+        layers=arch["num_hidden_layers"],
+        inner=arch["intermediate_size"],
+        heads=arch["num_attention_heads"],
+        kv_heads=arch.get("num_key_value_heads"),
+        tied=arch.get("tie_word_embeddings", False),
+    )
+
+
 def gpt_neox_params(vocab: int, d: int, layers: int, inner: int, tied: bool = False) -> int:
     """GPT-NeoX / Pythia (Black et al. 2022; Biderman et al. 2023): biased Linear layers, LayerNorms, rotary.
 

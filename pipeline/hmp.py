@@ -64,9 +64,9 @@ def entry_for(source: str, revision: str | None = None) -> dict[str, Any]:
     return {"source": "hub", "hub_id": source, "revision": revision or "main"}
 
 
-def count_source(source: str, revision: str | None = None, name: str | None = None, chunk: int = 1 << 18) -> dict:
+def count_source(source: str, revision: str | None = None, name: str | None = None) -> dict:
     """Everything `hmp count` prints, as plain data: summary row, conventions, tie, weight/bias split, blocks."""
-    from pipeline import conventions, count, inventory, params, sources, splits, ties, tying
+    from pipeline import conventions, count, inventory, params, sources, splits, ties, tying, values
 
     entry = entry_for(source, revision)
     name = _checked_name(name or _default_name(source), "--name")
@@ -78,7 +78,7 @@ def count_source(source: str, revision: str | None = None, name: str | None = No
             record = sources.materialise(spec, folder, hashes=False)  # links, never copies; no sha256 of each byte
             (folder / "provenance.json").write_text(json.dumps(record))
             inv, row = count.count_model(spec, folder)
-            found = ties.value_evidence(folder, inv, name, chunk, spec.auto_class)
+            found = ties.value_evidence(folder, inv, name, values.CHUNK_ELEMENTS, spec.auto_class)
         except PipelineError as exc:  # name the user's files, not the temporary folder they were linked into
             origin = Path(entry.get("path") or entry.get("config_path") or folder)
             origin = origin if origin.is_dir() else origin.parent
@@ -174,18 +174,12 @@ def _default_name(source: str) -> str:
     return name[:64]
 
 
-def _human(n: int) -> str:
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return str(n)
-
-
 def text(result: dict, per_layer: bool = False) -> str:
     """The readable form of count_source's result."""
     import pandas as pd
 
     from pipeline import conventions
+    from pipeline.report import human  # the report's own short form (124.4M, 1.56B)
 
     s = result["summary"]
     src = result["source"]
@@ -198,13 +192,13 @@ def text(result: dict, per_layer: bool = False) -> str:
     weights = "with weights" if s.get("checkpoint_tensors") is not None else "shapes only, no weights"
     total = int(s["total"])
     lines = [
-        f"{result['model']}: {total:,} parameters ({_human(total)}), {s['model_type']}, {weights}",
+        f"{result['model']}: {total:,} parameters ({human(total)}), {s['model_type']}, {weights}",
         f"  from {where}",
     ]
     if s.get("n_experts"):
         lines.append(
             f"  mixture of experts: {int(s['n_experts'])} experts, {int(s['experts_per_token'])} per token; "
-            f"active per token {int(s['active']):,} ({_human(int(s['active']))})"
+            f"active per token {int(s['active']):,} ({human(int(s['active']))})"
         )
     if s.get("quant_method"):
         lines.append(f"  quantized ({s['quant_method']}): a naive sum of its header gives {s['checkpoint_tensors']:,}")
@@ -216,7 +210,7 @@ def text(result: dict, per_layer: bool = False) -> str:
         {
             "convention": conv["convention"],
             "parameters": conv["params"].astype("int64"),
-            "": conv["params"].map(lambda n: _human(int(n))),
+            "": conv["params"].map(lambda n: human(int(n))),
             "who prints it": conv["convention"].map(who),
         }
     )

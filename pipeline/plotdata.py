@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import atomic, figures, results
+from pipeline import atomic, figures
 from pipeline.params import Params
 
 log = logging.getLogger("plotdata")
@@ -67,11 +67,14 @@ def tables(summary: pd.DataFrame, hists: pd.DataFrame, grid: pd.DataFrame, bins:
     }
 
 
-def write(cfg: Params) -> list[Path]:
-    """Write the plot CSVs under paths.plots (inside the caller's atomic batch) and drop any no longer drawn."""
+def write(cfg: Params, summary: pd.DataFrame, hists: pd.DataFrame, grid: pd.DataFrame) -> list[Path]:
+    """Write the plot CSVs under paths.plots (inside the caller's atomic batch) and drop any no longer drawn.
+
+    summary, hists and grid are the report's own frames (results.summary, the histograms table, results.grid).
+    """
     folder = Path(cfg.paths["plots"])
     bins = int(cfg.values["bins"]) or DEFAULT_BINS
-    made = tables(results.summary(cfg), results.table(cfg, "histograms"), results.grid(cfg), bins)
+    made = tables(summary, hists, grid, bins)
     for name, table in made.items():
         atomic.write_csv(folder / name, table)
     atomic.sync_dir(folder, keep=made)

@@ -15,9 +15,6 @@ def bar(iterable: Any = None, desc: str = "", unit: str = "it", total: float | N
     b.update(k)`); bytes scale to kB, MB, GB, values to k, M, G."""
     from tqdm.auto import tqdm
 
-    if isinstance(iterable, int | float):  # bar(n, desc, unit): a total, updated by hand
-        iterable, total = None, iterable
-
     forced = os.environ.get("HMP_PROGRESS")
     disable = None if forced is None else forced == "0"
     scale = {"unit_scale": True, "unit_divisor": 1024 if unit == "B" else 1000} if unit in ("B", "values") else {}

@@ -229,7 +229,7 @@ def copy_ranges(files: dict[str, RangeFile], wanted: list[checkpoint.Entry], out
         offset += e.end - e.begin
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    with open(out, "wb") as fh, progress.bar(offset, desc or "embeddings", "B") as shown:
+    with open(out, "wb") as fh, progress.bar(None, desc or "embeddings", "B", total=offset) as shown:
         fh.write(struct.pack("<Q", len(blob)) + blob)
         for e in wanted:
             pos = e.begin

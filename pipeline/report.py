@@ -903,8 +903,15 @@ def render(cfg: params.Params) -> dict[str, object]:
         )
         drawn.append((figures.total_active, (points,), fig_dir / names["moe"]))
     if not hists.empty:
-        drawn.append((figures.distributions, (hists, int(cfg.values["bins"]) or 100), fig_dir / names["values"]))
-    return {"text": body, "figures": drawn}
+        drawn.append(
+            (
+                figures.distributions,
+                (hists, int(cfg.values["bins"]) or plotdata.DEFAULT_BINS),
+                fig_dir / names["values"],
+            )
+        )
+    # the tables plotdata writes for `dvc plots`, as read here (each CSV read once per report)
+    return {"text": body, "figures": drawn, "frames": {"summary": summary, "hists": hists, "grid": grid}}
 
 
 STYLE = """
@@ -980,7 +987,7 @@ def main() -> None:
             atomic.write_bytes(copy, source.read_bytes())
         for folder in {copy.parent for copy in copies}:
             atomic.sync_dir(folder, keep=[c.name for c in copies if c.parent == folder])
-        plotdata.write(cfg)  # the CSVs `dvc plots show` draws (dvc.yaml `plots:`)
+        plotdata.write(cfg, **rendered["frames"])  # the CSVs `dvc plots show` draws (dvc.yaml `plots:`)
     log.info(
         "wrote %s, %s, %d figures and the %d CSVs they were drawn from (%s)",
         cfg.paths["report"],

@@ -174,11 +174,4 @@ def llama_total() -> int:
     """The tiny Llama's parameters, from formulas.llama_params (the closed form, not the code under test)."""
     from pipeline import formulas
 
-    return formulas.llama_params(
-        vocab=LLAMA["vocab_size"],
-        d=LLAMA["hidden_size"],
-        layers=LLAMA["num_hidden_layers"],
-        inner=LLAMA["intermediate_size"],
-        heads=LLAMA["num_attention_heads"],
-        kv_heads=LLAMA["num_key_value_heads"],
-    )
+    return formulas.llama_params_from_config(LLAMA)

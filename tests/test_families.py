@@ -55,15 +55,7 @@ def test_pythia_non_embedding_matches_the_suite(name):
 
 
 def _llama_closed(a: dict) -> int:
-    return formulas.llama_params(
-        vocab=a["vocab_size"],
-        d=a["hidden_size"],
-        layers=a["num_hidden_layers"],
-        inner=a["intermediate_size"],
-        heads=a["num_attention_heads"],
-        kv_heads=a.get("num_key_value_heads"),
-        tied=a.get("tie_word_embeddings", False),
-    )
+    return formulas.llama_params_from_config(a)
 
 
 def _neox_closed(a: dict) -> int:

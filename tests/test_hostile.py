@@ -437,6 +437,28 @@ def values_unknown_key(wd):
     _add_model(wd, "m", {"source": "config", "architecture": TINY}, values__binz=10)
 
 
+@case("params", "values.hist_every=0 must be a whole number from 1 to 1,048,576")
+def values_hist_every_zero(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": TINY}, values__hist_every=0)
+
+
+@case("params", "sweep='../x' must be the name of a file in conf/sweep/")
+def sweep_not_a_name(wd):
+    data = _good_params(wd)
+    data["sweep"] = "../x"
+    _write_params(data)
+
+
+@case("params", "model 'm': allow_pickle='yes' must be true or false")
+def allow_pickle_text(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": TINY, "allow_pickle": "yes"})
+
+
+@case("params", "model 'm': hub_id=5 must be text (quote it in YAML)")
+def hub_id_number(wd):
+    _add_model(wd, "m", {"source": "hub", "hub_id": 5})
+
+
 @case("params", "cost.batch=0 must be a whole number from 1")
 def cost_batch_zero(wd):
     _add_model(wd, "m", {"source": "config", "architecture": TINY}, cost__batch=0)
