@@ -203,18 +203,26 @@ def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def link(src: Path, dst: Path) -> None:
+def link(src: Path, dst: Path, folder: Path) -> None:
     """Make dst name src's bytes without copying them: a hard link, or across file systems a symlink.
 
     The download stage references a model's weights (in a source folder or the Hugging Face cache)
-    this way, so a checkpoint is on disk once; data/models is not DVC-cached either (dvc.yaml).
+    this way, so a checkpoint is on disk once; data/models is not DVC-cached either (dvc.yaml). dst must
+    be a new entry directly inside folder, judged after resolving every symlink on the way, and no folder
+    is created: a name that came from a file can never place a link anywhere else.
     """
     src = Path(src).resolve()
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(folder).resolve()
+    try:
+        parent = Path(dst).parent.resolve(strict=True)
+    except (OSError, RuntimeError):
+        parent = None
+    if parent != root or Path(dst).name in ("", ".", "..") or os.path.lexists(dst):
+        raise PipelineError(f"{dst}: not a new file directly in {root}; nothing is linked outside the model folder")
     try:
         os.link(src, dst)
     except OSError:
         try:
             os.symlink(src, dst)
         except OSError as exc:
-            raise _refused(dst, exc) from None
+            raise _refused(Path(dst), exc) from None

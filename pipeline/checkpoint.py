@@ -25,12 +25,16 @@ from math import prod
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pipeline.cli import PipelineError, first_line, read_json, read_json_object
+from pipeline.cli import PipelineError, first_line, read_json
 
 if TYPE_CHECKING:
     import torch
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
+# The headers fetch: range stores in a model folder it writes (pipeline/remote.py). It is this project's own
+# bookkeeping: it is read only in the folders the download stage writes, and a user's folder carrying one is
+# refused (its names would be taken as the weight files to link).
+REMOTE_HEADERS = "remote_headers.json"
 SAFETENSORS_SINGLE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 PICKLE_INDEX = "pytorch_model.bin.index.json"
@@ -227,13 +231,15 @@ def _present(path: Path) -> bool:
 def weight_files(folder: Path, allow_pickle: bool = False) -> tuple[list[str], str]:
     """The weight files of a model folder and their format ('safetensors' or 'pickle'); [] if none.
 
-    A sharded checkpoint is read through its index, and every shard it lists must exist. A folder
-    filled by range reads holds the remote files' headers instead ('remote'). Every file named
-    must be a regular file (or a symlink to one) inside folder.
+    A sharded checkpoint is read through its index, and every shard it lists must exist. Every file
+    named must be a regular file (or a symlink to one) inside folder. A folder that holds this project's
+    own range-read bookkeeping (REMOTE_HEADERS) is not a model folder a user can give.
     """
-    if _present(folder / "remote_headers.json"):
-        headers = read_json_object(regular_file(folder / "remote_headers.json"), str(folder))
-        return sorted(headers), "remote"
+    if _present(folder / REMOTE_HEADERS):
+        raise PipelineError(
+            f"{folder / REMOTE_HEADERS}: this file is the pipeline's own record of range-read headers, never read "
+            "from a model folder; remove it (a model folder holds config.json and its weight files)"
+        )
     index = folder / SAFETENSORS_INDEX
     if _present(index):
         return _shards(regular_file(index)), "safetensors"
@@ -275,12 +281,13 @@ def _shards(index: Path) -> list[str]:
 
 
 def load_entries(folder: Path) -> tuple[list[Entry], str]:
-    """The tensors of a model folder's checkpoint, headers only, and its format ('' when it has none)."""
-    files, fmt = weight_files(folder)
-    if fmt == "remote":
+    """The tensors of a downloaded model folder's checkpoint (one the download stage wrote), headers only, and
+    its format ('' when it has none; 'remote' when fetch: range stored only the headers)."""
+    if _present(folder / REMOTE_HEADERS):  # a folder the download stage filled by range reads
         from pipeline import remote
 
-        return remote.remote_entries(folder), fmt
+        return remote.remote_entries(folder), "remote"
+    files, fmt = weight_files(folder)
     if fmt == "safetensors":
         return read_checkpoint(folder, files), fmt
     return [], fmt

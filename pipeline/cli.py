@@ -6,13 +6,44 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 
 class PipelineError(Exception):
     """A problem with the user's input. Reported as one line, never as a traceback."""
+
+
+class PipelineErrors(PipelineError):
+    """Several models refused in one run: each is reported on its own line, so one run names every problem."""
+
+    def __init__(self, errors: list[PipelineError], total: int) -> None:
+        self.errors = errors
+        self.total = total
+        super().__init__(f"{len(errors)} of {total} models refused: " + "; ".join(str(e) for e in errors))
+
+    def lines(self) -> list[str]:
+        return [str(e) for e in self.errors] + [
+            f"{len(self.errors)} of {self.total} models refused; nothing was written"
+        ]
+
+
+def collect(items: Iterable[tuple[str, Any]], work: Callable[[str, Any], Any]) -> dict[str, Any]:
+    """work(name, item) for every item, each PipelineError kept (named by the model) instead of stopping at
+    the first; {name: result} when every item passed, else PipelineErrors naming each refused one."""
+    results, errors, total = {}, [], 0
+    for name, item in items:
+        total += 1
+        try:
+            results[name] = work(name, item)
+        except PipelineError as exc:  # named by its model once (the model's own checks name it already)
+            errors.append(exc if str(exc).startswith("model ") else PipelineError(f"model '{name}': {exc}"))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise PipelineErrors(errors, total)
+    return results
 
 
 def run(main: Callable[[], None], level: int = logging.INFO) -> None:
@@ -25,7 +56,8 @@ def run(main: Callable[[], None], level: int = logging.INFO) -> None:
     try:
         main()
     except PipelineError as exc:
-        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        for line in exc.lines() if isinstance(exc, PipelineErrors) else [str(exc)]:
+            print(f"error: {one_line(line)}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline import atomic, checkpoint, conventions, cost, formats, gguf_file, inventory, moe, params, progress
-from pipeline.cli import PipelineError, about, run
+from pipeline.cli import PipelineError, collect, run
 
 log = logging.getLogger("count")
 
@@ -36,6 +36,9 @@ SUMMARY_COLUMNS = [
     "input_embedding",
     "output_embedding",
     "model_type",
+    "model_class",
+    "class_from",
+    "ignored_fields",
     "n_layer",
     "d_model",
     "vocab_size",
@@ -76,8 +79,9 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
 
 def _count(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict, Any, Any]:
     """count_model, plus the meta-built model and its config (for the cost table)."""
-    config = inventory.load_config(model_dir, spec.name, spec.written)
-    model = inventory.build_meta(config, spec.name, spec.auto_class)
+    config = inventory.load_config(model_dir, spec.name, spec.written, spec.config_path)
+    cls, class_from = inventory.model_class(config, spec.name, spec.auto_class)
+    model, read = inventory.build_meta_reading(config, spec.name, spec.auto_class)
     inv = inventory.inventory(model, spec.name)
     n_experts, top_k = moe.settings(config, moe.structure(model), spec.name)
     stacked = inv.loc[inv["component"] == "experts", ["name", "experts"]]
@@ -97,7 +101,7 @@ def _count(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict,
         if loaded.fmt == "gguf":
             rec = gguf_file.reconcile(model, entries, loaded.gguf_arch, spec.name)
         else:
-            rec = checkpoint.reconcile(model, entries, spec.name, base_only=spec.auto_class == "base")
+            rec = checkpoint.reconcile(model, entries, spec.name, base_only=inventory.is_base_class(cls, config))
         inv = inventory.with_checkpoint(inv, model, rec, regrouped.metadata)
         stored = rec.checkpoint_tensors
         buffers = sum(e.numel for e, _ in rec.buffers)
@@ -119,6 +123,9 @@ def _count(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict,
         "input_embedding": input_name,
         "output_embedding": output_name,
         "model_type": config.model_type,
+        "model_class": cls.__name__,
+        "class_from": class_from,
+        "ignored_fields": ";".join(inventory.ignored_fields(config, _raw_config(model_dir, spec.name), read)),
         "n_layer": getattr(config, "num_hidden_layers", None),
         "d_model": getattr(config, "hidden_size", None),
         "vocab_size": getattr(config, "vocab_size", None),
@@ -140,6 +147,12 @@ def _count(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict,
         "bytes_fetched": prov.get("bytes_fetched"),
     }
     return inv, row, model, config
+
+
+def _raw_config(model_dir: Path, name: str) -> dict:
+    from pipeline.cli import read_json_object
+
+    return read_json_object(Path(model_dir) / "config.json", f"model '{name}'")
 
 
 WHATIF_COLUMNS = ["n_layer", "n_embd", "n_head", "params", "twelve_l_d2"]
@@ -199,23 +212,27 @@ def whatif_grid(cfg: params.Params) -> pd.DataFrame:
 def main() -> None:
     cfg = params.load()
     marked = params.what_if(cfg)  # models an override changed: their stated sizes no longer apply
-    inventories, rows, conv, costs = {}, [], [], []
-    for name, spec in progress.bar(cfg.models.items(), "count", "models", total=len(cfg.models)):
-        # everything is computed before anything is written
-        with about(name):
-            inv, row, model, config = _count(spec, cfg.models_dir(name))
-            row["what_if"] = marked.get(name, "")
-            if name in marked:
-                for key in ("stated_size", "stated_params", "stated_active", "stated_active_params"):
-                    row[key] = None
-                log.warning("%s: changed by an override (%s); its stated size no longer applies", name, marked[name])
-            mine = conventions.conventions(inv, row)
-            by_name = {c["convention"]: c["params"] for c in mine}
-            costs.append(cost.table(name, model, config, row, by_name, cfg.cost, spec.auto_class == "causal_lm"))
-        inventories[name] = inv
-        rows.append(row)
-        conv += mine
-        log.info("%s: %s parameters in %d tensors", name, f"{row['total']:,}", len(inv))
+
+    def one(name: str, spec: params.ModelSpec) -> tuple[pd.DataFrame, dict, list, pd.DataFrame]:
+        inv, row, model, config = _count(spec, cfg.models_dir(name))
+        row["what_if"] = marked.get(name, "")
+        if name in marked:
+            for key in ("stated_size", "stated_params", "stated_active", "stated_active_params"):
+                row[key] = None
+            log.warning("%s: changed by an override (%s); its stated size no longer applies", name, marked[name])
+        mine = conventions.conventions(inv, row)
+        by_name = {c["convention"]: c["params"] for c in mine}
+        causal = inventory.is_causal_class(type(model), config)
+        costs = cost.table(name, model, config, row, by_name, cfg.cost, causal)
+        log.info("%s: %s parameters in %d tensors (%s)", name, f"{row['total']:,}", len(inv), row["model_class"])
+        return inv, row, mine, costs
+
+    # Every model is counted before anything is written, and every refused one is named (one line each)
+    counted = collect(progress.bar(cfg.models.items(), "count", "models", total=len(cfg.models)), one)
+    inventories = {name: inv for name, (inv, _, _, _) in counted.items()}
+    rows = [row for _, row, _, _ in counted.values()]
+    conv = [c for _, _, mine, _ in counted.values() for c in mine]
+    costs = [table for _, _, _, table in counted.values()]
     grid = whatif_grid(cfg)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     for column in (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -16,7 +17,7 @@ import annotated_types
 import yaml
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
 
-from pipeline.cli import PipelineError, first_line, read_json_object
+from pipeline.cli import PipelineError, collect, first_line, read_json_object
 
 PARAMS_FILE = Path("params.yaml")
 CONF_DIR = Path("conf")
@@ -45,7 +46,11 @@ class ModelEntry(_Schema):
     path: str | None = None  # local folder, .gguf file, for source: path
     architecture: dict[str, Any] | None = None  # config.json fields
     config_path: str | None = None  # a config.json file to start from (architecture fields override it)
-    auto_class: Literal["causal_lm", "masked_lm", "base"] = "causal_lm"  # which transformers class is built
+    # which transformers class is built: auto (the class config.json names, else pipeline/inventory.py's
+    # FALLBACK order) or one auto class
+    auto_class: Literal[
+        "auto", "causal_lm", "image_text_to_text", "seq2seq_lm", "speech_seq2seq", "masked_lm", "base"
+    ] = "auto"
     allow_pickle: StrictBool = False  # load .bin/.pt checkpoints (torch.load with weights_only=True)
     fetch: Literal["download", "range"] = "download"  # for source hub: whole files, or headers and embeddings
     config_only: StrictBool = False  # source path/hub: the folder may hold no weights (count from config.json)
@@ -76,8 +81,19 @@ SIZE_FIELDS = (
     "head_dim",
 )
 MAX_SIZE = 10**9
+# Every other whole number of a config, at any depth (text_config, vision_config, an encoder's fields, a
+# list such as Swin's depths), is bounded too, by what its name says it counts, so that no field (BART's
+# decoder_layers, a composite's text_config.num_hidden_layers) can make transformers build modules until
+# memory runs out. Words of a field name (split at "_") that make it a count of stacked modules:
+DEPTH_WORDS = frozenset({"layers", "blocks", "depth", "depths", "stages", "loops", "cycles", "repeats"})
+EXPERT_WORDS = frozenset({"experts"})  # routed experts: Switch Transformers has 2,048 per layer
+MAX_EXPERTS = 1 << 16
+# ...and words that make it an identifier or a constant, not a size (token ids, indices, rope_theta, seeds).
+NOT_SIZE_WORDS = frozenset({"id", "ids", "idx", "index", "theta", "seed", "base", "label2id", "id2label"})
 # (width, heads) pairs: the width must be divisible by the number of heads (unless head_dim is explicit).
 WIDTH_HEADS = (("n_embd", "n_head"), ("hidden_size", "num_attention_heads"))
+# Fields that give the per-head width explicitly (GLM-4.5: hidden_size 5120, 96 heads of head_dim 128).
+HEAD_DIM_FIELDS = ("head_dim", "attention_head_dim", "attention_head_size", "d_kv", "kv_channels", "qk_head_dim")
 # (query heads, key/value heads): grouped-query attention shares each KV head among a whole number of heads.
 HEADS_KV = (("num_attention_heads", "num_key_value_heads"), ("n_head", "n_head_kv"))
 # Model names become DVC stage names (count@<name>) and param paths (models.<name>).
@@ -100,7 +116,7 @@ class ModelSpec:
     stated_active: str | None = None
     path: str | None = None
     config_path: str | None = None
-    auto_class: str = "causal_lm"
+    auto_class: str = "auto"
     allow_pickle: bool = False
     fetch: str = "download"
     config_only: bool = False
@@ -153,27 +169,106 @@ def parse_size(text: Any, model: str) -> int:
     return int(whole) * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
 
 
-def check_sizes(name: str, arch: dict[str, Any], where: str = "architecture.") -> None:
-    """Sizes are whole numbers in range, widths split evenly into heads, heads evenly into KV heads."""
-    for key in (*LAYER_FIELDS, *SIZE_FIELDS):
-        value = arch.get(key)
-        if value is None:
+def _bound(key: str, top_level: bool) -> tuple[int, int] | None:
+    """The [low, high] a config field's whole-number values must keep, from its name; None: not a size."""
+    if key in LAYER_FIELDS and top_level:
+        return 1, MAX_LAYERS
+    if key == "head_dim":
+        return 0, MAX_SIZE  # 0: derived from the width (GLM-5's default)
+    if key in SIZE_FIELDS:
+        return 1, MAX_SIZE
+    words = set(key.lower().split("_"))
+    if words & NOT_SIZE_WORDS:
+        return None
+    if words & EXPERT_WORDS:
+        return 0, MAX_EXPERTS
+    if words & DEPTH_WORDS or key in LAYER_FIELDS:
+        return 0, MAX_LAYERS
+    return -MAX_SIZE, MAX_SIZE  # negative values build nothing (-1 often means "unset")
+
+
+MAX_CONFIG_DEPTH = 8  # sub-configs nest two or three deep (a composite's text_config.rope_scaling); more is not one
+
+
+def _whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integral(value: Any) -> bool:
+    """A whole number, or a float holding one (transformers' own MusicFlamingo default has 1200.0 positions)."""
+    return _whole_number(value) or isinstance(value, float) and value.is_integer()
+
+
+def _fits(key: str, value: Any) -> bool:
+    """A named size field's value has the right type: a whole number (a layer count may not be 12.0)."""
+    return _whole_number(value) if key in LAYER_FIELDS else _integral(value)
+
+
+def _size_problems(node: dict[str, Any], path: str, top_level: bool, depth: int = 0) -> Iterator[str]:
+    """Each field of a config tree whose whole number is out of its bound, as 'path=value must be ...'."""
+    if depth > MAX_CONFIG_DEPTH:
+        yield f"{path} nests sub-configs more than {MAX_CONFIG_DEPTH} deep"
+        return
+    for key, value in node.items():
+        key = str(key)
+        where = f"{path}.{key}" if path else key
+        if isinstance(value, dict):
+            yield from _size_problems(value, where, False, depth + 1)
             continue
-        top = MAX_LAYERS if key in LAYER_FIELDS else MAX_SIZE
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= top:
-            raise PipelineError(f"model '{name}': {where}{key}={value!r} must be a whole number from 1 to {top:,}")
+        bound = _bound(key, top_level)
+        if bound is None:
+            continue
+        low, high = bound
+        named = key in LAYER_FIELDS or key in SIZE_FIELDS
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, dict):  # per-block configs (DeciLM's block_configs)
+                yield from _size_problems(item, where, False, depth + 1)
+            elif (
+                (_integral(item) if named else _whole_number(item))
+                and not low <= item <= high
+                or (named and not _fits(key, item))
+            ):
+                if named and item is None:
+                    continue  # unset: the config class's default applies (GPT-2's n_inner: null)
+                shown = value if len(repr(value)) <= 80 else item
+                span = f"from {low:,} to {high:,}" if low > -MAX_SIZE else f"of at most {high:,}"
+                yield f"{where}={shown!r} must be a whole number {span}"
+                break
+
+
+def check_sizes(name: str, arch: dict[str, Any], where: str = "architecture.") -> None:
+    """Sizes are whole numbers in range (every field of every sub-config, by what its name counts), widths
+    split evenly into heads, heads evenly into KV heads (at the top level and in each sub-config)."""
+    for problem in _size_problems(arch, "", True):
+        raise PipelineError(f"model '{name}': {where}{problem}")
     again = where if where.endswith(".") else ""  # a file's path (`config.json: `) is said once per line
-    for width, heads in WIDTH_HEADS:
-        if arch.get(width) and arch.get(heads) and not arch.get("head_dim") and arch[width] % arch[heads]:
-            raise PipelineError(
-                f"model '{name}': {where}{width}={arch[width]} is not divisible by {again}{heads}={arch[heads]}"
-            )
-    for heads, kv in HEADS_KV:
-        if isinstance(arch.get(heads), int) and isinstance(arch.get(kv), int) and arch[heads] % arch[kv]:
-            raise PipelineError(
-                f"model '{name}': {where}{heads}={arch[heads]} is not a multiple of {again}{kv}={arch[kv]} "
-                "(each key/value head serves a whole number of query heads)"
-            )
+    for path, node in _sub_configs(arch, ""):
+        prefix = f"{path}." if path else ""
+        heads_only = any(_whole_number(node.get(f)) and node.get(f) for f in HEAD_DIM_FIELDS)
+        for width, heads in WIDTH_HEADS:
+            w, h = node.get(width), node.get(heads)
+            if _whole_number(w) and _whole_number(h) and w > 0 and h > 0 and not heads_only and w % h:
+                raise PipelineError(
+                    f"model '{name}': {where}{prefix}{width}={w} is not divisible by {again}{prefix}{heads}={h}"
+                )
+        for heads, kv in HEADS_KV:
+            q, k = node.get(heads), node.get(kv)
+            if _whole_number(q) and _whole_number(k) and k > 0 and q % k:
+                raise PipelineError(
+                    f"model '{name}': {where}{prefix}{heads}={q} is not a multiple of {again}{prefix}{kv}={k} "
+                    "(each key/value head serves a whole number of query heads)"
+                )
+
+
+def _sub_configs(node: dict[str, Any], path: str, depth: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The config itself and every sub-config in it (text_config, vision_config, ...), with their key paths."""
+    yield path, node
+    if depth >= MAX_CONFIG_DEPTH:
+        return
+    for key, value in node.items():
+        if isinstance(value, dict) and key not in ("label2id", "id2label"):
+            yield from _sub_configs(value, f"{path}.{key}" if path else str(key), depth + 1)
 
 
 def validate_architecture(name: str, arch: Any) -> dict[str, Any]:
@@ -190,6 +285,17 @@ def _merged(name: str, values: dict[str, Any]) -> dict[str, Any]:
     """config_path's fields with the architecture block's on top."""
     base = read_json_object(Path(values["config_path"]), f"model '{name}': config_path")
     return {**base, **(values["architecture"] or {})}
+
+
+def _named_spec(name: str, entry: Any) -> ModelSpec:
+    """model_spec, for a name from params.yaml: it becomes a DVC stage name (count@<name>) and a folder."""
+    if not NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
+        shown = name if len(name) <= MAX_NAME else name[:MAX_NAME] + "…"
+        raise PipelineError(
+            f"model {shown!r}: a model name is 1 to {MAX_NAME} letters, digits, '-' and '_' (no '.'), "
+            "starting with a letter or digit"
+        )
+    return model_spec(name, entry)
 
 
 def model_spec(name: str, entry: Any) -> ModelSpec:
@@ -344,15 +450,8 @@ def from_dict(raw: Any) -> Params:
     models = raw["models"]
     if not isinstance(models, dict) or not models:
         raise PipelineError("params.yaml: models must name at least one model (pick a sweep in conf/sweep/)")
-    for name in models:
-        text = str(name)
-        if not NAME_RE.fullmatch(text) or len(text) > MAX_NAME:
-            shown = text if len(text) <= MAX_NAME else text[:MAX_NAME] + "…"
-            raise PipelineError(
-                f"model {shown!r}: a model name is 1 to {MAX_NAME} letters, digits, '-' and '_' (no '.'), "
-                "starting with a letter or digit"
-            )
-    specs = {str(name): model_spec(str(name), entry) for name, entry in models.items()}
+    # every model is checked, and every refused one named (one line each), before any stage works
+    specs = collect(((str(name), entry) for name, entry in models.items()), _named_spec)
     values = _section(raw, "values")
     whatif = _section(raw, "whatif")
     whatif["base"] = model_spec("whatif.base", whatif.get("base"))
@@ -409,15 +508,32 @@ def what_if(cfg: Params, conf_dir: str | Path = CONF_DIR) -> dict[str, str]:
             now, then = getattr(spec, key), getattr(base, key)
             if key == "architecture" and isinstance(now, dict) and isinstance(then, dict):
                 changes += [
-                    f"architecture.{k}={now.get(k)!r} (conf/: {then.get(k, '<absent>')!r})"
+                    f"architecture.{k}={_shown(now.get(k, _ABSENT))} (conf/: {_shown(then.get(k, _ABSENT))})"
                     for k in sorted(set(now) | set(then))
-                    if now.get(k, "<absent>") != then.get(k, "<absent>")
+                    if now.get(k, _ABSENT) != then.get(k, _ABSENT)
                 ]
             elif now != then:
-                changes.append(f"{key}={now!r} (conf/: {then!r})")
+                changes.append(f"{key}={_shown(now)} (conf/: {_shown(then)})")
         if changes:
             marked[name] = "; ".join(changes)
     return marked
+
+
+_ABSENT = object()  # a key one side of a what-if comparison does not have
+
+
+def _shown(value: Any) -> str:
+    """A value in a what-if note: short, one line, never a mapping's repr (a removed block is 'none')."""
+    if value is _ABSENT:
+        return "absent"
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return f"a block of {len(value)} field{'s' if len(value) != 1 else ''}"
+    if isinstance(value, list) and len(repr(value)) > 60:
+        return f"a list of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def load(path: str | Path = PARAMS_FILE) -> Params:

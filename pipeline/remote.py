@@ -198,7 +198,7 @@ def read_header(rf: RangeFile) -> tuple[int, dict]:
     return checkpoint.parse_header(struct.pack("<Q", n) + rf.read(8, n), rf.url)
 
 
-REMOTE_HEADERS = "remote_headers.json"
+REMOTE_HEADERS = checkpoint.REMOTE_HEADERS
 EMBEDDINGS = "embeddings.safetensors"
 
 
@@ -208,11 +208,17 @@ def write_headers(folder: Path, headers: dict[str, dict]) -> None:
 
 
 def remote_entries(folder: Path) -> list[checkpoint.Entry]:
-    data = read_json_object(folder / REMOTE_HEADERS, str(folder))
+    """The tensors write_headers() recorded, each file's header checked again by the format's rules."""
+    where = folder / REMOTE_HEADERS
+    data = read_json_object(checkpoint.regular_file(where), str(folder))
     entries = []
     for file, info in sorted(data.items()):
-        checkpoint.plain_name(file, folder / REMOTE_HEADERS)
-        entries += checkpoint.entries_from_header(info["header"], info["data_start"], file, info["size"])
+        checkpoint.plain_name(file, where)
+        if not isinstance(info, dict) or not all(isinstance(info.get(k), int) for k in ("data_start", "size")):
+            raise PipelineError(f"{where}: {file}: not a record of size, data_start and header")
+        if not isinstance(info.get("header"), dict):
+            raise PipelineError(f"{where}: {file}: its header is not an object")
+        entries += checkpoint.entries_from_header(info["header"], info["data_start"], file, info["size"], str(where))
     return entries
 
 

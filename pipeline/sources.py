@@ -230,9 +230,10 @@ def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
     check_architecture(spec, out / "config.json")
     remote.write_headers(out, stored)
     # Which tensors are the embeddings: the model's own accessors on the meta-built architecture.
-    model = inventory.build_meta(inventory.load_config(out, spec.name), spec.name, spec.auto_class)
+    config = inventory.load_config(out, spec.name)
+    model = inventory.build_meta(config, spec.name, spec.auto_class)
     entries = remote.remote_entries(out)
-    rec = checkpoint.reconcile(model, entries, spec.name, base_only=spec.auto_class == "base")
+    rec = checkpoint.reconcile(model, entries, spec.name, base_only=inventory.is_base_class(type(model), config))
     input_name, output_name = inventory.embedding_names(model)
     keys = rec.key_of.get(input_name, "").split(";") + rec.key_of.get(output_name, "").split(";")
     by_key = {e.key: e for e in entries}
@@ -295,7 +296,7 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
         check_architecture(spec, paths[0], config)
         gguf_file.entries(paths)  # every shard's tensor table must read before a byte is copied
         for path in paths:
-            atomic.link(path, out / path.name)
+            atomic.link(path, out / path.name, out)
         (out / "config.json").write_bytes(config_json(config))
     else:
         if spec.source == "path":
@@ -315,16 +316,16 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
             )
         if fmt == "safetensors":
             checkpoint.read_checkpoint(folder, files)
-        atomic.link(folder / "config.json", out / "config.json")
+        atomic.link(folder / "config.json", out / "config.json", out)
         if fmt == "pickle":
             pickle_to_safetensors(spec, folder, files, out)
             converted_from = files
         elif files:
             index = folder / checkpoint.SAFETENSORS_INDEX
             if index.is_file():
-                atomic.link(index, out / checkpoint.SAFETENSORS_INDEX)
+                atomic.link(index, out / checkpoint.SAFETENSORS_INDEX, out)
             for name in files:
-                atomic.link(folder / name, out / name)
+                atomic.link(folder / name, out / name, out)
     if not fetched and spec.source != "config":
         weights = [p for p in out.iterdir() if p.suffix in (".safetensors", ".gguf")]
         size = sum(p.stat().st_size for p in weights)

@@ -23,7 +23,7 @@ SAMPLE_COLUMNS = ["model", "input", "output"]  # every k-th pair of the two embe
 
 
 def value_evidence(
-    model_dir: Path, inv: pd.DataFrame, name: str, chunk_elements: int, auto_class: str = "causal_lm"
+    model_dir: Path, inv: pd.DataFrame, name: str, chunk_elements: int, auto_class: str = "auto"
 ) -> dict | None:
     """stored_separately, pearson_r, max_abs_diff and method for a model with weights; None without."""
     loaded = formats.load(model_dir, name)
@@ -95,16 +95,15 @@ def tie_check_from_embedding(
     return values.correlate_tensors(model.get_input_embeddings().weight, out, chunk_elements)
 
 
-def course_check(model_dir: Path, chunk_elements: int, auto_class: str = "causal_lm") -> values.CoMoments:
+def course_check(model_dir: Path, chunk_elements: int, auto_class: str = "auto") -> values.CoMoments:
     """Load the model with transformers (local files only, no remote code) and correlate its two embeddings."""
-    import transformers
     from transformers.utils import logging as hf_logging
 
-    from pipeline.inventory import AUTO_CLASSES
+    from pipeline import inventory
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # the Hub's GPT-2 files carry attn.bias masks transformers skips by design
-    cls = getattr(transformers, AUTO_CLASSES[auto_class])
+    cls, _ = inventory.model_class(inventory.load_config(model_dir, model_dir.name), model_dir.name, auto_class)
     model = cls.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
     return values.correlate_tensors(
         model.get_input_embeddings().weight, model.get_output_embeddings().weight, chunk_elements

@@ -131,7 +131,11 @@ def _model(**over):
         ),
         (_model(architecture=None), r"'m': source: config needs an architecture block or a config_path"),
         (_model(architecture=[1]), r"'m': architecture must be a mapping"),
-        (_model(auto_class="seq2seq"), r"'m': auto_class='seq2seq' must be one of causal_lm, masked_lm, base"),
+        (
+            _model(auto_class="seq2seq"),
+            r"'m': auto_class='seq2seq' must be one of auto, causal_lm, image_text_to_text, seq2seq_lm, "
+            r"speech_seq2seq, masked_lm, base",
+        ),
         (_model(config_path="/nonexistent/config.json"), r"'m': config_path: /nonexistent/config.json is missing"),
         (_model(source="ftp"), r"'m': source='ftp' must be one of config, path, hub"),
         (_model(source="path"), r"'m': source: path needs the field path"),

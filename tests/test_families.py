@@ -210,6 +210,10 @@ def _save(folder, state: dict, config: dict) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
+# transformers' own auto classes, named here so the oracle does not go through pipeline/inventory.py
+ORACLE_AUTO = {"causal_lm": "AutoModelForCausalLM", "masked_lm": "AutoModelForMaskedLM", "base": "AutoModel"}
+
+
 def _real(name: str, auto_class: str, **over):
     """A tiny real model (random values) of a shipped family, and its full config.json mapping."""
     import torch
@@ -220,7 +224,7 @@ def _real(name: str, auto_class: str, **over):
     arch_no_type = {k: v for k, v in arch.items() if k != "model_type"}
     config = transformers.AutoConfig.for_model(arch["model_type"], **arch_no_type)
     torch.manual_seed(0)
-    model = getattr(transformers, inventory.AUTO_CLASSES[auto_class]).from_config(config)
+    model = getattr(transformers, ORACLE_AUTO[auto_class]).from_config(config)
     return model, {**arch, "model_type": arch["model_type"]}
 
 
