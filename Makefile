@@ -77,5 +77,5 @@ lock: $(STAMP) ## rewrite requirements.lock from the installed versions
 	(echo "# Exact versions every install uses (pip install -c requirements.lock): regenerate with \`make lock\`."; \
 	 $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/') > requirements.lock
 
-clean: ## remove the virtualenv, the downloaded model folders and the offline plots page
-	rm -rf $(VENV) data/models $(PLOT_PAGE)
+clean: ## remove the virtualenv, the downloaded model folders, the offline plots page and the benchmarks' files
+	rm -rf $(VENV) data/models $(PLOT_PAGE) .bench

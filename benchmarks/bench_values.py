@@ -10,8 +10,8 @@ what other processes used during the runs:
       correlation, and the full distributions pass;
   (c) bytes fetched by the range-read path (counting; tie analysis) against a full download, through a
       local HTTP server on 127.0.0.1 that counts the bytes it serves.
-Each timed figure is median [min–max] over --runs runs. The checkpoint is generated once into the system
-temp folder (HMP_BENCH_CACHE to move it) and reused.
+Each timed figure is median [min–max] over --runs runs. The checkpoint is generated once into a
+folder under the project, .bench/ (HMP_BENCH_CACHE to move it; `make clean` removes it), and reused.
 
     python benchmarks/bench_values.py [--runs 3] [--model gpt2-xl]
 """

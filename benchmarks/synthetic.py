@@ -1,6 +1,7 @@
 """Synthetic checkpoints with the real GPT-2 shapes and random values, written tensor by tensor (bounded memory).
 
-Reused between runs: the folder is kept under the system temp directory and rebuilt only when missing.
+Reused between runs: the folder is kept under the project, in .bench/ (git- and DVC-ignored; HMP_BENCH_CACHE moves
+it), rebuilt only when missing, and removed by `make clean`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,7 +21,8 @@ SHAPES = {
     "gpt2": {"n_embd": 768, "n_layer": 12, "n_head": 12},
     "gpt2-xl": {"n_embd": 1600, "n_layer": 48, "n_head": 25},
 }
-CACHE = Path(os.environ.get("HMP_BENCH_CACHE", Path(tempfile.gettempdir()) / "how-many-params-bench"))
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("HMP_BENCH_CACHE", ROOT / ".bench"))
 
 
 def gpt2_checkpoint(name: str = "gpt2-xl", dtype: str = "F32") -> Path:

@@ -7,6 +7,11 @@ its temp files (named `.<name>.<random>.tmp`, ignored by DVC through .dvcignore)
 time the stage writes that folder. Files and folders get the permissions the umask allows, like any
 other program's outputs.
 
+A batch of several files commits through a journal: before the first rename, the list of renames is
+written (itself atomically) to JOURNAL in the working folder, and removed after the last. A run killed
+between two renames leaves the journal, and the next write or read of the pipeline's outputs finishes
+the renames first (recover()), so readers never see a new summary.csv beside an old inventory.
+
 A write that the file system refuses (read-only folder, full disk) is a PipelineError naming the path.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +35,9 @@ from pipeline.cli import PipelineError, first_line
 # Floats in CSVs: enough digits to round-trip a share, few enough to stay readable and stable.
 FLOAT_FORMAT = "%.10g"
 TMP_SUFFIX = ".tmp"
+JOURNAL = Path(".atomic-batch.journal")  # in the working folder (the repository root, where stages run)
+
+log = logging.getLogger("atomic")
 
 
 def _umask() -> int:
@@ -53,10 +62,19 @@ class _Batch:
         self.removals: list[Path] = []
 
     def commit(self) -> None:
+        journal = len(self.pending) + len(self.removals) > 1
+        if journal:  # the commit point: from here on, recover() finishes what a kill interrupts
+            record = {
+                "renames": [[str(tmp.absolute()), str(path.absolute())] for tmp, path in self.pending],
+                "removals": [str(path.absolute()) for path in self.removals],
+            }
+            _write_journal(json.dumps(record))
         for tmp, path in self.pending:
             os.replace(tmp, path)
         for path in self.removals:
             path.unlink(missing_ok=True)
+        if journal:
+            JOURNAL.unlink(missing_ok=True)
         self.pending.clear()
 
     def discard(self) -> None:
@@ -68,9 +86,40 @@ class _Batch:
 _batches: list[_Batch] = []
 
 
+def _write_journal(text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f"{JOURNAL.name}.", suffix=TMP_SUFFIX, dir=JOURNAL.absolute().parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, JOURNAL)
+
+
+def recover() -> None:
+    """Finish the renames of a batch whose run was killed between two of them (its journal is still there)."""
+    if not JOURNAL.is_file() or _batches:
+        return
+    try:
+        record = json.loads(JOURNAL.read_text())
+        renames, removals = record["renames"], record["removals"]
+    except (OSError, ValueError, KeyError, TypeError):
+        JOURNAL.unlink(missing_ok=True)  # not one this module wrote whole: nothing to finish
+        return
+    done = 0
+    for tmp, path in renames:
+        if os.path.lexists(tmp):  # renamed already if it is gone
+            os.replace(tmp, path)
+            done += 1
+    for path in removals:
+        Path(path).unlink(missing_ok=True)
+    JOURNAL.unlink(missing_ok=True)
+    log.warning("finished an interrupted write: %d of %d files renamed into place", done, len(renames))
+
+
 @contextlib.contextmanager
 def batch() -> Iterator[None]:
     """Defer every write inside the block to its end, then rename all files into place together."""
+    recover()
     b = _Batch()
     _batches.append(b)
     try:
@@ -105,6 +154,7 @@ def _mkdir(directory: Path) -> None:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write data to path through a temp file in the same directory and an atomic rename."""
     path = Path(path)
+    recover()
     _mkdir(path.parent)
     clean_leftovers(path.parent, path.name)
     try:
@@ -176,6 +226,7 @@ def sync_dir(directory: str | os.PathLike, keep: Iterable[str]) -> None:
 def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temp folder beside path; on success it replaces path whole, on failure it vanishes."""
     path = Path(path)
+    recover()
     created = [p for p in reversed(path.parents) if not p.exists()]
     _mkdir(path.parent)
     clean_leftovers(path.parent, path.name)  # what a killed run of this model left behind

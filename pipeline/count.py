@@ -82,7 +82,10 @@ def _count(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict,
     config = inventory.load_config(model_dir, spec.name, spec.written, spec.config_path)
     cls, class_from = inventory.model_class(config, spec.name, spec.auto_class)
     model, read = inventory.build_meta_reading(config, spec.name, spec.auto_class)
-    inv = inventory.inventory(model, spec.name)
+    try:
+        inv = inventory.inventory(model, spec.name)
+    except PipelineError as exc:  # say which class was built, also when it cannot be counted
+        raise PipelineError(f"model '{spec.name}': {cls.__name__} ({class_from}): {exc}") from None
     n_experts, top_k = moe.settings(config, moe.structure(model), spec.name)
     stacked = inv.loc[inv["component"] == "experts", ["name", "experts"]]
     for pname, count_ in stacked.itertuples(index=False):

@@ -32,8 +32,21 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 REVISION = re.compile(r"(?!.*\.\.)[A-Za-z0-9][\w.\-/]{0,199}")
 
 
-def entry_for(source: str, revision: str | None = None) -> dict[str, Any]:
-    """The model entry (conf/model/*.yaml fields) reading SOURCE: a config file, a folder, a GGUF file or a Hub id."""
+def entry_for(source: str, revision: str | None = None, allow_pickle: bool = False) -> dict[str, Any]:
+    """The model entry (conf/model/*.yaml fields) reading SOURCE: a config file, a folder, a GGUF file or a Hub id.
+
+    allow_pickle (--allow-pickle) lets a folder or Hub repository of .bin/.pt files be loaded with
+    torch.load(weights_only=True), as allow_pickle: true does in a model file.
+    """
+    entry = _entry_for(source, revision)
+    if allow_pickle:
+        if entry["source"] == "config":
+            raise PipelineError(f"{source}: --allow-pickle applies to a checkpoint folder or a Hub id")
+        entry["allow_pickle"] = True
+    return entry
+
+
+def _entry_for(source: str, revision: str | None) -> dict[str, Any]:
     try:
         path = Path(source).expanduser()
         exists = path.exists()
@@ -52,11 +65,14 @@ def entry_for(source: str, revision: str | None = None) -> dict[str, Any]:
         from pipeline import checkpoint, sources
 
         entry: dict[str, Any] = {"source": "path", "path": str(path)}
-        if path.is_dir() and not sources.is_gguf(path):
-            if not (path / "config.json").is_file():
-                raise PipelineError(f"{source}: a checkpoint folder needs its config.json")
-            if not checkpoint.weight_files(path)[0]:
-                entry["config_only"] = True  # no weights: counted from its config alone, and said so
+        try:
+            if path.is_dir() and not sources.is_gguf(path):
+                if not (path / "config.json").is_file():
+                    raise PipelineError(f"{source}: a checkpoint folder needs its config.json")
+                if not checkpoint.weight_files(path, allow_pickle=True)[0]:
+                    entry["config_only"] = True  # no weights: counted from its config alone, and said so
+        except OSError as exc:  # a folder that cannot be listed (no permission), a file system error
+            raise PipelineError(f"{source}: cannot be read ({exc.strerror or first_line(exc)})") from None
         return entry
     looks_local = source.startswith((".", "/", "~")) or source.endswith((".json", ".gguf", ".safetensors"))
     if looks_local or not HUB_ID.fullmatch(source) or source.count("/") > 1:
@@ -64,11 +80,11 @@ def entry_for(source: str, revision: str | None = None) -> dict[str, Any]:
     return {"source": "hub", "hub_id": source, "revision": revision or "main"}
 
 
-def count_source(source: str, revision: str | None = None, name: str | None = None) -> dict:
+def count_source(source: str, revision: str | None = None, name: str | None = None, allow_pickle: bool = False) -> dict:
     """Everything `hmp count` prints, as plain data: summary row, conventions, tie, weight/bias split, blocks."""
     from pipeline import conventions, count, inventory, params, sources, splits, ties, tying, values
 
-    entry = entry_for(source, revision)
+    entry = entry_for(source, revision, allow_pickle)
     name = _checked_name(name or _default_name(source), "--name")
     spec = params.model_spec(name, entry)
     with tempfile.TemporaryDirectory(prefix="hmp-") as tmp:
@@ -79,6 +95,8 @@ def count_source(source: str, revision: str | None = None, name: str | None = No
             (folder / "provenance.json").write_text(json.dumps(record))
             inv, row = count.count_model(spec, folder)
             found = ties.value_evidence(folder, inv, name, values.CHUNK_ELEMENTS, spec.auto_class)
+        except OSError as exc:  # a source folder or file the system will not let us read
+            raise PipelineError(f"{source}: cannot be read ({exc.strerror or first_line(exc)})") from None
         except PipelineError as exc:  # name the user's files, not the temporary folder they were linked into
             origin = Path(entry.get("path") or entry.get("config_path") or folder)
             origin = origin if origin.is_dir() else origin.parent
@@ -194,7 +212,10 @@ def text(result: dict, per_layer: bool = False) -> str:
     lines = [
         f"{result['model']}: {total:,} parameters ({human(total)}), {s['model_type']}, {weights}",
         f"  from {where}",
+        f"  counted as {s['model_class']} ({CLASS_FROM.get(s['class_from'], s['class_from'])})",
     ]
+    if s.get("ignored_fields"):
+        lines.append(f"  config.json fields the model never reads: {s['ignored_fields'].replace(';', ', ')}")
     if s.get("n_experts"):
         lines.append(
             f"  mixture of experts: {int(s['n_experts'])} experts, {int(s['experts_per_token'])} per token; "
@@ -236,11 +257,21 @@ def text(result: dict, per_layer: bool = False) -> str:
     return "\n".join(lines)
 
 
+CLASS_FROM = {"architectures": "the class config.json names in architectures"}
+
+
 def _yes(flag: Any) -> str:
     return "yes" if flag else "no"
 
 
-def add(name: str, source: str, revision: str | None, sweep: str | None, stated_size: str | None) -> list[Path]:
+def add(
+    name: str,
+    source: str,
+    revision: str | None,
+    sweep: str | None,
+    stated_size: str | None,
+    allow_pickle: bool = False,
+) -> list[Path]:
     """Write conf/model/NAME.yaml, list it in a sweep, rewrite params.yaml; the files written."""
     import yaml
 
@@ -255,12 +286,13 @@ def add(name: str, source: str, revision: str | None, sweep: str | None, stated_
     target = conf / "model" / f"{name}.yaml"
     if target.exists():
         raise PipelineError(f"{target} exists already; pick another name or edit it")
-    entry = entry_for(source, revision)
+    entry = entry_for(source, revision, allow_pickle)
     if stated_size is not None:
         entry["stated_size"] = stated_size
+    _no_interpolation(entry)
     spec = params.model_spec(name, entry)  # every field checked before a file is written
     # counted as `hmp count` counts it, so a model `dvc repro` would refuse is refused now, with nothing written
-    counted = count_source(source, revision, name)
+    counted = count_source(source, revision, name, allow_pickle)
     if spec.source == "hub":
         entry["revision"] = counted["source"]["revision"]  # the commit the Hub, or offline the cache, resolved
     current = params.load()
@@ -292,6 +324,17 @@ def add(name: str, source: str, revision: str | None, sweep: str | None, stated_
         sweep_file.write_text(sweep_text, encoding="utf-8")
         raise
     return [target, sweep_file, Path(params.PARAMS_FILE)]
+
+
+def _no_interpolation(entry: dict[str, Any]) -> None:
+    """Text written into conf/ is read back through Hydra, which resolves `${...}` (and `\\${` escapes): a
+    source path carrying one would name another path at `dvc repro` than the one counted now."""
+    for key, value in entry.items():
+        if isinstance(value, str) and ("${" in value or "\\" in value):
+            raise PipelineError(
+                f"{one_line(value)}: hmp add writes {key} into conf/, where Hydra would read '${{' or '\\' "
+                "in it as an interpolation; rename or link the folder to a path without them"
+            )
 
 
 def _insert_default(text: str, line: str, path: Path, name: str) -> str:
@@ -339,29 +382,54 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--name", help="the model's name in the output (default: from the source)")
     c.add_argument("--json", action="store_true", help="print JSON for scripts")
     c.add_argument("--per-layer", action="store_true", help="also a torchinfo-style table of modules and blocks")
+    c.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
     a = sub.add_parser("add", help="add a model to conf/ and params.yaml, for dvc repro")
     a.add_argument("name", help="the model's name in the pipeline (letters, digits, '-' and '_')")
     a.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
     a.add_argument("--revision", help="Hub branch, tag or commit to pin (default: main, resolved to its commit)")
     a.add_argument("--sweep", help="the conf/sweep/ file to list it in (default: the sweep params.yaml records)")
     a.add_argument("--stated-size", help="the size its authors state, e.g. 117M (the report compares it)")
+    a.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP + " (written as allow_pickle: true)")
     args = parser.parse_args(argv)
     try:
         _command(args)
     except PipelineError as exc:  # the stages' advice names model-file fields; here the user gave a source
-        raise PipelineError(re.sub(r"\buse source: config\b", "use its config.json instead", str(exc))) from None
+        raise PipelineError(_for_hmp(str(exc))) from None
+
+
+PICKLE_HELP = "load .bin/.pt checkpoints with torch.load(weights_only=True) (pickle can run code)"
+# The stages' advice, as an hmp user can follow it: options instead of model-file fields
+HMP_ADVICE = (
+    (r"\buse source: config\b", "use its config.json instead"),
+    (r"set allow_pickle: true in the model config", "pass --allow-pickle"),
+    (r"set config_only: true to count it from its config alone", "give its config.json to count it alone"),
+)
+
+
+def _for_hmp(message: str) -> str:
+    for pattern, advice in HMP_ADVICE:
+        message = re.sub(pattern, advice, message)
+    return message
 
 
 def _command(args: argparse.Namespace) -> None:
     if args.command == "count":
-        result = count_source(args.source, args.revision, args.name)
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            print(text(result, args.per_layer))
+        result = count_source(args.source, args.revision, args.name, args.allow_pickle)
+        _say(json.dumps(result, indent=2) if args.json else text(result, args.per_layer))
     else:
-        written = add(args.name, args.source, args.revision, args.sweep, args.stated_size)
-        print(f"added {args.name}: wrote {', '.join(str(p) for p in written)}; now run `dvc repro`")
+        written = add(args.name, args.source, args.revision, args.sweep, args.stated_size, args.allow_pickle)
+        _say(f"added {args.name}: wrote {', '.join(str(p) for p in written)}; now run `dvc repro`")
+
+
+def _say(answer: str) -> None:
+    """Print the answer and make sure it reached stdout: a full disk or a closed file is an error, not exit 0."""
+    try:
+        print(answer)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # the reader stopped early (hmp count ... | head): entry_point ends quietly
+    except OSError as exc:
+        raise PipelineError(f"cannot write the answer to stdout ({exc.strerror or first_line(exc)})") from None
 
 
 def entry_point() -> None:
@@ -371,7 +439,13 @@ def entry_point() -> None:
     from pipeline.cli import run
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its config notes are not the answer either
-    run(lambda: main(sys.argv[1:]), level=logging.WARNING)  # the stages' progress lines are not the answer
+    try:
+        run(lambda: main(sys.argv[1:]), level=logging.WARNING)  # the stages' progress lines are not the answer
+    except BrokenPipeError:
+        # The reader closed the pipe (hmp count ... | head -1): nothing more can be said there. Point stdout
+        # at /dev/null so the interpreter's own flush at exit stays quiet, and exit as `cat` would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 if __name__ == "__main__":

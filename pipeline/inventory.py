@@ -147,19 +147,17 @@ def likely_typo(config: Any, key: str, raw: dict[str, Any]) -> str | None:
     """The declared field key was very likely meant for, or None.
 
     A key is a typo only when transformers would ignore it (undefined_fields) and it is close to a field
-    the config class declares that the file leaves unset (n_embdd beside no n_embd), or that it sets to
-    another value (n_embdd: 64 beside n_embd: 32, as an override file extending a model writes it). A
-    near name with the same value is an alias a published file carries, not a typo.
+    the config class declares that the file leaves unset: n_embdd beside no n_embd. Beside a field that is
+    set, a near name is a second field (published files carry such legacy keys: BART's classif_dropout
+    beside classifier_dropout), kept and listed by ignored_fields().
     """
     import difflib
 
     if not undefined_fields(config, (key,)):
         return None
-    declared = declared_fields(type(config))
-    for candidate in difflib.get_close_matches(key, sorted(declared), n=3, cutoff=TYPO_SIMILARITY):
-        if candidate not in raw or raw[candidate] != raw[key]:
-            return candidate
-    return None
+    unset = sorted(declared_fields(type(config)) - set(raw))
+    close = difflib.get_close_matches(key, unset, n=1, cutoff=TYPO_SIMILARITY)
+    return close[0] if close else None
 
 
 def ignored_fields(config: Any, raw: dict[str, Any], read: frozenset[str]) -> list[str]:
@@ -359,8 +357,7 @@ def _ancestors(path: str) -> Iterator[str]:
 def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
     """One row per unique parameter tensor of model, with role, component, layer and aliases."""
     modules = dict(model.named_modules())
-    input_emb = model.get_input_embeddings()
-    output_emb = model.get_output_embeddings()
+    input_emb, output_emb = embeddings(model)
     input_ids = {id(p) for p in input_emb.parameters()} if input_emb is not None else set()
     output_ids = {id(p) for p in output_emb.parameters()} if output_emb is not None else set()
     blocks = _block_list(model)
@@ -500,13 +497,27 @@ def _component(
     )
 
 
+def embeddings(model: torch.nn.Module) -> tuple[Any, Any]:
+    """The model's own accessors, get_input_embeddings() and get_output_embeddings(); None where it has none.
+
+    Some classes have no single one (CLIPModel: a text and a vision tower) and raise NotImplementedError.
+    """
+    found = []
+    for accessor in (model.get_input_embeddings, model.get_output_embeddings):
+        try:
+            found.append(accessor())
+        except (NotImplementedError, AttributeError):
+            found.append(None)
+    return found[0], found[1]
+
+
 def embedding_names(model: torch.nn.Module) -> tuple[str, str]:
     """Parameter names of get_input_embeddings().weight and get_output_embeddings().weight ('' if absent).
 
     Found by module identity, so a tied head still reports its own name (lm_head.weight).
     """
     paths = {id(m): path for path, m in model.named_modules(remove_duplicate=False)}
-    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    inp, out = embeddings(model)
     return (
         f"{paths[id(inp)]}.weight" if inp is not None else "",
         f"{paths[id(out)]}.weight" if out is not None else "",

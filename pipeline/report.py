@@ -71,7 +71,7 @@ def _fetched(s: pd.Series) -> str:
 
 
 def totals_section(cfg: params.Params, summary: pd.DataFrame, full: dict[str, pd.DataFrame], fig: str) -> str:
-    rows, checks, notes, variants = [], [], [], []
+    rows, checks, notes, variants, ignored = [], [], [], [], []
     for name, spec in cfg.models.items():
         s = summary.loc[name]
         stated = "—"
@@ -85,7 +85,10 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, full: dict[str, pd
             stated = "— (what-if variant)"
             lapsed = f", so its stated {spec.stated_size} no longer applies" if spec.stated_size else ""
             variants.append(f"- `{name}` is a what-if variant: an override set {s['what_if']}{lapsed}.")
-        rows.append([f"`{name}`", _int(s["total"]), human(s["total"]), stated, source])
+        rows.append([f"`{name}`", f"`{s['model_class']}`", _int(s["total"]), human(s["total"]), stated, source])
+        if isinstance(s.get("ignored_fields"), str) and s["ignored_fields"]:
+            fields = ", ".join(f"`{f}`" for f in s["ignored_fields"].split(";"))
+            ignored.append(f"- `{name}`: {fields}.")
         if isinstance(s.get("quant_method"), str) and s["quant_method"]:
             notes.append(
                 f"- `{name}`: its checkpoint is quantized ({s['quant_method']}), {_int(s['total'])} parameters in "
@@ -134,11 +137,23 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, full: dict[str, pd
             else "."
         ),
         "",
-        _table(["model", "parameters", "", "stated by the authors", "source"], rows, "lrrrl"),
+        _table(["model", "class counted", "parameters", "", "stated by the authors", "source"], rows, "llrrrl"),
+        "",
+        "The class counted is the one a model's config.json names in `architectures` (the class its checkpoint "
+        "was saved from), else the first auto class transformers has for it (`auto_class` in the model file "
+        "picks one); an encoder-decoder is never counted as its decoder alone.",
         "",
     ]
     if variants:
         out += variants + [""]
+    if ignored:
+        out += [
+            "Fields of a config.json that its config class does not declare and the model never read while it "
+            "was built (kept, and listed here once; they cannot have changed the count):",
+            "",
+            *ignored,
+            "",
+        ]
     if notes:
         out += ["Checkpoints, counted from their safetensors headers and reconciled with the architecture:", ""]
         out += notes + [""]

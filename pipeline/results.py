@@ -11,6 +11,9 @@ from pipeline.params import Params
 
 
 def _read(path: Path, what: str, **kwargs) -> pd.DataFrame:
+    from pipeline import atomic
+
+    atomic.recover()  # a count stage killed between its renames is finished first: files of one run only
     try:
         return pd.read_csv(path, keep_default_na=False, na_values=[""], **kwargs)
     except FileNotFoundError:

@@ -53,3 +53,40 @@ def test_write_dir_failure_leaves_the_old_folder(tmp_path, monkeypatch):
         write_dir(folder, {"b": None})  # fails while building the temp folder
     assert sorted(p.name for p in folder.iterdir()) == ["a"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+from pipeline import atomic
+calls = []
+real = os.replace
+def replace(src, dst):
+    real(src, dst)
+    calls.append(dst)
+    if len(calls) == 2 and str(dst).endswith(".csv"):  # the journal, then the first output: killed here
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+with atomic.batch():
+    atomic.write_text("a.csv", "new a\\n")
+    atomic.write_text("b.csv", "new b\\n")
+"""
+
+
+def test_a_run_killed_between_two_renames_is_finished_by_the_next(tmp_path):
+    """SIGKILL after the first of two renames: the next reader completes the batch, never mixes old and new."""
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "a.csv").write_text("old a\n")
+    (tmp_path / "b.csv").write_text("old b\n")
+    proc = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_RENAMES], cwd=tmp_path, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (tmp_path / "a.csv").read_text() == "new a\n" and (tmp_path / "b.csv").read_text() == "old b\n"
+    assert (tmp_path / atomic.JOURNAL).is_file()
+    done = subprocess.run(
+        [sys.executable, "-c", "from pipeline import atomic; atomic.recover()"], cwd=tmp_path, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a.csv").read_text() == "new a\n" and (tmp_path / "b.csv").read_text() == "new b\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]  # no journal, no temp file left

@@ -209,3 +209,114 @@ def test_hostile_arguments_are_one_line_and_write_nothing(repo_copy, tmp_path):
     flow.unlink()
     assert {p: p.read_bytes() for p in (repo_copy / "conf").rglob("*") if p.is_file()} == conf_before
     assert (repo_copy / "params.yaml").read_bytes() == params_before
+
+
+PUBLISHED = ROOT / "tests" / "published_configs"
+
+
+def test_the_class_counted_is_always_said(tmp_path):
+    """BERT's published config names BertForMaskedLM: its count, and the class, are printed (never unsaid)."""
+    bert = PUBLISHED / "google-bert--bert-base-uncased.json"
+    got = json.loads(hmp("count", str(bert), "--json", cwd=tmp_path).stdout)
+    assert got["summary"]["model_class"] == "BertForMaskedLM" and got["summary"]["class_from"] == "architectures"
+    text = hmp("count", str(bert), cwd=tmp_path).stdout
+    assert "  counted as BertForMaskedLM (the class config.json names in architectures)" in text
+    # GPT-2's published file: its n_ctx is kept, and said once
+    text = hmp("count", str(PUBLISHED / "openai-community--gpt2.json"), cwd=tmp_path).stdout
+    assert "124,439,808 parameters" in text and "config.json fields the model never reads: n_ctx" in text
+
+
+def test_an_encoder_decoder_is_refused_by_its_own_class_not_counted_as_its_decoder(tmp_path):
+    done = hmp("count", str(PUBLISHED / "facebook--bart-large.json"), cwd=tmp_path, ok=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and done.stdout == "" and len(lines) == 1, done.stderr
+    assert "BartModel (architectures)" in lines[0] and "BartForCausalLM" not in lines[0]
+    assert "254,084,096" not in done.stdout  # the decoder alone (NOTES.md) is never the answer
+
+
+def _pickle_folder(folder: Path) -> Path:
+    import torch
+    from safetensors.torch import load_file
+
+    source = tiny_checkpoint(folder.parent / "src", seed=4)
+    folder.mkdir()
+    shutil.copy(source / "config.json", folder / "config.json")
+    torch.save(load_file(source / "model.safetensors"), folder / "pytorch_model.bin")
+    return folder
+
+
+def test_a_pickle_checkpoint_needs_allow_pickle_which_hmp_can_pass(tmp_path):
+    folder = _pickle_folder(tmp_path / "pickled")
+    refused = hmp("count", str(folder), cwd=tmp_path, ok=False)
+    assert refused.returncode == 1 and "pickle checkpoint refused" in refused.stderr
+    assert "pass --allow-pickle" in refused.stderr and "allow_pickle: true" not in refused.stderr
+    got = json.loads(hmp("count", str(folder), "--allow-pickle", "--json", cwd=tmp_path).stdout)
+    assert got["summary"]["total"] == tiny_total() and got["summary"]["checkpoint_tensors"] is not None
+
+
+@pytest.mark.parametrize("command", ["count", "add"])
+def test_a_folder_cannot_plant_files_through_remote_headers(command, repo_copy, tmp_path):
+    """Issue 18's file-planting attack, through hmp: refused in one line, the target never created."""
+    from tests.test_hostile import plant_remote_headers
+
+    folder = tiny_checkpoint(tmp_path / "evil")
+    target = tmp_path / "site-packages" / "planted.pth"
+    target.parent.mkdir()
+    plant_remote_headers(folder, target)
+    args = ["count", str(folder)] if command == "count" else ["add", "evil", str(folder)]
+    done = hmp(*args, cwd=repo_copy, ok=False)
+    lines = done.stderr.strip().splitlines()
+    assert (
+        done.returncode == 1 and len(lines) == 1 and "remote_headers.json: this file is the pipeline's own" in lines[0]
+    )
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    assert not (repo_copy / "conf/model/evil.yaml").exists()
+
+
+def test_hmp_add_refuses_a_path_hydra_would_interpolate(repo_copy, tmp_path):
+    folder = tmp_path / "${oc.env:HOME}"
+    folder.mkdir()
+    shutil.copy(tiny_checkpoint(tmp_path / "src") / "config.json", folder / "config.json")
+    before = (repo_copy / "params.yaml").read_bytes()
+    done = hmp("add", "interp", str(folder), cwd=repo_copy, ok=False)
+    assert done.returncode == 1 and "Hydra would read '${' or '\\' in it as an interpolation" in done.stderr
+    assert not (repo_copy / "conf/model/interp.yaml").exists() and (repo_copy / "params.yaml").read_bytes() == before
+
+
+def test_an_output_that_cannot_be_written_is_an_error_and_a_closed_pipe_is_quiet(tmp_path):
+    config = PUBLISHED / "openai-community--gpt2.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([HMP, "count", str(config)], stdout=full, stderr=subprocess.PIPE, text=True, env=env)
+    assert done.returncode == 1 and done.stderr.strip().startswith("error: cannot write the answer to stdout")
+    # `true` exits at once, reading nothing: the pipe is closed long before hmp has its answer to write
+    command = f"set -o pipefail; '{HMP}' count '{config}' --per-layer | true"
+    piped = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env)
+    assert (
+        piped.returncode == 141
+        and piped.stderr == ""
+        and "Traceback" not in piped.stderr
+        and "BrokenPipe" not in piped.stderr
+    ), piped.stderr
+
+
+# Root reads every folder whatever its mode: hmp runs without the capabilities that allow it (setpriv).
+NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+
+
+@pytest.mark.skipif(bool(NO_DAC) and not shutil.which("setpriv"), reason="root without setpriv reads any folder")
+def test_a_folder_that_cannot_be_read_is_one_line(tmp_path):
+    folder = tiny_checkpoint(tmp_path / "locked")
+    os.chmod(folder, 0)
+    try:
+        done = subprocess.run(
+            [*NO_DAC, HMP, "count", str(folder)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+    finally:
+        os.chmod(folder, 0o755)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"error: {folder}") and "Permission denied" in lines[0]

@@ -184,6 +184,29 @@ def index_shard_in_a_subfolder(wd):
     return "m"
 
 
+def plant_remote_headers(folder: Path, target: Path) -> None:
+    """The file-planting attack of issue 18: a remote_headers.json whose key climbs out of the folder through a
+    symlink into a deep chain of the folder's own subfolders, to name a file that does not exist yet."""
+    deep = folder / "d"
+    for _ in range(8):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    (folder / "lnk").symlink_to(deep, target_is_directory=True)
+    key = "lnk/" + "../" * 40 + str(target).lstrip("/")
+    raw = (folder / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    record = {key: {"size": len(raw), "data_start": 8 + n, "header": header}}
+    (folder / "remote_headers.json").write_text(json.dumps(record))
+
+
+@case("download", "remote_headers.json: this file is the pipeline's own record of range-read headers")
+def remote_headers_plant_a_file_outside(wd):
+    folder = _path_model(wd, "m")
+    plant_remote_headers(folder, wd.parent / "planted.pth")  # inside the snapshot: it must stay absent
+    return "m"
+
+
 @case("download", "not a checkpoint index")
 def index_without_weight_map(wd):
     folder = _path_model(wd, "m")
@@ -339,7 +362,8 @@ def header_length_absurd(wd):
 
 @case("count", "architecture.n_embdd is not a field of GPT2Config (did you mean n_embd?)")
 def architecture_key_typo(wd):
-    _add_model(wd, "m", {"source": "config", "architecture": {**TINY, "n_embdd": 64}})
+    arch = {k: v for k, v in TINY.items() if k != "n_embd"}  # a typo is a near name beside no such field
+    _add_model(wd, "m", {"source": "config", "architecture": {**arch, "n_embdd": 32}})
     _download("m")
     return None
 
@@ -361,6 +385,47 @@ def path_folder_without_weights(wd):
     folder = _path_model(wd, "m")
     (folder / "model.safetensors").unlink()
     return "m"
+
+
+@case("params", "architecture.decoder_layers=1000000000 must be a whole number from 0 to 1,024")
+def encoder_decoder_with_a_huge_decoder(wd):
+    arch = {"model_type": "bart", "d_model": 32, "encoder_layers": 1, "decoder_layers": 10**9, "vocab_size": 64}
+    _add_model(wd, "m", {"source": "config", "architecture": arch})
+
+
+@case("params", "architecture.text_config.num_hidden_layers=1000000 must be a whole number from 0 to 1,024")
+def composite_with_a_huge_text_tower(wd):
+    arch = {"model_type": "llava", "text_config": {"model_type": "llama", "num_hidden_layers": 10**6}}
+    _add_model(wd, "m", {"source": "config", "architecture": arch})
+
+
+@case("params", "architecture.vision_config.depths=[2, 2, 100000, 2] must be a whole number from 0 to 1,024")
+def a_list_of_depths_with_a_huge_stage(wd):
+    arch = {"model_type": "swin", "vision_config": {"depths": [2, 2, 100000, 2]}}
+    _add_model(wd, "m", {"source": "config", "architecture": arch})
+
+
+@case("count", "config.json: num_local_experts=10000000 must be a whole number from 0 to 65,536")
+def a_checkpoint_config_with_ten_million_experts(wd):
+    folder = _path_model(wd, "m")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_local_experts": 10**7}))
+    _download("m")
+
+
+@case("params", "by architecture.n_head=3; model 'm2': architecture.n_layer=0 must be a whole number")
+def two_refused_models_are_both_named(wd):
+    data = _good_params(wd)
+    data["models"]["m1"] = {"source": "config", "architecture": {**TINY, "n_head": 3}}
+    data["models"]["m2"] = {"source": "config", "architecture": {**TINY, "n_layer": 0}}
+    _write_params(data)
+
+
+@case("count", "CLIPModel (auto_class: base)")
+def a_class_with_no_single_embedding_accessor(wd):
+    arch = {"model_type": "clip", "text_config": {"num_hidden_layers": 1}, "vision_config": {"num_hidden_layers": 1}}
+    _add_model(wd, "m", {"source": "config", "architecture": arch, "auto_class": "base"})
+    _download("m")
 
 
 @case("params", "architecture.n_layer=1000000000000 must be a whole number from 1 to 1,024")
@@ -744,3 +809,26 @@ def test_a_tensor_name_cannot_forge_a_second_error_line(good_workspace, tmp_path
     assert proc.returncode == 1 and lines[-1].startswith("error: model 'm'") and "Traceback" not in proc.stderr
     assert sum(line.startswith("error") for line in lines) == 1 and len(lines[-1]) <= 1000 + len("error: ")
     assert "\\nerror: forged" in lines[-1]
+
+
+def test_every_refused_model_of_a_sweep_is_named_in_one_run(good_workspace, tmp_path):
+    """Two models the count stage refuses: one error line each, a closing line, and no result file changed."""
+    from tests.conftest import run_module
+
+    wd = tmp_path / "wd"
+    shutil.copytree(good_workspace, wd, symlinks=True)
+    data = _good_params(wd)
+    arch = {k: v for k, v in TINY.items() if k != "n_layer"}
+    data["models"]["typo1"] = {"source": "config", "architecture": {**arch, "n_layerr": 2}}
+    data["models"]["typo2"] = {"source": "config", "architecture": {**arch, "n_layers_": 2}}
+    (wd / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    for name in ("typo1", "typo2"):
+        assert run_module("pipeline.download", name, cwd=wd).returncode == 0
+    before = _snapshot(wd / "results")
+    proc = run_module("pipeline.count", cwd=wd)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert errors[0].startswith("error: model 'typo1': architecture.n_layerr is not a field of GPT2Config")
+    assert errors[1].startswith("error: model 'typo2': architecture.n_layers_ is not a field of GPT2Config")
+    assert errors[2:] == [f"error: 2 of {len(data['models'])} models refused; nothing was written"]
+    assert _snapshot(wd / "results") == before
