@@ -85,7 +85,9 @@ def _count(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict,
     try:
         inv = inventory.inventory(model, spec.name)
     except PipelineError as exc:  # say which class was built, also when it cannot be counted
-        raise PipelineError(f"model '{spec.name}': {cls.__name__} ({class_from}): {exc}") from None
+        raise PipelineError(
+            f"model '{spec.name}': {cls.__name__} ({inventory.class_reason(class_from)}): {exc}"
+        ) from None
     n_experts, top_k = moe.settings(config, moe.structure(model), spec.name)
     stacked = inv.loc[inv["component"] == "experts", ["name", "experts"]]
     for pname, count_ in stacked.itertuples(index=False):

@@ -196,7 +196,7 @@ def text(result: dict, per_layer: bool = False) -> str:
     """The readable form of count_source's result."""
     import pandas as pd
 
-    from pipeline import conventions
+    from pipeline import conventions, inventory
     from pipeline.report import human  # the report's own short form (124.4M, 1.56B)
 
     s = result["summary"]
@@ -212,7 +212,7 @@ def text(result: dict, per_layer: bool = False) -> str:
     lines = [
         f"{result['model']}: {total:,} parameters ({human(total)}), {s['model_type']}, {weights}",
         f"  from {where}",
-        f"  counted as {s['model_class']} ({CLASS_FROM.get(s['class_from'], s['class_from'])})",
+        f"  counted as {s['model_class']} ({inventory.class_reason(s['class_from'])})",
     ]
     if s.get("ignored_fields"):
         lines.append(f"  config.json fields the model never reads: {s['ignored_fields'].replace(';', ', ')}")
@@ -255,9 +255,6 @@ def text(result: dict, per_layer: bool = False) -> str:
         lines += ["", "Per module and block (each tied tensor once, where it is first held):"]
         lines.append(table.to_markdown(index=False, tablefmt="simple", intfmt=",", colalign=("left",)))
     return "\n".join(lines)
-
-
-CLASS_FROM = {"architectures": "the class config.json names in architectures"}
 
 
 def _yes(flag: Any) -> str:

@@ -219,7 +219,8 @@ def is_causal_class(cls: type, config: Any) -> bool:
 
 
 def model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type, str]:
-    """The transformers class counted for config, and how it was chosen (for the summary and hmp).
+    """The transformers class counted for config, and how it was chosen: architectures, auto_class:<kind> or
+    fallback:<kind> (class_reason() says it in words).
 
     auto: the class config.json names (`architectures[0]`, the class the checkpoint was saved from),
     else the first auto class of FALLBACK that has one. An explicit auto_class picks that auto class's
@@ -239,7 +240,7 @@ def model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type,
         cls = _mapped(auto_class, config)
         if cls is None:
             raise PipelineError(f"model '{name}': auto_class: {auto_class} has no class for {kind}")
-        return cls, f"auto_class: {auto_class}"
+        return cls, f"auto_class:{auto_class}"
     named = getattr(config, "architectures", None) or []
     if named:
         wanted = str(named[0])
@@ -273,8 +274,18 @@ def model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type,
             continue
         cls = _mapped(candidate, config)
         if cls is not None:
-            return cls, f"auto ({candidate}: config.json names no class)"
+            return cls, f"fallback:{candidate}"
     raise PipelineError(f"model '{name}': transformers has no model class for {kind}")
+
+
+def class_reason(class_from: str) -> str:
+    """model_class()'s how, in words: 'the class config.json names in architectures', ..."""
+    kind, _, which = class_from.partition(":")
+    if kind == "architectures":
+        return "the class config.json names in architectures"
+    if kind == "auto_class":
+        return f"auto_class: {which}"
+    return f"config.json names no class; the first auto class transformers has for it: {which}"
 
 
 def build_meta(config: Any, name: str, auto_class: str = "auto") -> torch.nn.Module:

@@ -169,3 +169,12 @@ def test_an_override_that_changes_a_model_is_told_apart_from_its_sweep():
     assert marked == {"gpt2": "architecture.n_layer=6 (conf/: 12)"}
     data["sweep"] = "no-such-sweep"  # a recorded sweep that no longer composes marks nothing (and raises nothing)
     assert params.what_if(params.from_dict(data), CONF) == {}
+
+
+def test_a_what_if_note_names_fields_never_a_python_repr():
+    """The README's `-S '~models.gpt2.architecture'` on a folder model: the note says what changed, in words."""
+    data = params.compose(["sweep=gpt2-small"], CONF)
+    block = data["models"]["gpt2"]["architecture"]
+    data["models"]["gpt2"].update(architecture=None, source="path", path="/models/gpt2")
+    note = params.what_if(params.from_dict(data), CONF)["gpt2"]
+    assert note == f"architecture=none (conf/: a block of {len(block)} fields)"
