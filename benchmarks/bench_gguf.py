@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from measure import MachineLoad, Run, run_python, spread  # noqa: E402
 
-TARGET_SECONDS = 1.0  # what the vocabulary may add to hmp count (gguf's reader alone takes ~20 s on it)
+TARGET_SECONDS = 1.0  # what the vocabulary may add to hmp count (gguf's reader alone takes ~18 s on it)
 
 # Each snippet imports first, then times only its reading step, and prints "vocab_size seconds".
 OURS = """

@@ -84,6 +84,13 @@ def headers(paths: list[Path]) -> list[gguf_header.Header]:
     """The header of every shard, each checked against its place in the set."""
     out = [gguf_header.read(p) for p in paths]
     count = len(paths)
+    if count == 1 and _split_numbers(paths[0], out[0].fields)[1] not in (None, 1):  # a shard renamed as a model
+        no, said = _split_numbers(paths[0], out[0].fields)
+        which = f"shard {no + 1}" if isinstance(no, int) else "a shard"  # split.no counts from 0
+        raise PipelineError(
+            f"{paths[0]}: its metadata says it is {which} of a {said!r}-shard split set; name its first shard as "
+            "the set names it (-00001-of-)"
+        )
     if count > 1:
         total = sum(len(h.tensors) for h in out)
         for i, (path, h) in enumerate(zip(paths, out, strict=True)):

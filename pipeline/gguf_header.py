@@ -308,7 +308,7 @@ class _Parser:
             numel = 1
             for d in dims:
                 numel *= d
-            if numel > MAX_INT64:
+            if numel > MAX_INT64 or max(dims) > MAX_INT64:  # ggml's int64 sizes (a 0 elsewhere does not excuse it)
                 raise self.error(f"{what}: dimensions {list(dims)} hold {numel:,} values, more than ggml counts")
             ggml_type = self.u32()
             if ggml_type not in sizes:

@@ -55,13 +55,12 @@ def entry_for(source: str, revision: str | None = None) -> dict[str, Any]:
         if path.is_dir() and not sources.is_gguf(path):
             if not (path / "config.json").is_file():
                 raise PipelineError(f"{source}: a checkpoint folder needs its config.json")
-            ggufs = sorted(p.name for p in path.glob("*.gguf"))
-            if not checkpoint.weight_files(path)[0] and ggufs:  # never counted from its config alone silently
-                raise PipelineError(
-                    f"{source}: holds config.json and {', '.join(ggufs)} but no safetensors, so what to count is "
-                    f"ambiguous; name the .gguf file ({path / ggufs[0]}) or the config.json to count one of them"
-                )
             if not checkpoint.weight_files(path)[0]:
+                if ggufs := sorted(p.name for p in path.glob("*.gguf")):  # never counted from its config silently
+                    raise PipelineError(
+                        f"{source}: holds config.json and {', '.join(ggufs)} but no safetensors, so what to count "
+                        f"is ambiguous; name the .gguf file ({path / ggufs[0]}) or the config.json to count one of them"
+                    )
                 entry["config_only"] = True  # no weights: counted from its config alone, and said so
         return entry
     looks_local = source.startswith((".", "/", "~")) or source.endswith((".json", ".gguf", ".safetensors"))

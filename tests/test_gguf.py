@@ -381,7 +381,7 @@ VOCAB_TOTAL = staticmethod(
 
 
 def test_a_262144_token_vocabulary_counts_in_seconds(tmp_path):
-    """Gemma's vocabulary: gguf.GGUFReader takes ~20 s on it (numpy objects for every token); the header here is
+    """Gemma's vocabulary: gguf.GGUFReader takes ~18 s on it (numpy objects for every token); the header here is
     read in well under a second, the token list skipped and only its length kept (vocab_size)."""
     import time
 

@@ -569,6 +569,15 @@ def gguf_split_count_over_the_cap(wd):
     return _gguf_renamed(wd, "tiny-00001-of-99999.gguf")
 
 
+@case("download", "its metadata says it is shard 1 of a 3-shard split set; name its first shard")
+def gguf_shard_renamed_as_a_model(wd):
+    """The first shard alone under a plain name would count a third of the model."""
+    first = _gguf_model(wd, split_max_tensors=8)
+    first.rename(first.with_name("tiny.gguf"))
+    _add_model(wd, "m", {"source": "path", "path": str(first.with_name("tiny.gguf"))})
+    return "m"
+
+
 @case("download", "tensor 'output.weight' (data bytes 0 to 2,176) overlaps tensor 'token_embd.weight'")
 def gguf_head_points_at_the_embedding_bytes(wd):
     """An untied GGUF whose output.weight is token_embd.weight's bytes: it would give fake r = 1 evidence."""
