@@ -235,7 +235,7 @@ def _ggml_type(name: str):
 
 @functools.cache
 def _dequantizable(qtype) -> bool:
-    """gguf has a dequantizer for this block type: tried on one all-zero block (its public API says no other way)."""
+    """gguf has a dequantizer for this block type: tried on one all-zero block (gguf has no public way to ask)."""
     import gguf
     import numpy as np
 
