@@ -38,7 +38,7 @@ def load(folder: Path, name: str) -> Loaded:
         stored = gguf_file.entries(paths)
         total = sum(e.numel for e in stored)
         method = "gguf" if any(e.dtype not in ("F32", "F16", "BF16", "F64") for e in stored) else ""
-        return Loaded(quant.Regrouped(stored, [], total, method), "gguf", gguf_file.architecture(paths[0]))
+        return Loaded(quant.Regrouped(stored, [], total, method), "gguf", gguf_file.architecture(paths))
     entries, fmt = checkpoint.load_entries(folder)
     if not entries:
         return Loaded(quant.Regrouped([], [], 0), fmt)

@@ -70,6 +70,11 @@ def _entry_for(source: str, revision: str | None) -> dict[str, Any]:
                 if not (path / "config.json").is_file():
                     raise PipelineError(f"{source}: a checkpoint folder needs its config.json")
                 if not checkpoint.weight_files(path, allow_pickle=True)[0]:
+                    if ggufs := sorted(p.name for p in path.glob("*.gguf")):  # never counted from its config silently
+                        raise PipelineError(
+                            f"{source}: holds config.json and {', '.join(ggufs)} but no safetensors, so what to count "
+                            f"is ambiguous; name the .gguf file ({path / ggufs[0]}) or the config.json to count one"
+                        )
                     entry["config_only"] = True  # no weights: counted from its config alone, and said so
         except OSError as exc:  # a folder that cannot be listed (no permission), a file system error
             raise PipelineError(f"{source}: cannot be read ({exc.strerror or first_line(exc)})") from None

@@ -275,6 +275,27 @@ def pickle_to_safetensors(spec: ModelSpec, folder: Path, files: list[str], out: 
     save_file(tensors, str(out / checkpoint.SAFETENSORS_SINGLE), metadata={"format": "pt"})
 
 
+def _gguf_beside_config(spec: ModelSpec, folder: Path, files: list[str]) -> list[str]:
+    """The .gguf files of a folder that has its own config.json: never counted silently.
+
+    With other weights (safetensors, or pickle with allow_pickle) those are counted and the GGUF files are
+    named as not counted; with config_only the config alone is counted, said the same way. With neither,
+    which to count is ambiguous: refused, saying how to pick.
+    """
+    ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    if not ggufs:
+        return []
+    if not files and not spec.config_only:
+        raise PipelineError(
+            f"model '{spec.name}': {folder} holds config.json and {', '.join(ggufs)} but no safetensors, so what "
+            f"to count is ambiguous; name the .gguf file itself ({folder / ggufs[0]}) to count it, or set "
+            "config_only: true to count config.json alone"
+        )
+    counted = ", ".join(files) if files else "config.json alone (config_only)"
+    log.warning("%s: %s not counted: %s is (name the .gguf file to count it)", spec.name, ", ".join(ggufs), counted)
+    return ggufs
+
+
 def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
     """Fill folder out with config.json and the weights of spec; return the provenance record.
 
@@ -282,6 +303,7 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
     """
     revision = None
     converted_from: list[str] = []
+    not_counted: list[str] = []
     fetched: dict = {}
     if spec.source == "hub" and spec.fetch == "range":
         fetched = fetch_ranges(spec, out)
@@ -292,7 +314,7 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
     elif spec.source == "path" and is_gguf(Path(spec.path)):
         # a .gguf file (the first shard of a split set) or a folder holding one: the config is its metadata
         paths = gguf_file.shards(Path(spec.path))
-        config = gguf_file.config(paths[0])
+        config = gguf_file.config(paths)  # from every shard's metadata and tensor table
         check_architecture(spec, paths[0], config)
         gguf_file.entries(paths)  # every shard's tensor table must read before a byte is copied
         for path in paths:
@@ -309,6 +331,7 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
         # Everything is checked in the source folder before a byte is copied: shard names stay inside
         # it, every file is a regular file, every header keeps the format's rules.
         files, fmt = checkpoint.weight_files(folder, allow_pickle=spec.allow_pickle)
+        not_counted = _gguf_beside_config(spec, folder, files)
         if not files and not spec.config_only:
             raise PipelineError(
                 f"model '{spec.name}': {folder} has config.json but no weights (*.safetensors); "
@@ -342,6 +365,7 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
         "revision": revision,
         "path": str(spec.path) if spec.source == "path" else None,
         "converted_from_pickle": converted_from,
+        **({"not_counted": not_counted} if not_counted else {}),
         "files": [
             {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256(p) if hashes else None}
             for p in sorted(out.iterdir())

@@ -52,9 +52,12 @@ def value_evidence(
     elif fmt == "remote":
         acc = tie_check_from_embedding(model_dir, entries, in_key, chunk_elements, auto_class)
         method = tying.RANGE_TIED
+    elif fmt == "gguf":  # from_pretrained loads no GGUF from a model folder: the embedding alone, the same check
+        acc = tie_check_from_embedding(model_dir, entries, in_key, chunk_elements, auto_class)
+        method = tying.GGUF_TIED
     elif regrouped.method or sum(e.end - e.begin for e in entries) > _physical_memory() // 4:
         # quantized (loading it whole needs its quantizer's kernels), or too big to load whole:
-        # too big to load whole: the same check with only the embedding matrix materialised
+        # the same check with only the embedding matrix materialised
         acc = tie_check_from_embedding(model_dir, entries, in_key, chunk_elements, auto_class)
         method = tying.EMBEDDING_ONLY
     else:
@@ -85,8 +88,7 @@ def tie_check_from_embedding(
     config = inventory.load_config(model_dir, str(model_dir.name))
     model = inventory.build_meta(config, str(model_dir.name), auto_class)
     reader = values.Reader(model_dir, entries, chunk_elements)
-    entry = reader.entries[in_key]
-    weight = reader.view(in_key).clone().reshape(entry.shape)  # the embedding alone, in its stored dtype
+    weight = reader.tensor(in_key)  # the embedding alone, in its stored dtype (float32 when dequantized)
     model.get_input_embeddings().weight = torch.nn.Parameter(weight, requires_grad=False)
     model.tie_weights()
     out = model.get_output_embeddings().weight

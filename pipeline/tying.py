@@ -39,6 +39,11 @@ EMBEDDING_ONLY = (
     "into the meta-built model, re-tied by transformers' tie_weights(), then get_input_embeddings().weight was "
     "correlated with get_output_embeddings().weight"
 )
+GGUF_TIED = (
+    "output embedding not stored (tied GGUF): the stored embedding matrix (dequantized by gguf's own "
+    "dequantizer when quantized) was put into the meta-built model, re-tied by transformers' tie_weights(), "
+    "then get_input_embeddings().weight was correlated with get_output_embeddings().weight"
+)
 COURSE = (
     "output embedding not stored (tied): the course's check, loading the model with transformers and "
     "correlating get_input_embeddings().weight with get_output_embeddings().weight"

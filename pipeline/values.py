@@ -12,6 +12,7 @@ means, standard deviations and correlations carry about 6 significant digits.
 
 from __future__ import annotations
 
+import functools
 import math
 import mmap
 import warnings
@@ -217,14 +218,35 @@ FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
 
 
 def _ggml_type(name: str):
-    """The GGUF quantization type of that name (Q8_0, Q4_K, ...), or None."""
+    """The GGUF block-quantized type of that name (Q8_0, Q4_K, ...) that gguf can dequantize, or None.
+
+    Plain floats (F32, F16, BF16, F64) are read as floats; ggml's integer types (I8, I16, I32, I64) hold
+    integers, not weights (no scale turns them into values), so they are not read as numbers, as packed
+    integer codes of other formats are not.
+    """
     try:
         import gguf
 
         qtype = gguf.GGMLQuantizationType[name]
     except (ImportError, KeyError):
         return None
-    return qtype if name not in FLOAT_DTYPES else None
+    return qtype if name not in FLOAT_DTYPES and _dequantizable(qtype) else None
+
+
+@functools.cache
+def _dequantizable(qtype) -> bool:
+    """gguf has a dequantizer for this block type: tried on one all-zero block (gguf has no public way to ask)."""
+    import gguf
+    import numpy as np
+
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    if block == 1:  # one value per element: floats or integers, not a quantization
+        return False
+    try:
+        gguf.quants.dequantize(np.zeros((1, type_size), dtype=np.uint8), qtype)
+    except NotImplementedError:
+        return False
+    return True
 
 
 def readable(entry: Entry, scales: dict | None = None) -> bool:
@@ -291,6 +313,20 @@ class Reader:
         with warnings.catch_warnings():  # the mapping is read-only; nothing here writes to it
             warnings.simplefilter("ignore", UserWarning)
             return torch.frombuffer(self._map(e.file), dtype=dtype, count=e.numel, offset=e.begin)
+
+    def tensor(self, key: str) -> torch.Tensor:
+        """The whole tensor in its logical shape: a copy in its stored dtype, or float32 when it is dequantized."""
+        import torch
+
+        e = self.entries[key]
+        if _ggml_type(e.dtype) is None and key not in self.scales:
+            return self.view(key).clone().reshape(e.shape)
+        out = torch.empty(e.numel, dtype=torch.float32)
+        done = 0
+        for chunk in self.chunks(key):
+            out[done : done + chunk.numel()] = chunk
+            done += chunk.numel()
+        return out.reshape(e.shape)
 
     def _release(self, key: str, upto: int) -> None:
         """Drop the mapped pages of key's bytes before element upto (they are still in the page cache)."""

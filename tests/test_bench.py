@@ -61,3 +61,22 @@ def test_the_load_lines_give_load_cores_python_and_the_cpu_others_used():
     assert during.startswith("load average after the runs: ")
     if sys.platform.startswith("linux"):
         assert re.search(r"other processes kept [\d.]+ of \d+ cores busy over the \d+ s$", during), during
+
+
+def test_the_gguf_benchmark_runs_in_a_quick_mode():
+    """benchmarks/bench_gguf.py, one run on a 4,096-token vocabulary: every row printed, its scratch files removed."""
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    before = set(Path(tempfile.gettempdir()).glob("bench-gguf-*"))
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks/bench_gguf.py"), "--runs", "1", "--vocab", "4096"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for row in ("hmp count FILE --json", "gguf.GGUFReader(FILE)", "transformers load_gguf_checkpoint(FILE)"):
+        assert row in out
+    assert "what the 4,096-token vocabulary adds to hmp count: " in out
+    assert set(Path(tempfile.gettempdir()).glob("bench-gguf-*")) == before  # nothing left behind

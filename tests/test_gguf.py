@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import bias, count, download, params, ties
+from pipeline import bias, count, download, params, report, ties
 from pipeline.cli import PipelineError
 from tests.conftest import tiny_params
 from tests.quantized import LLAMA, llama_total
@@ -18,8 +18,19 @@ V, D, F, L = LLAMA["vocab_size"], LLAMA["hidden_size"], LLAMA["intermediate_size
 H, KV = LLAMA["num_attention_heads"], LLAMA["num_key_value_heads"]
 
 
-def write_gguf(path: Path, qtype: str = "F32", split_max_tensors: int = 0, drop: str | None = None) -> Path:
-    """A tiny Llama in llama.cpp's layout (token_embd, blk.N.attn_q, ...), written by gguf.GGUFWriter."""
+def write_gguf(
+    path: Path,
+    qtype: str = "F32",
+    split_max_tensors: int = 0,
+    drop: str | None = None,
+    head_last: bool = False,
+    types: dict[str, str] | None = None,
+) -> Path:
+    """A tiny Llama in llama.cpp's layout (token_embd, blk.N.attn_q, ...), written by gguf.GGUFWriter.
+
+    drop="output.weight" writes it tied, as llama.cpp writes Llama-3.2-1B; head_last writes the head last (in the
+    last shard of a split set); types gives some tensors a ggml type of their own (an I8 embedding).
+    """
     import gguf
 
     q = gguf.GGMLQuantizationType[qtype]
@@ -50,11 +61,15 @@ def write_gguf(path: Path, qtype: str = "F32", split_max_tensors: int = 0, drop:
             f"blk.{i}.ffn_up.weight": (F, D),
             f"blk.{i}.ffn_down.weight": (D, F),
         }
+    if head_last:
+        shapes["output.weight"] = shapes.pop("output.weight")
     for name, shape in shapes.items():
         if name == drop:
             continue
         values = rng.standard_normal(shape).astype(np.float32)
-        if len(shape) == 1 or q == gguf.GGMLQuantizationType.F32:  # llama.cpp keeps norms in F32
+        if name in (types or {}):
+            w.add_tensor(name, (values * 40).astype(types[name].lower().replace("i", "int")))
+        elif len(shape) == 1 or q == gguf.GGMLQuantizationType.F32:  # llama.cpp keeps norms in F32
             w.add_tensor(name, values)
         elif q == gguf.GGMLQuantizationType.F16:
             w.add_tensor(name, values.astype(np.float16))
@@ -138,3 +153,282 @@ def test_gguf_values_are_dequantized_by_gguf(workdir, monkeypatch):
     assert stats["Q8_0"]["std"] == pytest.approx(stats["F32"]["std"], rel=1e-2)  # 8-bit blocks: close, not equal
     t = pd.read_csv(workdir / "results/ties.csv").iloc[0]
     assert t["stored_separately"] and abs(t["pearson_r"]) < 0.2  # independent random embedding and head
+
+
+# --- tied GGUF files, split sets, and the config as transformers makes it ------------------------------------
+
+
+def _oracle_config(path: Path) -> dict:
+    """transformers' own load_gguf_checkpoint config of a file, as plain JSON (numpy scalars to Python)."""
+    import json
+
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    cfg = load_gguf_checkpoint(str(path), return_tensors=False)["config"]
+    return json.loads(json.dumps(cfg, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def write_model_gguf(
+    path: Path,
+    arch: str,
+    *,
+    tied: bool = True,
+    split_max_tensors: int = 0,
+    head_last: bool = False,
+    name: str | None = None,
+    vocab: int = 64,
+    vocab_size_key: bool = True,
+) -> tuple[Path, int]:
+    """A tiny model of a GGUF architecture (llama, qwen2, gemma3) as llama.cpp's converter writes it; (path, oracle).
+
+    The metadata are written with gguf.GGUFWriter's own add_* calls; the tensor set is what transformers loads
+    into the model those numbers describe (its GGUF name map, run on the model built from a config written out
+    here by hand), F32 values. The oracle is sum(p.numel()) of that model: transformers' count, not the code's.
+    """
+    import gguf
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map
+
+    d, layers, ff, heads, kv = 32, 2, 48, 4, 2
+    head_dim = 16 if arch == "gemma3" else d // heads  # Gemma's heads are wider than d / heads
+    fields = {
+        "vocab_size": vocab, "hidden_size": d, "intermediate_size": ff, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": head_dim,
+        "tie_word_embeddings": tied, "max_position_embeddings": 128,
+    }  # fmt: skip
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(
+            AutoConfig.for_model({"gemma3": "gemma3_text"}.get(arch, arch), **fields)
+        )
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)}
+    processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=model.config.to_dict())
+    tensors = {g: shapes[h] for g, h in get_gguf_hf_weights_map(model, processor).items() if h in shapes}
+    if tied:
+        del tensors["output.weight"]  # llama.cpp stores a tied head once, as token_embd
+    elif head_last:
+        tensors["output.weight"] = tensors.pop("output.weight")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
+    if name:
+        w.add_name(name)
+    w.add_context_length(128)
+    w.add_embedding_length(d)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0)
+    if arch == "llama":
+        w.add_rope_dimension_count(head_dim)
+    if arch == "gemma3":
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+        w.add_sliding_window(16)
+    if vocab_size_key:
+        w.add_vocab_size(vocab)
+    w.add_tokenizer_model("llama")
+    w.add_token_list([f"<t{i}>" for i in range(vocab)])
+    w.add_token_scores([float(-i) for i in range(vocab)])
+    w.add_token_types([1] * vocab)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    rng = np.random.default_rng(1)
+    for tensor, shape in tensors.items():
+        w.add_tensor(tensor, rng.standard_normal(shape).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    first = path.with_name(f"{path.stem}-00001-of-{len(w.tensors):05d}.gguf") if split_max_tensors else path
+    return first, sum(p.numel() for p in model.parameters())
+
+
+CONFIG_CASES = {
+    "llama-untied": ("llama", {"tied": False}),
+    "llama-tied": ("llama", {}),  # Llama-3.2-1B
+    "mistral-by-name": ("llama", {"name": "mistral"}),  # llama.cpp files Mistral under llama
+    "qwen2-tied": ("qwen2", {}),  # Qwen2.5-0.5B
+    "gemma3-tied": ("gemma3", {}),  # Gemma 3: wider heads, a sliding window, the text backbone's model_type
+    "vocab-from-5000-tokens": ("llama", {"vocab": 5000, "vocab_size_key": False}),  # a token list too long to decode
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_the_config_is_what_load_gguf_checkpoint_gives(case, tmp_path):
+    from pipeline import gguf_file
+
+    arch, kwargs = CONFIG_CASES[case]
+    path, _ = write_model_gguf(tmp_path / f"{case}.gguf", arch, **kwargs)
+    oracle = _oracle_config(path)
+    assert gguf_file.config([path]) == oracle
+    assert oracle["tie_word_embeddings"] == kwargs.get("tied", True)  # the cases cover both
+    if case == "vocab-from-5000-tokens":
+        assert oracle["vocab_size"] == 5000
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_a_split_set_reads_as_its_single_file_twin(arch, tmp_path):
+    """Split with the untied head in a later shard: the config is load_gguf_checkpoint's of the same model in one
+    file. transformers itself reads the first shard only, so there it would be tied."""
+    from pipeline import gguf_file, gguf_header
+
+    single, _ = write_model_gguf(tmp_path / "one" / "m.gguf", arch, tied=False)
+    first, _ = write_model_gguf(tmp_path / "split" / "m.gguf", arch, tied=False, split_max_tensors=8, head_last=True)
+    paths = gguf_file.shards(first)
+    assert len(paths) >= 3 and "output.weight" not in {t.name for t in gguf_header.read(paths[0]).tensors}
+    assert gguf_file.config(paths) == _oracle_config(single)
+    assert _oracle_config(first)["tie_word_embeddings"] is True  # what reading one shard gets wrong
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3"])
+def test_tied_gguf_of_other_families_count_through_every_stage(arch, workdir, monkeypatch):
+    import pandas as pd
+
+    path, oracle = write_model_gguf(workdir / "src" / f"{arch}.gguf", arch)
+    _, row = _run(workdir, monkeypatch, path, stages=(count, ties, bias, report))
+    assert row["total"] == oracle  # transformers' sum(p.numel()) of the model the same numbers describe
+    t = pd.read_csv(workdir / "results/ties.csv").iloc[0]
+    assert t["declared_tied"] and t["structural_tied"] and t["pearson_r"] == 1.0
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+def test_a_tied_gguf_passes_every_stage(qtype, workdir, monkeypatch):
+    """No output.weight, as llama.cpp writes Llama-3.2-1B, Qwen2.5-0.5B and Gemma: counted tied, the tie checked."""
+    import pandas as pd
+
+    from pipeline import formulas, tying
+
+    path = write_gguf(workdir / "src" / f"tied-{qtype}.gguf", qtype, drop="output.weight")
+    inv, row = _run(workdir, monkeypatch, path, stages=(count, ties, bias, report))
+    tied_total = formulas.llama_params(V, D, L, F, H, KV, tied=True)  # the closed form, V·d fewer than untied
+    assert row["total"] == tied_total == llama_total() - V * D
+    assert row["declared_tied"] and row["checkpoint_tensors"] == tied_total
+    t = pd.read_csv(workdir / "results/ties.csv").iloc[0]
+    assert t["declared_tied"] and t["structural_tied"] and not t["stored_separately"]
+    assert t["pearson_r"] == 1.0 and t["max_abs_diff"] == 0.0 and t["method"] == tying.GGUF_TIED
+    d = pd.read_csv(workdir / "results/distributions.csv")
+    assert d.loc[d["by"] == "all", "count"].iloc[0] == tied_total  # every value read once, the tied matrix too
+    assert f"{tied_total:,}" in (workdir / "reports/report.md").read_text()
+
+
+def test_a_split_gguf_with_its_head_in_a_later_shard_is_counted_untied(workdir, monkeypatch):
+    import pandas as pd
+
+    from pipeline import gguf_header
+
+    first = write_gguf(workdir / "src" / "tiny.gguf", "Q8_0", split_max_tensors=8, head_last=True)
+    first = first.with_name("tiny-00001-of-00003.gguf")
+    head_in = [p.name for p in sorted(first.parent.glob("*.gguf")) if "output.weight" in {
+        t.name for t in gguf_header.read(p).tensors}]  # fmt: skip
+    assert head_in == ["tiny-00003-of-00003.gguf"]
+    _, row = _run(workdir, monkeypatch, first, stages=(count, ties))
+    assert row["total"] == llama_total() and not row["declared_tied"]
+    t = pd.read_csv(workdir / "results/ties.csv").iloc[0]
+    assert t["stored_separately"] and abs(t["pearson_r"]) < 0.2  # two independent random matrices
+
+
+def test_hmp_count_parses_each_gguf_header_once(tmp_path):
+    """Once per file per process: transformers' reader, then three listings and two architecture reads, parsed
+    a file six times."""
+    from pipeline import gguf_header, hmp
+
+    first = write_gguf(tmp_path / "src" / "tiny.gguf", "Q8_0", split_max_tensors=8).with_name(
+        "tiny-00001-of-00003.gguf"
+    )
+    before = gguf_header.parses
+    got = hmp.count_source(str(first))
+    assert got["summary"]["total"] == llama_total()
+    assert gguf_header.parses - before == 3  # one parse per shard, shared through the hard links hmp makes
+
+
+def write_vocab_gguf(path: Path, vocab: int) -> Path:
+    """A tied Llama with a Gemma-sized vocabulary as llama.cpp writes it: every token string, score and type; tiny
+    tensors (d = 8, one block). For benchmarks/bench_gguf.py too."""
+    import gguf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(64)
+    w.add_embedding_length(8)
+    w.add_block_count(1)
+    w.add_feed_forward_length(16)
+    w.add_head_count(2)
+    w.add_head_count_kv(1)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_tokenizer_model("llama")
+    w.add_token_list([f"<tok{i}>" for i in range(vocab)])
+    w.add_token_scores([float(-i) for i in range(vocab)])
+    w.add_token_types([1] * vocab)
+    rng = np.random.default_rng(0)
+    shapes = {"token_embd.weight": (vocab, 8), "output_norm.weight": (8,), "blk.0.attn_norm.weight": (8,),
+              "blk.0.ffn_norm.weight": (8,), "blk.0.attn_q.weight": (8, 8), "blk.0.attn_k.weight": (4, 8),
+              "blk.0.attn_v.weight": (4, 8), "blk.0.attn_output.weight": (8, 8), "blk.0.ffn_gate.weight": (16, 8),
+              "blk.0.ffn_up.weight": (16, 8), "blk.0.ffn_down.weight": (8, 16)}  # fmt: skip
+    for name, shape in shapes.items():
+        w.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+VOCAB_TOTAL = staticmethod(
+    lambda vocab: __import__("pipeline.formulas").formulas.llama_params(vocab, 8, 1, 16, 2, 1, True)
+)
+
+
+def test_a_262144_token_vocabulary_counts_in_seconds(tmp_path):
+    """Gemma's vocabulary: gguf.GGUFReader takes ~18 s on it (numpy objects for every token); the header here is
+    read in well under a second, the token list skipped and only its length kept (vocab_size)."""
+    import time
+
+    from pipeline import formulas, gguf_file, gguf_header, hmp
+
+    path = write_vocab_gguf(tmp_path / "vocab.gguf", 262_144)
+    start = time.perf_counter()
+    header = gguf_header.read(path)
+    assert time.perf_counter() - start < 2.0
+    tokens = header.fields["tokenizer.ggml.tokens"]
+    assert not tokens.decoded and tokens.count == 262_144  # skipped, its length kept
+    assert gguf_file.config([path])["vocab_size"] == 262_144  # no llama.vocab_size: len(tokens), as transformers
+    start = time.perf_counter()
+    got = hmp.count_source(str(path))
+    assert time.perf_counter() - start < 20.0  # the whole count, tie check included (112 s before)
+    assert got["summary"]["total"] == formulas.llama_params(262_144, 8, 1, 16, 2, 1, tied=True)
+
+
+def test_an_integer_embedding_is_counted_and_said_not_floats(workdir, monkeypatch):
+    """ggml's I8 holds integers, no scale: counted, but the value pass says it does not read them as floats."""
+    import pandas as pd
+
+    path = write_gguf(workdir / "src" / "i8.gguf", "F32", types={"token_embd.weight": "I8"})
+    inv, row = _run(workdir, monkeypatch, path, stages=(count, ties, bias, report))
+    assert row["total"] == llama_total()
+    assert inv.set_index("name").loc["model.embed_tokens.weight", "stored_dtype"] == "I8"
+    t = pd.read_csv(workdir / "results/ties.csv").iloc[0]
+    assert t["method"] == "no value evidence: token_embd.weight is stored as I8, not floats" and pd.isna(t["pearson_r"])
+    d = pd.read_csv(workdir / "results/distributions.csv")
+    assert d.loc[(d["by"] == "skipped") & (d["group"] == "I8"), "count"].tolist() == [V * D]
+    assert d.loc[d["by"] == "all", "count"].iloc[0] == llama_total() - V * D
+
+
+def test_a_folder_with_config_json_safetensors_and_gguf_counts_the_safetensors_and_says_so(
+    workdir, monkeypatch, caplog
+):
+    import json
+
+    from tests.checkpoints import tiny_checkpoint
+    from tests.test_stages import TINY_TOTAL
+
+    folder = tiny_checkpoint(workdir / "src" / "both")
+    write_gguf(folder / "tiny.gguf", "Q8_0")
+    with caplog.at_level("WARNING"):
+        _, row = _run(workdir, monkeypatch, folder)
+    assert row["total"] == TINY_TOTAL  # the GPT-2 closed form of the safetensors checkpoint, not the GGUF's Llama
+    assert "tiny.gguf not counted: model.safetensors is" in caplog.text
+    prov = json.loads((workdir / "data/models/g/provenance.json").read_text())
+    assert prov["not_counted"] == ["tiny.gguf"]
+    assert not list((workdir / "data/models/g").glob("*.gguf"))

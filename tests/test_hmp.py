@@ -87,6 +87,42 @@ def test_count_a_gguf_file(tmp_path):
     assert got["summary"]["model_type"] == "llama"
 
 
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+def test_count_a_tied_gguf_file(tmp_path, qtype):
+    """No output.weight (Llama-3.2-1B, Qwen2.5-0.5B, Gemma as llama.cpp writes them): it ended in a traceback."""
+    from tests.quantized import LLAMA
+    from tests.test_gguf import write_gguf
+
+    path = write_gguf(tmp_path / f"tied-{qtype}.gguf", qtype, drop="output.weight")
+    done = hmp("count", str(path), "--json", cwd=tmp_path)
+    assert "Traceback" not in done.stderr
+    got = json.loads(done.stdout)
+    assert got["summary"]["total"] == formulas.llama_params_from_config({**LLAMA, "tie_word_embeddings": True})
+    tie = got["tie"]
+    assert tie["declared_tied"] and tie["structural_tied"] and not tie["stored_separately"]
+    assert tie["pearson_r"] == 1.0 and tie["max_abs_diff"] == 0.0  # the stored embedding, re-tied by transformers
+    text = hmp("count", str(path), cwd=tmp_path).stdout
+    assert f"{got['summary']['total']:,} parameters" in text and "r = 1.000000" in text
+
+
+def test_a_folder_with_config_json_and_a_gguf_is_ambiguous(tmp_path):
+    """It was counted from config.json alone (22,688 parameters where the GGUF holds 41,248), without a word."""
+    from tests.test_gguf import write_gguf
+
+    folder = tmp_path / "both"
+    write_gguf(folder / "tiny.gguf", "Q8_0")
+    (folder / "config.json").write_text(json.dumps(TINY))
+    done = hmp("count", str(folder), cwd=tmp_path, ok=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and done.stdout == "" and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: {folder}: holds config.json and tiny.gguf but no safetensors")
+    assert f"name the .gguf file ({folder / 'tiny.gguf'}) or the config.json" in lines[0]
+    assert (
+        json.loads(hmp("count", str(folder / "tiny.gguf"), "--json", cwd=tmp_path).stdout)["summary"]["total"]
+        == llama_total()
+    )  # named, the GGUF counts
+
+
 def test_count_a_hub_id_from_the_local_cache(tmp_path):
     cache = tmp_path / "hf" / "hub"
     prefill_hub_cache(cache, "org/tiny-gpt2", COMMIT, tiny_checkpoint(tmp_path / "upstream", seed=5))

@@ -585,6 +585,140 @@ def gguf_missing_a_tensor(wd):
     _download("m")
 
 
+# GGUF headers: every count and length checked against the file before it is used (pipeline/gguf_header.py).
+
+
+def _gguf_renamed(wd: Path, name: str) -> str:
+    """A good GGUF file under another (split) name, registered as model m."""
+    first = _gguf_model(wd)
+    first.rename(first.with_name(name))
+    _add_model(wd, "m", {"source": "path", "path": str(first.with_name(name))})
+    return "m"
+
+
+def _gguf_patched(wd: Path, where, fmt: str, value: int, **kwargs) -> str:
+    """A good GGUF file with one number of its header overwritten; where(reader) is its byte offset, found by
+    gguf's own reader on the good file."""
+    import gguf
+
+    path = _gguf_model(wd, **kwargs)
+    offset = where(gguf.GGUFReader(path))
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(struct.pack("<" + fmt, value))
+    return "m"
+
+
+def _part(field, index: int) -> int:
+    """The byte offset of part `index` of a gguf ReaderField (a metadata pair's or a tensor info's)."""
+    return field.offset + sum(int(p.nbytes) for p in field.parts[:index])
+
+
+def _tensor_part(name: str, index: int):
+    """Parts of a tensor info: 0 name length, 1 name, 2 n_dims, 3 dims, 4 ggml type, 5 offset."""
+    return lambda r: _part(next(t for t in r.tensors if t.name == name).field, index)
+
+
+@case("download", "its name says a split set of 0 shards")
+def gguf_split_named_of_zero(wd):
+    return _gguf_renamed(wd, "tiny-00001-of-00000.gguf")
+
+
+@case("download", "its name says shard 2 of 1, which a set of 1 does not have")
+def gguf_split_shard_past_its_count(wd):
+    return _gguf_renamed(wd, "tiny-00002-of-00001.gguf")
+
+
+@case("download", "its name says a split set of 99,999 shards; a split GGUF has 1 to 512")
+def gguf_split_count_over_the_cap(wd):
+    return _gguf_renamed(wd, "tiny-00001-of-99999.gguf")
+
+
+@case("download", "its metadata says it is shard 1 of a 3-shard split set; name its first shard")
+def gguf_shard_renamed_as_a_model(wd):
+    """The first shard alone under a plain name would count a third of the model."""
+    first = _gguf_model(wd, split_max_tensors=8)
+    first.rename(first.with_name("tiny.gguf"))
+    _add_model(wd, "m", {"source": "path", "path": str(first.with_name("tiny.gguf"))})
+    return "m"
+
+
+@case("download", "tensor 'output.weight' (data bytes 0 to 2,176) overlaps tensor 'token_embd.weight'")
+def gguf_head_points_at_the_embedding_bytes(wd):
+    """An untied GGUF whose output.weight is token_embd.weight's bytes: it would give fake r = 1 evidence."""
+    return _gguf_patched(wd, _tensor_part("output.weight", 5), "Q", 0)
+
+
+@case("download", "is not a multiple of the alignment 32")
+def gguf_tensor_offset_not_aligned(wd):
+    return _gguf_patched(wd, _tensor_part("output.weight", 5), "Q", 2176 + 4)
+
+
+@case("download", "no architecture transformers can read (truncated: ")
+def gguf_truncated_in_its_metadata(wd):
+    path = _gguf_model(wd)
+    path.write_bytes(path.read_bytes()[:300])
+    return "m"
+
+
+@case("download", "past the end of the file")
+def gguf_truncated_in_its_data(wd):
+    path = _gguf_model(wd)
+    path.write_bytes(path.read_bytes()[:-1000])
+    return "m"
+
+
+@case("download", "its header lists 50,000 tensors, more than its")
+def gguf_tensor_count_beyond_the_file(wd):
+    return _gguf_patched(wd, lambda r: 8, "Q", 50_000)
+
+
+@case("download", "its header lists 50,000 metadata pairs, more than its")
+def gguf_kv_count_beyond_the_file(wd):
+    return _gguf_patched(wd, lambda r: 16, "Q", 50_000)
+
+
+@case("download", "metadata 'general.architecture' needs 1,099,511,627,776 bytes at byte")
+def gguf_string_length_beyond_the_file(wd):
+    return _gguf_patched(wd, lambda r: _part(r.fields["general.architecture"], 3), "Q", 1 << 40)
+
+
+@case("download", "'tokenizer.ggml.tokens': an array of 1,000,000,000,000 string items cannot fit")
+def gguf_array_of_10_12_items(wd):
+    return _gguf_patched(wd, lambda r: _part(r.fields["tokenizer.ggml.tokens"], 4), "Q", 10**12)
+
+
+@case("download", "tensor 'token_embd.weight' has 0 dimensions; a ggml tensor has 1 to 4")
+def gguf_tensor_with_no_dimensions(wd):
+    return _gguf_patched(wd, _tensor_part("token_embd.weight", 2), "I", 0)
+
+
+@case("download", "tensor 'token_embd.weight' has 9 dimensions; a ggml tensor has 1 to 4")
+def gguf_tensor_with_9_dimensions(wd):
+    return _gguf_patched(wd, _tensor_part("token_embd.weight", 2), "I", 9)
+
+
+@case("download", "tensor 'output_norm.weight': unknown ggml type 99")
+def gguf_unknown_ggml_type(wd):
+    return _gguf_patched(wd, _tensor_part("output_norm.weight", 4), "I", 99)
+
+
+@case("download", "more than ggml counts")
+def gguf_dims_whose_product_overflows(wd):
+    return _gguf_patched(wd, lambda r: _tensor_part("token_embd.weight", 3)(r) + 8, "Q", 1 << 62)  # 32 · 2^62 values
+
+
+@case("download", "holds config.json and tiny.gguf but no safetensors, so what to count is ambiguous; name the .gguf")
+def gguf_beside_a_config_json(wd):
+    """Counted from config.json alone, it gave 22,688 parameters where the GGUF holds 41,248: never silently."""
+    from tests.test_gguf import write_gguf
+
+    folder = _path_model(wd, "m")
+    (folder / "model.safetensors").unlink()
+    write_gguf(folder / "tiny.gguf", "Q8_0")
+    return "m"
+
+
 def _quantized_model(wd: Path, layout: str, **overrides) -> Path:
     from tests.quantized import quantized_llama
 
