@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements.lock
 PLOT_PAGE := .dvc/$(shell sed -n 's/^ *html_template *= *//p' .dvc/config)
 
 $(PLOT_PAGE): $(STAMP) pipeline/plotpage.py
-	python -m pipeline.plotpage
+	python -m pipeline.report.plotpage
 
 setup: $(STAMP) $(PLOT_PAGE) ## create .venv/ and install the pinned dependencies
 
@@ -60,7 +60,7 @@ format: $(STAMP) ## ruff format and import order
 	ruff check --fix . && ruff format .
 
 params: $(STAMP) ## rewrite params.yaml from conf/ (ARGS='sweep=gpt2-small' for overrides)
-	python -m pipeline.params $(ARGS)
+	python -m pipeline.core.compose $(ARGS)
 
 bench: $(STAMP) ## run the benchmarks and print their tables
 	python benchmarks/bench_pipeline.py

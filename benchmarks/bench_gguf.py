@@ -37,7 +37,7 @@ TARGET_SECONDS = 1.0  # what the vocabulary may add to hmp count (gguf's reader 
 OURS = """
 import sys, time
 from pathlib import Path
-from pipeline import gguf_file, gguf_header
+from pipeline.formats import gguf_file, gguf_header
 import transformers.modeling_gguf_pytorch_utils
 t = time.perf_counter()
 config = gguf_file.config([Path(sys.argv[1])])
@@ -63,7 +63,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORME
 
 
 def main() -> None:
-    from pipeline import formulas
+    from pipeline.model import formulas
     from tests.test_gguf import write_vocab_gguf
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,7 +79,9 @@ def main() -> None:
         rows: dict[str, list[Run]] = {"hmp": [], "hmp64": [], "ours": [], "gguf": [], "transformers": []}
         for _ in range(args.runs):  # interleaved, so a busy moment does not fall on one method only
             for key, file in (("hmp", path), ("hmp64", small)):
-                rows[key].append(run_python(["-m", "pipeline.hmp", "count", str(file), "--json"], cwd=ROOT, env=ENV))
+                rows[key].append(
+                    run_python(["-m", "pipeline.cli.hmp", "count", str(file), "--json"], cwd=ROOT, env=ENV)
+                )
             for key, code in (("ours", OURS), ("gguf", GGUF_READER), ("transformers", TRANSFORMERS)):
                 rows[key].append(run_python(["-c", code, str(path)], cwd=ROOT, env=ENV))
     during = load.during()

@@ -27,13 +27,16 @@ sys.path.insert(0, sys.argv[1])
 t0 = time.perf_counter()
 import torch, transformers
 from transformers import AutoConfig
-from pipeline import inventory, moe, params
+from pipeline.model import inventory, moe
+from pipeline.model import build
+from pipeline.core import params
+from pipeline.core import compose
 imports = time.perf_counter() - t0
 t1 = time.perf_counter()
-entry = params.compose(["sweep=dense-vs-moe"], conf_dir=sys.argv[1] + "/conf")["models"]["deepseek-v3"]
+entry = compose.compose(["sweep=dense-vs-moe"], conf_dir=sys.argv[1] + "/conf")["models"]["deepseek-v3"]
 arch = dict(entry["architecture"])
 config = AutoConfig.for_model(arch.pop("model_type"), **arch)
-model = inventory.build_meta(config, "deepseek-v3")
+model = build.build_meta(config, "deepseek-v3")
 inv = inventory.inventory(model, "deepseek-v3")
 _, top_k = moe.settings(config, moe.structure(model), "deepseek-v3")
 s = inventory.summarize(inv, top_k)

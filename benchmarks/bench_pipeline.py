@@ -49,7 +49,7 @@ def main() -> None:
             cold.append(timed(lambda repo=repo: dvc("repro", "-f", cwd=repo)))
             status = sh("git", "status", "--porcelain", cwd=repo).stdout
             changed.update(line[3:] for line in status.splitlines())
-            rss.append(run_python(["-m", "pipeline.count"], cwd=repo, env=ENV).peak_mib)
+            rss.append(run_python(["-m", "pipeline.stages.count"], cwd=repo, env=ENV).peak_mib)
             shutil.rmtree(repo)
     during = load.during()
 

@@ -48,20 +48,23 @@ PROJECT_META = """
 import sys, time
 from pathlib import Path
 import torch, transformers
-from pipeline import inventory
+from pipeline.model import inventory
+from pipeline.model import build
+from pipeline.model import config_file
 t = time.perf_counter()
-config = inventory.load_config(Path(sys.argv[1]), "m")
-total = inventory.summarize(inventory.inventory(inventory.build_meta(config, "m"), "m"))["total"]
+config = config_file.load_config(Path(sys.argv[1]), "m")
+total = inventory.summarize(inventory.inventory(build.build_meta(config, "m"), "m"))["total"]
 print(total, time.perf_counter() - t)
 """
 PROJECT_HEADERS = """
 import sys, time
 from pathlib import Path
 import torch, transformers
-from pipeline import checkpoint, inventory
+from pipeline import checkpoint
+from pipeline.model import inventory
 t = time.perf_counter()
 folder = Path(sys.argv[1])
-model = inventory.build_meta(inventory.load_config(folder, "m"), "m")
+model = build.build_meta(config_file.load_config(folder, "m"), "m")
 rec = checkpoint.reconcile(model, checkpoint.load_entries(folder)[0], "m")
 print(rec.checkpoint_tensors - sum(e.numel for e, _ in rec.buffers), time.perf_counter() - t)
 """
@@ -91,18 +94,21 @@ def value_pass(folder: Path, bins: int, every: int = 1) -> tuple[float, float]:
     """(seconds of the distributions pass, seconds of the embedding correlation) in this process."""
     import pandas as pd
 
-    from pipeline import checkpoint, inventory, values
+    from pipeline import checkpoint
+    from pipeline.model import build, config_file, inventory
+    from pipeline.values import correlate, reader
+    from pipeline.values.distributions import distributions
 
     entries, _ = checkpoint.load_entries(folder)
-    model = inventory.build_meta(inventory.load_config(folder, "m"), "m")
+    model = build.build_meta(config_file.load_config(folder, "m"), "m")
     rec = checkpoint.reconcile(model, entries, "m")
     inv = inventory.parameters(inventory.with_checkpoint(inventory.inventory(model, "m"), model, rec))
     start = time.perf_counter()
-    values.distributions(folder, entries, inv, "m", bins, every=every)
+    distributions.distributions(folder, entries, inv, "m", bins, every=every)
     dist = time.perf_counter() - start
     key = inv.loc[inv["is_input_embedding"], "checkpoint_key"].iloc[0]
     start = time.perf_counter()
-    acc = values.correlate_stored(values.Reader(folder, entries), key, key)
+    acc = correlate.correlate_stored(reader.Reader(folder, entries), key, key)
     corr = time.perf_counter() - start
     assert acc.pearson_r == 1.0
     del pd
@@ -130,7 +136,7 @@ def range_bytes(folder: Path) -> dict[str, int]:
         (work / "params.yaml").write_text(yaml.safe_dump(tiny_params(models), sort_keys=False))
         before = server.bytes_served
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_ENDPOINT": server.endpoint, "HF_HUB_OFFLINE": "0"}
-        subprocess.run([sys.executable, "-m", "pipeline.download", "m"], cwd=work, env=env, check=True,
+        subprocess.run([sys.executable, "-m", "pipeline.stages.download", "m"], cwd=work, env=env, check=True,
                        capture_output=True)  # fmt: skip
         prov = json.loads((work / "data/models/m/provenance.json").read_text())
         assert prov["bytes_fetched"] == server.bytes_served - before

@@ -25,7 +25,7 @@ from math import prod
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pipeline.cli import PipelineError, first_line, read_json
+from pipeline.core.errors import PipelineError, first_line, read_json
 
 if TYPE_CHECKING:
     import torch

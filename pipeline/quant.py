@@ -25,7 +25,7 @@ from math import ceil, prod
 from typing import Any
 
 from pipeline.checkpoint import Entry
-from pipeline.cli import PipelineError
+from pipeline.core.errors import PipelineError
 
 Reader = Callable[[Entry], bytes] | None  # a tensor's raw bytes, where the data can be read
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import checkpoint
-from pipeline.cli import PipelineError, first_line, read_json_object
+from pipeline.core.errors import PipelineError, first_line, read_json_object
 
 REQUEST_BYTES = 16 << 20  # one Range request fetches at most this much
 MAX_SMALL_FILE = 64 << 20  # config.json or an index read whole: anything longer is not one
@@ -227,7 +227,7 @@ def copy_ranges(files: dict[str, RangeFile], wanted: list[checkpoint.Entry], out
 
     A progress bar (bytes; on a terminal only, see pipeline/progress.py) follows the transfer.
     """
-    from pipeline import progress
+    from pipeline.core import progress
 
     header, offset = {}, 0
     for e in wanted:

@@ -65,32 +65,32 @@ def tiny_untied():
 
 def tiny_params(models: dict | None = None) -> dict:
     """A params mapping with tiny models, paths as in conf/config.yaml."""
-    from pipeline import params
+    from pipeline.core import compose
 
-    data = params.compose(["sweep=gpt2-tied-vs-untied"], conf_dir=ROOT / "conf")
+    data = compose.compose(["sweep=gpt2-tied-vs-untied"], conf_dir=ROOT / "conf")
     if models is None:
         models = {
             "tiny": {"source": "config", "stated_size": "20K", "architecture": dict(TINY)},
             "tiny-untied": {"source": "config", "architecture": {**TINY, "tie_word_embeddings": False}},
         }
     data["models"] = models
-    data.pop("sweep")  # these models are not that sweep's: nothing to compare them with (params.what_if)
+    data.pop("sweep")  # these models are not that sweep's: nothing to compare them with (compose.what_if)
     data["whatif"].update({"n_layer": [1, 2], "n_embd": [64, 128]})  # a small grid keeps the stages fast
     return data
 
 
 def compose_model(name: str) -> dict:
     """conf/model/<name>.yaml as composed by Hydra, alone."""
-    from pipeline import params
+    from pipeline.core import compose
 
     extra = [] if name == "gpt2" else ["~models.gpt2", f"+model@models.{name}={name}"]
-    data = params.compose(["sweep=gpt2-small", *extra], conf_dir=ROOT / "conf")
+    data = compose.compose(["sweep=gpt2-small", *extra], conf_dir=ROOT / "conf")
     return data["models"][name]
 
 
 def run_pipeline(workdir: Path, monkeypatch, models: dict | None = None) -> Path:
     """Write params.yaml for models (tiny_params' defaults when None), then run every stage in process."""
-    from pipeline import bias, count, download, report, ties
+    from pipeline.stages import bias, count, download, report, ties
 
     data = tiny_params(models)
     (workdir / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))

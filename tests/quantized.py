@@ -172,6 +172,6 @@ def quantized_llama(folder: Path, layout: str, **overrides) -> Path:
 
 def llama_total() -> int:
     """The tiny Llama's parameters, from formulas.llama_params (the closed form, not the code under test)."""
-    from pipeline import formulas
+    from pipeline.model import formulas
 
     return formulas.llama_params_from_config(LLAMA)

@@ -7,8 +7,8 @@ import os
 import pandas as pd
 import pytest
 
-from pipeline import atomic
-from pipeline.cli import PipelineError
+from pipeline.core import atomic
+from pipeline.core.errors import PipelineError
 
 
 def test_write_csv_is_stable_and_leaves_no_temp_files(tmp_path):
@@ -57,7 +57,7 @@ def test_write_dir_failure_leaves_the_old_folder(tmp_path, monkeypatch):
 
 KILLED_BETWEEN_RENAMES = """
 import os, signal, sys
-from pipeline import atomic
+from pipeline.core import atomic
 calls = []
 real = os.replace
 def replace(src, dst):

@@ -14,8 +14,10 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from pipeline import bias, checkpoint, count, download, inventory, report, ties
-from pipeline.cli import PipelineError
+from pipeline import checkpoint
+from pipeline.core.errors import PipelineError
+from pipeline.model import build
+from pipeline.stages import bias, count, download, report, ties
 from tests.checkpoints import (
     GPT2_SMALL,
     gpt2_config,
@@ -184,7 +186,7 @@ def test_pickle_is_refused_unless_allowed(workdir, monkeypatch):
     with safe_open(str(src / "model.safetensors"), "pt") as f:
         torch.save({k: f.get_tensor(k) for k in f.keys()}, folder / "pytorch_model.bin")
     _write_params({"pickled": _path_model(folder)})
-    proc = run_module("pipeline.download", "pickled", cwd=workdir)
+    proc = run_module("pipeline.stages.download", "pickled", cwd=workdir)
     assert proc.returncode == 1
     assert "pytorch_model.bin: pickle checkpoint refused" in proc.stderr and "allow_pickle: true" in proc.stderr
     assert not (workdir / "data/models/pickled").exists()
@@ -225,7 +227,7 @@ def test_bad_checkpoints_fail_with_one_line_and_no_output(workdir):
     cases["garbage"] = (f, "not a safetensors file")
     _write_params({name: _path_model(folder) for name, (folder, _) in cases.items()})
     for name, (_, message) in cases.items():
-        line = _error(run_module("pipeline.download", name, cwd=workdir))
+        line = _error(run_module("pipeline.stages.download", name, cwd=workdir))
         assert message in line, line
         assert not (workdir / "data/models" / name).exists()
 
@@ -233,7 +235,7 @@ def test_bad_checkpoints_fail_with_one_line_and_no_output(workdir):
 def test_architecture_disagreement_is_named(workdir):
     folder = tiny_checkpoint(workdir / "ck")
     _write_params({"m": _path_model(folder, architecture={**TINY, "n_layer": 3})})
-    line = _error(run_module("pipeline.download", "m", cwd=workdir))
+    line = _error(run_module("pipeline.stages.download", "m", cwd=workdir))
     assert "architecture.n_layer=3" in line and "says 2" in line
 
 
@@ -241,7 +243,7 @@ def _reconcile(folder, **arch_over):
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(**{**TINY, **arch_over})
-    model = inventory.build_meta(config, "m")
+    model = build.build_meta(config, "m")
     files, _ = checkpoint.weight_files(folder)
     return checkpoint.reconcile(model, checkpoint.read_checkpoint(folder, files), "m")
 
@@ -256,8 +258,7 @@ def test_reconcile_names_mismatched_missing_and_unexpected_keys(workdir):
         _reconcile(folder, n_layer=3)
     rec = _reconcile(folder)
     assert rec.checkpoint_tensors - sum(e.numel for e, _ in rec.buffers) == sum(
-        p.numel()
-        for p in inventory.build_meta(__import__("transformers").AutoConfig.for_model(**TINY), "m").parameters()
+        p.numel() for p in build.build_meta(__import__("transformers").AutoConfig.for_model(**TINY), "m").parameters()
     )
     # an extra tensor in a module that does not exist is unexpected, never a silent buffer
     from safetensors.torch import load_file, save_file
@@ -272,10 +273,10 @@ def test_reconcile_names_mismatched_missing_and_unexpected_keys(workdir):
 def test_count_stage_fails_on_a_checkpoint_that_does_not_match(workdir):
     folder = tiny_checkpoint(workdir / "ck")
     _write_params({"m": _path_model(folder)})
-    assert run_module("pipeline.download", "m", cwd=workdir).returncode == 0
+    assert run_module("pipeline.stages.download", "m", cwd=workdir).returncode == 0
     cfg = json.loads((workdir / "data/models/m/config.json").read_text())
     (workdir / "data/models/m/config.json").write_text(json.dumps({**cfg, "n_layer": 3}))
-    line = _error(run_module("pipeline.count", cwd=workdir))
+    line = _error(run_module("pipeline.stages.count", cwd=workdir))
     assert "model 'm': checkpoint does not match the architecture: missing keys: transformer.h.2" in line
     assert not (workdir / "results").exists()
 
@@ -300,7 +301,7 @@ def test_hub_source_from_a_prefilled_cache(workdir):
     }
     _write_params(models)
     for name in models:
-        proc = run_module("pipeline.download", name, cwd=workdir, env=_hub_env(cache))
+        proc = run_module("pipeline.stages.download", name, cwd=workdir, env=_hub_env(cache))
         assert proc.returncode == 0, proc.stderr
         prov = json.loads((workdir / "data/models" / name / "provenance.json").read_text())
         assert prov["revision"] == COMMIT  # a branch is resolved, and the sha recorded
@@ -310,7 +311,7 @@ def test_hub_source_from_a_prefilled_cache(workdir):
         data = (source / "model.safetensors").read_bytes()
         assert files["model.safetensors"]["sha256"] == hashlib.sha256(data).hexdigest()
         assert files["model.safetensors"]["bytes"] == len(data)
-    proc = run_module("pipeline.count", cwd=workdir, env=_hub_env(cache))
+    proc = run_module("pipeline.stages.count", cwd=workdir, env=_hub_env(cache))
     assert proc.returncode == 0, proc.stderr
     summary = pd.read_csv(workdir / "results/summary.csv").set_index("model")
     assert summary.loc["pinned", "revision"] == COMMIT and summary.loc["pinned", "source"] == "hub"
@@ -321,7 +322,7 @@ def test_hub_unreachable_without_a_cache(workdir):
     cache = workdir / "hf" / "hub"
     cache.mkdir(parents=True)
     _write_params({"m": {"source": "hub", "hub_id": "org/absent", "revision": COMMIT}})
-    line = _error(run_module("pipeline.download", "m", cwd=workdir, env=_hub_env(cache)))
+    line = _error(run_module("pipeline.stages.download", "m", cwd=workdir, env=_hub_env(cache)))
     assert "model 'm'" in line and "org/absent" in line and "HF_HUB_OFFLINE is set (offline mode)" in line
     assert "HF_HUB_OFFLINE=1 works from a pre-filled cache" in line and "or use source: config" in line
     assert not (workdir / "data").exists()
@@ -338,7 +339,7 @@ def test_hub_endpoint_that_refuses_connections(workdir):
     cache.mkdir(parents=True)
     _write_params({"m": {"source": "hub", "hub_id": "org/absent", "revision": COMMIT}})
     env = {"HF_HUB_CACHE": str(cache), "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_OFFLINE": "0"}
-    proc = run_module("pipeline.download", "m", cwd=workdir, env=env)
+    proc = run_module("pipeline.stages.download", "m", cwd=workdir, env=env)
     line = _error(proc)
     assert "model 'm'" in line and "cannot be reached" in line and "HF_HUB_OFFLINE=1" in line, line
     assert "Retrying" not in proc.stderr  # one probe, not huggingface_hub's ~25 s of backoff

@@ -7,8 +7,8 @@ import re
 import pytest
 import yaml
 
-from pipeline import params
-from pipeline.cli import PipelineError
+from pipeline.core import compose, params, schema, sizes
+from pipeline.core.errors import PipelineError
 from tests.conftest import ROOT, TINY, compose_model, tiny_params
 
 CONF = ROOT / "conf"
@@ -35,15 +35,15 @@ EXPECTED_SWEEPS = {
 def test_committed_params_yaml_equals_the_composition_of_conf():
     """dvc repro never recomposes; a drift here means `make params` was forgotten."""
     committed = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert committed == params.compose(conf_dir=CONF), "params.yaml differs from conf/: run `make params`"
+    assert committed == compose.compose(conf_dir=CONF), "params.yaml differs from conf/: run `make params`"
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_every_sweep_composes_into_valid_models(sweep):
-    data = params.compose([f"sweep={sweep}"], conf_dir=CONF)
+    data = compose.compose([f"sweep={sweep}"], conf_dir=CONF)
     cfg = params.from_dict(data)
     assert cfg.sweep == sweep  # recorded under its own file name: dvc exp show tells experiments apart by it
-    assert params.what_if(cfg, CONF) == {}  # composed without overrides: no model is a what-if variant
+    assert compose.what_if(cfg, CONF) == {}  # composed without overrides: no model is a what-if variant
     if sweep in EXPECTED_SWEEPS:
         assert list(cfg.models) == EXPECTED_SWEEPS[sweep]
     for spec in cfg.models.values():
@@ -53,20 +53,20 @@ def test_every_sweep_composes_into_valid_models(sweep):
 
 def test_shipped_sweeps_exist():
     assert set(EXPECTED_SWEEPS) <= set(SWEEPS)
-    assert params.compose(conf_dir=CONF)["models"].keys() == set(EXPECTED_SWEEPS["gpt2-family"])
+    assert compose.compose(conf_dir=CONF)["models"].keys() == set(EXPECTED_SWEEPS["gpt2-family"])
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_file_composes_and_validates(model):
     entry = compose_model(model)
     spec = params.model_spec(model, entry)
-    assert set(params.MODEL_FIELDS) <= set(entry)  # the public keys are all spelled out
+    assert set(schema.MODEL_FIELDS) <= set(entry)  # the public keys are all spelled out
     if spec.hub_id:
         assert re.fullmatch(r"[0-9a-f]{40}", spec.revision), "a hub model pins a full commit sha"
 
 
 def test_gpt2_models_carry_the_paper_sizes():
-    data = params.compose(conf_dir=CONF)["models"]
+    data = compose.compose(conf_dir=CONF)["models"]
     # GPT-2 paper, Table 2 (Radford et al. 2019).
     assert {k: v["stated_size"] for k, v in data.items()} == {
         "gpt2": "117M",
@@ -77,12 +77,12 @@ def test_gpt2_models_carry_the_paper_sizes():
 
 
 def test_architecture_override_reaches_the_model():
-    data = params.compose(["models.gpt2.architecture.n_layer=6"], conf_dir=CONF)
+    data = compose.compose(["models.gpt2.architecture.n_layer=6"], conf_dir=CONF)
     assert data["models"]["gpt2"]["architecture"]["n_layer"] == 6
 
 
 def test_untied_model_changes_only_the_tie():
-    data = params.compose(["sweep=gpt2-tied-vs-untied"], conf_dir=CONF)["models"]
+    data = compose.compose(["sweep=gpt2-tied-vs-untied"], conf_dir=CONF)["models"]
     tied, untied = data["gpt2"]["architecture"], data["gpt2-untied"]["architecture"]
     assert {k for k in tied if tied[k] != untied[k]} == {"tie_word_embeddings"}
     assert untied["tie_word_embeddings"] is False
@@ -107,7 +107,7 @@ def test_unknown_model_in_a_sweep_is_named(tmp_path):
     shutil.copytree(CONF, conf)
     (conf / "sweep" / "bad.yaml").write_text("# @package _global_\ndefaults:\n  - /model@models.gpt3: gpt3\n")
     with pytest.raises(PipelineError, match="model/gpt3") as err:
-        params.compose(["sweep=bad"], conf_dir=conf)
+        compose.compose(["sweep=bad"], conf_dir=conf)
     assert "\n" not in str(err.value)
 
 
@@ -158,23 +158,23 @@ def test_model_names_with_dots_are_refused():
     ("text", "value"), [("117M", 117_000_000), ("1542M", 1_542_000_000), ("1.5B", 1_500_000_000), ("20K", 20_000)]
 )
 def test_stated_sizes_parse_exactly(text, value):
-    assert params.parse_size(text, "m") == value
+    assert sizes.parse_size(text, "m") == value
 
 
 def test_an_override_that_changes_a_model_is_told_apart_from_its_sweep():
     overrides = ["models.gpt2.architecture.n_layer=6", "models.gpt2-xl.revision=abc", "models.gpt2-large.source=hub"]
-    data = params.compose(["sweep=gpt2-family", *overrides], CONF)
-    marked = params.what_if(params.from_dict(data), CONF)
+    data = compose.compose(["sweep=gpt2-family", *overrides], CONF)
+    marked = compose.what_if(params.from_dict(data), CONF)
     # gpt2 is another model now; gpt2-xl at another revision and gpt2-large from the Hub are the same models
     assert marked == {"gpt2": "architecture.n_layer=6 (conf/: 12)"}
     data["sweep"] = "no-such-sweep"  # a recorded sweep that no longer composes marks nothing (and raises nothing)
-    assert params.what_if(params.from_dict(data), CONF) == {}
+    assert compose.what_if(params.from_dict(data), CONF) == {}
 
 
 def test_a_what_if_note_names_fields_never_a_python_repr():
     """The README's `-S '~models.gpt2.architecture'` on a folder model: the note says what changed, in words."""
-    data = params.compose(["sweep=gpt2-small"], CONF)
+    data = compose.compose(["sweep=gpt2-small"], CONF)
     block = data["models"]["gpt2"]["architecture"]
     data["models"]["gpt2"].update(architecture=None, source="path", path="/models/gpt2")
-    note = params.what_if(params.from_dict(data), CONF)["gpt2"]
+    note = compose.what_if(params.from_dict(data), CONF)["gpt2"]
     assert note == f"architecture=none (conf/: a block of {len(block)} fields)"

@@ -8,7 +8,8 @@ import sys
 import pandas as pd
 import yaml
 
-from pipeline import conventions, count, download, inventory
+from pipeline.model import build, conventions, inventory
+from pipeline.stages import count, download
 from tests.checkpoints import GPT2_SMALL, gpt2_config, gpt2_hub_entries, write_sparse_safetensors
 from tests.conftest import compose_model, tiny_params
 
@@ -54,7 +55,7 @@ def test_conventions_without_a_checkpoint_leave_it_empty():
 
     entry = compose_model("pythia-70m")
     arch = dict(entry["architecture"])
-    model = inventory.build_meta(AutoConfig.for_model(arch.pop("model_type"), **arch), "p")
+    model = build.build_meta(AutoConfig.for_model(arch.pop("model_type"), **arch), "p")
     inv = inventory.inventory(model, "pythia-70m")
     row = {**inventory.summarize(inv), "checkpoint_tensors": None, "stated_params": None}
     got = {r["convention"]: r["params"] for r in conventions.conventions(inv, row)}

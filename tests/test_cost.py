@@ -7,8 +7,12 @@ import sys
 import pytest
 import yaml
 
-from pipeline import conventions, cost, count, download, params, results
-from pipeline.cli import PipelineError
+from pipeline.core import compose, params, results
+from pipeline.core.errors import PipelineError
+from pipeline.cost import estimates
+from pipeline.model import conventions
+from pipeline.model.count import count_built
+from pipeline.stages import download
 from tests.conftest import ROOT, compose_model, tiny_params
 
 SETTINGS = {"context": 0, "batch": 1, "adam_bytes_per_param": 16, "tokens_per_param": 20}
@@ -20,9 +24,9 @@ def _cost(workdir, monkeypatch, name: str, **settings) -> dict:
     monkeypatch.setattr(sys, "argv", ["download", name])
     download.main()
     spec = params.load().models[name]
-    inv, row, model, config = count._count(spec, workdir / "data/models" / name)
+    inv, row, model, config = count_built(spec, workdir / "data/models" / name)
     conv = {c["convention"]: c["params"] for c in conventions.conventions(inv, row)}
-    table = cost.table(name, model, config, row, conv, {**SETTINGS, **settings}, spec.auto_class == "causal_lm")
+    table = estimates.table(name, model, config, row, conv, {**SETTINGS, **settings}, spec.auto_class == "causal_lm")
     return dict(zip(table["quantity"], table["value"], strict=True))
 
 
@@ -76,14 +80,14 @@ def test_memory_figures_equal_accelerates(name):
     from accelerate.utils import calculate_maximum_sizes
     from transformers import AutoConfig
 
-    from pipeline import inventory
+    from pipeline.model import build, inventory
 
     arch = dict(compose_model(name)["architecture"])
     config = AutoConfig.for_model(arch.pop("model_type"), **arch)
     auto = compose_model(name)["auto_class"]
-    model = inventory.build_meta(config, name, auto)
+    model = build.build_meta(config, name, auto)
     total_bytes, (largest_bytes, largest_names) = calculate_maximum_sizes(model)
-    ours, names = cost.largest_layer(model)
+    ours, names = estimates.largest_layer(model)
     assert ours == largest_bytes and names == largest_names  # float32 meta model: 4 bytes a value
     params_ = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
@@ -96,7 +100,7 @@ def test_memory_figures_equal_accelerates(name):
 def _published_cfg(tmp_path, text: str):
     path = tmp_path / "published.csv"
     path.write_text(text)
-    data = params.compose(conf_dir=ROOT / "conf")
+    data = compose.compose(conf_dir=ROOT / "conf")
     data["paths"]["published"] = str(path.relative_to(tmp_path))
     return params.from_dict(data)
 
@@ -106,7 +110,7 @@ ROW = 'gpt2,117M,LAMBADA,perplexity,35.13,"Radford et al. 2019, Table 3"\n'
 
 
 def test_the_shipped_published_file_reads():
-    cfg = params.from_dict(params.compose(conf_dir=ROOT / "conf"))
+    cfg = params.from_dict(compose.compose(conf_dir=ROOT / "conf"))
     table = results.published(cfg)
     assert set(table["model"]) == {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"}
     assert (table["source"].str.contains("Table 3")).all() and (table["value"] > 0).all()
@@ -135,5 +139,5 @@ def test_power_law_recovers_a_known_exponent():
 
     n = [1e6, 1e7, 1e8, 1e9]
     ppl = [math.exp(5.0 * x**-0.076) for x in n]  # loss = 5 · N^-0.076, exactly
-    alpha, c = cost.power_law(n, ppl)
+    alpha, c = estimates.power_law(n, ppl)
     assert alpha == pytest.approx(0.076) and c == pytest.approx(5.0)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import formulas
+from pipeline.model import formulas
 from tests.conftest import TINY, tiny_params
 from tests.repo_copy import ENV, copy_repo, dvc
 
@@ -102,7 +102,7 @@ def test_dvc_repro_refuses_a_params_yaml_that_conf_no_longer_composes(tmp_path):
     out = proc.stderr + proc.stdout
     assert "params.yaml is not the composition of conf/" in out and "models.gpt2.architecture.n_layer" in out
     assert "make params" in out
-    subprocess.run([sys.executable, "-m", "pipeline.params"], cwd=repo, env=ENV, check=True)
+    subprocess.run([sys.executable, "-m", "pipeline.core.compose"], cwd=repo, env=ENV, check=True)
     dvc("repro", cwd=repo)
     summary = pd.read_csv(repo / "results/summary.csv").set_index("model")
     # GPT-2 small's closed form with 6 blocks: 124,439,808 − 6 · (12d² + 13d) = 81,912,576

@@ -30,7 +30,7 @@ def repo(tmp_path) -> Path:
     """This repository's tracked files and results in a fresh git repo, the offline page made as `make setup` does."""
     _chromium()  # skips here, before any work, where there is no browser
     repo = copy_repo(tmp_path / "repo")
-    sh(sys.executable, "-m", "pipeline.plotpage", cwd=repo)
+    sh(sys.executable, "-m", "pipeline.report.plotpage", cwd=repo)
     return repo
 
 

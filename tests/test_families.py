@@ -7,8 +7,8 @@ import json
 import pytest
 from transformers import AutoConfig
 
-from pipeline import formulas, inventory
-from pipeline.cli import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.model import build, config_file, formulas, inventory
 from tests.conftest import compose_model
 
 # Published totals, each from its source:
@@ -33,7 +33,7 @@ PYTHIA_NON_EMBEDDING = {"pythia-70m": 18_915_328, "pythia-160m": 85_056_000}  # 
 def _build(arch: dict, auto_class: str = "causal_lm"):
     arch = dict(arch)
     model_type = arch.pop("model_type")
-    return inventory.build_meta(AutoConfig.for_model(model_type, **arch), "m", auto_class)
+    return build.build_meta(AutoConfig.for_model(model_type, **arch), "m", auto_class)
 
 
 def _inv(name: str, **over):
@@ -196,10 +196,10 @@ def test_models_needing_remote_code_are_refused(tmp_path):
         json.dumps({"model_type": "my_arch", "auto_map": {"AutoModelForCausalLM": "modeling_my.MyModel"}})
     )
     with pytest.raises(PipelineError, match=r"needs the code shipped with the model .*trust_remote_code"):
-        inventory.load_config(folder, "m")
+        config_file.load_config(folder, "m")
     (folder / "config.json").write_text(json.dumps({"model_type": "my_arch"}))
     with pytest.raises(PipelineError, match=r"not built into transformers"):
-        inventory.load_config(folder, "m")
+        config_file.load_config(folder, "m")
 
 
 def _save(folder, state: dict, config: dict) -> None:

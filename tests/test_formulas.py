@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import formulas, inventory
+from pipeline.model import build, formulas, inventory
 from tests.conftest import compose_model, tiny_gpt2
 
 # Published totals of the released GPT-2 checkpoints: sum(p.numel() for p in model.parameters()) of
@@ -32,7 +32,7 @@ def _count(arch: dict) -> dict:
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(**arch)
-    model = inventory.build_meta(config, "m")
+    model = build.build_meta(config, "m")
     return inventory.summarize(inventory.inventory(model, "m"))
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import bias, count, download, params, report, ties
-from pipeline.cli import PipelineError
+from pipeline.core import params
+from pipeline.core.errors import PipelineError
+from pipeline.model.count import count_model
+from pipeline.stages import bias, count, download, report, ties
 from tests.conftest import tiny_params
 from tests.quantized import LLAMA, llama_total
 
@@ -90,7 +92,7 @@ def _run(workdir, monkeypatch, path, stages=()):
     download.main()
     for stage in stages:
         stage.main()
-    return count.count_model(params.load().models["g"], workdir / "data/models/g")
+    return count_model(params.load().models["g"], workdir / "data/models/g")
 
 
 @pytest.mark.parametrize("qtype", ["F32", "F16", "Q8_0", "Q4_0"])
@@ -257,7 +259,7 @@ CONFIG_CASES = {
 
 @pytest.mark.parametrize("case", list(CONFIG_CASES))
 def test_the_config_is_what_load_gguf_checkpoint_gives(case, tmp_path):
-    from pipeline import gguf_file
+    from pipeline.formats import gguf_file
 
     arch, kwargs = CONFIG_CASES[case]
     path, _ = write_model_gguf(tmp_path / f"{case}.gguf", arch, **kwargs)
@@ -272,7 +274,7 @@ def test_the_config_is_what_load_gguf_checkpoint_gives(case, tmp_path):
 def test_a_split_set_reads_as_its_single_file_twin(arch, tmp_path):
     """Split with the untied head in a later shard: the config is load_gguf_checkpoint's of the same model in one
     file. transformers itself reads the first shard only, so there it would be tied."""
-    from pipeline import gguf_file, gguf_header
+    from pipeline.formats import gguf_file, gguf_header
 
     single, _ = write_model_gguf(tmp_path / "one" / "m.gguf", arch, tied=False)
     first, _ = write_model_gguf(tmp_path / "split" / "m.gguf", arch, tied=False, split_max_tensors=8, head_last=True)
@@ -298,7 +300,7 @@ def test_a_tied_gguf_passes_every_stage(qtype, workdir, monkeypatch):
     """No output.weight, as llama.cpp writes Llama-3.2-1B, Qwen2.5-0.5B and Gemma: counted tied, the tie checked."""
     import pandas as pd
 
-    from pipeline import formulas, tying
+    from pipeline.model import formulas, tying
 
     path = write_gguf(workdir / "src" / f"tied-{qtype}.gguf", qtype, drop="output.weight")
     inv, row = _run(workdir, monkeypatch, path, stages=(count, ties, bias, report))
@@ -316,7 +318,7 @@ def test_a_tied_gguf_passes_every_stage(qtype, workdir, monkeypatch):
 def test_a_split_gguf_with_its_head_in_a_later_shard_is_counted_untied(workdir, monkeypatch):
     import pandas as pd
 
-    from pipeline import gguf_header
+    from pipeline.formats import gguf_header
 
     first = write_gguf(workdir / "src" / "tiny.gguf", "Q8_0", split_max_tensors=8, head_last=True)
     first = first.with_name("tiny-00001-of-00003.gguf")
@@ -332,13 +334,14 @@ def test_a_split_gguf_with_its_head_in_a_later_shard_is_counted_untied(workdir, 
 def test_hmp_count_parses_each_gguf_header_once(tmp_path):
     """Once per file per process: transformers' reader, then three listings and two architecture reads, parsed
     a file six times."""
-    from pipeline import gguf_header, hmp
+    from pipeline.cli import count
+    from pipeline.formats import gguf_header
 
     first = write_gguf(tmp_path / "src" / "tiny.gguf", "Q8_0", split_max_tensors=8).with_name(
         "tiny-00001-of-00003.gguf"
     )
     before = gguf_header.parses
-    got = hmp.count_source(str(first))
+    got = count.count_source(str(first))
     assert got["summary"]["total"] == llama_total()
     assert gguf_header.parses - before == 3  # one parse per shard, shared through the hard links hmp makes
 
@@ -385,7 +388,8 @@ def test_a_262144_token_vocabulary_counts_in_seconds(tmp_path):
     read in well under a second, the token list skipped and only its length kept (vocab_size)."""
     import time
 
-    from pipeline import formulas, gguf_file, gguf_header, hmp
+    from pipeline.formats import gguf_file, gguf_header
+    from pipeline.model import formulas
 
     path = write_vocab_gguf(tmp_path / "vocab.gguf", 262_144)
     start = time.perf_counter()
@@ -395,7 +399,7 @@ def test_a_262144_token_vocabulary_counts_in_seconds(tmp_path):
     assert not tokens.decoded and tokens.count == 262_144  # skipped, its length kept
     assert gguf_file.config([path])["vocab_size"] == 262_144  # no llama.vocab_size: len(tokens), as transformers
     start = time.perf_counter()
-    got = hmp.count_source(str(path))
+    got = count.count_source(str(path))
     assert time.perf_counter() - start < 20.0  # the whole count, tie check included (112 s before)
     assert got["summary"]["total"] == formulas.llama_params(262_144, 8, 1, 16, 2, 1, tied=True)
 

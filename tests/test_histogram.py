@@ -8,14 +8,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import figures, values
+from pipeline.report.plotdata import rebinned
+from pipeline.values import moments
 
 
 def test_every_value_lands_in_the_bucket_of_its_top_16_bits():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 0.02, 10_000), np.ones(300), np.zeros(50), -np.ones(7), [np.inf, np.nan]])
     x = x.astype(np.float32)
-    h = values.Histogram()
+    h = moments.Histogram()
     for part in np.array_split(x, 7):  # chunking must not matter
         h.add(torch.from_numpy(part.copy()))
     rows = pd.DataFrame(h.rows())
@@ -33,13 +34,13 @@ def test_every_value_lands_in_the_bucket_of_its_top_16_bits():
 
 
 def test_rebinned_over_each_groups_own_range():
-    h = values.Histogram()
+    h = moments.Histogram()
     h.add(torch.randn(100_000) * 0.02)
     rows = pd.DataFrame(h.rows()).assign(model="m", group="weights")
-    gains = values.Histogram()
+    gains = moments.Histogram()
     gains.add(torch.ones(64))
     rows = pd.concat([rows, pd.DataFrame(gains.rows()).assign(model="m", group="norm_gains")])
-    data = figures.rebinned(rows, bins=50)
+    data = rebinned(rows, bins=50)
     w = data[data["group"] == "weights"]
     assert len(w) == 50 and w["value"].min() > -0.1 and w["value"].max() < 0.1  # std 0.02: its own range
     width = w["value"].diff().iloc[1]
@@ -51,7 +52,7 @@ def test_every_kth_value_of_each_tensor_whatever_the_chunking():
     rng = np.random.default_rng(1)
     tensors = [rng.normal(0, 0.02, n).astype(np.float32) for n in (1000, 37, 5, 4097)]
     for every in (1, 3, 8):
-        h = values.Histogram(every)
+        h = moments.Histogram(every)
         for x in tensors:
             h.begin()
             for part in np.array_split(x, 6):  # uneven chunks, some shorter than the stride
@@ -66,12 +67,12 @@ def test_every_kth_value_of_each_tensor_whatever_the_chunking():
 
 def test_merged_histograms_count_what_each_held():
     x = torch.randn(10_000)
-    one, two, merged = values.Histogram(), values.Histogram(), values.Histogram()
+    one, two, merged = moments.Histogram(), moments.Histogram(), moments.Histogram()
     one.add(x[:3000])
     two.add(x[3000:])
     merged.merge(one)
     merged.merge(two)
-    merged.merge(values.Histogram())  # an empty one adds nothing
-    whole = values.Histogram()
+    merged.merge(moments.Histogram())  # an empty one adds nothing
+    whole = moments.Histogram()
     whole.add(x)
     assert merged.rows() == whole.rows() and sum(r["count"] for r in whole.rows()) == 10_000

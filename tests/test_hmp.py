@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import formulas
+from pipeline.model import formulas
 from tests.checkpoints import prefill_hub_cache, tiny_checkpoint
 from tests.conftest import ROOT, TINY
 from tests.quantized import llama_total

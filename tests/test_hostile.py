@@ -24,8 +24,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import bias, count, download, params, report, ties
-from pipeline.cli import PipelineError
+from pipeline.core import compose, params
+from pipeline.core.errors import PipelineError
+from pipeline.model.whatif import whatif_grid
+from pipeline.stages import bias, count, download, report, ties
 from tests.checkpoints import tiny_checkpoint
 from tests.conftest import ROOT, TINY, TINY_LLAMA, tiny_params
 
@@ -35,7 +37,7 @@ LLAMA = {"model_type": "llama", **TINY_LLAMA}
 
 def _write_params(data: dict, generated: bool = False) -> None:
     text = yaml.safe_dump(data, sort_keys=False)
-    Path("params.yaml").write_text((params.GENERATED if generated else "") + text)
+    Path("params.yaml").write_text((compose.GENERATED if generated else "") + text)
 
 
 def _good_params(wd: Path) -> dict:
@@ -775,7 +777,7 @@ def output_path_outside(wd):
 
 @case("download", "params.yaml is not the composition of conf/")
 def conf_edited_without_make_params(wd):
-    data = params.compose(conf_dir=wd / "conf")
+    data = compose.compose(conf_dir=wd / "conf")
     _write_params(data, generated=True)
     gpt2 = wd / "conf/model/gpt2.yaml"
     gpt2.write_text(gpt2.read_text().replace("n_layer: 12 ", "n_layer: 6 "))
@@ -865,11 +867,11 @@ def test_outputs_honour_the_umask(good_workspace, tmp_path, monkeypatch):
 
 def test_whatif_grid_varies_any_family():
     """whatif.base may be a Llama: the grid varies its real depth and width (it was one number repeated)."""
-    from pipeline import formulas
+    from pipeline.model import formulas
 
-    data = params.compose(["model@whatif.base=tinyllama-1_1b"], conf_dir=ROOT / "conf")
+    data = compose.compose(["model@whatif.base=tinyllama-1_1b"], conf_dir=ROOT / "conf")
     data["whatif"].update({"n_layer": [1, 2], "n_embd": [512, 1024]})
-    grid = count.whatif_grid(params.from_dict(data))
+    grid = whatif_grid(params.from_dict(data))
     base = data["whatif"]["base"]["architecture"]
     for row in grid.itertuples():
         heads = row.n_embd // 64
@@ -882,10 +884,10 @@ def test_whatif_grid_varies_any_family():
 
 
 def test_whatif_grid_refuses_widths_that_break_grouped_query_attention():
-    data = params.compose(["model@whatif.base=tinyllama-1_1b"], conf_dir=ROOT / "conf")
+    data = compose.compose(["model@whatif.base=tinyllama-1_1b"], conf_dir=ROOT / "conf")
     data["whatif"].update({"n_layer": [1], "n_embd": [256]})
     with pytest.raises(PipelineError, match=r"whatif: 4 heads \(d=256\) cannot keep whatif.base's 8 query heads"):
-        count.whatif_grid(params.from_dict(data))
+        whatif_grid(params.from_dict(data))
 
 
 def test_a_yaml_error_in_conf_is_one_line_naming_the_file(tmp_path):
@@ -894,7 +896,7 @@ def test_a_yaml_error_in_conf_is_one_line_naming_the_file(tmp_path):
     shutil.copytree(ROOT / "conf", tmp_path / "conf")
     with open(tmp_path / "conf/model/gpt2.yaml", "a") as fh:
         fh.write("n_layer: [1, 2\nfoo: : bar\n")
-    proc = run_module("pipeline.params", cwd=tmp_path)
+    proc = run_module("pipeline.core.compose", cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "conf/model/gpt2.yaml: line" in proc.stderr and "not valid YAML" in proc.stderr
@@ -937,8 +939,8 @@ def test_a_tensor_name_cannot_forge_a_second_error_line(good_workspace, tmp_path
     header = json.loads(raw[8 : 8 + n])
     header["wpe.weight\nerror: forged" + "x" * 5000] = header.pop("wpe.weight")
     _safetensors(folder / "model.safetensors", header, raw[8 + n :])
-    assert run_module("pipeline.download", "m", cwd=wd).returncode == 0
-    proc = run_module("pipeline.count", cwd=wd)
+    assert run_module("pipeline.stages.download", "m", cwd=wd).returncode == 0
+    proc = run_module("pipeline.stages.count", cwd=wd)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and lines[-1].startswith("error: model 'm'") and "Traceback" not in proc.stderr
     assert sum(line.startswith("error") for line in lines) == 1 and len(lines[-1]) <= 1000 + len("error: ")
@@ -957,9 +959,9 @@ def test_every_refused_model_of_a_sweep_is_named_in_one_run(good_workspace, tmp_
     data["models"]["typo2"] = {"source": "config", "architecture": {**arch, "n_layers_": 2}}
     (wd / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     for name in ("typo1", "typo2"):
-        assert run_module("pipeline.download", name, cwd=wd).returncode == 0
+        assert run_module("pipeline.stages.download", name, cwd=wd).returncode == 0
     before = _snapshot(wd / "results")
-    proc = run_module("pipeline.count", cwd=wd)
+    proc = run_module("pipeline.stages.count", cwd=wd)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert errors[0].startswith("error: model 'typo1': architecture.n_layerr is not a field of GPT2Config")

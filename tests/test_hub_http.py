@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipeline import remote
-from pipeline.cli import PipelineError
+from pipeline.core.errors import PipelineError
 from tests.checkpoints import tiny_checkpoint
 from tests.conftest import run_module, tiny_params
 from tests.http_range_server import RangeServer
@@ -146,7 +146,10 @@ def test_range_reads_carry_the_token_and_retry_a_5xx_logging_each_line_once(work
     with RangeServer(upstream, "org/model", SHA) as server:
         server.fail_next = [503]
         proc = run_module(
-            "pipeline.download", "m", cwd=workdir, env=_env(server.endpoint, workdir, HF_TOKEN=TOKEN, HMP_PROGRESS="1")
+            "pipeline.stages.download",
+            "m",
+            cwd=workdir,
+            env=_env(server.endpoint, workdir, HF_TOKEN=TOKEN, HMP_PROGRESS="1"),
         )
         assert proc.returncode == 0, proc.stderr
         served, gets = server.bytes_served, server.headers_of("GET")
@@ -171,12 +174,12 @@ def test_full_download_through_snapshot_download(workdir, upstream, monkeypatch)
     with RangeServer(upstream, "org/model", SHA) as server:
         server.fail_next = [429]
         env = _env(server.endpoint, workdir, HF_TOKEN=TOKEN, HMP_PROGRESS="1")
-        proc = run_module("pipeline.download", "m", cwd=workdir, env=env)
+        proc = run_module("pipeline.stages.download", "m", cwd=workdir, env=env)
         assert proc.returncode == 0, proc.stderr
         seen = list(server.seen)
         # unforced, on a pipe, none of the library's bars is drawn, "Fetching 2 files" included (a fresh cache)
         env = _env(server.endpoint, workdir, HF_TOKEN=TOKEN, HF_HUB_CACHE=str(workdir / "other-cache"))
-        quiet = run_module("pipeline.download", "m", cwd=workdir, env=env)
+        quiet = run_module("pipeline.stages.download", "m", cwd=workdir, env=env)
     assert quiet.returncode == 0 and "Fetching" not in quiet.stderr and "%|" not in quiet.stderr, quiet.stderr
     assert server.failures == 1 and proc.stderr.count("Retrying in 1s") == 1, proc.stderr
     assert any(path.startswith(f"/api/models/org/model/tree/{SHA}") for _, path, _ in seen)
@@ -206,7 +209,7 @@ def test_no_hub_is_one_line_within_seconds(workdir, fetch, case):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     env = _env(endpoint, workdir, HF_HUB_OFFLINE="1" if case == "offline" else "0")
     start = time.monotonic()
-    proc = run_module("pipeline.download", "m", cwd=workdir, env=env)
+    proc = run_module("pipeline.stages.download", "m", cwd=workdir, env=env)
     elapsed = time.monotonic() - start
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -231,7 +234,7 @@ def test_an_endpoint_that_never_answers_is_reported_after_the_probe(workdir):
         listener.listen(8)
         endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
         start = time.monotonic()
-        proc = run_module("pipeline.download", "m", cwd=workdir, env=_env(endpoint, workdir))
+        proc = run_module("pipeline.stages.download", "m", cwd=workdir, env=_env(endpoint, workdir))
         elapsed = time.monotonic() - start
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import inventory
-from pipeline.cli import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.model import inventory
 from tests.conftest import tiny_gpt2
 
 
@@ -130,6 +130,6 @@ def test_an_unrecognised_parameter_is_a_loud_error(tiny_model):
 
 
 def test_every_component_has_a_figure_label():
-    from pipeline import figures
+    from pipeline.report.plotting import COMPONENT_LABELS
 
-    assert list(figures.COMPONENT_LABELS) == list(inventory.COMPONENTS)
+    assert list(COMPONENT_LABELS) == list(inventory.COMPONENTS)

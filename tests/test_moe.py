@@ -9,8 +9,12 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from pipeline import conventions, count, download, formulas, inventory, moe, params
-from pipeline.cli import PipelineError
+from pipeline.core import compose, params, sizes
+from pipeline.core.errors import PipelineError
+from pipeline.model import conventions, formulas, inventory, moe
+from pipeline.model.count import count_model
+from pipeline.stages import download
+from pipeline.values import distributions
 from tests.conftest import ROOT, TINY_LLAMA, compose_model, tiny_gpt2, tiny_params
 
 TINY = TINY_LLAMA  # the attention and sizes every tiny mixture below shares
@@ -152,10 +156,10 @@ def test_shipped_moe_models_match_their_cards(name, workdir, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["download", name])
     download.main()
     spec = params.load().models[name]
-    inv, row = count.count_model(spec, workdir / "data/models" / name)
+    inv, row = count_model(spec, workdir / "data/models" / name)
     convs = {r["convention"]: r["params"] for r in conventions.conventions(inv, row)}
-    assert params.rounds_to(row["total"], spec.stated_size), (row["total"], spec.stated_size)
-    assert params.rounds_to(convs[CARDS[name]], spec.stated_active), (convs[CARDS[name]], spec.stated_active)
+    assert sizes.rounds_to(row["total"], spec.stated_size), (row["total"], spec.stated_size)
+    assert sizes.rounds_to(convs[CARDS[name]], spec.stated_active), (convs[CARDS[name]], spec.stated_active)
 
 
 def test_mixtral_8x7b_closed_form():
@@ -222,7 +226,7 @@ def _count_folder(workdir, monkeypatch, folder):
     (workdir / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     monkeypatch.setattr(sys, "argv", ["download", "m"])
     download.main()
-    return count.count_model(params.load().models["m"], workdir / "data/models/m")
+    return count_model(params.load().models["m"], workdir / "data/models/m")
 
 
 @pytest.mark.parametrize("per_expert", [True, False], ids=["published-per-expert", "fused"])
@@ -278,7 +282,7 @@ def test_deepseek_multi_token_prediction_layer_is_listed_apart(workdir, monkeypa
 
 
 def test_dense_vs_moe_sweep_composes():
-    data = params.compose(["sweep=dense-vs-moe"], conf_dir=ROOT / "conf")
+    data = compose.compose(["sweep=dense-vs-moe"], conf_dir=ROOT / "conf")
     cfg = params.from_dict(data)
     assert {"mixtral-8x7b", "qwen1_5-moe-a2_7b", "olmoe-1b-7b", "deepseek-v3", "gpt-oss-20b"} <= set(cfg.models)
     assert sum(1 for s in cfg.models.values() if s.stated_active is None) >= 2  # the dense models beside them
@@ -286,14 +290,14 @@ def test_dense_vs_moe_sweep_composes():
 
 def test_value_pass_reads_every_expert_of_a_per_expert_checkpoint(workdir, monkeypatch):
     """The bias stage's value statistics cover every parameter, merged experts read from all their tensors."""
-    from pipeline import values
+    from pipeline.values.distributions import distributions
 
     folder = _mixtral_folder(workdir / "ck", _mixtral_state(True))
     inv, row = _count_folder(workdir, monkeypatch, folder)
     from pipeline import checkpoint
 
     entries, _ = checkpoint.load_entries(workdir / "data/models/m")
-    stats, _ = values.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", 10)
+    stats, _ = distributions.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", 10)
     assert int(stats.loc[stats["by"] == "all", "count"].iloc[0]) == row["total"]
     experts = stats[(stats["by"] == "component") & (stats["group"] == "experts")]
     assert int(experts["count"].iloc[0]) == row["routed_expert_params"]
@@ -303,7 +307,7 @@ def test_gpt_oss_sinks_have_a_value_group(workdir, monkeypatch):
     import torch
     from safetensors.torch import save_file
 
-    from pipeline import checkpoint, values
+    from pipeline import checkpoint
 
     config, model = _build("gpt_oss")
     state = {n: torch.randn(*p.shape) for n, p in model.state_dict().items()}
@@ -313,7 +317,7 @@ def test_gpt_oss_sinks_have_a_value_group(workdir, monkeypatch):
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     inv, row = _count_folder(workdir, monkeypatch, folder)
     entries, _ = checkpoint.load_entries(workdir / "data/models/m")
-    stats, _ = values.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", 10)
+    stats, _ = distributions.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", 10)
     sinks = stats[(stats["by"] == "group") & (stats["group"] == "attention_sinks")]
     assert int(sinks["count"].iloc[0]) == 2 * 4  # 2 layers, one sink per head
 

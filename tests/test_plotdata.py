@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import plotdata, plotpage, report
-from pipeline.cli import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.report import plotdata, plotpage
+from pipeline.stages import report
 from tests.checkpoints import tiny_checkpoint
 from tests.conftest import ROOT, run_pipeline
 

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import count, formulas, params, sources
-from pipeline.cli import PipelineError
+from pipeline import sources
+from pipeline.core import params
+from pipeline.core.errors import PipelineError
+from pipeline.model import formulas
+from pipeline.model.count import count_model
 
 CONFIGS = Path(__file__).parent / "published_configs"
 FILES = sorted(CONFIGS.glob("*.json"))
@@ -84,7 +87,7 @@ def _count(entry: dict, tmp_path: Path) -> dict:
     out.mkdir(parents=True)
     record = sources.materialise(spec, out, hashes=False)
     (out / "provenance.json").write_text(json.dumps(record))
-    return count.count_model(spec, out)[1]
+    return count_model(spec, out)[1]
 
 
 def test_the_corpus_spans_many_families():

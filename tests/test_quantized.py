@@ -10,8 +10,10 @@ import pytest
 import torch
 import yaml
 
-from pipeline import bias, count, download, params
-from pipeline.cli import PipelineError
+from pipeline.core import params
+from pipeline.core.errors import PipelineError
+from pipeline.model.count import count_model
+from pipeline.stages import bias, count, download
 from tests.conftest import tiny_params
 from tests.quantized import CONFIGS, linear_shapes, llama_total, quantized_llama
 
@@ -21,7 +23,7 @@ def _count(workdir, monkeypatch, folder, name="q"):
     (workdir / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     monkeypatch.setattr(sys, "argv", ["download", name])
     download.main()
-    return count.count_model(params.load().models[name], workdir / "data/models" / name)
+    return count_model(params.load().models[name], workdir / "data/models" / name)
 
 
 @pytest.mark.parametrize("layout", list(CONFIGS))
@@ -169,7 +171,7 @@ def test_fp8_values_are_dequantized_with_their_scales(layout, workdir, monkeypat
     import pandas as pd
     from safetensors import safe_open
 
-    from pipeline import ties
+    from pipeline.stages import ties
 
     folder = quantized_llama(workdir / "ck", layout)
     _count(workdir, monkeypatch, folder)
@@ -188,10 +190,11 @@ def test_fp8_values_are_dequantized_with_their_scales(layout, workdir, monkeypat
         full = s.repeat_interleave(16, 0).repeat_interleave(16, 1)[: w.shape[0], : w.shape[1]]
     else:  # one scale per output channel
         full = s.expand_as(w)
-    from pipeline import formats, values
+    from pipeline import formats
+    from pipeline.values import reader
 
     loaded = formats.load(workdir / "data/models/q", "q")
-    reader = values.Reader(
+    reader = reader.Reader(
         workdir / "data/models/q", loaded.regrouped.entries + loaded.regrouped.metadata, 64, loaded.regrouped.scales
     )
     got = torch.cat(list(reader.chunks("model.layers.0.mlp.down_proj.weight")))

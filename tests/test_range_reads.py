@@ -32,7 +32,7 @@ def _range_model(**extra) -> dict:
 
 def _pipeline(workdir, server, names):
     for name in names:
-        proc = run_module("pipeline.download", name, cwd=workdir, env=_env(server))
+        proc = run_module("pipeline.stages.download", name, cwd=workdir, env=_env(server))
         assert proc.returncode == 0, proc.stderr
     for stage in ("count", "ties", "bias", "report"):
         proc = run_module(f"pipeline.{stage}", cwd=workdir, env=_env(server))
@@ -111,12 +111,12 @@ def test_sharded_checkpoint_by_range_reads(workdir):
 
 def test_range_reads_refused_offline_and_on_a_missing_file(workdir):
     _params(workdir, {"m": _range_model()})
-    proc = run_module("pipeline.download", "m", cwd=workdir, env={"HF_HUB_OFFLINE": "1"})
+    proc = run_module("pipeline.stages.download", "m", cwd=workdir, env={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 1 and "HF_HUB_OFFLINE is set (offline mode) and fetch: range reads" in proc.stderr
     empty = workdir / "empty"
     empty.mkdir()
     with RangeServer(empty, "org/model", SHA) as server:
-        proc = run_module("pipeline.download", "m", cwd=workdir, env=_env(server))
+        proc = run_module("pipeline.stages.download", "m", cwd=workdir, env=_env(server))
     assert proc.returncode == 1 and "config.json not found on the Hub" in proc.stderr
     assert not (workdir / "data").exists()
 

@@ -84,10 +84,11 @@ def test_an_override_that_changes_the_architecture_is_marked_and_loses_its_state
     import pandas as pd
     import yaml
 
-    from pipeline import bias, count, download, params, report, ties
+    from pipeline.core import compose
+    from pipeline.stages import bias, count, download, report, ties
 
     # what `dvc exp run -S sweep=gpt2-small -S models.gpt2.architecture.n_layer=6` composes
-    data = params.compose(["sweep=gpt2-small", "models.gpt2.architecture.n_layer=6"], workdir / "conf")
+    data = compose.compose(["sweep=gpt2-small", "models.gpt2.architecture.n_layer=6"], workdir / "conf")
     (workdir / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     monkeypatch.setattr(sys, "argv", ["download", "gpt2"])
     download.main()

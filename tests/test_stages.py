@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import bias, count, download, report, ties
+from pipeline.stages import bias, count, download, report, ties
 from tests.conftest import TINY, copy_workspace, run_module, tiny_params
 
 D, V, P, L = TINY["n_embd"], TINY["vocab_size"], TINY["n_positions"], TINY["n_layer"]
@@ -118,7 +118,7 @@ def _one_error_line(proc) -> str:
 )
 def test_impossible_architecture_fails_download_without_output(workdir, arch, field):
     _write_params(tiny_params({"bad": {"source": "config", "architecture": arch}}))
-    line = _one_error_line(run_module("pipeline.download", "bad", cwd=workdir))
+    line = _one_error_line(run_module("pipeline.stages.download", "bad", cwd=workdir))
     assert "model 'bad'" in line and f"architecture.{field}" in line
     assert not (workdir / "data").exists()
 
@@ -126,23 +126,23 @@ def test_impossible_architecture_fails_download_without_output(workdir, arch, fi
 def test_count_refuses_a_bad_model_and_writes_nothing(workdir):
     _write_params(tiny_params())
     for name in ("tiny", "tiny-untied"):
-        assert run_module("pipeline.download", name, cwd=workdir).returncode == 0
+        assert run_module("pipeline.stages.download", name, cwd=workdir).returncode == 0
     # a config.json whose model_type transformers does not know (e.g. one that needs remote code)
     (workdir / "data/models/tiny-untied/config.json").write_text(json.dumps({"model_type": "my-own-arch"}))
-    line = _one_error_line(run_module("pipeline.count", cwd=workdir))
+    line = _one_error_line(run_module("pipeline.stages.count", cwd=workdir))
     assert "model 'tiny-untied'" in line and "my-own-arch" in line
     assert not (workdir / "results").exists()
 
 
 def test_download_of_a_model_not_in_params(workdir):
     _write_params(tiny_params())
-    line = _one_error_line(run_module("pipeline.download", "gpt5", cwd=workdir))
+    line = _one_error_line(run_module("pipeline.stages.download", "gpt5", cwd=workdir))
     assert "model 'gpt5'" in line
 
 
 def test_stage_before_its_inputs_exist(workdir):
     _write_params(tiny_params())
-    line = _one_error_line(run_module("pipeline.ties", cwd=workdir))
+    line = _one_error_line(run_module("pipeline.stages.ties", cwd=workdir))
     assert "results/summary.csv" in line
 
 

@@ -1,0 +1,105 @@
+"""`hmp`: count any model in one command, or add it to the pipeline's sweep.
+
+    hmp count SOURCE [--revision REV] [--json] [--per-layer]
+    hmp add NAME SOURCE [--revision REV] [--sweep SWEEP] [--stated-size 117M]
+
+SOURCE is a config.json file, a checkpoint folder (safetensors, or a GGUF file or folder), or a Hub id
+(`openai-community/gpt2`). `count` runs the stages' own library on it (the download stage's source
+checks and links, the count stage's inventory, reconciliation and conventions, the ties stage's
+evidence, the bias stage's split) in a temporary folder, and prints what the report would say of it.
+`add` writes conf/model/NAME.yaml (a Hub id pinned to the commit it resolved), lists it in a sweep and
+rewrites params.yaml, so `dvc repro` counts it with the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+
+from pipeline.cli.add import add
+from pipeline.cli.count import count_source, text
+from pipeline.core.errors import PipelineError, first_line
+
+log = logging.getLogger("hmp")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="hmp", description="Exact parameter counts of any transformer.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("count", help="count a config.json, a checkpoint folder, a .gguf file or a Hub id")
+    c.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
+    c.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
+    c.add_argument("--name", help="the model's name in the output (default: from the source)")
+    c.add_argument("--json", action="store_true", help="print JSON for scripts")
+    c.add_argument("--per-layer", action="store_true", help="also a torchinfo-style table of modules and blocks")
+    c.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
+    a = sub.add_parser("add", help="add a model to conf/ and params.yaml, for dvc repro")
+    a.add_argument("name", help="the model's name in the pipeline (letters, digits, '-' and '_')")
+    a.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
+    a.add_argument("--revision", help="Hub branch, tag or commit to pin (default: main, resolved to its commit)")
+    a.add_argument("--sweep", help="the conf/sweep/ file to list it in (default: the sweep params.yaml records)")
+    a.add_argument("--stated-size", help="the size its authors state, e.g. 117M (the report compares it)")
+    a.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP + " (written as allow_pickle: true)")
+    args = parser.parse_args(argv)
+    try:
+        _command(args)
+    except PipelineError as exc:  # the stages' advice names model-file fields; here the user gave a source
+        raise PipelineError(_for_hmp(str(exc))) from None
+
+
+PICKLE_HELP = "load .bin/.pt checkpoints with torch.load(weights_only=True) (pickle can run code)"
+# The stages' advice, as an hmp user can follow it: options instead of model-file fields
+HMP_ADVICE = (
+    (r"\buse source: config\b", "use its config.json instead"),
+    (r"set allow_pickle: true in the model config", "pass --allow-pickle"),
+    (r"set config_only: true to count it from its config alone", "give its config.json to count it alone"),
+)
+
+
+def _for_hmp(message: str) -> str:
+    for pattern, advice in HMP_ADVICE:
+        message = re.sub(pattern, advice, message)
+    return message
+
+
+def _command(args: argparse.Namespace) -> None:
+    if args.command == "count":
+        result = count_source(args.source, args.revision, args.name, args.allow_pickle)
+        _say(json.dumps(result, indent=2) if args.json else text(result, args.per_layer))
+    else:
+        written = add(args.name, args.source, args.revision, args.sweep, args.stated_size, args.allow_pickle)
+        _say(f"added {args.name}: wrote {', '.join(str(p) for p in written)}; now run `dvc repro`")
+
+
+def _say(answer: str) -> None:
+    """Print the answer and make sure it reached stdout: a full disk or a closed file is an error, not exit 0."""
+    try:
+        print(answer)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # the reader stopped early (hmp count ... | head): entry_point ends quietly
+    except OSError as exc:
+        raise PipelineError(f"cannot write the answer to stdout ({exc.strerror or first_line(exc)})") from None
+
+
+def entry_point() -> None:
+    """The console script: one-line errors, never a traceback (as the stages)."""
+    import os
+
+    from pipeline.core.errors import run
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its config notes are not the answer either
+    try:
+        run(lambda: main(sys.argv[1:]), level=logging.WARNING)  # the stages' progress lines are not the answer
+    except BrokenPipeError:
+        # The reader closed the pipe (hmp count ... | head -1): nothing more can be said there. Point stdout
+        # at /dev/null so the interpreter's own flush at exit stays quiet, and exit as `cat` would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,171 @@
+"""What the parameters cost: memory per dtype, training memory, the KV cache and compute, from the exact count.
+
+Each quantity is one row of results/cost.csv (model, quantity, value, unit, definition), computed from
+the meta-built model, its config and the count; none is typed in. The definitions follow the anchors
+people use: accelerate's estimate-memory (bytes per dtype, the largest layer or residual group),
+ZeRO (Rajbhandari et al. 2020: 16 bytes per parameter for mixed-precision Adam), Kaplan et al. 2020
+(forward compute per token C ≈ 2N + 2·n_layer·n_ctx·d_attn, N the non-embedding parameters) and
+Chinchilla (Hoffmann et al. 2022: about 20 training tokens per parameter, training ≈ 6·N·D FLOPs).
+"""
+
+from __future__ import annotations
+
+from math import ceil
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from pipeline.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    import torch
+
+COLUMNS = ["model", "quantity", "value", "unit", "definition"]
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "int8": 1, "int4": 0.5}
+DEFINITIONS = {
+    **{
+        f"weights_bytes_{d}": f"the exact parameter count × {b} byte{'s' if b != 1 else ''} per value ({d})"
+        for d, b in DTYPE_BYTES.items()
+    },
+    "weights_bytes_on_disk": "the size of the checkpoint's weight files, for a model that has one",
+    "largest_layer_bytes_float32": "the largest layer or residual group in float32, accelerate's definition: a module "
+    "with no children or one the model says must not be split (_no_split_modules), buffers included",
+    "train_adam_mixed_bytes": "mixed-precision Adam: bytes per trainable parameter (ZeRO's 16: fp16 weights and "
+    "gradients, fp32 master weights, momentum and variance), activations not included",
+    "kv_cache_bytes_per_token_bfloat16": "keys and values one token adds to the cache in bfloat16: 2 × KV heads × head "
+    "width per attention layer (multi-head latent attention: its latent and rotary key)",
+    "kv_cache_bytes_at_context": "the KV cache for the context and batch of the cost settings, sliding-window layers "
+    "holding at most their window",
+    "forward_flops_per_token": "Kaplan et al. 2020: 2N + 2 · n_layer · n_ctx · d_attn, N the non-embedding "
+    "parameters (a mixture of experts: those one token uses), at the context of the cost settings",
+    "train_tokens_chinchilla": "Hoffmann et al. 2022: tokens per parameter at the compute optimum × N",
+    "train_flops_chinchilla": "6 · N · tokens, N as for forward_flops_per_token",
+}
+
+
+def largest_layer(model: torch.nn.Module, bytes_per_param: int = 4) -> tuple[int, list[str]]:
+    """(bytes, module names) of the largest layer or residual group, as accelerate's calculate_maximum_sizes.
+
+    A layer is a module with no children, or one whose class is in model._no_split_modules (a whole
+    transformer block); its size is its parameters at bytes_per_param (each tied tensor once, where
+    named_parameters() first meets it) plus its buffers in their own dtype (BERT's int64 position ids).
+    Module-level parameters and buffers of the root count alone.
+    """
+    sizes: dict[str, int] = {}
+    tensors = [(n, t.numel() * bytes_per_param) for n, t in model.named_parameters()]
+    tensors += [(n, t.numel() * t.element_size()) for n, t in model.named_buffers()]
+    for name, size in tensors:
+        parts = name.split(".")
+        for i in range(len(parts)):
+            key = ".".join(parts[:i])
+            sizes[key] = sizes.get(key, 0) + size
+        sizes[name] = size
+    no_split = set(getattr(model, "_no_split_modules", None) or [])
+    queue: list[tuple[str, Any]] = [
+        *model.named_parameters(recurse=False),
+        *model.named_children(),
+        *model.named_buffers(recurse=False),
+    ]
+    best, names = 0, []
+    while queue:
+        name, module = queue.pop(0)
+        children = list(module.named_children()) if hasattr(module, "named_children") else []
+        if children and type(module).__name__ not in no_split:
+            queue = [(f"{name}.{n}", m) for n, m in children] + queue
+            continue
+        size = sizes.get(name, 0)
+        if size > best:
+            best, names = size, [name]
+        elif size == best:
+            names.append(name)
+    return best, names
+
+
+def _head_dim(config: Any) -> int:
+    explicit = getattr(config, "head_dim", None)
+    return int(explicit) if explicit else config.hidden_size // config.num_attention_heads
+
+
+def kv_per_token_per_layer(config: Any, causal: bool = True) -> list[int]:
+    """Values one token adds to each attention layer's cache (0 for a model that generates nothing: an encoder)."""
+    layers = config.num_hidden_layers
+    if not causal:
+        return [0] * layers
+    if getattr(config, "kv_lora_rank", None):  # multi-head latent attention caches the latent and the rope key
+        return [config.kv_lora_rank + config.qk_rope_head_dim] * layers
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return [2 * kv_heads * _head_dim(config)] * layers
+
+
+def windows(config: Any) -> list[int | None]:
+    """Each layer's attention window (None: the whole context)."""
+    layers = config.num_hidden_layers
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if window and types:  # per-layer types (gpt-oss, Gemma): only the sliding layers are windowed
+        return [window if t == "sliding_attention" else None for t in types]
+    if window and getattr(config, "use_sliding_window", True):  # one window for every layer (Mistral)
+        return [window] * layers
+    return [None] * layers
+
+
+def context_of(config: Any, settings: dict, name: str) -> int:
+    """cost.context, or (when it is 0) the model's own maximum context; a model that states none needs the setting."""
+    context = settings.get("context") or getattr(config, "max_position_embeddings", None)
+    if not context:
+        raise PipelineError(f"model '{name}': its config states no maximum context; set cost.context to cost it")
+    return int(context)
+
+
+def table(
+    name: str, model: torch.nn.Module, config: Any, row: dict, conv: dict, settings: dict, causal: bool = True
+) -> pd.DataFrame:
+    """The cost rows of one model. row: its summary row; conv: its conventions {name: params}; causal: a decoder."""
+    total = int(row["total"])
+    ctx = context_of(config, settings, name)
+    batch = int(settings["batch"])
+    per_layer = kv_per_token_per_layer(config, causal)
+    wins = windows(config)
+    kv_token = sum(per_layer) * 2  # bfloat16
+    kv_ctx = batch * sum(v * 2 * (min(ctx, w) if w else ctx) for v, w in zip(per_layer, wins, strict=True))
+    # Kaplan's N: non-embedding; for a mixture of experts, the part one token uses
+    embedding = total - int(conv["non_embedding_kaplan"])
+    n = int(conv["active_per_token"]) - embedding
+    d_attn = config.num_attention_heads * _head_dim(config)
+    flops = 2 * n + 2 * config.num_hidden_layers * ctx * d_attn
+    tokens = int(settings["tokens_per_param"]) * n
+    largest, _ = largest_layer(model)
+    values: dict[str, tuple[float | None, str]] = {
+        **{f"weights_bytes_{d}": (ceil(total * b), "bytes") for d, b in DTYPE_BYTES.items()},
+        "weights_bytes_on_disk": (row.get("checkpoint_bytes"), "bytes"),
+        "largest_layer_bytes_float32": (largest, "bytes"),
+        "train_adam_mixed_bytes": (total * int(settings["adam_bytes_per_param"]), "bytes"),
+        "kv_cache_bytes_per_token_bfloat16": (kv_token, "bytes"),
+        "kv_cache_bytes_at_context": (kv_ctx, f"bytes ({ctx:,} tokens × {batch})"),
+        "forward_flops_per_token": (flops, f"FLOPs (context {ctx:,})"),
+        "train_tokens_chinchilla": (tokens, "tokens"),
+        "train_flops_chinchilla": (6 * n * tokens, "FLOPs"),
+    }
+    rows = [
+        {
+            "model": name,
+            "quantity": q,
+            "value": None if v is None or pd.isna(v) else int(v),
+            "unit": unit,
+            "definition": DEFINITIONS[q],
+        }
+        for q, (v, unit) in values.items()
+    ]
+    # Python integers, written exactly: training FLOPs pass int64's 9.2·10^18 already for GPT-2 XL
+    return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
+
+
+KAPLAN_ALPHA_N = 0.076  # Kaplan et al. 2020, eq. 1.1: L(N) = (N_c / N)^α_N with α_N ≈ 0.076
+
+
+def power_law(n: list[float], perplexity: list[float]) -> tuple[float, float]:
+    """(α, c) of loss = c · N^-α fitted in log-log to the points, loss = ln(perplexity) in nats per token."""
+    import numpy as np
+
+    slope, intercept = np.polyfit(np.log(n), np.log(np.log(perplexity)), 1)
+    return float(-slope), float(np.exp(intercept))

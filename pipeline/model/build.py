@@ -1,0 +1,171 @@
+"""Which transformers class a config is counted as, and building it on the meta device (shapes only, no memory,
+no init, no remote code), recording what the model reads from its config while it is built.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from pipeline.core.errors import PipelineError, first_line
+
+if TYPE_CHECKING:
+    import torch
+
+# auto_class: which transformers auto class picks the model class (auto: the class config.json names in
+# `architectures`, else the first of FALLBACK with a class for the config). The mapping names are
+# transformers' own (transformers.models.auto.modeling_auto).
+AUTO_CLASSES = {
+    "causal_lm": "MODEL_FOR_CAUSAL_LM_MAPPING",
+    "image_text_to_text": "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING",
+    "seq2seq_lm": "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING",
+    "speech_seq2seq": "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING",
+    "masked_lm": "MODEL_FOR_MASKED_LM_MAPPING",
+    "base": "MODEL_MAPPING",
+}
+
+# The order `auto` tries when config.json names no class: a generative head first (what people download
+# and run), the bare model last. causal_lm is skipped where its class is a stand-in: for an encoder-decoder
+# it is the decoder alone (BartForCausalLM: 254,084,096 of bart-large's 406,291,456), and for an encoder
+# with a masked-LM head (BERT, RoBERTa) it is the encoder rewired as a decoder (BertLMHeadModel).
+FALLBACK = ("causal_lm", "image_text_to_text", "seq2seq_lm", "speech_seq2seq", "masked_lm", "base")
+
+
+def _mapping(auto_class: str) -> Any:
+    from transformers.models.auto import modeling_auto
+
+    return getattr(modeling_auto, AUTO_CLASSES[auto_class])
+
+
+def _mapped(auto_class: str, config: Any) -> type | None:
+    """The class transformers' auto class auto_class builds for config, or None when it has none."""
+    from transformers.models.auto.auto_factory import _get_model_class
+
+    mapping = _mapping(auto_class)
+    try:
+        if type(config) not in mapping:
+            return None
+        return _get_model_class(config, mapping)  # picks among several classes by `architectures`, as from_config
+    except Exception as exc:  # a class whose module needs an optional package (ImportError) and the like
+        raise PipelineError(f"cannot load the model class: {type(exc).__name__}: {first_line(exc)}") from None
+
+
+def is_base_class(cls: type, config: Any) -> bool:
+    """cls is the bare model of its config (AutoModel's class: no head of its own)."""
+    return _mapped("base", config) is cls
+
+
+def is_causal_class(cls: type, config: Any) -> bool:
+    """cls generates text token by token from its own past (a KV cache): AutoModelForCausalLM's class."""
+    return _mapped("causal_lm", config) is cls and not getattr(config, "is_encoder_decoder", False)
+
+
+def model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type, str]:
+    """The transformers class counted for config, and how it was chosen: architectures, auto_class:<kind> or
+    fallback:<kind> (class_reason() says it in words).
+
+    auto: the class config.json names (`architectures[0]`, the class the checkpoint was saved from),
+    else the first auto class of FALLBACK that has one. An explicit auto_class picks that auto class's
+    class; an encoder-decoder is never counted as its decoder alone.
+    """
+    import transformers
+    from transformers import PreTrainedModel
+
+    kind = type(config).__name__
+    encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+    if auto_class != "auto":
+        if auto_class == "causal_lm" and encoder_decoder:
+            raise PipelineError(
+                f"model '{name}': {kind} is an encoder-decoder; auto_class: causal_lm would count its decoder "
+                "alone; use auto_class: auto or seq2seq_lm"
+            )
+        cls = _mapped(auto_class, config)
+        if cls is None:
+            raise PipelineError(f"model '{name}': auto_class: {auto_class} has no class for {kind}")
+        return cls, f"auto_class:{auto_class}"
+    named = getattr(config, "architectures", None) or []
+    if named:
+        wanted = str(named[0])
+        try:
+            cls = getattr(transformers, wanted)
+        except AttributeError:
+            raise PipelineError(
+                f"model '{name}': config.json names the class {wanted}, which transformers "
+                f"{transformers.__version__} does not have (code shipped with a model is never run); "
+                f"set auto_class to one of {', '.join(AUTO_CLASSES)} to count it as that kind of model"
+            ) from None
+        except Exception as exc:  # a class needing an optional package (timm, ...)
+            raise PipelineError(
+                f"model '{name}': the class {wanted} cannot be loaded: {type(exc).__name__}: {first_line(exc)}"
+            ) from None
+        if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
+            raise PipelineError(f"model '{name}': config.json's architectures names {wanted}, not a model class")
+        expected = getattr(cls, "config_class", None)
+        text = config.sub_configs.get("text_config")
+        if expected is not None and not isinstance(config, expected) and expected is not text:
+            raise PipelineError(
+                f"model '{name}': config.json names the class {wanted}, which takes a {expected.__name__}, "
+                f"not this {kind}"
+            )
+        return cls, "architectures"
+    stand_in = encoder_decoder or (
+        _mapped("masked_lm", config) is not None and not getattr(config, "is_decoder", False)
+    )
+    for candidate in FALLBACK:
+        if candidate == "causal_lm" and stand_in:
+            continue
+        cls = _mapped(candidate, config)
+        if cls is not None:
+            return cls, f"fallback:{candidate}"
+    raise PipelineError(f"model '{name}': transformers has no model class for {kind}")
+
+
+def class_reason(class_from: str) -> str:
+    """model_class()'s how, in words: 'the class config.json names in architectures', ..."""
+    kind, _, which = class_from.partition(":")
+    if kind == "architectures":
+        return "the class config.json names in architectures"
+    if kind == "auto_class":
+        return f"auto_class: {which}"
+    return f"config.json names no class; the first auto class transformers has for it: {which}"
+
+
+def build_meta(config: Any, name: str, auto_class: str = "auto") -> torch.nn.Module:
+    """Instantiate config's model class on the meta device: shapes only, no memory, no init, no remote code."""
+    return build_meta_reading(config, name, auto_class)[0]
+
+
+_BUILD_LOCK = threading.Lock()  # the read recorder patches a class: one build at a time per process
+
+
+def build_meta_reading(config: Any, name: str, auto_class: str = "auto") -> tuple[torch.nn.Module, frozenset[str]]:
+    """build_meta, and the names of every config attribute the model's code read while it was built.
+
+    A config.json field its class does not declare is still kept on the config, and model code may read it
+    by name (GLM-4.5's head_dim); one never read while building cannot have changed a single shape.
+    """
+    import torch
+    from transformers import PretrainedConfig
+
+    cls, _ = model_class(config, name, auto_class)
+    if getattr(cls, "config_class", None) is not None and cls.config_class is config.sub_configs.get("text_config"):
+        config = config.get_text_config()  # a text-only class of a composite config, as the auto classes do
+    read: set[str] = set()
+    original = PretrainedConfig.__getattribute__
+
+    def recording(self: Any, key: str) -> Any:
+        read.add(key)
+        return original(self, key)
+
+    with _BUILD_LOCK:
+        PretrainedConfig.__getattribute__ = recording
+        try:
+            with torch.device("meta"):
+                model = cls._from_config(config)
+        except Exception as exc:  # transformers' boundary: an impossible config raises many types
+            raise PipelineError(
+                f"model '{name}': cannot build the architecture: {type(exc).__name__}: {first_line(exc)}"
+            ) from None
+        finally:
+            PretrainedConfig.__getattribute__ = original
+    return model, frozenset(read)

@@ -1,0 +1,158 @@
+"""Counting one downloaded model: its class built on the meta device, its inventory, its checkpoint reconciled
+with it, and its summary row (what the count stage writes per model, and what `hmp count` prints).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline import checkpoint, formats
+from pipeline.core import params
+from pipeline.core.errors import PipelineError
+from pipeline.formats import gguf_file
+from pipeline.model import build, config_file, inventory, moe
+
+SUMMARY_COLUMNS = [
+    "model",
+    "total",
+    "total_untied",
+    "embedding",
+    "non_embedding",
+    "bias_named",
+    "bias_named_share",
+    "active",
+    "n_experts",
+    "experts_per_token",
+    "routed_expert_params",
+    "head_params",
+    "declared_tied",
+    "structural_tied",
+    "input_embedding",
+    "output_embedding",
+    "model_type",
+    "model_class",
+    "class_from",
+    "ignored_fields",
+    "n_layer",
+    "d_model",
+    "vocab_size",
+    "n_positions",
+    "stated_size",
+    "stated_params",
+    "stated_active",
+    "stated_active_params",
+    "what_if",
+    "source",
+    "revision",
+    "checkpoint_tensors",
+    "checkpoint_buffers",
+    "checkpoint_extra",
+    "quant_method",
+    "bits_per_param",
+    "fetch",
+    "checkpoint_bytes",
+    "bytes_fetched",
+]
+
+
+# The largest count accepted: 10 trillion, ten times any published model; beyond it a config is a typo.
+MAX_PARAMS = 10**13
+
+
+def provenance(model_dir: Path, name: str) -> dict:
+    path = Path(model_dir) / "provenance.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"model '{name}': {path} is missing (run the download stage)") from None
+
+
+def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """Inventory and summary row of one downloaded model; its checkpoint, if any, reconciled with it."""
+    inv, row, _, _ = count_built(spec, model_dir)
+    return inv, row
+
+
+def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict, Any, Any]:
+    """count_model, plus the meta-built model and its config (for the cost table)."""
+    config = config_file.load_config(model_dir, spec.name, spec.written, spec.config_path)
+    cls, class_from = build.model_class(config, spec.name, spec.auto_class)
+    model, read = build.build_meta_reading(config, spec.name, spec.auto_class)
+    try:
+        inv = inventory.inventory(model, spec.name)
+    except PipelineError as exc:  # say which class was built, also when it cannot be counted
+        raise PipelineError(f"model '{spec.name}': {cls.__name__} ({build.class_reason(class_from)}): {exc}") from None
+    n_experts, top_k = moe.settings(config, moe.structure(model), spec.name)
+    stacked = inv.loc[inv["component"] == "experts", ["name", "experts"]]
+    for pname, count_ in stacked.itertuples(index=False):
+        if count_ != n_experts:
+            raise PipelineError(f"model '{spec.name}': {pname} stacks {count_} experts, the config says {n_experts}")
+    total = int(inventory.parameters(inv)["numel"].sum())
+    if total > MAX_PARAMS:
+        raise PipelineError(f"model '{spec.name}': {total:,} parameters, more than the {MAX_PARAMS:,} counted at most")
+    input_name, output_name = inventory.embedding_names(model)
+    prov = provenance(model_dir, spec.name)
+    loaded = formats.load(Path(model_dir), spec.name)
+    regrouped = loaded.regrouped
+    entries = regrouped.entries
+    stored = buffers = extra = None
+    if loaded.fmt:  # weight files are there: even one with no tensors must account for every parameter
+        if loaded.fmt == "gguf":
+            rec = gguf_file.reconcile(model, entries, loaded.gguf_arch, spec.name)
+        else:
+            rec = checkpoint.reconcile(model, entries, spec.name, base_only=build.is_base_class(cls, config))
+        inv = inventory.with_checkpoint(inv, model, rec, regrouped.metadata)
+        stored = rec.checkpoint_tensors
+        buffers = sum(e.numel for e, _ in rec.buffers)
+        extra = sum(e.numel for e in rec.extra)
+        from_checkpoint = stored - buffers - rec.tied_copies - sum(e.numel for e in rec.unused + rec.extra)
+        from_architecture = int(inventory.parameters(inv)["numel"].sum())
+        if from_checkpoint != from_architecture:  # reconcile() makes this impossible; never pick one silently
+            raise PipelineError(
+                f"model '{spec.name}': the checkpoint holds {from_checkpoint:,} parameters, "
+                f"the architecture {from_architecture:,}"
+            )
+        stored = regrouped.header_sum  # what a naive sum of the header gives (packed words as parameters)
+    row = {
+        "model": spec.name,
+        **inventory.summarize(inv, top_k),
+        "n_experts": n_experts,
+        "experts_per_token": top_k,
+        "declared_tied": bool(getattr(config, "tie_word_embeddings", False)),
+        "input_embedding": input_name,
+        "output_embedding": output_name,
+        "model_type": config.model_type,
+        "model_class": cls.__name__,
+        "class_from": class_from,
+        "ignored_fields": ";".join(config_file.ignored_fields(config, _raw_config(model_dir, spec.name), read)),
+        "n_layer": getattr(config, "num_hidden_layers", None),
+        "d_model": getattr(config, "hidden_size", None),
+        "vocab_size": getattr(config, "vocab_size", None),
+        "n_positions": getattr(config, "max_position_embeddings", None),
+        "stated_size": spec.stated_size,
+        "stated_params": spec.stated_params,
+        "stated_active": spec.stated_active,
+        "stated_active_params": spec.stated_active_params,
+        "what_if": "",
+        "source": prov["source"],
+        "revision": prov.get("revision") or "",
+        "checkpoint_tensors": stored,
+        "checkpoint_buffers": buffers,
+        "checkpoint_extra": extra,
+        "quant_method": regrouped.method,
+        "bits_per_param": prov["checkpoint_bytes"] * 8 / total if entries and prov.get("checkpoint_bytes") else None,
+        "fetch": prov.get("fetch") or "",
+        "checkpoint_bytes": prov.get("checkpoint_bytes"),
+        "bytes_fetched": prov.get("bytes_fetched"),
+    }
+    return inv, row, model, config
+
+
+def _raw_config(model_dir: Path, name: str) -> dict:
+    from pipeline.core.errors import read_json_object
+
+    return read_json_object(Path(model_dir) / "config.json", f"model '{name}'")

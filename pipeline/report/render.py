@@ -1,0 +1,125 @@
+"""The report from its sections: one Markdown text, its self-contained HTML twin, the figures, and the data
+copied beside it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.core import params
+from pipeline.core.errors import PipelineError
+from pipeline.report import (
+    base,
+    bias,
+    blocks,
+    components,
+    conventions,
+    cost,
+    definitions,
+    moe,
+    quantized,
+    ties,
+    totals,
+    values,
+    whatif,
+)
+
+# The report's sections, in reading order: each turns the tables into its text and the figures it shows
+SECTIONS = (
+    totals.section,
+    components.section,
+    blocks.section,
+    bias.section,
+    conventions.section,
+    moe.section,  # mixtures of experts only
+    quantized.section,  # quantized or GGUF checkpoints only
+    ties.section,
+    values.section,
+    whatif.section,
+    cost.section,
+    definitions.section,
+)
+
+
+def render(cfg: params.Params) -> dict[str, object]:
+    """Compute everything the report shows, without writing: its Markdown, the figures to draw and the frames
+    the plot data are made from."""
+    report_dir = Path(cfg.paths["report"]).parent
+    fig_dir = Path(cfg.paths["figures"])
+    d = base.load(cfg, Path(os.path.relpath(fig_dir, report_dir)))
+    sections = [section(d) for section in SECTIONS]
+    body = "\n".join(
+        [
+            "# How many parameters?",
+            "",
+            "_Rendered by the `report` stage of `dvc repro` from `params.yaml` and `results/`; do not edit._",
+            "",
+            "How many parameters does each model hold, do its input embedding and output unembedding share one "
+            'tensor, and what share are weights and biases? "The course" below is the *CodeChallenge: How Many '
+            "Parameters* lecture this project grew from; its findings for GPT-2 are reproduced here exactly.",
+            "",
+            f"Models: {', '.join(f'`{n}`' for n in cfg.models)}.",
+            "",
+            *(s.text for s in sections if s.text),
+        ]
+    )
+    drawn = [(f.draw, f.args, fig_dir / f.name) for s in sections for f in s.figures]
+    # the tables plotdata writes for `dvc plots`, as read here (each CSV read once per report)
+    return {"text": body, "figures": drawn, "frames": {"summary": d.summary, "hists": d.hists, "grid": d.grid}}
+
+
+STYLE = """
+body { font: 16px/1.55 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 980px; margin: 2em auto;
+       padding: 0 1em; color: #1f2328; }
+h1, h2, h3 { line-height: 1.25; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .3em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 14px; display: block; overflow-x: auto; }
+th, td { border: 1px solid #d0d7de; padding: 4px 10px; } th { background: #f6f8fa; }
+td { font-variant-numeric: tabular-nums; } code { background: #f6f8fa; padding: 0 .25em; border-radius: 4px; }
+img { max-width: 100%; height: auto; }
+"""
+
+
+# Set once every figure has decoded: a reader (or a test in a headless browser) can see that all loaded.
+LOADED = (
+    "<script>addEventListener('load',()=>{const i=[...document.images];"
+    "document.body.dataset.figures=i.length;document.body.dataset.loaded=i.filter(x=>x.naturalWidth>0).length})"
+    "</script>"
+)
+
+
+def to_html(markdown: str, figures: dict[str, bytes], title: str = "How many parameters?") -> str:
+    """The Markdown report as one self-contained HTML page: figures embedded as data URIs, no network at all."""
+    import base64
+    import html
+    import re
+
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+
+    def embed(match: re.Match) -> str:
+        src = html.unescape(match.group(1))
+        if src not in figures:
+            raise PipelineError(f"report: figure {src} is referenced but was not drawn")
+        return f'src="data:image/png;base64,{base64.b64encode(figures[src]).decode()}"'
+
+    body = re.sub(r'src="([^"]+)"', embed, body)
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>\n'
+        f"<body>\n{body}{LOADED}\n</body></html>\n"
+    )
+
+
+# The CSVs the report is drawn from (keys of params `paths`), copied beside it so the published artifact carries them
+DATA = ("summary", "conventions", "ties", "tie_sample", "bias", "distributions", "histograms", "whatif", "cost")
+
+
+def data_files(cfg: params.Params) -> dict[Path, Path]:
+    """{copy under paths.report_data: source} for every CSV the report reads, inventories in a subfolder."""
+    data = Path(cfg.paths["report_data"])
+    files = {data / Path(cfg.paths[key]).name: Path(cfg.paths[key]) for key in DATA}
+    files[data / "published" / Path(cfg.paths["published"]).name] = Path(cfg.paths["published"])
+    for name in cfg.models:
+        files[data / "inventory" / f"{name}.csv"] = Path(cfg.paths["inventory"]) / f"{name}.csv"
+    return files
