@@ -96,8 +96,7 @@ def value_pass(folder: Path, bins: int, every: int = 1) -> tuple[float, float]:
 
     from pipeline import checkpoint
     from pipeline.model import build, config_file, inventory
-    from pipeline.values import correlate, reader
-    from pipeline.values.distributions import distributions
+    from pipeline.values import correlate, distributions, reader
 
     entries, _ = checkpoint.load_entries(folder)
     model = build.build_meta(config_file.load_config(folder, "m"), "m")

@@ -290,7 +290,7 @@ def test_dense_vs_moe_sweep_composes():
 
 def test_value_pass_reads_every_expert_of_a_per_expert_checkpoint(workdir, monkeypatch):
     """The bias stage's value statistics cover every parameter, merged experts read from all their tensors."""
-    from pipeline.values.distributions import distributions
+    from pipeline.values import distributions
 
     folder = _mixtral_folder(workdir / "ck", _mixtral_state(True))
     inv, row = _count_folder(workdir, monkeypatch, folder)

@@ -20,7 +20,7 @@ log = logging.getLogger("bias")
 
 
 def value_tables(cfg: params.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from pipeline.values.distributions import distributions
+    from pipeline.values import distributions
 
     v = cfg.values
     stats, hists = (
