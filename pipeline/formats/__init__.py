@@ -3,7 +3,7 @@
 load() turns the files into entries the rest of the pipeline reads the same way: name, logical
 shape, stored dtype and byte range. A packed weight appears under the name of the parameter it
 encodes with its logical shape (pipeline/quant.py); quantization metadata is set apart. GGUF keeps
-its own tensor names; gguf_file.reconcile() maps them onto the architecture.
+its own tensor names; pipeline.model.reconcile maps them onto the architecture.
 """
 
 from __future__ import annotations

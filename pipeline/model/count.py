@@ -13,8 +13,7 @@ import pandas as pd
 from pipeline import checkpoint, formats
 from pipeline.core import params
 from pipeline.core.errors import PipelineError
-from pipeline.formats import gguf_file
-from pipeline.model import build, config_file, inventory, moe
+from pipeline.model import build, config_file, inventory, moe, reconcile
 
 SUMMARY_COLUMNS = [
     "model",
@@ -102,7 +101,7 @@ def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
     stored = buffers = extra = None
     if loaded.fmt:  # weight files are there: even one with no tensors must account for every parameter
         if loaded.fmt == "gguf":
-            rec = gguf_file.reconcile(model, entries, loaded.gguf_arch, spec.name)
+            rec = reconcile.reconcile_gguf(model, entries, loaded.gguf_arch, spec.name)
         else:
             rec = checkpoint.reconcile(model, entries, spec.name, base_only=build.is_base_class(cls, config))
         inv = inventory.with_checkpoint(inv, model, rec, regrouped.metadata)
