@@ -483,8 +483,10 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
     Keys go through transformers' own key mapping first (GPT-NeoX's embed_out is lm_head in v5, old
     BERT files say gamma and beta), and may lack or carry the base-model prefix (the Hub's GPT-2 stores
     h.0.attn.c_attn.weight for transformer.h.0.attn.c_attn.weight). A tied parameter may be stored
-    under one or more of its names. With base_only (a base model counted from a checkpoint with a
-    head, such as BERT's pretraining heads), tensors outside the base model are listed as unused.
+    under one or more of its names (old GPT-2 files hold wte.weight and lm_head.weight; the ties stage
+    compares their values); any other parameter stored twice is refused, naming both keys. With
+    base_only (a base model counted from a checkpoint with a head, such as BERT's pretraining heads),
+    tensors outside the base model are listed as unused.
     An extra tensor is a buffer when the module it names exists and the model says it is not a
     parameter: transformers lists it in _keys_to_ignore_on_load_unexpected, the module registers
     a buffer of that name, or it is a scalar (a legacy constant such as attn.masked_bias).
@@ -513,8 +515,10 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
     extra: list[Entry] = []
     copies = 0
     buffers: list[tuple[Entry, str]] = []
-    unexpected: list[str] = []
+    unexpected: list[Entry] = []
     mismatched: list[str] = []
+    twice: list[str] = []  # a parameter stored twice under one of its names, or an untied one under two
+    stored_as: dict[str, str] = {}  # each parameter name the checkpoint stores -> the key that holds it
     merging: dict[str, Any] = {}  # parameter -> the converter collecting its per-expert tensors
     sources: dict[str, list[Entry]] = {}
     for e in sorted(entries, key=lambda e: dot_natural_key(e.key)):
@@ -533,7 +537,15 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
                 mismatched.append(f"{e.key} {list(e.shape)} vs {pname} {list(shapes[pname])}")
                 continue
             canon = canonical_of[pname]
-            if canon in key_of:  # a tied tensor stored under two of its names: both are copies of one parameter
+            if pname in stored_as or (canon in key_of and len(aliases[canon]) == 1):
+                # one name, two tensors (h.0.attn.c_attn.weight and transformer.h.0.attn.c_attn.weight): which
+                # one the model would load is the loader's accident, and counting one of them hides the other
+                first = stored_as.get(pname) or key_of[canon]
+                tie = "" if len(aliases[canon]) > 1 else ", a parameter with no other name"
+                twice.append(f"{first} and {e.key} both hold {pname}{tie}")
+                continue
+            stored_as[pname] = e.key
+            if canon in key_of:  # a tied tensor stored under another of its names: both are copies of one parameter
                 key_of[canon] += ";" + e.key
                 copies += e.numel
                 continue
@@ -551,7 +563,7 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
         elif owner is None and _extra_layer(model, e.key):
             extra.append(e)
         else:
-            unexpected.append(e.key)
+            unexpected.append(e)
     for target, conv in merging.items():
         merged = conv.layer_targets[target]
         gaps = _expert_gaps(merged)
@@ -566,15 +578,23 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
         if shape != shapes[target]:
             mismatched.append(f"{len(merged)} tensors merge to {list(shape)} vs {target} {list(shapes[target])}")
             continue
+        if canonical_of[target] in key_of:  # stored whole and as one tensor per expert
+            twice.append(f"{key_of[canonical_of[target]]} and {_compress(merged)} both hold {target}")
+            continue
         key_of[canonical_of[target]] = _compress(merged)
     missing = [canon for canon in aliases if canon not in key_of]
     problems = []
     if mismatched:
         problems.append(f"shape mismatch: {'; '.join(mismatched[:5])}{' …' if len(mismatched) > 5 else ''}")
+    if twice:
+        problems.append(f"stored twice: {'; '.join(twice[:3])}{' …' if len(twice) > 3 else ''}")
     if missing:
         problems.append(f"missing keys: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
     if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected[:8])}{' …' if len(unexpected) > 8 else ''}")
+        # largest first (stable: file order among equals): the tensors that hold a layout's values lead the
+        # truncated list, ahead of the scales and indices beside them
+        keys = [e.key for e in sorted(unexpected, key=lambda e: -e.numel)]
+        problems.append(f"unexpected keys: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}")
     if problems:
         raise PipelineError(f"model '{name}': checkpoint does not match the architecture: {' | '.join(problems)}")
     return Reconciled(
