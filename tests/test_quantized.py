@@ -406,3 +406,25 @@ def test_metadata_of_a_module_without_a_quantized_weight_is_an_unexpected_key(la
     folder = quantized_llama(workdir / "ck", layout, **{stray: torch.rand(3, 5)})
     with pytest.raises(PipelineError, match=rf"model 'q': .*unexpected keys: {re.escape(stray)}$"):
         _count(workdir, monkeypatch, folder)
+
+
+@pytest.mark.parametrize(
+    ("state", "fragment"),
+    [
+        ({"shape": [32, 64], "blocksize": 0}, "quant state blocksize=0 must be a positive whole number"),
+        ({"shape": [32, 64], "blocksize": True}, "quant state blocksize=True must be a positive whole number"),
+        ({"shape": "32x64", "blocksize": 64}, "quant state shape='32x64' is not a list of whole numbers"),
+        ({"shape": [32, -64], "blocksize": 64}, "quant state shape=[32, -64] is not a list of whole numbers"),
+        ([32, 64], "not a bitsandbytes quant state (JSON with a shape)"),
+    ],
+)
+def test_a_bitsandbytes_quant_state_that_cannot_be_used_is_one_line(state, fragment, workdir, monkeypatch):
+    """The 4-bit state is JSON in the file's data: its block size divides, its shape multiplies."""
+    import torch
+
+    key = "model.layers.1.mlp.down_proj.weight.quant_state.bitsandbytes__nf4"
+    blob = json.dumps(state).encode()
+    folder = quantized_llama(workdir / "ck", "bnb-nf4", **{key: torch.tensor(list(blob), dtype=torch.uint8)})
+    with pytest.raises(PipelineError) as err:
+        _count(workdir, monkeypatch, folder)
+    assert f"tensor {key!r}: {fragment}" in str(err.value) and "\n" not in str(err.value)
