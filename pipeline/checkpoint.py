@@ -113,11 +113,76 @@ class _DuplicateKey(Exception):
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)  # built in C; a name given twice shows as a shorter dict, and only then is it looked for
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return out
+
+
+# A cap on the tensors of one file, far above any real one: a single-file model holds at most a few thousand,
+# and DeepSeek-V3's whole checkpoint (671B parameters, fp8 with a scale beside every weight) holds about
+# 91,000 over 163 shards. Without it a 100 MB header of millions of empty tensors, each keeping every rule,
+# costs minutes and gigabytes before anything can refuse it (tests/test_fuzz_header.py).
+MAX_TENSORS = 100_000
+# In a JSON container of k values the first follows the '{' or '[' that opens it and the others a ',', so
+# those bytes, counted in C before anything is decoded, bound the values json would build (bytes inside
+# strings only add to the count). A tensor entry holds 6 + rank values ({dtype, shape: [...], data_offsets:
+# [b, e]}); 16 per tensor leaves room for high ranks and a large __metadata__, and bounds what a header within
+# MAX_HEADER can make json build to ~1.6 million small objects (a wide header refused within a second).
+MAX_SEPARATORS = 16 * MAX_TENSORS
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_object)
+_SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _header_object(text: str, file: str) -> dict[str, Any]:
+    """The header's outer object, read one member at a time so a header of too many tensors stops at the cap.
+
+    Each member's value goes through json's own (C) scanner, with the duplicate check on every object;
+    the loop around it only walks the outer object's '"name": value,' sequence, as json.loads would.
+    """
+    from json.decoder import scanstring
+
+    space, scan = _SPACE.match, _DECODER.scan_once
     out: dict[str, Any] = {}
-    for key, value in pairs:
+    i = space(text, 1).end()  # text[0] is '{'
+    if text.startswith("}", i):
+        return _end(out, text, i)
+    while True:
+        if not text.startswith('"', i):
+            raise _NotJson
+        key, i = scanstring(text, i + 1)
+        i = space(text, i).end()
+        if not text.startswith(":", i):
+            raise _NotJson
+        try:
+            value, i = scan(text, space(text, i + 1).end())
+        except StopIteration:  # the scanner's way of saying no value starts there
+            raise _NotJson from None
         if key in out:
             raise _DuplicateKey(key)
         out[key] = value
+        if len(out) - ("__metadata__" in out) > MAX_TENSORS:
+            raise PipelineError(f"{file}: header lists more than {MAX_TENSORS:,} tensors, more than any real file")
+        i = space(text, i).end()
+        if text.startswith(",", i):
+            i = space(text, i + 1).end()
+        elif text.startswith("}", i):
+            return _end(out, text, i)
+        else:
+            raise _NotJson
+
+
+def _end(out: dict[str, Any], text: str, i: int) -> dict[str, Any]:
+    if _SPACE.match(text, i + 1).end() != len(text):  # only padding may follow the object
+        raise _NotJson
     return out
 
 
@@ -133,16 +198,20 @@ def parse_header(blob: bytes, file: str) -> tuple[int, dict[str, Any]]:
     raw = blob[8 : 8 + n]
     if not raw.startswith(b"{"):
         raise PipelineError(f"{file}: header does not start with '{{'; not a safetensors file")
+    separators = raw.count(b",") + raw.count(b"{") + raw.count(b"[")  # C speed: before any object is built
+    if separators > MAX_SEPARATORS:
+        raise PipelineError(
+            f"{file}: header has {separators:,} JSON separators (',', '{{', '['), more than the {MAX_SEPARATORS:,} "
+            f"of a file of {MAX_TENSORS:,} tensors; not a safetensors file"
+        )
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_object)
+        header = _header_object(raw.decode("utf-8"), file)
     except _DuplicateKey as exc:
         raise PipelineError(f"{file}: header names tensor {exc.args[0]!r} twice") from None
     except RecursionError:
         raise PipelineError(f"{file}: header is nested too deeply; not a safetensors file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (_NotJson, json.JSONDecodeError, UnicodeDecodeError):
         raise PipelineError(f"{file}: header is not JSON; not a safetensors file") from None
-    if not isinstance(header, dict):
-        raise PipelineError(f"{file}: header is a JSON {type(header).__name__}, not an object")
     return 8 + n, header
 
 
@@ -180,6 +249,8 @@ def entries_from_header(
     file is the name the entries carry (relative to the model folder); where names it in errors.
     """
     where = where or file
+    if len(header) - ("__metadata__" in header) > MAX_TENSORS:  # a header parsed elsewhere (remote_headers.json)
+        raise PipelineError(f"{where}: header lists more than {MAX_TENSORS:,} tensors, more than any real file")
     meta = header.get("__metadata__", {})
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise PipelineError(f"{where}: __metadata__ must map strings to strings")
@@ -419,8 +490,10 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
     Keys go through transformers' own key mapping first (GPT-NeoX's embed_out is lm_head in v5, old
     BERT files say gamma and beta), and may lack or carry the base-model prefix (the Hub's GPT-2 stores
     h.0.attn.c_attn.weight for transformer.h.0.attn.c_attn.weight). A tied parameter may be stored
-    under one or more of its names. With base_only (a base model counted from a checkpoint with a
-    head, such as BERT's pretraining heads), tensors outside the base model are listed as unused.
+    under one or more of its names (old GPT-2 files hold wte.weight and lm_head.weight; the ties stage
+    compares their values); any other parameter stored twice is refused, naming both keys. With
+    base_only (a base model counted from a checkpoint with a head, such as BERT's pretraining heads),
+    tensors outside the base model are listed as unused.
     An extra tensor is a buffer when the module it names exists and the model says it is not a
     parameter: transformers lists it in _keys_to_ignore_on_load_unexpected, the module registers
     a buffer of that name, or it is a scalar (a legacy constant such as attn.masked_bias).
@@ -449,8 +522,10 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
     extra: list[Entry] = []
     copies = 0
     buffers: list[tuple[Entry, str]] = []
-    unexpected: list[str] = []
+    unexpected: list[Entry] = []
     mismatched: list[str] = []
+    twice: list[str] = []  # a parameter stored twice under one of its names, or an untied one under two
+    stored_as: dict[str, str] = {}  # each parameter name the checkpoint stores -> the key that holds it
     merging: dict[str, Any] = {}  # parameter -> the converter collecting its per-expert tensors
     sources: dict[str, list[Entry]] = {}
     for e in sorted(entries, key=lambda e: dot_natural_key(e.key)):
@@ -469,7 +544,15 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
                 mismatched.append(f"{e.key} {list(e.shape)} vs {pname} {list(shapes[pname])}")
                 continue
             canon = canonical_of[pname]
-            if canon in key_of:  # a tied tensor stored under two of its names: both are copies of one parameter
+            if pname in stored_as or (canon in key_of and len(aliases[canon]) == 1):
+                # one name, two tensors (h.0.attn.c_attn.weight and transformer.h.0.attn.c_attn.weight): which
+                # one the model would load is the loader's accident, and counting one of them hides the other
+                first = stored_as.get(pname) or key_of[canon]
+                tie = "" if len(aliases[canon]) > 1 else ", a parameter with no other name"
+                twice.append(f"{first} and {e.key} both hold {pname}{tie}")
+                continue
+            stored_as[pname] = e.key
+            if canon in key_of:  # a tied tensor stored under another of its names: both are copies of one parameter
                 key_of[canon] += ";" + e.key
                 copies += e.numel
                 continue
@@ -487,7 +570,7 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
         elif owner is None and _extra_layer(model, e.key):
             extra.append(e)
         else:
-            unexpected.append(e.key)
+            unexpected.append(e)
     for target, conv in merging.items():
         merged = conv.layer_targets[target]
         gaps = _expert_gaps(merged)
@@ -502,15 +585,23 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
         if shape != shapes[target]:
             mismatched.append(f"{len(merged)} tensors merge to {list(shape)} vs {target} {list(shapes[target])}")
             continue
+        if canonical_of[target] in key_of:  # stored whole and as one tensor per expert
+            twice.append(f"{key_of[canonical_of[target]]} and {_compress(merged)} both hold {target}")
+            continue
         key_of[canonical_of[target]] = _compress(merged)
     missing = [canon for canon in aliases if canon not in key_of]
     problems = []
     if mismatched:
         problems.append(f"shape mismatch: {'; '.join(mismatched[:5])}{' …' if len(mismatched) > 5 else ''}")
+    if twice:
+        problems.append(f"stored twice: {'; '.join(twice[:3])}{' …' if len(twice) > 3 else ''}")
     if missing:
         problems.append(f"missing keys: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
     if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected[:8])}{' …' if len(unexpected) > 8 else ''}")
+        # largest first (stable: file order among equals): the tensors that hold a layout's values lead the
+        # truncated list, ahead of the scales and indices beside them
+        keys = [e.key for e in sorted(unexpected, key=lambda e: -e.numel)]
+        problems.append(f"unexpected keys: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}")
     if problems:
         raise PipelineError(f"model '{name}': checkpoint does not match the architecture: {' | '.join(problems)}")
     return Reconciled(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import atomic, checkpoint, conventions, cost, formats, gguf_file, inventory, moe, params, progress
+from pipeline import atomic, checkpoint, conventions, cost, formats, gguf_file, inventory, moe, params, progress, quant
 from pipeline.cli import PipelineError, collect, run
 
 log = logging.getLogger("count")
@@ -107,6 +107,7 @@ def _count(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict,
             rec = gguf_file.reconcile(model, entries, loaded.gguf_arch, spec.name)
         else:
             rec = checkpoint.reconcile(model, entries, spec.name, base_only=inventory.is_base_class(cls, config))
+            quant.require_packed(regrouped, spec.name)  # after reconcile: tensors no rule knows are named there
         inv = inventory.with_checkpoint(inv, model, rec, regrouped.metadata)
         stored = rec.checkpoint_tensors
         buffers = sum(e.numel for e, _ in rec.buffers)

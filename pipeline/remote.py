@@ -7,16 +7,19 @@ connection errors, timeouts and 429/5xx (http_stream_backoff), its error classif
 token and headers of build_hf_headers(). hub_url() builds the resolve URL for a pinned commit
 (honouring HF_ENDPOINT) and resolve_revision() turns a branch into a commit sha. What stays ours:
 a response that is not 206 to a Range request is refused before its body is read (no whole file by
-accident), the Content-Range must be the range asked for, and bytes_fetched counts exactly the body
-bytes received.
+accident), the Content-Range must be the range asked for and name the same file size as every earlier
+answer for that file, each answer must arrive within a deadline, and bytes_fetched counts exactly the
+body bytes received.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,29 @@ from pipeline.cli import PipelineError, first_line, read_json_object
 
 REQUEST_BYTES = 16 << 20  # one Range request fetches at most this much
 MAX_SMALL_FILE = 64 << 20  # config.json or an index read whole: anything longer is not one
+# Each answer's overall deadline: MIN_SECONDS, plus its bytes at MIN_RATE. huggingface_hub's timeout only
+# bounds each read, so a server that sends a byte every few seconds would otherwise be read for hours.
+# The environment (HMP_RANGE_MIN_SECONDS, HMP_RANGE_MIN_RATE in bytes a second) overrides both.
+MIN_SECONDS = 30.0
+MIN_RATE = 64 << 10  # 64 KiB/s: a 16 MiB request may take 4.5 minutes; slower than that is a stalled server
+
+
+def _setting(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise PipelineError(f"{name}={raw!r} must be a positive number")
+    return value
+
+
+def deadline(length: int) -> float:
+    """Seconds an answer of length bytes may take, from its headers to its last byte."""
+    return _setting("HMP_RANGE_MIN_SECONDS", MIN_SECONDS) + length / _setting("HMP_RANGE_MIN_RATE", MIN_RATE)
 
 
 class RangeFile:
@@ -89,26 +115,37 @@ class RangeFile:
         except httpx.HTTPError as exc:
             raise PipelineError(f"{self.url}: cannot connect ({first_line(exc)})") from None
 
-    def _body(self, resp: Any, limit: int, progress: Any = None) -> bytes:
-        """The response body, at most limit bytes, each received byte counted.
+    def _body(self, resp: Any, limit: int, expected: int, progress: Any = None) -> bytes:
+        """The response body, at most limit bytes, each received byte counted, within deadline(expected).
 
         A failure while the body streams is reported here, as one line: raised inside
-        http_stream_backoff's block, the client's own error would restart the request there.
+        http_stream_backoff's block, the client's own error would restart the request there. The
+        deadline is checked as each piece arrives (iter_raw without a chunk size yields every read
+        as it comes): a trickle is cut at most one read after it, silence by the per-read timeout.
         """
         from huggingface_hub.utils import httpx
 
         encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise PipelineError(f"{self.url}: the server sent the file {encoding}-encoded; asked for it as it is")
+        allowed = deadline(expected)
+        start = time.monotonic()
         data = bytearray()
         try:
-            for block in resp.iter_raw(1 << 20):
+            for block in resp.iter_raw():
                 self.bytes_fetched += len(block)
                 data += block
                 if progress is not None:
                     progress.update(len(block))
                 if len(data) > limit:
                     raise PipelineError(f"{self.url}: the server sent more than the {limit} bytes asked for")
+                elapsed = time.monotonic() - start
+                if len(data) < expected and elapsed > allowed:
+                    raise PipelineError(
+                        f"{self.url}: {len(data):,} of {expected:,} bytes received in {elapsed:.1f} s, "
+                        f"past this request's deadline of {allowed:.1f} s (HMP_RANGE_MIN_SECONDS plus the bytes "
+                        "at HMP_RANGE_MIN_RATE bytes a second)"
+                    )
         except httpx.HTTPError as exc:
             raise PipelineError(
                 f"{self.url}: the transfer broke off after {len(data)} bytes ({first_line(exc)})"
@@ -130,8 +167,8 @@ class RangeFile:
                     f"the server sent {resp.headers.get('Content-Range') or 'no Content-Range'}"
                 )
             if got.group(3) != "*":
-                self.size = int(got.group(3))
-            data = self._body(resp, length, progress)
+                self._same_size(int(got.group(3)))
+            data = self._body(resp, length, length, progress)
         if len(data) != length:
             raise PipelineError(f"{self.url}: asked for {length} bytes at {offset}, got {len(data)}")
         return data
@@ -141,9 +178,21 @@ class RangeFile:
         with self._get({}) as resp:
             if resp.status_code != 200:
                 raise PipelineError(f"{self.url}: HTTP {resp.status_code} to a plain GET (200 expected)")
-            data = self._body(resp, MAX_SMALL_FILE)
-        self.size = len(data)
+            announced = resp.headers.get("Content-Length", "")
+            expected = min(int(announced), MAX_SMALL_FILE) if announced.isdigit() else MAX_SMALL_FILE
+            data = self._body(resp, MAX_SMALL_FILE, expected)
+        self._same_size(len(data))
         return data
+
+    def _same_size(self, size: int) -> None:
+        """Every answer about this file must name one size: a file that changes between requests (a revision
+        that moved, a server serving two versions) would pair one version's header with another's bytes."""
+        if self.size is not None and size != self.size:
+            raise PipelineError(
+                f"{self.url}: the file is {size:,} bytes in this answer but was {self.size:,} in an earlier one; "
+                "it changed between requests"
+            )
+        self.size = size
 
 
 def hub_url(hub_id: str, filename: str, revision: str) -> str:

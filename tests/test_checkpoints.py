@@ -269,6 +269,51 @@ def test_reconcile_names_mismatched_missing_and_unexpected_keys(workdir):
         _reconcile(folder)
 
 
+def _with(folder, **tensors):
+    """The checkpoint in folder with tensors added (real safetensors, rewritten whole)."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    state.update(tensors)
+    save_file(state, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_a_parameter_stored_twice_is_refused_unless_it_is_a_tie(workdir):
+    """Only a parameter with several names in the built model (a tie) may be stored under more than one."""
+    from transformers import AutoConfig
+
+    model = inventory.build_meta(AutoConfig.for_model(**TINY), "m")
+    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]  # the oracle: the model's own names
+    assert names.count("transformer.h.0.attn.c_attn.weight") == 1
+    assert "transformer.wte.weight" in names and "lm_head.weight" in names  # tied: one tensor, two names
+    # an untied parameter under its Hub name and its full name, different values: which one counts?
+    folder = tiny_checkpoint(workdir / "untied-twice")
+    _with(folder, **{"transformer.h.0.attn.c_attn.weight": torch.randn(32, 96)})
+    with pytest.raises(PipelineError) as err:
+        _reconcile(folder)
+    assert (
+        "stored twice: h.0.attn.c_attn.weight and transformer.h.0.attn.c_attn.weight both hold "
+        "transformer.h.0.attn.c_attn.weight, a parameter with no other name"
+    ) in str(err.value)
+    # the same values under both names are still two tensors for one name
+    folder = tiny_checkpoint(workdir / "same-twice")
+    _with(folder, **{"transformer.ln_f.weight": torch.ones(32)})
+    with pytest.raises(PipelineError, match=r"stored twice: ln_f\.weight and transformer\.ln_f\.weight both hold"):
+        _reconcile(folder)
+    # a tie under both its names: accepted, the second copy counted apart (old GPT-2 files)
+    rec = _reconcile(tiny_checkpoint(workdir / "tied-twice", store_tied_twice=True))
+    assert rec.key_of["transformer.wte.weight"] == "lm_head.weight;wte.weight"
+    assert rec.tied_copies == TINY["vocab_size"] * TINY["n_embd"]
+    # a tie under one of its names twice: refused like any other
+    folder = _with(
+        tiny_checkpoint(workdir / "tied-thrice", store_tied_twice=True),
+        **{"transformer.wte.weight": torch.randn(TINY["vocab_size"], TINY["n_embd"])},
+    )
+    with pytest.raises(PipelineError, match=r"stored twice: transformer\.wte\.weight and wte\.weight both hold "):
+        _reconcile(folder)
+
+
 def test_count_stage_fails_on_a_checkpoint_that_does_not_match(workdir):
     folder = tiny_checkpoint(workdir / "ck")
     _write_params({"m": _path_model(folder)})

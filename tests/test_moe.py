@@ -252,6 +252,22 @@ def test_a_per_expert_checkpoint_missing_an_expert_is_named(workdir, monkeypatch
         _count_folder(workdir, monkeypatch, folder)
 
 
+def test_experts_stored_both_per_expert_and_stacked_are_refused(workdir, monkeypatch):
+    """One stacked parameter from two sources (per-expert tensors and the stacked one): counted once, it hid one."""
+    import torch
+
+    state = _mixtral_state(True)
+    fused = _mixtral_state(False)
+    state["model.layers.0.mlp.experts.down_proj"] = torch.randn(*fused["model.layers.0.mlp.experts.down_proj"].shape)
+    folder = _mixtral_folder(workdir / "ck", state)
+    with pytest.raises(
+        PipelineError,
+        match=r"stored twice: model\.layers\.0\.mlp\.experts\.down_proj and "
+        r"model\.layers\.0\.block_sparse_moe\.experts\.\*\.w2\.weight \(4\) both hold model\.layers\.0\.mlp\.experts",
+    ):
+        _count_folder(workdir, monkeypatch, folder)
+
+
 def test_deepseek_multi_token_prediction_layer_is_listed_apart(workdir, monkeypatch):
     """DeepSeek-V3's file stores layer num_hidden_layers (its MTP module): listed as extra, never counted."""
     import torch
