@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml requirements.lock
 # The page `dvc plots show` fills, Vega inlined so it draws offline: where .dvc/config's plots.html_template says
 PLOT_PAGE := .dvc/$(shell sed -n 's/^ *html_template *= *//p' .dvc/config)
 
-$(PLOT_PAGE): $(STAMP) pipeline/plotpage.py
+$(PLOT_PAGE): $(STAMP) pipeline/report/plotpage.py
 	python -m pipeline.report.plotpage
 
 setup: $(STAMP) $(PLOT_PAGE) ## create .venv/ and install the pinned dependencies

@@ -60,12 +60,14 @@ PROJECT_HEADERS = """
 import sys, time
 from pathlib import Path
 import torch, transformers
-from pipeline import checkpoint
+from pipeline.formats import safetensors_file
+from pipeline import formats
+from pipeline.model import reconcile
 from pipeline.model import inventory
 t = time.perf_counter()
 folder = Path(sys.argv[1])
 model = build.build_meta(config_file.load_config(folder, "m"), "m")
-rec = checkpoint.reconcile(model, checkpoint.load_entries(folder)[0], "m")
+rec = reconcile.reconcile(model, formats.load_entries(folder)[0], "m")
 print(rec.checkpoint_tensors - sum(e.numel for e, _ in rec.buffers), time.perf_counter() - t)
 """
 
@@ -94,13 +96,13 @@ def value_pass(folder: Path, bins: int, every: int = 1) -> tuple[float, float]:
     """(seconds of the distributions pass, seconds of the embedding correlation) in this process."""
     import pandas as pd
 
-    from pipeline import checkpoint
-    from pipeline.model import build, config_file, inventory
+    from pipeline import formats
+    from pipeline.model import build, config_file, inventory, reconcile
     from pipeline.values import correlate, distributions, reader
 
-    entries, _ = checkpoint.load_entries(folder)
+    entries, _ = formats.load_entries(folder)
     model = build.build_meta(config_file.load_config(folder, "m"), "m")
-    rec = checkpoint.reconcile(model, entries, "m")
+    rec = reconcile.reconcile(model, entries, "m")
     inv = inventory.parameters(inventory.with_checkpoint(inventory.inventory(model, "m"), model, rec))
     start = time.perf_counter()
     distributions.distributions(folder, entries, inv, "m", bins, every=every)
@@ -119,7 +121,7 @@ def range_bytes(folder: Path) -> dict[str, int]:
     import yaml
     from huggingface_hub import constants
 
-    from pipeline import remote
+    from pipeline.formats import remote
     from tests.conftest import tiny_params
     from tests.http_range_server import RangeServer
 

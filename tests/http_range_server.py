@@ -8,8 +8,11 @@ so snapshot_download runs against it unchanged. It listens on 127.0.0.1 only and
 For tests of the client's behaviour it records every request's headers (`seen`), can fail the next
 n GETs of file data with an HTTP status (`fail_next`, each failure counted in `failures`), keep them
 waiting a number of seconds before it answers (`stall_next`) or between its headers and the body
-(`stall_body_next`), and can ignore Range headers (`ignore_range`) like a server that only sends
-whole files.
+(`stall_body_next`), send the next bodies one byte at a time with a pause between bytes
+(`trickle_next`: each byte arrives well within any per-read timeout, the whole body never), and can
+ignore Range headers (`ignore_range`) like a server that only sends whole files. `grow_by` makes every
+file that many bytes longer from then on (zeros appended, the Content-Range total and Content-Length
+saying so), as when a file is replaced on the server between two requests.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class RangeServer:
         self.failures = 0
         self.stall_next: list[float] = []
         self.stall_body_next: list[float] = []
+        self.trickle_next: list[float] = []  # seconds between bytes, for the next GETs of file data
+        self.grow_by = 0
         self.ignore_range = False
         self.etags: dict[Path, str] = {}
         server = self
@@ -72,7 +77,7 @@ class RangeServer:
                 self.send_response(200)
                 self.send_header("X-Repo-Commit", server.revision)
                 self.send_header("ETag", server.etag(file))
-                self.send_header("Content-Length", str(file.stat().st_size))
+                self.send_header("Content-Length", str(file.stat().st_size + server.grow_by))
                 self.end_headers()
 
             def do_GET(self):  # noqa: N802 (http.server's naming)
@@ -99,11 +104,13 @@ class RangeServer:
                     server.failures += status is not None
                     stall = server.stall_next.pop(0) if server.stall_next else 0
                     stall_body = server.stall_body_next.pop(0) if server.stall_body_next and not status else 0
+                    trickle = server.trickle_next.pop(0) if server.trickle_next and not status else 0
+                    grow = server.grow_by
                 time.sleep(stall)
                 if status is not None:
                     self._empty(status)
                     return
-                size = path.stat().st_size
+                size = path.stat().st_size + grow
                 match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
                 if server.ignore_range:
                     match = None
@@ -119,11 +126,17 @@ class RangeServer:
                     fh.seek(start)
                     left = end - start + 1
                     while left:
-                        block = fh.read(min(left, 1 << 20))
+                        step = min(left, 1 if trickle else 1 << 20)
+                        block = fh.read(step) or bytes(step)  # past the file's real end: the zeros it grew by
                         with server.lock:  # counted before it is sent: the client may check right after
                             server.bytes_served += len(block)
-                        self.wfile.write(block)
+                        try:
+                            self.wfile.write(block)
+                            self.wfile.flush()
+                        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a deadline)
+                            return
                         left -= len(block)
+                        time.sleep(trickle)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -40,6 +40,17 @@ CONFIGS = {
         },
         "ignore": ["lm_head"],
     },
+    "compressed-pack-asym": {  # asymmetric: a packed zero point beside each weight (compressed-tensors' own packing)
+        "quant_method": "compressed-tensors",
+        "format": "pack-quantized",
+        "config_groups": {
+            "group_0": {
+                "weights": {"num_bits": 4, "type": "int", "symmetric": False, "strategy": "group", "group_size": GROUP},
+                "targets": ["Linear"],
+            }
+        },
+        "ignore": ["lm_head"],
+    },
     "compressed-fp8": {
         "quant_method": "compressed-tensors",
         "format": "float-quantized",
@@ -60,6 +71,9 @@ CONFIGS = {
     "bnb-int8": {"quant_method": "bitsandbytes", "load_in_8bit": True},
     "fp8": {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [GROUP, GROUP], "activation_scheme": "dynamic"},
 }
+# Tensors of a layout that real exporters may leave out: auto-round and gptqmodel write GPTQ without g_idx when
+# there is no act-order (desc_act false: it is then i // group_size); older bitsandbytes wrote no weight_format.
+OPTIONAL = {"gptq": {"g_idx"}, "bnb-int8": {"weight_format"}}
 
 
 def linear_shapes() -> dict[str, tuple[int, int]]:
@@ -112,15 +126,19 @@ def _module(torch, layout: str, out: int, inp: int) -> dict:
             "qzeros": _words(torch, ceil(inp / GROUP), out * 4 // 32),
             "scales": torch.rand(ceil(inp / GROUP), out).half(),
         }
-    if layout == "compressed-pack":
+    if layout.startswith("compressed-pack"):
         from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
         codes = torch.randint(-8, 8, (out, inp), dtype=torch.int8)
-        return {
+        tensors = {
             "weight_packed": pack_to_int32(codes, 4),
             "weight_scale": torch.rand(out, ceil(inp / GROUP)).half(),
             "weight_shape": torch.tensor([out, inp], dtype=torch.int64),
         }
+        if layout == "compressed-pack-asym":  # packed along the outputs, as PackedQuantizationCompressor does
+            zero = torch.randint(-8, 8, (out, ceil(inp / GROUP)), dtype=torch.int8)
+            tensors["weight_zero_point"] = pack_to_int32(zero, 4, packed_dim=0)
+        return tensors
     if layout == "compressed-fp8":
         return {"weight": torch.randn(out, inp).to(torch.float8_e4m3fn), "weight_scale": torch.rand(out, 1)}
     if layout == "bnb-nf4":
@@ -166,6 +184,30 @@ def quantized_llama(folder: Path, layout: str, **overrides) -> Path:
             state[key] = tensor
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({**LLAMA, "quantization_config": CONFIGS[layout]}, indent=1))
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
+
+
+def module_tensors(layout: str) -> list[str]:
+    """The suffixes a layout stores for every quantized Linear (besides the packed or quantized weight itself)."""
+    import torch
+
+    return [k for k in _module(torch, layout, 32, 32) if k not in ("qweight", "weight_packed", "weight")]
+
+
+def float_llama(folder: Path, quantization_config: dict | None) -> Path:
+    """The tiny Llama as a plain float32 checkpoint (transformers' own state dict), with the given config block."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    arch = {k: v for k, v in LLAMA.items() if k != "model_type"}
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **arch))
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {**LLAMA, **({"quantization_config": quantization_config} if quantization_config else {})}
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     return folder
 

@@ -14,9 +14,9 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from pipeline import checkpoint
 from pipeline.core.errors import PipelineError
-from pipeline.model import build
+from pipeline.formats import safetensors_file
+from pipeline.model import build, reconcile
 from pipeline.stages import bias, count, download, report, ties
 from tests.checkpoints import (
     GPT2_SMALL,
@@ -109,7 +109,7 @@ def test_ties_from_the_values(workdir, monkeypatch, tied_and_untied):
     # oracle: torch.corrcoef on the two matrices read whole
     with safe_open(str(tied_and_untied["untied"] / "model.safetensors"), "pt") as f:
         x, y = f.get_tensor("wte.weight").double().flatten(), f.get_tensor("lm_head.weight").double().flatten()
-    # float32 chunk kernels with float64 accumulation: about 6 significant digits (pipeline/values.py)
+    # float32 chunk kernels with float64 accumulation: about 6 significant digits (pipeline/values/)
     assert t.loc["untied", "pearson_r"] == pytest.approx(float(torch.corrcoef(torch.stack([x, y]))[0, 1]), abs=1e-6)
     assert t.loc["untied", "max_abs_diff"] == pytest.approx(float((x - y).abs().max()), rel=1e-6)
     text = (workdir / "reports/report.md").read_text()
@@ -145,7 +145,7 @@ def test_value_distributions_match_an_oracle(workdir, monkeypatch, tied_and_unti
         assert row["min"] == pytest.approx(float(values.min()), rel=1e-9)
         assert row["max"] == pytest.approx(float(values.max()), rel=1e-9)
         assert row["l2"] == pytest.approx(float(values.norm()), rel=1e-6)
-        # histograms: every `every`-th value of each tensor, from its first (pipeline/values.py Histogram)
+        # histograms: every `every`-th value of each tensor, from its first (pipeline/values/ Histogram)
         picked = torch.cat([t[::every] for t in parts]).float()
         tops = pd.Series((picked.numpy().view("uint32") >> 16).astype("uint32")).value_counts()
         h = hists[hists["group"] == group]
@@ -244,8 +244,8 @@ def _reconcile(folder, **arch_over):
 
     config = AutoConfig.for_model(**{**TINY, **arch_over})
     model = build.build_meta(config, "m")
-    files, _ = checkpoint.weight_files(folder)
-    return checkpoint.reconcile(model, checkpoint.read_checkpoint(folder, files), "m")
+    files, _ = safetensors_file.weight_files(folder)
+    return reconcile.reconcile(model, safetensors_file.read_checkpoint(folder, files), "m")
 
 
 def test_reconcile_names_mismatched_missing_and_unexpected_keys(workdir):
@@ -267,6 +267,51 @@ def test_reconcile_names_mismatched_missing_and_unexpected_keys(workdir):
     state["h.0.adapter.weight"] = torch.zeros(4, 4)
     save_file(state, str(folder / "model.safetensors"))
     with pytest.raises(PipelineError, match=r"unexpected keys: h\.0\.adapter\.weight"):
+        _reconcile(folder)
+
+
+def _with(folder, **tensors):
+    """The checkpoint in folder with tensors added (real safetensors, rewritten whole)."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    state.update(tensors)
+    save_file(state, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_a_parameter_stored_twice_is_refused_unless_it_is_a_tie(workdir):
+    """Only a parameter with several names in the built model (a tie) may be stored under more than one."""
+    from transformers import AutoConfig
+
+    model = build.build_meta(AutoConfig.for_model(**TINY), "m")
+    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]  # the oracle: the model's own names
+    assert names.count("transformer.h.0.attn.c_attn.weight") == 1
+    assert "transformer.wte.weight" in names and "lm_head.weight" in names  # tied: one tensor, two names
+    # an untied parameter under its Hub name and its full name, different values: which one counts?
+    folder = tiny_checkpoint(workdir / "untied-twice")
+    _with(folder, **{"transformer.h.0.attn.c_attn.weight": torch.randn(32, 96)})
+    with pytest.raises(PipelineError) as err:
+        _reconcile(folder)
+    assert (
+        "stored twice: h.0.attn.c_attn.weight and transformer.h.0.attn.c_attn.weight both hold "
+        "transformer.h.0.attn.c_attn.weight, a parameter with no other name"
+    ) in str(err.value)
+    # the same values under both names are still two tensors for one name
+    folder = tiny_checkpoint(workdir / "same-twice")
+    _with(folder, **{"transformer.ln_f.weight": torch.ones(32)})
+    with pytest.raises(PipelineError, match=r"stored twice: ln_f\.weight and transformer\.ln_f\.weight both hold"):
+        _reconcile(folder)
+    # a tie under both its names: accepted, the second copy counted apart (old GPT-2 files)
+    rec = _reconcile(tiny_checkpoint(workdir / "tied-twice", store_tied_twice=True))
+    assert rec.key_of["transformer.wte.weight"] == "lm_head.weight;wte.weight"
+    assert rec.tied_copies == TINY["vocab_size"] * TINY["n_embd"]
+    # a tie under one of its names twice: refused like any other
+    folder = _with(
+        tiny_checkpoint(workdir / "tied-thrice", store_tied_twice=True),
+        **{"transformer.wte.weight": torch.randn(TINY["vocab_size"], TINY["n_embd"])},
+    )
+    with pytest.raises(PipelineError, match=r"stored twice: transformer\.wte\.weight and wte\.weight both hold "):
         _reconcile(folder)
 
 

@@ -1,6 +1,6 @@
 """The real `dvc plots show` / `dvc plots diff` in a temp copy of this repository, drawn by headless Chromium offline.
 
-DVC fills the page pipeline/plotpage.py makes (.dvc/config plots.html_template); every Vega plot must draw as SVG
+DVC fills the page pipeline/report/plotpage.py makes (.dvc/config plots.html_template); every Vega plot must draw as SVG
 with marks, every image load, and nothing may come from a network (the browser resolves no host name at all).
 """
 

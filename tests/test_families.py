@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoConfig
 
 from pipeline.core.errors import PipelineError
-from pipeline.model import build, config_file, formulas, inventory
+from pipeline.model import build, config_file, formulas, inventory, reconcile
 from tests.conftest import compose_model
 
 # Published totals, each from its source:
@@ -210,7 +210,7 @@ def _save(folder, state: dict, config: dict) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
-# transformers' own auto classes, named here so the oracle does not go through pipeline/inventory.py
+# transformers' own auto classes, named here so the oracle does not go through pipeline/model/inventory.py
 ORACLE_AUTO = {"causal_lm": "AutoModelForCausalLM", "masked_lm": "AutoModelForMaskedLM", "base": "AutoModel"}
 
 
@@ -229,21 +229,22 @@ def _real(name: str, auto_class: str, **over):
 
 
 def test_pythia_checkpoint_keys_go_through_transformers_renames(tmp_path):
-    from pipeline import checkpoint
+    from pipeline.formats import safetensors_file
+    from pipeline.model import reconcile
 
     model, config = _real("pythia-70m", "causal_lm", **TINY_NEOX)
     state = {("embed_out.weight" if k == "lm_head.weight" else k): v for k, v in model.state_dict().items()}
     _save(tmp_path / "ck", state, config)
     meta = _build(config)
-    entries = checkpoint.read_checkpoint(tmp_path / "ck", ["model.safetensors"])
-    rec = checkpoint.reconcile(meta, entries, "pythia")
+    entries = safetensors_file.read_checkpoint(tmp_path / "ck", ["model.safetensors"])
+    rec = reconcile.reconcile(meta, entries, "pythia")
     assert rec.key_of["lm_head.weight"] == "embed_out.weight"
     assert not rec.buffers and not rec.unused
 
 
 def test_bert_base_from_a_pretraining_checkpoint(tmp_path):
     """bert-base-uncased's file: bert.-prefixed keys, LayerNorm gamma/beta, and pretraining heads (cls.*)."""
-    from pipeline import checkpoint
+    from pipeline.formats import safetensors_file
 
     model, config = _real("bert-base-uncased", "base", **TINY["bert-base-uncased"])
     import transformers
@@ -256,11 +257,11 @@ def test_bert_base_from_a_pretraining_checkpoint(tmp_path):
             state[k] = v
     _save(tmp_path / "ck", state, config)
     meta = _build(config, "base")
-    entries = checkpoint.read_checkpoint(tmp_path / "ck", ["model.safetensors"])
-    rec = checkpoint.reconcile(meta, entries, "bert", base_only=True)
+    entries = safetensors_file.read_checkpoint(tmp_path / "ck", ["model.safetensors"])
+    rec = reconcile.reconcile(meta, entries, "bert", base_only=True)
     assert rec.key_of["embeddings.LayerNorm.weight"] == "bert.embeddings.LayerNorm.gamma"
     assert {e.key.split(".")[0] for e in rec.unused} == {"cls"}
     counted = rec.checkpoint_tensors - sum(e.numel for e in rec.unused)
     assert counted == sum(p.numel() for p in meta.parameters())
     with pytest.raises(PipelineError, match=r"unexpected keys: cls\."):
-        checkpoint.reconcile(meta, entries, "bert", base_only=False)
+        reconcile.reconcile(meta, entries, "bert", base_only=False)

@@ -1,6 +1,6 @@
 """`hmp count` and `hmp add`, run as the installed console script on real files, a real GGUF and a pre-filled Hub cache.
 
-Oracles: the closed forms of pipeline/formulas.py (GPT-2: V·d + P·d + L·(12d² + 13d) + 2d; Llama:
+Oracles: the closed forms of pipeline/model/formulas.py (GPT-2: V·d + P·d + L·(12d² + 13d) + 2d; Llama:
 formulas.llama_params) and the course's published GPT-2 small figures (124,439,808 parameters,
 102,144 of them biases; 163,037,184 with an untied head).
 """

@@ -587,7 +587,7 @@ def gguf_missing_a_tensor(wd):
     _download("m")
 
 
-# GGUF headers: every count and length checked against the file before it is used (pipeline/gguf_header.py).
+# GGUF headers: every count and length checked against the file before it is used (pipeline/formats/gguf_header.py).
 
 
 def _gguf_renamed(wd: Path, name: str) -> str:
@@ -744,6 +744,111 @@ def quantized_group_size_disagrees(wd):
 
     _quantized_model(wd, "gptq", **{"model.layers.0.self_attn.q_proj.scales": torch.rand(4, 32).half()})
     _download("m")
+
+
+def _quantization_config(wd: Path, layout: str, **fields) -> None:
+    """A quantized model whose config.json's quantization_config has fields replaced (at any depth: a.b.c)."""
+    folder = _quantized_model(wd, layout)
+    config = json.loads((folder / "config.json").read_text())
+    for path, value in fields.items():
+        *parents, last = path.split("__")
+        where = config["quantization_config"]
+        for key in parents:
+            where = where[key]
+        where[last] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    _download("m")
+
+
+@case("count", "quantization_config: group_size=0 must be a positive whole number, or -1 for one group")
+def quantized_group_size_zero(wd):
+    _quantization_config(wd, "gptq", group_size=0)
+
+
+@case("count", "quantization_config: group_size=True must be a positive whole number")
+def quantized_group_size_bool(wd):
+    _quantization_config(wd, "awq", group_size=True)
+
+
+@case("count", "quantization_config: bits='4' is not a whole number")
+def quantized_bits_text(wd):
+    _quantization_config(wd, "gptq", bits="4")
+
+
+@case("count", "quantization_config: weight_block_size=[16] must be a list of two positive whole numbers")
+def quantized_fp8_block_of_one_element(wd):
+    _quantization_config(wd, "fp8", weight_block_size=[16])
+
+
+@case("count", "quantization_config: weight_block_size=[0, 16] must be a list of two positive whole numbers")
+def quantized_fp8_block_of_zero(wd):
+    _quantization_config(wd, "fp8", weight_block_size=[0, 16])
+
+
+@case("count", "config_groups.group_0.weights.group_size=0 must be a positive whole number for strategy 'group'")
+def quantized_compressed_tensors_group_size_zero(wd):
+    _quantization_config(wd, "compressed-pack", config_groups__group_0__weights__group_size=0)
+
+
+@case("count", "q_proj.qweight' is a GPTQ weight, but module 'model.layers.0.self_attn.q_proj' has no 'scales' beside")
+def quantized_gptq_without_scales(wd):
+    _quantized_model(wd, "gptq", **{"model.layers.0.self_attn.q_proj.scales": None})
+    _download("m")
+
+
+@case("count", "module 'model.layers.1.mlp.up_proj' has no 'qzeros' beside it")
+def quantized_awq_without_zero_points(wd):
+    _quantized_model(wd, "awq", **{"model.layers.1.mlp.up_proj.qzeros": None})
+    _download("m")
+
+
+@case("count", "module 'model.layers.0.mlp.down_proj' has no 'weight_shape' beside it")
+def quantized_compressed_pack_without_its_shape(wd):
+    _quantized_model(wd, "compressed-pack", **{"model.layers.0.mlp.down_proj.weight_shape": None})
+    _download("m")
+
+
+@case("count", "its quantization_config says gptq, but no tensor is packed or quantized (no *.qweight")
+def quantized_config_over_a_float_checkpoint(wd):
+    from tests.quantized import CONFIGS, float_llama
+
+    folder = float_llama(wd / "src" / "q", CONFIGS["gptq"])
+    _add_model(wd, "m", {"source": "path", "path": str(folder)})
+    _download("m")
+
+
+@case("count", "unexpected keys: model.layers.99.self_attn.q_proj.scales")
+def quantized_scales_of_a_layer_the_model_lacks(wd):
+    import torch
+
+    _quantized_model(wd, "gptq", **{"model.layers.99.self_attn.q_proj.scales": torch.rand(2, 32).half()})
+    _download("m")
+
+
+@case("count", "unexpected keys: foo.scales")
+def quantized_scales_of_no_module(wd):
+    import torch
+
+    _quantized_model(wd, "gptq", **{"foo.scales": torch.rand(2, 32).half()})
+    _download("m")
+
+
+@case("count", "stored twice: h.0.attn.c_attn.weight and transformer.h.0.attn.c_attn.weight both hold")
+def untied_parameter_stored_under_two_names(wd):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = _path_model(wd, "m")
+    state = load_file(str(folder / "model.safetensors"))
+    state["transformer.h.0.attn.c_attn.weight"] = torch.randn(*state["h.0.attn.c_attn.weight"].shape)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    _download("m")
+
+
+@case("download", "header lists more than 100,000 tensors, more than any real file")
+def header_of_more_tensors_than_any_file(wd):
+    blob = b"{" + b",".join(b'"t%d":0' % i for i in range(100_001)) + b"}"  # 1.3 MB: the cap, not the size
+    return _crafted(wd, "m", blob, 0)
 
 
 @case("count", "quantization_config has no quant_method")

@@ -16,8 +16,8 @@ import time
 import pytest
 import yaml
 
-from pipeline import remote
 from pipeline.core.errors import PipelineError
+from pipeline.formats import remote
 from tests.checkpoints import tiny_checkpoint
 from tests.conftest import run_module, tiny_params
 from tests.http_range_server import RangeServer
@@ -138,6 +138,70 @@ def test_a_body_that_stalls_is_one_line(upstream, hub_online):
     assert str(err.value).startswith(_url(server)) and rf.bytes_fetched == 0
 
 
+def test_a_trickling_answer_is_cut_at_its_deadline(upstream, hub_online, monkeypatch):
+    """A byte every 20 ms never trips the per-read timeout; the request's own deadline ends it, as one line."""
+    monkeypatch.setattr(remote, "MIN_SECONDS", 0.5)
+    monkeypatch.setattr(remote, "MIN_RATE", 10**9)  # the bytes add nothing: a deadline of 0.5 s
+    with RangeServer(upstream, "org/model", SHA) as server:
+        server.trickle_next = [0.02]  # 4,096 bytes would take 80 s
+        rf = remote.RangeFile(_url(server))
+        start = time.monotonic()
+        with pytest.raises(PipelineError) as err:
+            rf.read(0, 4096)
+        elapsed = time.monotonic() - start
+        served = server.bytes_served
+        assert rf.read(0, 8) == (upstream / "model.safetensors").read_bytes()[:8]  # the next request is served
+    line = str(err.value)
+    got = re.fullmatch(
+        re.escape(_url(server)) + r": ([\d,]+) of 4,096 bytes received in ([\d.]+) s, past this request's deadline "
+        r"of 0\.5 s \(HMP_RANGE_MIN_SECONDS plus the bytes at HMP_RANGE_MIN_RATE bytes a second\)",
+        line,
+    )
+    assert got, line
+    received = int(got.group(1).replace(",", ""))
+    assert 0 < received < 4096 and received <= served  # the server counts each byte before sending it
+    assert rf.bytes_fetched == received + 8
+    assert 0.5 <= float(got.group(2)) and elapsed < 3, f"{elapsed:.1f} s"
+
+
+@pytest.mark.parametrize(("rate", "cut"), [(50, False), (2000, True)])
+def test_the_deadline_grows_with_the_bytes_asked_for(rate, cut, upstream, hub_online, monkeypatch):
+    """200 bytes at about 500 bytes a second: within 0.1 s + 200 B at 50 B/s (4.1 s), past 0.1 s + 0.1 s."""
+    monkeypatch.setenv("HMP_RANGE_MIN_SECONDS", "0.1")  # the environment, as a DVC stage would be given it
+    monkeypatch.setenv("HMP_RANGE_MIN_RATE", str(rate))
+    data = (upstream / "model.safetensors").read_bytes()
+    with RangeServer(upstream, "org/model", SHA) as server:
+        server.trickle_next = [0.002]
+        rf = remote.RangeFile(_url(server))
+        if cut:
+            with pytest.raises(PipelineError, match=r"of 200 bytes received in .* deadline of 0\.2 s"):
+                rf.read(100, 200)
+        else:
+            assert rf.read(100, 200) == data[100:300]
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-5", "inf", "nan"])
+def test_a_deadline_setting_that_is_no_positive_number_is_one_line(value, monkeypatch):
+    monkeypatch.setenv("HMP_RANGE_MIN_RATE", value)
+    with pytest.raises(PipelineError, match=rf"^HMP_RANGE_MIN_RATE='{value}' must be a positive number$"):
+        remote.deadline(100)
+
+
+def test_a_file_that_changes_size_between_requests_is_refused(upstream, hub_online):
+    size = (upstream / "model.safetensors").stat().st_size
+    with RangeServer(upstream, "org/model", SHA) as server:
+        rf = remote.RangeFile(_url(server))
+        rf.read(0, 8)
+        assert rf.size == size
+        server.grow_by = 16  # replaced on the server by a longer file
+        with pytest.raises(PipelineError) as err:
+            rf.read(8, 8)
+    assert str(err.value) == (
+        f"{_url(server)}: the file is {size + 16:,} bytes in this answer but was {size:,} in an earlier one; "
+        "it changed between requests"
+    )
+
+
 # --- the download stage, as DVC runs it -------------------------------------------------------------
 
 
@@ -163,6 +227,23 @@ def test_range_reads_carry_the_token_and_retry_a_5xx_logging_each_line_once(work
     assert "m: embeddings" in proc.stderr  # the range reads' progress bar (forced on: stderr is not a terminal)
     prov = json.loads((workdir / "data/models/m/provenance.json").read_text())
     assert prov["bytes_fetched"] == served  # the failed answer had no body; every byte received is counted
+
+
+def test_range_reads_from_a_trickling_server_stop_at_the_deadline(workdir, upstream):
+    """The download stage with the deadline from its environment: one line within seconds, nothing written."""
+    _params(workdir, m=_hub_model(fetch="range"))
+    with RangeServer(upstream, "org/model", SHA) as server:
+        server.trickle_next = [0.02]  # config.json, its first file: about a kilobyte, 20 s at this pace
+        env = _env(server.endpoint, workdir, HMP_RANGE_MIN_SECONDS="0.5", HMP_RANGE_MIN_RATE="1000000000")
+        start = time.monotonic()
+        proc = run_module("pipeline.stages.download", "m", cwd=workdir, env=env)
+        elapsed = time.monotonic() - start
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"error: model 'm': {_url(server, 'config.json')}: "), lines[0]
+    assert "bytes received in" in lines[0] and "deadline of 0.5 s" in lines[0], lines[0]
+    assert elapsed < 15, f"{elapsed:.1f} s"
+    assert not (workdir / "data").exists()
 
 
 def test_full_download_through_snapshot_download(workdir, upstream, monkeypatch):

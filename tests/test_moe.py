@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from pipeline import formats
 from pipeline.core import compose, params, sizes
 from pipeline.core.errors import PipelineError
 from pipeline.model import conventions, formulas, inventory, moe
@@ -256,6 +257,22 @@ def test_a_per_expert_checkpoint_missing_an_expert_is_named(workdir, monkeypatch
         _count_folder(workdir, monkeypatch, folder)
 
 
+def test_experts_stored_both_per_expert_and_stacked_are_refused(workdir, monkeypatch):
+    """One stacked parameter from two sources (per-expert tensors and the stacked one): counted once, it hid one."""
+    import torch
+
+    state = _mixtral_state(True)
+    fused = _mixtral_state(False)
+    state["model.layers.0.mlp.experts.down_proj"] = torch.randn(*fused["model.layers.0.mlp.experts.down_proj"].shape)
+    folder = _mixtral_folder(workdir / "ck", state)
+    with pytest.raises(
+        PipelineError,
+        match=r"stored twice: model\.layers\.0\.mlp\.experts\.down_proj and "
+        r"model\.layers\.0\.block_sparse_moe\.experts\.\*\.w2\.weight \(4\) both hold model\.layers\.0\.mlp\.experts",
+    ):
+        _count_folder(workdir, monkeypatch, folder)
+
+
 def test_deepseek_multi_token_prediction_layer_is_listed_apart(workdir, monkeypatch):
     """DeepSeek-V3's file stores layer num_hidden_layers (its MTP module): listed as extra, never counted."""
     import torch
@@ -294,9 +311,9 @@ def test_value_pass_reads_every_expert_of_a_per_expert_checkpoint(workdir, monke
 
     folder = _mixtral_folder(workdir / "ck", _mixtral_state(True))
     inv, row = _count_folder(workdir, monkeypatch, folder)
-    from pipeline import checkpoint
+    from pipeline import formats
 
-    entries, _ = checkpoint.load_entries(workdir / "data/models/m")
+    entries, _ = formats.load_entries(workdir / "data/models/m")
     stats, _ = distributions.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", 10)
     assert int(stats.loc[stats["by"] == "all", "count"].iloc[0]) == row["total"]
     experts = stats[(stats["by"] == "component") & (stats["group"] == "experts")]
@@ -307,8 +324,6 @@ def test_gpt_oss_sinks_have_a_value_group(workdir, monkeypatch):
     import torch
     from safetensors.torch import save_file
 
-    from pipeline import checkpoint
-
     config, model = _build("gpt_oss")
     state = {n: torch.randn(*p.shape) for n, p in model.state_dict().items()}
     folder = workdir / "ck"
@@ -316,7 +331,7 @@ def test_gpt_oss_sinks_have_a_value_group(workdir, monkeypatch):
     (folder / "config.json").write_text(json.dumps(config.to_dict()))
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     inv, row = _count_folder(workdir, monkeypatch, folder)
-    entries, _ = checkpoint.load_entries(workdir / "data/models/m")
+    entries, _ = formats.load_entries(workdir / "data/models/m")
     stats, _ = distributions.distributions(workdir / "data/models/m", entries, inventory.parameters(inv), "m", 10)
     sinks = stats[(stats["by"] == "group") & (stats["group"] == "attention_sinks")]
     assert int(sinks["count"].iloc[0]) == 2 * 4  # 2 layers, one sink per head

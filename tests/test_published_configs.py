@@ -7,7 +7,7 @@ _name_or_path). Each is counted twice, through the pipeline's own path (download
 stage's count_model): as a model file's `architecture` block and as its `config_path`.
 
 Oracles: the class the file names (`architectures[0]`) built by transformers itself on the meta device
-(sum(p.numel()) of its unique parameters), and, where one exists, a closed form of pipeline/formulas.py
+(sum(p.numel()) of its unique parameters), and, where one exists, a closed form of pipeline/model/formulas.py
 or a published total, each cited below.
 """
 
@@ -48,7 +48,7 @@ PUBLISHED = {
 
 
 def _closed_form(name: str, cfg: dict) -> int | None:
-    """A closed form of pipeline/formulas.py, for the families it covers."""
+    """A closed form of pipeline/model/formulas.py, for the families it covers."""
     if cfg["model_type"] == "gpt2":
         return formulas.gpt2_params_from_config(cfg)
     if cfg["architectures"] == ["LlamaForCausalLM"] or cfg["model_type"] == "mistral":

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import remote
+from pipeline.formats import remote
 from tests.checkpoints import GPT2_SMALL, gpt2_config, gpt2_hub_entries, tiny_checkpoint, write_sparse_safetensors
 from tests.conftest import TINY, run_module, tiny_params
 from tests.http_range_server import RangeServer
@@ -105,7 +105,7 @@ def test_sharded_checkpoint_by_range_reads(workdir):
     assert summary.loc["m", "total"] == summary.loc["local", "total"]
     assert summary.loc["m", "checkpoint_tensors"] == summary.loc["local", "checkpoint_tensors"]
     t = pd.read_csv(workdir / "results/ties.csv").set_index("model")
-    # float32 kernels round differently with the data's alignment in each file: agree to 1e-7 (pipeline/values.py)
+    # float32 kernels round differently with the data's alignment in each file: agree to 1e-7 (pipeline/values/)
     assert t.loc["m", "pearson_r"] == pytest.approx(t.loc["local", "pearson_r"], abs=1e-7)
 
 

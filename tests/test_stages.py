@@ -14,7 +14,7 @@ from pipeline.stages import bias, count, download, report, ties
 from tests.conftest import TINY, copy_workspace, run_module, tiny_params
 
 D, V, P, L = TINY["n_embd"], TINY["vocab_size"], TINY["n_positions"], TINY["n_layer"]
-# GPT-2 closed form (see pipeline/formulas.py for its derivation): V·d + P·d + L·(12d² + 13d) + 2d
+# GPT-2 closed form (see pipeline/model/formulas.py for its derivation): V·d + P·d + L·(12d² + 13d) + 2d
 TINY_TOTAL = V * D + P * D + L * (12 * D * D + 13 * D) + 2 * D
 
 

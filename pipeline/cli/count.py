@@ -50,14 +50,15 @@ def _entry_for(source: str, revision: str | None) -> dict[str, Any]:
             return {"source": "config", "config_path": str(path)}
         if path.is_file() and path.suffix != ".gguf":
             raise PipelineError(f"{source}: not a config.json, a .gguf file or a checkpoint folder")
-        from pipeline import checkpoint, sources
+        from pipeline import sources
+        from pipeline.formats import safetensors_file
 
         entry: dict[str, Any] = {"source": "path", "path": str(path)}
         try:
             if path.is_dir() and not sources.is_gguf(path):
                 if not (path / "config.json").is_file():
                     raise PipelineError(f"{source}: a checkpoint folder needs its config.json")
-                if not checkpoint.weight_files(path, allow_pickle=True)[0]:
+                if not safetensors_file.weight_files(path, allow_pickle=True)[0]:
                     if ggufs := sorted(p.name for p in path.glob("*.gguf")):  # never counted from its config silently
                         raise PipelineError(
                             f"{source}: holds config.json and {', '.join(ggufs)} but no safetensors, so what to count "

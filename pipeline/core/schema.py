@@ -35,7 +35,7 @@ class ModelEntry(_Schema):
     path: str | None = None  # local folder, .gguf file, for source: path
     architecture: dict[str, Any] | None = None  # config.json fields
     config_path: str | None = None  # a config.json file to start from (architecture fields override it)
-    # which transformers class is built: auto (the class config.json names, else pipeline/inventory.py's
+    # which transformers class is built: auto (the class config.json names, else pipeline/model/inventory.py's
     # FALLBACK order) or one auto class
     auto_class: Literal[
         "auto", "causal_lm", "image_text_to_text", "seq2seq_lm", "speech_seq2seq", "masked_lm", "base"

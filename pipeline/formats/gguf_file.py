@@ -1,4 +1,5 @@
-"""GGUF files (llama.cpp): tensors and architecture from the files' own metadata, read by pipeline/gguf_header.py.
+"""GGUF files (llama.cpp): tensors and architecture from the files' own metadata, read by
+pipeline/formats/gguf_header.py.
 
 A GGUF file holds its config as key-value metadata and every tensor's name, logical shape (in
 ggml's order, fastest dimension first), quantization type and byte offset, then the data. A model
@@ -24,9 +25,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.checkpoint import Entry, plain_name, regular_file
 from pipeline.core.errors import PipelineError, first_line
 from pipeline.formats import gguf_header
+from pipeline.formats.entries import Entry, plain_name, regular_file
 from pipeline.formats.gguf_header import SKIPPED, Field
 
 if TYPE_CHECKING:

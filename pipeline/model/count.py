@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import checkpoint, formats
+from pipeline import formats
 from pipeline.core import params
 from pipeline.core.errors import PipelineError
+from pipeline.formats import quant
 from pipeline.model import build, config_file, inventory, moe, reconcile
 
 SUMMARY_COLUMNS = [
@@ -103,7 +104,8 @@ def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         if loaded.fmt == "gguf":
             rec = reconcile.reconcile_gguf(model, entries, loaded.gguf_arch, spec.name)
         else:
-            rec = checkpoint.reconcile(model, entries, spec.name, base_only=build.is_base_class(cls, config))
+            rec = reconcile.reconcile(model, entries, spec.name, base_only=build.is_base_class(cls, config))
+            quant.require_packed(regrouped, spec.name)  # after reconcile: tensors no rule knows are named there
         inv = inventory.with_checkpoint(inv, model, rec, regrouped.metadata)
         stored = rec.checkpoint_tensors
         buffers = sum(e.numel for e, _ in rec.buffers)

@@ -9,10 +9,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+import copy
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from math import prod
+from typing import Any
 
-from pipeline.checkpoint import Entry, Reconciled
 from pipeline.core.errors import PipelineError, first_line
+from pipeline.formats.entries import Entry
 
 
 def reconcile_gguf(model: torch.nn.Module, stored: list[Entry], arch: str, name: str) -> Reconciled:
@@ -64,5 +69,238 @@ def reconcile_gguf(model: torch.nn.Module, stored: list[Entry], arch: str, name:
         key_of={p: ";".join(e.key for e in group) for p, group in sources.items()},
         buffers=[],
         checkpoint_tensors=sum(e.numel for e in stored),
+        sources=sources,
+    )
+
+
+@dataclass
+class Reconciled:
+    """How a checkpoint's tensors map onto a model's parameters."""
+
+    key_of: dict[str, str]  # parameter name -> checkpoint key(s) holding it, ';'-joined when a tie is stored twice
+    buffers: list[tuple[Entry, str]]  # (entry, module path it belongs to): tensors that are not parameters
+    checkpoint_tensors: int  # every element of every tensor in the checkpoint
+    tied_copies: int = 0  # elements stored a second time under another name of a tied parameter
+    unused: list[Entry] = field(default_factory=list)  # tensors of a head the built (base) class does not have
+    extra: list[Entry] = field(default_factory=list)  # tensors of blocks the model does not build (DeepSeek's MTP)
+    sources: dict[str, list[Entry]] = field(default_factory=dict)  # parameter -> the stored tensor(s) it comes from
+
+
+def key_mapper(model: torch.nn.Module):
+    """transformers' own mapping from checkpoint keys to the model's names (renames, legacy gamma/beta, prefix).
+
+    Returns (mapped, converters): mapped(key) gives (the parameter name, the converter source pattern or
+    None); converters maps each source pattern to the WeightConverter from_pretrained would run on it
+    (merging one tensor per expert into a stacked parameter, concatenating gate and up projections).
+    """
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    conversions = get_model_conversion_mapping(model)
+    renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
+    converters = [c for c in conversions if isinstance(c, WeightConverter)]
+    meta_state = model.state_dict()  # meta tensors: names only, no memory
+    prefix = getattr(model, "base_model_prefix", None) or None
+
+    def mapped(key: str) -> tuple[str, str | None]:
+        return rename_source_key(key, renamings, converters, prefix, meta_state)
+
+    return mapped, {pattern: c for c in converters for pattern in c.source_patterns}
+
+
+def expert_patterns(keys: Iterable[str]) -> dict[str, list[str]]:
+    """Per-expert keys grouped by their pattern: model.layers.0.mlp.experts.*.w1.weight -> [its keys]."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(re.sub(r"\.experts\.\d+\.", ".experts.*.", key), []).append(key)
+    return groups
+
+
+def _compress(keys: set[str]) -> str:
+    """Many per-expert keys as patterns: model.layers.0.mlp.experts.*.w1.weight (N), sorted."""
+    groups = expert_patterns(keys)
+    return ";".join(f"{p} ({len(ks)})" if len(ks) > 1 else p for p, ks in sorted(groups.items()))
+
+
+def _expert_gaps(keys: set[str]) -> str:
+    """'' when per-expert keys number their experts 0, 1, … without gap or repeat per source name; else what is off."""
+    indices: dict[str, list[str]] = {}
+    for key in keys:
+        m = re.search(r"\.experts\.(\d+)\.", key)
+        if m:
+            indices.setdefault(key[: m.start(1)] + "*" + key[m.end(1) :], []).append(m.group(1))
+    for pattern, found in sorted(indices.items()):
+        want = [str(i) for i in range(len(found))]
+        if sorted(found, key=lambda s: (len(s), s)) != want:
+            missing = sorted(set(want) - set(found), key=int)
+            odd = sorted(set(found) - set(want))
+            return f"{pattern} numbers its experts {', '.join(odd)} where {', '.join(missing) or 'none'} is missing"
+    return ""
+
+
+def source_keys(checkpoint_key: str, patterns: dict[str, list[str]]) -> list[str]:
+    """The checkpoint keys an inventory's checkpoint_key names: itself, or each expert a _compress pattern covers.
+
+    patterns is expert_patterns() of the checkpoint's keys, built once per checkpoint.
+    """
+    keys = []
+    for part in checkpoint_key.split(";"):
+        pattern = re.sub(r" \(\d+\)$", "", part)
+        keys += patterns.get(pattern, []) if "*" in pattern else [pattern]  # in file order: deterministic sums
+    return keys
+
+
+def _merge(model: torch.nn.Module, target: str, converter: Any) -> tuple[int, ...]:
+    """The shape transformers' converter gives target from the collected (meta) tensors: its own operations run."""
+    out = converter.convert(target, model=model, config=model.config)
+    if target in out:
+        return tuple(out[target].shape)
+    if len(out) == 1:
+        return tuple(next(iter(out.values())).shape)
+    raise ValueError(f"the conversion gives {sorted(out)}, not {target}")
+
+
+def _extra_layer(model: torch.nn.Module, key: str) -> bool:
+    """A tensor of a block the model does not build: transformers ignores it on load (its own patterns), or it
+    lies in a multi-token-prediction layer (DeepSeek-V3 stores one as layer num_hidden_layers)."""
+    ignore = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])]
+    if any(p.search(key) for p in ignore):
+        return True
+    layers = getattr(model.config, "num_hidden_layers", None)
+    mtp = getattr(model.config, "num_nextn_predict_layers", None) or 0
+    found = re.search(r"(?:^|\.)layers\.(\d+)\.", key)
+    return bool(found and layers is not None and mtp and layers <= int(found.group(1)) < layers + mtp)
+
+
+def _owner(model_modules: dict[str, Any], name: str) -> str | None:
+    module_path = name.rpartition(".")[0]
+    return module_path if module_path in model_modules else None
+
+
+def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only: bool = False) -> Reconciled:
+    """Map checkpoint keys to parameter names; classify extra tensors as buffers; fail on anything else.
+
+    Keys go through transformers' own key mapping first (GPT-NeoX's embed_out is lm_head in v5, old
+    BERT files say gamma and beta), and may lack or carry the base-model prefix (the Hub's GPT-2 stores
+    h.0.attn.c_attn.weight for transformer.h.0.attn.c_attn.weight). A tied parameter may be stored
+    under one or more of its names (old GPT-2 files hold wte.weight and lm_head.weight; the ties stage
+    compares their values); any other parameter stored twice is refused, naming both keys. With
+    base_only (a base model counted from a checkpoint with a head, such as BERT's pretraining heads),
+    tensors outside the base model are listed as unused.
+    An extra tensor is a buffer when the module it names exists and the model says it is not a
+    parameter: transformers lists it in _keys_to_ignore_on_load_unexpected, the module registers
+    a buffer of that name, or it is a scalar (a legacy constant such as attn.masked_bias).
+    """
+    modules = dict(model.named_modules())
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    aliases: dict[str, list[str]] = {}
+    by_id: dict[int, str] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        canonical = by_id.setdefault(id(p), pname)
+        aliases.setdefault(canonical, []).append(pname)
+        shapes[pname] = tuple(p.shape)
+    canonical_of = {alias: canon for canon, names in aliases.items() for alias in names}
+    buffer_names = {bname for bname, _ in model.named_buffers(remove_duplicate=False)}
+    ignore = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])]
+
+    import torch
+    from transformers.core_model_loading import dot_natural_key
+
+    mapper, converters = key_mapper(model)
+    key_of: dict[str, str] = {}
+    unused: list[Entry] = []
+    extra: list[Entry] = []
+    copies = 0
+    buffers: list[tuple[Entry, str]] = []
+    unexpected: list[Entry] = []
+    mismatched: list[str] = []
+    twice: list[str] = []  # a parameter stored twice under one of its names, or an untied one under two
+    stored_as: dict[str, str] = {}  # each parameter name the checkpoint stores -> the key that holds it
+    merging: dict[str, Any] = {}  # parameter -> the converter collecting its per-expert tensors
+    sources: dict[str, list[Entry]] = {}
+    for e in sorted(entries, key=lambda e: dot_natural_key(e.key)):
+        mapped, pattern = mapper(e.key)
+        if pattern is not None and mapped in canonical_of:
+            conv = merging.setdefault(mapped, copy.deepcopy(converters[pattern]))
+            sources.setdefault(canonical_of[mapped], []).append(e)
+            conv.add_tensor(mapped, e.key, pattern, torch.empty(e.shape, dtype=torch.float32, device="meta"))
+            continue
+        candidates = [mapped, e.key] + ([f"{prefix}.{mapped}"] if prefix else [])
+        if prefix and mapped.startswith(prefix + "."):
+            candidates.append(mapped[len(prefix) + 1 :])
+        pname = next((c for c in candidates if c in canonical_of), None)
+        if pname is not None:
+            if tuple(e.shape) != shapes[pname]:
+                mismatched.append(f"{e.key} {list(e.shape)} vs {pname} {list(shapes[pname])}")
+                continue
+            canon = canonical_of[pname]
+            if pname in stored_as or (canon in key_of and len(aliases[canon]) == 1):
+                # one name, two tensors (h.0.attn.c_attn.weight and transformer.h.0.attn.c_attn.weight): which
+                # one the model would load is the loader's accident, and counting one of them hides the other
+                first = stored_as.get(pname) or key_of[canon]
+                tie = "" if len(aliases[canon]) > 1 else ", a parameter with no other name"
+                twice.append(f"{first} and {e.key} both hold {pname}{tie}")
+                continue
+            stored_as[pname] = e.key
+            if canon in key_of:  # a tied tensor stored under another of its names: both are copies of one parameter
+                key_of[canon] += ";" + e.key
+                copies += e.numel
+                continue
+            key_of[canon] = e.key
+            sources[canon] = [e]
+            continue
+        owner = next((o for o in (_owner(modules, c) for c in candidates) if o is not None), None)
+        is_buffer = owner is not None and (
+            any(pat.search(e.key) for pat in ignore) or any(c in buffer_names for c in candidates) or e.numel == 1
+        )
+        if is_buffer:
+            buffers.append((e, owner))
+        elif base_only and mapped.split(".", 1)[0] not in modules and not e.key.startswith(f"{prefix}."):
+            unused.append(e)
+        elif owner is None and _extra_layer(model, e.key):
+            extra.append(e)
+        else:
+            unexpected.append(e)
+    for target, conv in merging.items():
+        merged = conv.layer_targets[target]
+        gaps = _expert_gaps(merged)
+        if gaps:
+            mismatched.append(f"{target}: {gaps}")
+            continue
+        try:
+            shape = _merge(model, target, conv)
+        except Exception as exc:  # transformers' own operations refuse tensors that do not fit together
+            mismatched.append(f"{len(merged)} tensors merged into {target} do not fit ({first_line(exc)})")
+            continue
+        if shape != shapes[target]:
+            mismatched.append(f"{len(merged)} tensors merge to {list(shape)} vs {target} {list(shapes[target])}")
+            continue
+        if canonical_of[target] in key_of:  # stored whole and as one tensor per expert
+            twice.append(f"{key_of[canonical_of[target]]} and {_compress(merged)} both hold {target}")
+            continue
+        key_of[canonical_of[target]] = _compress(merged)
+    missing = [canon for canon in aliases if canon not in key_of]
+    problems = []
+    if mismatched:
+        problems.append(f"shape mismatch: {'; '.join(mismatched[:5])}{' …' if len(mismatched) > 5 else ''}")
+    if twice:
+        problems.append(f"stored twice: {'; '.join(twice[:3])}{' …' if len(twice) > 3 else ''}")
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
+    if unexpected:
+        # largest first (stable: file order among equals): the tensors that hold a layout's values lead the
+        # truncated list, ahead of the scales and indices beside them
+        keys = [e.key for e in sorted(unexpected, key=lambda e: -e.numel)]
+        problems.append(f"unexpected keys: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}")
+    if problems:
+        raise PipelineError(f"model '{name}': checkpoint does not match the architecture: {' | '.join(problems)}")
+    return Reconciled(
+        key_of=key_of,
+        buffers=buffers,
+        checkpoint_tensors=sum(e.numel for e in entries),
+        tied_copies=copies,
+        unused=unused,
+        extra=extra,
         sources=sources,
     )

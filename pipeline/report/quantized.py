@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import checkpoint
 from pipeline.core import params
+from pipeline.formats import entries
 from pipeline.report.base import Data, Figure, Section
 from pipeline.report.plotting import legend_outside, setup
 from pipeline.report.text import md_table, nbytes, whole
@@ -16,7 +16,7 @@ from pipeline.report.text import md_table, nbytes, whole
 def _stored_values(row: pd.Series) -> int:
     """How many stored elements a packed parameter takes (its bytes over the stored dtype's size)."""
     base = str(row["stored_dtype"]).split(":")[0]
-    size = checkpoint.DTYPE_BYTES.get(base, 1)
+    size = entries.DTYPE_BYTES.get(base, 1)
     return round(row["bits_per_param"] * row["numel"] / 8 / size)
 
 

@@ -4,6 +4,9 @@ Hub access goes through huggingface_hub's snapshot_download into the normal Hugg
 fetches only config.json and the safetensors files (plus their index). Pickle checkpoints are refused
 unless the model config sets allow_pickle; then they are loaded with torch.load(weights_only=True)
 and converted to safetensors, so every later stage reads one safe format.
+
+May import pipeline.core, pipeline.formats and pipeline.model (fetch: range needs the architecture to know which
+byte ranges are the embeddings).
 """
 
 from __future__ import annotations
@@ -13,16 +16,16 @@ import json
 import logging
 from pathlib import Path
 
-from pipeline import checkpoint
 from pipeline.core import atomic
 from pipeline.core.errors import PipelineError, first_line, read_json_object
 from pipeline.core.params import ModelSpec
-from pipeline.formats import gguf_file
+from pipeline.formats import entries, gguf_file, safetensors_file
+from pipeline.model import reconcile
 
 log = logging.getLogger("download")
 
-SAFETENSORS_PATTERNS = ["config.json", "*.safetensors", checkpoint.SAFETENSORS_INDEX]
-PICKLE_PATTERNS = ["*.bin", checkpoint.PICKLE_INDEX]
+SAFETENSORS_PATTERNS = ["config.json", "*.safetensors", safetensors_file.SAFETENSORS_INDEX]
+PICKLE_PATTERNS = ["*.bin", safetensors_file.PICKLE_INDEX]
 
 
 def sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -51,7 +54,7 @@ def check_architecture(spec: ModelSpec, config_path: Path, config: dict | None =
     config is the file's content when it does not come from config_path itself (a GGUF file's metadata).
     """
     if config is None:
-        config = read_json_object(checkpoint.regular_file(config_path), f"model '{spec.name}'")
+        config = read_json_object(entries.regular_file(config_path), f"model '{spec.name}'")
     if config.get("auto_map") and config.get("model_type") is None:
         raise PipelineError(f"model '{spec.name}': {config_path} needs remote code (auto_map); it is never run")
     arch = spec.architecture or {}
@@ -125,8 +128,8 @@ def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
         RevisionNotFoundError,
     )
 
-    from pipeline import remote
     from pipeline.core import progress
+    from pipeline.formats import remote
 
     revision = spec.revision or "main"
     where = f"{spec.hub_id}@{revision}"
@@ -148,7 +151,7 @@ def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
 
     try:
         folder = snapshot(revision, SAFETENSORS_PATTERNS)
-        if spec.allow_pickle and not checkpoint.weight_files(folder, allow_pickle=True)[0]:
+        if spec.allow_pickle and not safetensors_file.weight_files(folder, allow_pickle=True)[0]:
             folder = snapshot(folder.name, [*SAFETENSORS_PATTERNS, *PICKLE_PATTERNS])
     except LocalEntryNotFoundError as exc:
         if offline:
@@ -189,7 +192,7 @@ def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
     """
     from huggingface_hub import constants
 
-    from pipeline import remote
+    from pipeline.formats import remote
     from pipeline.model import build, config_file, inventory
 
     if offline := hub_offline_reason():
@@ -212,20 +215,20 @@ def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
     try:
         (out / "config.json").write_bytes(rf("config.json").read_all())
         try:
-            index_blob = rf(checkpoint.SAFETENSORS_INDEX).read_all()
+            index_blob = rf(safetensors_file.SAFETENSORS_INDEX).read_all()
         except FileNotFoundError:
-            files = [checkpoint.SAFETENSORS_SINGLE]
+            files = [safetensors_file.SAFETENSORS_SINGLE]
         else:
-            index_path = out / checkpoint.SAFETENSORS_INDEX
+            index_path = out / safetensors_file.SAFETENSORS_INDEX
             index_path.write_bytes(index_blob)
-            files = checkpoint.shard_names(index_path)
+            files = safetensors_file.shard_names(index_path)
             index_path.unlink()
         stored = {}
         for name in files:
             data_start, header = remote.read_header(rf(name))
             if rf(name).size is None:
                 raise PipelineError(f"{rf(name).url}: the server did not say how long the file is (Content-Range)")
-            checkpoint.entries_from_header(header, data_start, name, rf(name).size, rf(name).url)
+            safetensors_file.entries_from_header(header, data_start, name, rf(name).size, rf(name).url)
             stored[name] = {"size": rf(name).size, "data_start": data_start, "header": header}
     except FileNotFoundError as exc:
         raise PipelineError(f"model '{spec.name}': {exc.args[0]} not found on the Hub") from None
@@ -237,7 +240,7 @@ def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
     config = config_file.load_config(out, spec.name)
     model = build.build_meta(config, spec.name, spec.auto_class)
     entries = remote.remote_entries(out)
-    rec = checkpoint.reconcile(model, entries, spec.name, base_only=build.is_base_class(type(model), config))
+    rec = reconcile.reconcile(model, entries, spec.name, base_only=build.is_base_class(type(model), config))
     input_name, output_name = inventory.embedding_names(model)
     keys = rec.key_of.get(input_name, "").split(";") + rec.key_of.get(output_name, "").split(";")
     by_key = {e.key: e for e in entries}
@@ -276,7 +279,7 @@ def pickle_to_safetensors(spec: ModelSpec, folder: Path, files: list[str], out: 
                 continue  # a tied alias stored twice in the pickle: keep the first name only
             seen.add(ident)
             tensors[key] = tensor.contiguous()
-    save_file(tensors, str(out / checkpoint.SAFETENSORS_SINGLE), metadata={"format": "pt"})
+    save_file(tensors, str(out / safetensors_file.SAFETENSORS_SINGLE), metadata={"format": "pt"})
 
 
 def _gguf_beside_config(spec: ModelSpec, folder: Path, files: list[str]) -> list[str]:
@@ -334,7 +337,7 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
         check_architecture(spec, folder / "config.json")
         # Everything is checked in the source folder before a byte is copied: shard names stay inside
         # it, every file is a regular file, every header keeps the format's rules.
-        files, fmt = checkpoint.weight_files(folder, allow_pickle=spec.allow_pickle)
+        files, fmt = safetensors_file.weight_files(folder, allow_pickle=spec.allow_pickle)
         not_counted = _gguf_beside_config(spec, folder, files)
         if not files and not spec.config_only:
             raise PipelineError(
@@ -342,15 +345,15 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
                 "set config_only: true to count it from its config alone"
             )
         if fmt == "safetensors":
-            checkpoint.read_checkpoint(folder, files)
+            safetensors_file.read_checkpoint(folder, files)
         atomic.link(folder / "config.json", out / "config.json", out)
         if fmt == "pickle":
             pickle_to_safetensors(spec, folder, files, out)
             converted_from = files
         elif files:
-            index = folder / checkpoint.SAFETENSORS_INDEX
+            index = folder / safetensors_file.SAFETENSORS_INDEX
             if index.is_file():
-                atomic.link(index, out / checkpoint.SAFETENSORS_INDEX, out)
+                atomic.link(index, out / safetensors_file.SAFETENSORS_INDEX, out)
             for name in files:
                 atomic.link(folder / name, out / name, out)
     if not fetched and spec.source != "config":

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import checkpoint
-from pipeline.checkpoint import Entry
+from pipeline.formats.entries import Entry
+from pipeline.model import reconcile
 from pipeline.values.moments import Histogram, Moments
 from pipeline.values.reader import CHUNK_ELEMENTS, Reader, readable
 
@@ -51,7 +51,7 @@ def distributions(
     import pandas as pd
     import torch
 
-    patterns = checkpoint.expert_patterns(e.key for e in entries)  # once per checkpoint, not once per tensor
+    patterns = reconcile.expert_patterns(e.key for e in entries)  # once per checkpoint, not once per tensor
     by_key = {e.key: e for e in entries}
     first = params_inv["checkpoint_key"].str.split(";").str[0]
     unreadable = first.map(lambda k: k in by_key and not readable(by_key[k], scales)).to_numpy(dtype=bool)
@@ -69,7 +69,7 @@ def distributions(
         hist = local.hists.setdefault(group, Histogram(every)) if bins > 0 else None
         m = Moments()
         # a tied tensor stored twice is read once; a parameter merged from per-expert tensors is read from all
-        keys = checkpoint.source_keys(row.checkpoint_key, patterns) if "*" in row.checkpoint_key else []
+        keys = reconcile.source_keys(row.checkpoint_key, patterns) if "*" in row.checkpoint_key else []
         for key in keys or [row.checkpoint_key.split(";")[0]]:
             if hist is not None:
                 hist.begin()

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.checkpoint import Entry
+from pipeline.formats.entries import Entry
 
 CHUNK_ELEMENTS = 1 << 18  # 256K values: a 1 MB float32 chunk stays in a core's L2 cache
 

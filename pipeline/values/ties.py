@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import checkpoint, formats, remote
+from pipeline import formats
 from pipeline.core.errors import PipelineError
+from pipeline.formats import remote, safetensors_file
 from pipeline.model import build, config_file, tying
-from pipeline.values import correlate, moments, reader
-from pipeline.values.reader import Reader
+from pipeline.values import correlate, moments
+from pipeline.values.reader import Reader, readable
 
 
 def value_evidence(
@@ -29,9 +30,9 @@ def value_evidence(
     if not in_key:
         raise PipelineError(f"model '{name}': the input embedding is not in the checkpoint")
     if fmt == "remote":  # only the embedding matrices were fetched, into one local file
-        entries = checkpoint.read_entries(model_dir / remote.EMBEDDINGS)
+        entries = safetensors_file.read_entries(model_dir / remote.EMBEDDINGS)
     by_key = {e.key: e for e in entries}
-    unreadable = [by_key[k] for k in (in_key, out_key) if k and not reader.readable(by_key[k], regrouped.scales)]
+    unreadable = [by_key[k] for k in (in_key, out_key) if k and not readable(by_key[k], regrouped.scales)]
     if unreadable:
         return {
             "stored_separately": bool(out_key),

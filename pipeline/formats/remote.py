@@ -7,25 +7,52 @@ connection errors, timeouts and 429/5xx (http_stream_backoff), its error classif
 token and headers of build_hf_headers(). hub_url() builds the resolve URL for a pinned commit
 (honouring HF_ENDPOINT) and resolve_revision() turns a branch into a commit sha. What stays ours:
 a response that is not 206 to a Range request is refused before its body is read (no whole file by
-accident), the Content-Range must be the range asked for, and bytes_fetched counts exactly the body
-bytes received.
+accident), the Content-Range must be the range asked for and name the same file size as every earlier
+answer for that file, each answer must arrive within a deadline, and bytes_fetched counts exactly the
+body bytes received.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline import checkpoint
 from pipeline.core.errors import PipelineError, first_line, read_json_object
+from pipeline.formats import safetensors_file
+from pipeline.formats.entries import Entry, plain_name, regular_file
 
 REQUEST_BYTES = 16 << 20  # one Range request fetches at most this much
 MAX_SMALL_FILE = 64 << 20  # config.json or an index read whole: anything longer is not one
+# Each answer's overall deadline: MIN_SECONDS, plus its bytes at MIN_RATE. huggingface_hub's timeout only
+# bounds each read, so a server that sends a byte every few seconds would otherwise be read for hours.
+# The environment (HMP_RANGE_MIN_SECONDS, HMP_RANGE_MIN_RATE in bytes a second) overrides both.
+MIN_SECONDS = 30.0
+MIN_RATE = 64 << 10  # 64 KiB/s: a 16 MiB request may take 4.5 minutes; slower than that is a stalled server
+
+
+def _setting(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise PipelineError(f"{name}={raw!r} must be a positive number")
+    return value
+
+
+def deadline(length: int) -> float:
+    """Seconds an answer of length bytes may take, from its headers to its last byte."""
+    return _setting("HMP_RANGE_MIN_SECONDS", MIN_SECONDS) + length / _setting("HMP_RANGE_MIN_RATE", MIN_RATE)
 
 
 class RangeFile:
@@ -89,26 +116,37 @@ class RangeFile:
         except httpx.HTTPError as exc:
             raise PipelineError(f"{self.url}: cannot connect ({first_line(exc)})") from None
 
-    def _body(self, resp: Any, limit: int, progress: Any = None) -> bytes:
-        """The response body, at most limit bytes, each received byte counted.
+    def _body(self, resp: Any, limit: int, expected: int, progress: Any = None) -> bytes:
+        """The response body, at most limit bytes, each received byte counted, within deadline(expected).
 
         A failure while the body streams is reported here, as one line: raised inside
-        http_stream_backoff's block, the client's own error would restart the request there.
+        http_stream_backoff's block, the client's own error would restart the request there. The
+        deadline is checked as each piece arrives (iter_raw without a chunk size yields every read
+        as it comes): a trickle is cut at most one read after it, silence by the per-read timeout.
         """
         from huggingface_hub.utils import httpx
 
         encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise PipelineError(f"{self.url}: the server sent the file {encoding}-encoded; asked for it as it is")
+        allowed = deadline(expected)
+        start = time.monotonic()
         data = bytearray()
         try:
-            for block in resp.iter_raw(1 << 20):
+            for block in resp.iter_raw():
                 self.bytes_fetched += len(block)
                 data += block
                 if progress is not None:
                     progress.update(len(block))
                 if len(data) > limit:
                     raise PipelineError(f"{self.url}: the server sent more than the {limit} bytes asked for")
+                elapsed = time.monotonic() - start
+                if len(data) < expected and elapsed > allowed:
+                    raise PipelineError(
+                        f"{self.url}: {len(data):,} of {expected:,} bytes received in {elapsed:.1f} s, "
+                        f"past this request's deadline of {allowed:.1f} s (HMP_RANGE_MIN_SECONDS plus the bytes "
+                        "at HMP_RANGE_MIN_RATE bytes a second)"
+                    )
         except httpx.HTTPError as exc:
             raise PipelineError(
                 f"{self.url}: the transfer broke off after {len(data)} bytes ({first_line(exc)})"
@@ -130,8 +168,8 @@ class RangeFile:
                     f"the server sent {resp.headers.get('Content-Range') or 'no Content-Range'}"
                 )
             if got.group(3) != "*":
-                self.size = int(got.group(3))
-            data = self._body(resp, length, progress)
+                self._same_size(int(got.group(3)))
+            data = self._body(resp, length, length, progress)
         if len(data) != length:
             raise PipelineError(f"{self.url}: asked for {length} bytes at {offset}, got {len(data)}")
         return data
@@ -141,9 +179,21 @@ class RangeFile:
         with self._get({}) as resp:
             if resp.status_code != 200:
                 raise PipelineError(f"{self.url}: HTTP {resp.status_code} to a plain GET (200 expected)")
-            data = self._body(resp, MAX_SMALL_FILE)
-        self.size = len(data)
+            announced = resp.headers.get("Content-Length", "")
+            expected = min(int(announced), MAX_SMALL_FILE) if announced.isdigit() else MAX_SMALL_FILE
+            data = self._body(resp, MAX_SMALL_FILE, expected)
+        self._same_size(len(data))
         return data
+
+    def _same_size(self, size: int) -> None:
+        """Every answer about this file must name one size: a file that changes between requests (a revision
+        that moved, a server serving two versions) would pair one version's header with another's bytes."""
+        if self.size is not None and size != self.size:
+            raise PipelineError(
+                f"{self.url}: the file is {size:,} bytes in this answer but was {self.size:,} in an earlier one; "
+                "it changed between requests"
+            )
+        self.size = size
 
 
 def hub_url(hub_id: str, filename: str, revision: str) -> str:
@@ -189,16 +239,16 @@ def read_header(rf: RangeFile) -> tuple[int, dict]:
       (through the cache) for what one Range request gives.
     - safetensors' own reader (safe_open, deserialize) validates, but only a whole local file or
       buffer, which range reads exist to avoid.
-    So the bytes come through huggingface_hub's HTTP client (RangeFile) and checkpoint.py's rules
+    So the bytes come through huggingface_hub's HTTP client (RangeFile) and safetensors_file.py's rules
     (parse_header, entries_from_header) judge the header.
     """
     (n,) = struct.unpack("<Q", rf.read(0, 8))
-    if n > checkpoint.MAX_HEADER:
+    if n > safetensors_file.MAX_HEADER:
         raise PipelineError(f"{rf.url}: header length {n} is not that of a safetensors file")
-    return checkpoint.parse_header(struct.pack("<Q", n) + rf.read(8, n), rf.url)
+    return safetensors_file.parse_header(struct.pack("<Q", n) + rf.read(8, n), rf.url)
 
 
-REMOTE_HEADERS = checkpoint.REMOTE_HEADERS
+REMOTE_HEADERS = safetensors_file.REMOTE_HEADERS
 EMBEDDINGS = "embeddings.safetensors"
 
 
@@ -207,25 +257,27 @@ def write_headers(folder: Path, headers: dict[str, dict]) -> None:
     (folder / REMOTE_HEADERS).write_text(json.dumps(headers, indent=1, sort_keys=True) + "\n")
 
 
-def remote_entries(folder: Path) -> list[checkpoint.Entry]:
+def remote_entries(folder: Path) -> list[Entry]:
     """The tensors write_headers() recorded, each file's header checked again by the format's rules."""
     where = folder / REMOTE_HEADERS
-    data = read_json_object(checkpoint.regular_file(where), str(folder))
+    data = read_json_object(regular_file(where), str(folder))
     entries = []
     for file, info in sorted(data.items()):
-        checkpoint.plain_name(file, where)
+        plain_name(file, where)
         if not isinstance(info, dict) or not all(isinstance(info.get(k), int) for k in ("data_start", "size")):
             raise PipelineError(f"{where}: {file}: not a record of size, data_start and header")
         if not isinstance(info.get("header"), dict):
             raise PipelineError(f"{where}: {file}: its header is not an object")
-        entries += checkpoint.entries_from_header(info["header"], info["data_start"], file, info["size"], str(where))
+        entries += safetensors_file.entries_from_header(
+            info["header"], info["data_start"], file, info["size"], str(where)
+        )
     return entries
 
 
-def copy_ranges(files: dict[str, RangeFile], wanted: list[checkpoint.Entry], out: Path, desc: str = "") -> None:
+def copy_ranges(files: dict[str, RangeFile], wanted: list[Entry], out: Path, desc: str = "") -> None:
     """Fetch the byte ranges of wanted tensors into one local safetensors file, streaming to disk.
 
-    A progress bar (bytes; on a terminal only, see pipeline/progress.py) follows the transfer.
+    A progress bar (bytes; on a terminal only, see pipeline/core/progress.py) follows the transfer.
     """
     from pipeline.core import progress
 
