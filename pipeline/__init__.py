@@ -1,7 +1,18 @@
 """how-many-params: exact parameter counts, ties and weight/bias shares of transformer models.
 
-Stage modules (one per DVC stage, same name): download, count, ties, bias, report.
-Library modules: params (configuration), inventory (per-tensor table), formulas (closed forms),
-tying, splits, figures, atomic (output writing), cli (error handling).
-Nothing here imports torch at import time; only the count stage pays for it.
+The packages are floors; each may import its own and those below it (tests/test_architecture.py checks):
+
+    cli/      hmp, a thin door into the same library the stages call
+    stages/   one thin module per DVC stage, named as the stage: download, count, ties, bias, report
+    report/   the report as sections (text and figure together), its renderer, plot data, offline plots page
+    sources/  where a model's files come from: its config, a local folder, the Hub (whole files or ranges)
+    cost/     what the parameters cost: memory, the KV cache, compute
+    values/   the values of a checkpoint, streamed: statistics, histograms, tie correlations
+    model/    the class, built on the meta device; inventory, roles, components, MoE, conventions, closed
+              forms, ties, splits, the reconciliation of a checkpoint with it, the what-if grid
+    formats/  one door to a model folder's weights: safetensors, GGUF, range reads, quantized layouts
+    core/     params.yaml (composed from conf/) and its schemas and bounds, atomic writes, errors, progress
+
+Flow: conf/ -> params.yaml -> stages -> library -> results/ -> report -> reports/. Nothing here imports torch
+at import time; only a stage or command that builds a model pays for it.
 """

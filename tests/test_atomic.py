@@ -85,7 +85,7 @@ def test_a_run_killed_between_two_renames_is_finished_by_the_next(tmp_path):
     assert (tmp_path / "a.csv").read_text() == "new a\n" and (tmp_path / "b.csv").read_text() == "old b\n"
     assert (tmp_path / atomic.JOURNAL).is_file()
     done = subprocess.run(
-        [sys.executable, "-c", "from pipeline import atomic; atomic.recover()"], cwd=tmp_path, capture_output=True
+        [sys.executable, "-c", "from pipeline.core import atomic; atomic.recover()"], cwd=tmp_path, capture_output=True
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "a.csv").read_text() == "new a\n" and (tmp_path / "b.csv").read_text() == "new b\n"

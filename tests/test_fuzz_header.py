@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.errors import PipelineError
-from pipeline.formats import entries, safetensors_file
+from pipeline.formats import safetensors_file
+from pipeline.formats.entries import DTYPE_BITS
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -35,10 +36,10 @@ def _check(blob: bytes) -> None:
     n = struct.unpack("<Q", blob[:8])[0]
     pos = 8 + n
     for e in sorted(entries, key=lambda e: (e.begin, e.end)):
-        assert e.dtype in entries.DTYPE_BITS
+        assert e.dtype in DTYPE_BITS
         assert all(isinstance(s, int) and s >= 0 for s in e.shape)
         assert e.begin == pos, "tensors tile the data region with no gap or overlap"
-        assert (e.end - e.begin) * 8 == prod(e.shape) * entries.DTYPE_BITS[e.dtype]
+        assert (e.end - e.begin) * 8 == prod(e.shape) * DTYPE_BITS[e.dtype]
         pos = e.end
     assert pos == len(blob), "the data region ends at the end of the file"
 
@@ -83,7 +84,7 @@ def test_any_header_text_with_a_true_length(header, data):
     _check(_file(header, data))
 
 
-DTYPES = st.sampled_from([*entries.DTYPE_BITS, "F13", "", "f32"])
+DTYPES = st.sampled_from([*DTYPE_BITS, "F13", "", "f32"])
 NUMBERS = st.one_of(
     st.integers(-4, 40), st.floats(allow_nan=False, width=16), st.booleans(), st.none(), st.text(max_size=2)
 )

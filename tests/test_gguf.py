@@ -334,7 +334,7 @@ def test_a_split_gguf_with_its_head_in_a_later_shard_is_counted_untied(workdir, 
 def test_hmp_count_parses_each_gguf_header_once(tmp_path):
     """Once per file per process: transformers' reader, then three listings and two architecture reads, parsed
     a file six times."""
-    from pipeline.core.errors import count
+    from pipeline.cli import count
     from pipeline.formats import gguf_header
 
     first = write_gguf(tmp_path / "src" / "tiny.gguf", "Q8_0", split_max_tensors=8).with_name(
@@ -388,6 +388,7 @@ def test_a_262144_token_vocabulary_counts_in_seconds(tmp_path):
     read in well under a second, the token list skipped and only its length kept (vocab_size)."""
     import time
 
+    from pipeline.cli import count
     from pipeline.formats import gguf_file, gguf_header
     from pipeline.model import formulas
 

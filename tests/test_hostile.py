@@ -1009,7 +1009,7 @@ def test_a_yaml_error_in_conf_is_one_line_naming_the_file(tmp_path):
 
 
 def test_huggingface_hub_lines_print_once():
-    code = "from pipeline.cli import run; from huggingface_hub.utils import logging as l; "
+    code = "from pipeline.core.errors import run; from huggingface_hub.utils import logging as l; "
     code += "run(lambda: l.get_logger('huggingface_hub.x').warning('Retrying in 1s'))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr.count("Retrying in 1s") == 1, proc.stderr

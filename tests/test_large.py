@@ -45,7 +45,7 @@ def test_a_checkpoint_larger_than_ram(workdir):
 
     peaks = {}
     for stage in ("download", "count", "ties", "bias"):
-        args = [sys.executable, "-m", f"pipeline.{stage}"] + (["huge"] if stage == "download" else [])
+        args = [sys.executable, "-m", f"pipeline.stages.{stage}"] + (["huge"] if stage == "download" else [])
         peaks[stage], proc = _peak_rss_mb(args, workdir)
         assert proc.returncode == 0, proc.stderr
     # bounded by torch's own footprint plus chunk buffers and the page window, not by the file

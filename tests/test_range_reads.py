@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.formats import remote
+from pipeline.formats import remote, safetensors_file
 from tests.checkpoints import GPT2_SMALL, gpt2_config, gpt2_hub_entries, tiny_checkpoint, write_sparse_safetensors
 from tests.conftest import TINY, run_module, tiny_params
 from tests.http_range_server import RangeServer
@@ -35,7 +35,7 @@ def _pipeline(workdir, server, names):
         proc = run_module("pipeline.stages.download", name, cwd=workdir, env=_env(server))
         assert proc.returncode == 0, proc.stderr
     for stage in ("count", "ties", "bias", "report"):
-        proc = run_module(f"pipeline.{stage}", cwd=workdir, env=_env(server))
+        proc = run_module(f"pipeline.stages.{stage}", cwd=workdir, env=_env(server))
         assert proc.returncode == 0, proc.stderr
 
 
@@ -79,7 +79,7 @@ def test_counting_gpt2_small_from_headers_fetches_under_a_megabyte(workdir, hub_
         data_start, header = remote.read_header(rf)
         assert rf.bytes_fetched == data_start < 1_000_000
         assert server.bytes_served == data_start
-    entries = remote.checkpoint.entries_from_header(header, data_start, "model.safetensors", rf.size)
+    entries = safetensors_file.entries_from_header(header, data_start, "model.safetensors", rf.size)
     assert sum(e.numel for e in entries) == 137_022_720  # GPT-2 small plus its 12 causal masks
 
 
