@@ -64,7 +64,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORME
 
 def main() -> None:
     from pipeline.model import formulas
-    from tests.test_gguf import write_vocab_gguf
+    from tests.formats.test_gguf_file import write_vocab_gguf
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median [min–max] is printed)")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from measure import MachineLoad, run_python, spread, timed  # noqa: E402
 
-from tests.repo_copy import ENV, copy_repo, dvc, sh  # noqa: E402
+from tests.support.repo_copy import ENV, copy_repo, dvc, sh  # noqa: E402
 
 TARGETS = {"repro": 45.0, "noop": 5.0, "rss_mib": 1024.0}
 

@@ -123,7 +123,7 @@ def range_bytes(folder: Path) -> dict[str, int]:
 
     from pipeline.formats import remote
     from tests.conftest import tiny_params
-    from tests.http_range_server import RangeServer
+    from tests.support.http_range_server import RangeServer
 
     constants.HF_HUB_OFFLINE = False  # huggingface_hub's client talks to the local server only, as the child does
     sha = "0" * 40

@@ -4,7 +4,7 @@ Peak memory is read by the child itself, from /proc/self/status VmHWM, just befo
 `os.wait4` in the parent nor `getrusage(RUSAGE_SELF)` in the child will do on Linux: when the child
 execs, the kernel folds the peak of the memory it was forked from (the parent's) into the child's
 ru_maxrss, so every child reports at least the parent's size. VmHWM belongs to the memory map exec
-creates, so it counts the child's own pages only (tests/test_bench.py checks this).
+creates, so it counts the child's own pages only (tests/benchmarks/test_measure.py checks this).
 """
 
 from __future__ import annotations

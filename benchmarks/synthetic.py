@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.checkpoints import gpt2_config, gpt2_hub_entries  # noqa: E402
+from tests.support.checkpoints import gpt2_config, gpt2_hub_entries  # noqa: E402
 
 SHAPES = {
     "gpt2": {"n_embd": 768, "n_layer": 12, "n_head": 12},

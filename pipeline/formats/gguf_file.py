@@ -12,7 +12,7 @@ the untied head may well be in the last).
 The config is what transformers' load_gguf_checkpoint makes of the metadata, reproduced on the
 metadata our bounded reader returns (transformers' own reader parses every token string of the
 vocabulary, and reads the first shard only): its GGUF tables (GGUF_TO_TRANSFORMERS_MAPPING,
-GGUF_CONFIG_DEFAULTS_MAPPING) and its per-architecture fix-ups. tests/test_gguf.py checks the result
+GGUF_CONFIG_DEFAULTS_MAPPING) and its per-architecture fix-ups. tests/formats/test_gguf_file.py checks the result
 equals load_gguf_checkpoint's on several architectures. GGUF names map onto the model's parameter names
 through transformers' own map (get_gguf_hf_weights_map, built on gguf's tensor-name tables). Counting
 reads headers only.
@@ -192,7 +192,7 @@ def _transformers_config(meta: dict[str, Field], tensor_names: list[str], where:
 
     Each step below is one of that function's (transformers 5.x), in its order and with its quirks (a
     1-item array is its item; "mistral" must be one of general.name's items), so the result is the same;
-    tests/test_gguf.py holds them equal. Only the values the config uses are decoded.
+    tests/formats/test_gguf_file.py holds them equal. Only the values the config uses are decoded.
     """
     from transformers.integrations import GGUF_CONFIG_DEFAULTS_MAPPING
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES, GGUF_TO_TRANSFORMERS_MAPPING

@@ -64,7 +64,7 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 # A cap on the tensors of one file, far above any real one: a single-file model holds at most a few thousand,
 # and DeepSeek-V3's whole checkpoint (671B parameters, fp8 with a scale beside every weight) holds about
 # 91,000 over 163 shards. Without it a 100 MB header of millions of empty tensors, each keeping every rule,
-# costs minutes and gigabytes before anything can refuse it (tests/test_fuzz_header.py).
+# costs minutes and gigabytes before anything can refuse it (tests/formats/test_safetensors_file.py).
 MAX_TENSORS = 100_000
 # In a JSON container of k values the first follows the '{' or '[' that opens it and the others a ',', so
 # those bytes, counted in C before anything is decoded, bound the values json would build (bytes inside
@@ -213,7 +213,7 @@ def read_entries(path: Path) -> list[Entry]:
     offsets (the value pass maps each tensor's bytes itself, and range reads fetch them) and words its
     refusals as Rust errors naming no rule; huggingface_hub's parse_local_safetensors_file_metadata
     gives offsets but validates nothing (see remote.read_header). So the header is parsed here, under
-    the reference reader's rules, and the tests check those refusals (tests/test_fuzz_header.py).
+    the reference reader's rules, and the tests check those refusals (tests/formats/test_safetensors_file.py).
     """
     regular_file(path)
     try:

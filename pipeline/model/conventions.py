@@ -1,7 +1,7 @@
 """Every counting convention side by side: why the paper, the Hub, nanoGPT, minGPT and TransformerLens disagree.
 
 Each convention is one line of definition and one function of the parameter inventory and the summary
-row; none is typed in. GPT-2 small's values are pinned in tests/test_conventions.py with their sources.
+row; none is typed in. GPT-2 small's values are pinned in tests/model/test_conventions.py with their sources.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import yaml
 
 from pipeline.model import build, conventions, inventory
 from pipeline.stages import count, download
-from tests.checkpoints import GPT2_SMALL, gpt2_config, gpt2_hub_entries, write_sparse_safetensors
 from tests.conftest import compose_model, tiny_params
+from tests.support.checkpoints import GPT2_SMALL, gpt2_config, gpt2_hub_entries, write_sparse_safetensors
 
 GPT2_SMALL_CONVENTIONS = {
     "unique": 124_439_808,  # sum(p.numel()) of GPT2LMHeadModel; the course's total

@@ -1,6 +1,6 @@
 """Real published config.json files, as their repositories on the Hugging Face Hub hold them, count as they are.
 
-Each file in tests/published_configs/ is `<owner>--<name>.json`, the config.json of
+Each file in tests/support/published_configs/ is `<owner>--<name>.json`, the config.json of
 https://huggingface.co/<owner>/<name> (main), written out with every field, legacy and bookkeeping keys
 included (GPT-2's n_ctx, BART's classif_dropout, Falcon's auto_map, transformers_version, torch_dtype,
 _name_or_path). Each is counted twice, through the pipeline's own path (download stage's materialise, count
@@ -25,7 +25,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.model import formulas
 from pipeline.model.count import count_model
 
-CONFIGS = Path(__file__).parent / "published_configs"
+CONFIGS = Path(__file__).parents[1] / "support" / "published_configs"
 FILES = sorted(CONFIGS.glob("*.json"))
 
 # Families whose layout the inventory has no component rules for yet (encoder-decoder stacks, T5's relative

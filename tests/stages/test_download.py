@@ -18,7 +18,8 @@ from pipeline.core.errors import PipelineError
 from pipeline.formats import safetensors_file
 from pipeline.model import build, reconcile
 from pipeline.stages import bias, count, download, report, ties
-from tests.checkpoints import (
+from tests.conftest import TINY, run_module, tiny_params
+from tests.support.checkpoints import (
     GPT2_SMALL,
     gpt2_config,
     gpt2_hub_entries,
@@ -26,9 +27,8 @@ from tests.checkpoints import (
     tiny_checkpoint,
     write_sparse_safetensors,
 )
-from tests.conftest import TINY, run_module, tiny_params
 
-# GPT-2 small: 124,439,808 parameters (published total; see tests/test_formulas.py). Its Hub checkpoint also
+# GPT-2 small: 124,439,808 parameters (published total; see tests/model/test_formulas.py). Its Hub checkpoint also
 # stores 12 causal masks of 1024 × 1024 = 1,048,576 values, so a naive header sum gives 137,022,720: the
 # "137M" the Hub's model page shows.
 GPT2_PARAMS = 124_439_808

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.checkpoints import gpt2_config, gpt2_hub_entries, write_sparse_safetensors
 from tests.conftest import ROOT, tiny_params
+from tests.support.checkpoints import gpt2_config, gpt2_hub_entries, write_sparse_safetensors
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import yaml
 from pipeline.core.errors import PipelineError
 from pipeline.report import plotdata, plotpage
 from pipeline.stages import report
-from tests.checkpoints import tiny_checkpoint
 from tests.conftest import ROOT, run_pipeline
+from tests.support.checkpoints import tiny_checkpoint
 
 # Three models listed out of size order, their bias counts as the count stage would give them
 SUMMARY = pd.DataFrame(

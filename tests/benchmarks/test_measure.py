@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import measure  # noqa: E402
 
@@ -68,7 +68,7 @@ def test_the_gguf_benchmark_runs_in_a_quick_mode():
     import subprocess
     import tempfile
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     before = set(Path(tempfile.gettempdir()).glob("bench-gguf-*"))
     done = subprocess.run(
         [sys.executable, str(root / "benchmarks/bench_gguf.py"), "--runs", "1", "--vocab", "4096"],

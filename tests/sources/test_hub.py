@@ -18,9 +18,9 @@ import yaml
 
 from pipeline.core.errors import PipelineError
 from pipeline.formats import remote
-from tests.checkpoints import tiny_checkpoint
 from tests.conftest import run_module, tiny_params
-from tests.http_range_server import RangeServer
+from tests.support.checkpoints import tiny_checkpoint
+from tests.support.http_range_server import RangeServer
 
 SHA = "fedcba9876543210fedcba9876543210fedcba98"
 TOKEN = "hf_localtesttoken"

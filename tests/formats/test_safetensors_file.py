@@ -48,7 +48,7 @@ def _file(header: bytes, data: bytes) -> bytes:
     return struct.pack("<Q", len(header)) + header + data
 
 
-# The corpus of hostile headers from the bad-input table (tests/test_hostile.py), kept as examples.
+# The corpus of hostile headers from the bad-input table (tests/stages/test_hostile.py), kept as examples.
 CORPUS = [
     _file(b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}}', bytes(8)),
     _file(b'{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}', bytes(8)),

@@ -28,8 +28,8 @@ from pipeline.core import compose, params
 from pipeline.core.errors import PipelineError
 from pipeline.model.whatif import whatif_grid
 from pipeline.stages import bias, count, download, report, ties
-from tests.checkpoints import tiny_checkpoint
 from tests.conftest import ROOT, TINY, TINY_LLAMA, tiny_params
+from tests.support.checkpoints import tiny_checkpoint
 
 STAGES = {"count": count.main, "ties": ties.main, "bias": bias.main, "report": report.main}
 LLAMA = {"model_type": "llama", **TINY_LLAMA}
@@ -542,7 +542,7 @@ def published_results_not_a_number(wd):
 
 
 def _gguf_model(wd: Path, **kwargs) -> Path:
-    from tests.test_gguf import write_gguf
+    from tests.formats.test_gguf_file import write_gguf
 
     first = write_gguf(wd / "src" / "g" / "tiny.gguf", "Q8_0", **kwargs)
     if kwargs.get("split_max_tensors"):
@@ -713,7 +713,7 @@ def gguf_dims_whose_product_overflows(wd):
 @case("download", "holds config.json and tiny.gguf but no safetensors, so what to count is ambiguous; name the .gguf")
 def gguf_beside_a_config_json(wd):
     """Counted from config.json alone, it gave 22,688 parameters where the GGUF holds 41,248: never silently."""
-    from tests.test_gguf import write_gguf
+    from tests.formats.test_gguf_file import write_gguf
 
     folder = _path_model(wd, "m")
     (folder / "model.safetensors").unlink()
@@ -722,7 +722,7 @@ def gguf_beside_a_config_json(wd):
 
 
 def _quantized_model(wd: Path, layout: str, **overrides) -> Path:
-    from tests.quantized import quantized_llama
+    from tests.support.quantized import quantized_llama
 
     folder = quantized_llama(wd / "src" / "q", layout, **overrides)
     _add_model(wd, "m", {"source": "path", "path": str(folder)})
@@ -810,7 +810,7 @@ def quantized_compressed_pack_without_its_shape(wd):
 
 @case("count", "its quantization_config says gptq, but no tensor is packed or quantized (no *.qweight")
 def quantized_config_over_a_float_checkpoint(wd):
-    from tests.quantized import CONFIGS, float_llama
+    from tests.support.quantized import CONFIGS, float_llama
 
     folder = float_llama(wd / "src" / "q", CONFIGS["gptq"])
     _add_model(wd, "m", {"source": "path", "path": str(folder)})

@@ -16,7 +16,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.model.count import count_model
 from pipeline.stages import bias, count, download
 from tests.conftest import tiny_params
-from tests.quantized import (
+from tests.support.quantized import (
     CONFIGS,
     OPTIONAL,
     float_llama,
@@ -165,7 +165,7 @@ def test_mxfp4_experts_of_gpt_oss(drop, workdir, monkeypatch):
 
 def test_the_report_explains_each_quantized_checkpoint(workdir, monkeypatch):
     from tests.conftest import run_pipeline
-    from tests.test_gguf import write_gguf
+    from tests.formats.test_gguf_file import write_gguf
 
     models = {
         "q-gptq": {"source": "path", "path": str(quantized_llama(workdir / "gptq", "gptq"))},

@@ -14,7 +14,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.model.count import count_model
 from pipeline.stages import bias, count, download, report, ties
 from tests.conftest import tiny_params
-from tests.quantized import LLAMA, llama_total
+from tests.support.quantized import LLAMA, llama_total
 
 V, D, F, L = LLAMA["vocab_size"], LLAMA["hidden_size"], LLAMA["intermediate_size"], LLAMA["num_hidden_layers"]
 H, KV = LLAMA["num_attention_heads"], LLAMA["num_key_value_heads"]
@@ -425,8 +425,8 @@ def test_a_folder_with_config_json_safetensors_and_gguf_counts_the_safetensors_a
 ):
     import json
 
-    from tests.checkpoints import tiny_checkpoint
-    from tests.test_stages import TINY_TOTAL
+    from tests.stages.test_stages import TINY_TOTAL
+    from tests.support.checkpoints import tiny_checkpoint
 
     folder = tiny_checkpoint(workdir / "src" / "both")
     write_gguf(folder / "tiny.gguf", "Q8_0")

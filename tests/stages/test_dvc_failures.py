@@ -16,7 +16,7 @@ import yaml
 
 from pipeline.model import formulas
 from tests.conftest import TINY, tiny_params
-from tests.repo_copy import ENV, copy_repo, dvc
+from tests.support.repo_copy import ENV, copy_repo, dvc
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import TINY, tiny_params
-from tests.repo_copy import copy_repo, dvc
+from tests.support.repo_copy import copy_repo, dvc
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def test_queued_sweeps_run_in_parallel_workers(repo):
 
 
 def test_every_shipped_family_through_dvc_exp_run(repo):
-    from tests.test_families import PUBLISHED
+    from tests.model.test_families import PUBLISHED
 
     dvc("exp", "run", "-S", "sweep=all-families", cwd=repo)
     summary = pd.read_csv(repo / "results/summary.csv").set_index("model")

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from pipeline.model import formulas
-from tests.checkpoints import prefill_hub_cache, tiny_checkpoint
 from tests.conftest import ROOT, TINY
-from tests.quantized import llama_total
+from tests.support.checkpoints import prefill_hub_cache, tiny_checkpoint
+from tests.support.quantized import llama_total
 
 HMP = shutil.which("hmp", path=str(Path(sys.executable).parent))
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
@@ -79,7 +79,7 @@ def test_count_a_safetensors_folder_with_weights(tmp_path):
 
 
 def test_count_a_gguf_file(tmp_path):
-    from tests.test_gguf import write_gguf
+    from tests.formats.test_gguf_file import write_gguf
 
     path = write_gguf(tmp_path / "tiny-llama-q8.gguf", "Q8_0")
     got = json.loads(hmp("count", str(path), "--json", cwd=tmp_path).stdout)
@@ -90,8 +90,8 @@ def test_count_a_gguf_file(tmp_path):
 @pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
 def test_count_a_tied_gguf_file(tmp_path, qtype):
     """No output.weight (Llama-3.2-1B, Qwen2.5-0.5B, Gemma as llama.cpp writes them): it ended in a traceback."""
-    from tests.quantized import LLAMA
-    from tests.test_gguf import write_gguf
+    from tests.formats.test_gguf_file import write_gguf
+    from tests.support.quantized import LLAMA
 
     path = write_gguf(tmp_path / f"tied-{qtype}.gguf", qtype, drop="output.weight")
     done = hmp("count", str(path), "--json", cwd=tmp_path)
@@ -107,7 +107,7 @@ def test_count_a_tied_gguf_file(tmp_path, qtype):
 
 def test_a_folder_with_config_json_and_a_gguf_is_ambiguous(tmp_path):
     """It was counted from config.json alone (22,688 parameters where the GGUF holds 41,248), without a word."""
-    from tests.test_gguf import write_gguf
+    from tests.formats.test_gguf_file import write_gguf
 
     folder = tmp_path / "both"
     write_gguf(folder / "tiny.gguf", "Q8_0")
@@ -181,7 +181,7 @@ def test_add_then_dvc_repro_counts_the_new_model(repo_copy):
 @pytest.fixture
 def repo_copy(tmp_path):
     """A git clone of this repository's committed state plus the working tree's changes, as a new user has it."""
-    from tests.repo_copy import copy_repo
+    from tests.support.repo_copy import copy_repo
 
     return copy_repo(tmp_path / "repo")
 
@@ -247,7 +247,7 @@ def test_hostile_arguments_are_one_line_and_write_nothing(repo_copy, tmp_path):
     assert (repo_copy / "params.yaml").read_bytes() == params_before
 
 
-PUBLISHED = ROOT / "tests" / "published_configs"
+PUBLISHED = ROOT / "tests" / "support" / "published_configs"
 
 
 def test_the_class_counted_is_always_said(tmp_path):
@@ -293,7 +293,7 @@ def test_a_pickle_checkpoint_needs_allow_pickle_which_hmp_can_pass(tmp_path):
 @pytest.mark.parametrize("command", ["count", "add"])
 def test_a_folder_cannot_plant_files_through_remote_headers(command, repo_copy, tmp_path):
     """Issue 18's file-planting attack, through hmp: refused in one line, the target never created."""
-    from tests.test_hostile import plant_remote_headers
+    from tests.stages.test_hostile import plant_remote_headers
 
     folder = tiny_checkpoint(tmp_path / "evil")
     target = tmp_path / "site-packages" / "planted.pth"

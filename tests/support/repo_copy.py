@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # The environment DVC runs in: this interpreter's bin first (stage commands say `python`), a git
 # identity for `dvc exp run`, no analytics and no Hub.

@@ -11,9 +11,15 @@ import pytest
 import yaml
 
 from pipeline.formats import remote, safetensors_file
-from tests.checkpoints import GPT2_SMALL, gpt2_config, gpt2_hub_entries, tiny_checkpoint, write_sparse_safetensors
 from tests.conftest import TINY, run_module, tiny_params
-from tests.http_range_server import RangeServer
+from tests.support.checkpoints import (
+    GPT2_SMALL,
+    gpt2_config,
+    gpt2_hub_entries,
+    tiny_checkpoint,
+    write_sparse_safetensors,
+)
+from tests.support.http_range_server import RangeServer
 
 SHA = "fedcba9876543210fedcba9876543210fedcba98"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from tests.checkpoints import tiny_checkpoint
 from tests.conftest import TINY_LLAMA, run_pipeline
+from tests.support.checkpoints import tiny_checkpoint
 
 ALWAYS = [
     "## Totals",
