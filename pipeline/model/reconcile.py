@@ -4,20 +4,18 @@ own key mapping and conversion rules for safetensors, by transformers' GGUF name
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import torch
-
 import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import PipelineError, first_line
 from pipeline.formats.entries import Entry
+
+if TYPE_CHECKING:
+    import torch
 
 
 def reconcile_gguf(model: torch.nn.Module, stored: list[Entry], arch: str, name: str) -> Reconciled:

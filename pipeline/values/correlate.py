@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import torch
-
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from pipeline.values.moments import CoMoments
 from pipeline.values.reader import CHUNK_ELEMENTS, Reader, float32_chunks
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_POINTS = 2000  # pairs kept for the report's tie figure
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
-
-import math
-from dataclasses import dataclass, field
 
 
 @dataclass

@@ -4,18 +4,17 @@ half types widened, fp8 scaled and GGUF blocks dequantized, mapped pages release
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import torch
-
 import functools
 import mmap
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.formats.entries import Entry
+
+if TYPE_CHECKING:
+    import torch
 
 CHUNK_ELEMENTS = 1 << 18  # 256K values: a 1 MB float32 chunk stays in a core's L2 cache
 

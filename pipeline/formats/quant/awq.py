@@ -3,8 +3,6 @@ points per group."""
 
 from __future__ import annotations
 
-from math import ceil
-
 from pipeline.core.errors import PipelineError
 from pipeline.formats.entries import Entry
 from pipeline.formats.quant.base import (
@@ -12,9 +10,8 @@ from pipeline.formats.quant.base import (
     Method,
     Reader,
     bits_of,
-    expect,
-    group_of,
-    group_size,
+    check_integer,
+    expect_groups,
     require,
     unpacked,
 )
@@ -28,15 +25,8 @@ def rule(w: Entry, meta: dict[str, Entry], q: dict, read: Reader) -> tuple[int, 
     require(w, meta, ("qzeros", "scales"), "AWQ")  # autoawq's WQLinear_GEMM stores both, zero_point or not
     bits = bits_of(q)
     in_, out = w.shape[0], unpacked(w, 1, bits)
-    groups = ceil(in_ / group_of(q, in_))
-    expect(meta.get("scales"), (groups, out), f"{in_} inputs in groups of {group_of(q, in_)}")
-    expect(meta.get("qzeros"), (groups, out * bits // 32), f"{out} outputs packed at {bits} bits")
+    expect_groups(meta, q, in_, out, bits)
     return (out, in_)
 
 
-def _check(q: dict) -> None:
-    bits_of(q)
-    group_size(q)
-
-
-METHOD = Method("awq", ("qzeros", "scales"), (Layout("qweight", "weight", rule),), check=_check)
+METHOD = Method("awq", ("qzeros", "scales"), (Layout("qweight", "weight", rule),), check=check_integer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import ceil
 from typing import Any
 
 from pipeline.core.errors import PipelineError
@@ -114,3 +115,16 @@ def unpacked(entry: Entry, dim: int, bits: int) -> int:
 def expect(entry: Entry | None, shape: tuple[int, ...], why: str) -> None:
     if entry is not None and tuple(entry.shape) != tuple(shape):
         raise PipelineError(f"tensor {entry.key!r}: shape {list(entry.shape)}, but {why} gives {list(shape)}")
+
+
+def check_integer(q: dict[str, Any]) -> None:
+    """The fields GPTQ's and AWQ's integer layouts read: the bits per value and the group size."""
+    bits_of(q)
+    group_size(q)
+
+
+def expect_groups(meta: dict[str, Entry], q: dict[str, Any], in_: int, out: int, bits: int) -> None:
+    """GPTQ's and AWQ's scales [groups, out] and zero points [groups, out·bits/32], groups along the inputs."""
+    groups = ceil(in_ / group_of(q, in_))
+    expect(meta.get("scales"), (groups, out), f"{in_} inputs in groups of {group_of(q, in_)}")
+    expect(meta.get("qzeros"), (groups, out * bits // 32), f"{out} outputs packed at {bits} bits")

@@ -3,17 +3,15 @@ words along the input dimension, with scales and zero points per group."""
 
 from __future__ import annotations
 
-from math import ceil
-
 from pipeline.formats.entries import Entry
 from pipeline.formats.quant.base import (
     Layout,
     Method,
     Reader,
     bits_of,
+    check_integer,
     expect,
-    group_of,
-    group_size,
+    expect_groups,
     require,
     unpacked,
 )
@@ -25,16 +23,9 @@ def rule(w: Entry, meta: dict[str, Entry], q: dict, read: Reader) -> tuple[int, 
     require(w, meta, ("qzeros", "scales", "g_idx") if q.get("desc_act") is True else ("qzeros", "scales"), "GPTQ")
     bits = bits_of(q)
     in_, out = unpacked(w, 0, bits), w.shape[1]
-    groups = ceil(in_ / group_of(q, in_))
-    expect(meta.get("scales"), (groups, out), f"{in_} inputs in groups of {group_of(q, in_)}")
-    expect(meta.get("qzeros"), (groups, out * bits // 32), f"{out} outputs packed at {bits} bits")
+    expect_groups(meta, q, in_, out, bits)
     expect(meta.get("g_idx"), (in_,), f"{in_} inputs")
     return (out, in_)
 
 
-def _check(q: dict) -> None:
-    bits_of(q)
-    group_size(q)
-
-
-METHOD = Method("gptq", ("qzeros", "scales", "g_idx"), (Layout("qweight", "weight", rule),), check=_check)
+METHOD = Method("gptq", ("qzeros", "scales", "g_idx"), (Layout("qweight", "weight", rule),), check=check_integer)
