@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_params
+from tests.report.test_html import _browser, _chromium
 from tests.support.checkpoints import tiny_checkpoint
 from tests.support.repo_copy import copy_repo, dvc, sh
-from tests.report.test_html import _browser, _chromium
 
 pytestmark = pytest.mark.slow
 

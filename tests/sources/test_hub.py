@@ -307,7 +307,7 @@ def test_no_hub_is_one_line_within_seconds(workdir, fetch, case):
 
 def test_an_endpoint_that_never_answers_is_reported_after_the_probe(workdir):
     """A listener that accepts and stays silent: the probe's timeout, not huggingface_hub's backoff, ends it."""
-    from pipeline.sources import PROBE_TIMEOUT
+    from pipeline.sources.hub import PROBE_TIMEOUT
 
     _params(workdir, m=_hub_model(hub_id="org/absent"))
     with socket.socket() as listener:
