@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipeline.core.errors import PipelineError
+from pipeline.cost import cache
 
 if TYPE_CHECKING:
     import torch
@@ -32,10 +33,15 @@ DEFINITIONS = {
     "with no children or one the model says must not be split (_no_split_modules), buffers included",
     "train_adam_mixed_bytes": "mixed-precision Adam: bytes per trainable parameter (ZeRO's 16: fp16 weights and "
     "gradients, fp32 master weights, momentum and variance), activations not included",
-    "kv_cache_bytes_per_token_bfloat16": "keys and values one token adds to the cache in bfloat16: 2 × KV heads × head "
-    "width per attention layer (multi-head latent attention: its latent and rotary key)",
+    "kv_cache_bytes_per_token_bfloat16": "keys and values one generated token adds to the cache in bfloat16: 2 × KV "
+    "heads × head width per self-attention layer of the generating stack (multi-head latent attention: its latent "
+    "and rotary key); state-space layers, encoders and vision towers add none",
     "kv_cache_bytes_at_context": "the KV cache for the context and batch of the cost settings, sliding-window layers "
-    "holding at most their window",
+    "holding at most their window (an encoder-decoder: its cross-attention cache for an input of that length too)",
+    "state_bytes_per_sequence_bfloat16": "the fixed state a state-space or recurrent layer keeps per sequence in "
+    "bfloat16, whatever the context (convolution and recurrent state; empty where a mixer's state is not derived)",
+    "cross_attention_kv_bytes_per_input_token_bfloat16": "keys and values of the encoder's output that an "
+    "encoder-decoder's cross-attention caches once per input token, in bfloat16",
     "forward_flops_per_token": "Kaplan et al. 2020: 2N + 2 · n_layer · n_ctx · d_attn, N the non-embedding "
     "parameters (a mixture of experts: those one token uses), at the context of the cost settings",
     "train_tokens_chinchilla": "Hoffmann et al. 2022: tokens per parameter at the compute optimum × N",
@@ -81,34 +87,6 @@ def largest_layer(model: torch.nn.Module, bytes_per_param: int = 4) -> tuple[int
     return best, names
 
 
-def _head_dim(config: Any) -> int:
-    explicit = getattr(config, "head_dim", None)
-    return int(explicit) if explicit else config.hidden_size // config.num_attention_heads
-
-
-def kv_per_token_per_layer(config: Any, causal: bool = True) -> list[int]:
-    """Values one token adds to each attention layer's cache (0 for a model that generates nothing: an encoder)."""
-    layers = config.num_hidden_layers
-    if not causal:
-        return [0] * layers
-    if getattr(config, "kv_lora_rank", None):  # multi-head latent attention caches the latent and the rope key
-        return [config.kv_lora_rank + config.qk_rope_head_dim] * layers
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return [2 * kv_heads * _head_dim(config)] * layers
-
-
-def windows(config: Any) -> list[int | None]:
-    """Each layer's attention window (None: the whole context)."""
-    layers = config.num_hidden_layers
-    window = getattr(config, "sliding_window", None)
-    types = getattr(config, "layer_types", None)
-    if window and types:  # per-layer types (gpt-oss, Gemma): only the sliding layers are windowed
-        return [window if t == "sliding_attention" else None for t in types]
-    if window and getattr(config, "use_sliding_window", True):  # one window for every layer (Mistral)
-        return [window] * layers
-    return [None] * layers
-
-
 def context_of(config: Any, settings: dict, name: str) -> int:
     """cost.context, or (when it is 0) the model's own maximum context; a model that states none needs the setting."""
     context = settings.get("context") or getattr(config, "max_position_embeddings", None)
@@ -122,17 +100,26 @@ def table(
 ) -> pd.DataFrame:
     """The cost rows of one model. row: its summary row; conv: its conventions {name: params}; causal: a decoder."""
     total = int(row["total"])
-    ctx = context_of(config, settings, name)
+    text = cache.text_config(config)
+    ctx = context_of(text, settings, name)
     batch = int(settings["batch"])
-    per_layer = kv_per_token_per_layer(config, causal)
-    wins = windows(config)
-    kv_token = sum(per_layer) * 2  # bfloat16
-    kv_ctx = batch * sum(v * 2 * (min(ctx, w) if w else ctx) for v, w in zip(per_layer, wins, strict=True))
+    per_layer = cache.layers(model, config, causal)
+    kv_token = sum(layer.kv_per_token for layer in per_layer) * 2  # bfloat16
+    kv_ctx = batch * sum(
+        layer.kv_per_token * 2 * (min(ctx, layer.window) if layer.window else ctx) for layer in per_layer
+    )
+    cross = sum(layer.cross_kv_per_input_token for layer in per_layer) * 2
+    states = [layer.state for layer in per_layer]
+    state = None if any(s is None for s in states) else sum(states) * 2
     # Kaplan's N: non-embedding; for a mixture of experts, the part one token uses
     embedding = total - int(conv["non_embedding_kaplan"])
     n = int(conv["active_per_token"]) - embedding
-    d_attn = config.num_attention_heads * _head_dim(config)
-    flops = 2 * n + 2 * config.num_hidden_layers * ctx * d_attn
+    heads = getattr(text, "num_attention_heads", None)
+    d_attn = heads * cache.head_dim(text) if heads else 0
+    attention_layers = (
+        sum(1 for layer in per_layer if layer.kv_per_token) if per_layer else getattr(text, "num_hidden_layers", 0)
+    )
+    flops = 2 * n + 2 * attention_layers * ctx * d_attn
     tokens = int(settings["tokens_per_param"]) * n
     largest, _ = largest_layer(model)
     values: dict[str, tuple[float | None, str]] = {
@@ -141,7 +128,9 @@ def table(
         "largest_layer_bytes_float32": (largest, "bytes"),
         "train_adam_mixed_bytes": (total * int(settings["adam_bytes_per_param"]), "bytes"),
         "kv_cache_bytes_per_token_bfloat16": (kv_token, "bytes"),
-        "kv_cache_bytes_at_context": (kv_ctx, f"bytes ({ctx:,} tokens × {batch})"),
+        "kv_cache_bytes_at_context": (kv_ctx + batch * ctx * cross, f"bytes ({ctx:,} tokens × {batch})"),
+        "state_bytes_per_sequence_bfloat16": (state if per_layer else 0, "bytes"),
+        "cross_attention_kv_bytes_per_input_token_bfloat16": (cross, "bytes"),
         "forward_flops_per_token": (flops, f"FLOPs (context {ctx:,})"),
         "train_tokens_chinchilla": (tokens, "tokens"),
         "train_flops_chinchilla": (6 * n * tokens, "FLOPs"),

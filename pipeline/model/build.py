@@ -115,7 +115,8 @@ def model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type,
         if candidate == "causal_lm" and stand_in:
             continue
         cls = _mapped(candidate, config)
-        if cls is not None:
+        # a class for one of the config's sub-configs is a part of the model (MllamaForCausalLM: its text model)
+        if cls is not None and getattr(cls, "config_class", type(config)) in (type(config), None):
             return cls, f"fallback:{candidate}"
     raise PipelineError(f"model '{name}': transformers has no model class for {kind}")
 

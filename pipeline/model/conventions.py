@@ -35,6 +35,26 @@ DEFINITIONS = {
     "(Mixtral's convention); equals unique for a dense model",
     "active_excluding_input_embedding": "active_per_token without the input embedding matrix, a lookup rather "
     "than a matmul (gpt-oss's convention); kept when it is tied to the output head, which multiplies by it",
+    "language_model": "a composite model's text tower (the sub-model built for its text_config) with the output "
+    "head: the language model alone, what a vision-language model's name often counts",
+    "language_model_active": "active_per_token within the language model alone (a multimodal mixture of experts: "
+    "Llama 4 Scout's 17B active)",
+    "vision_tower": "a composite model's vision encoder (the sub-model built for its vision_config)",
+    "audio_tower": "a composite model's audio encoder (the sub-model built for its audio_config)",
+    "projector": "a composite model's parameters outside every tower: the multimodal projector",
+    "encoder_stack": "an encoder-decoder's encoder (get_encoder()), without the embedding it shares with the decoder",
+    "decoder_stack": "an encoder-decoder's decoder (get_decoder()) with the output head, without the shared embedding",
+    "shared_between_stacks": "tensors an encoder-decoder's two stacks share (T5's and BART's token embedding), once",
+}
+# Tower conventions: the inventory's tower each sums, and whether it needs a composite model or an encoder-decoder
+TOWER_CONVENTIONS = {
+    "language_model": ("text", "composite"),
+    "vision_tower": ("vision", "composite"),
+    "audio_tower": ("audio", "composite"),
+    "projector": ("projector", "composite"),
+    "encoder_stack": ("encoder", "encoder_decoder"),
+    "decoder_stack": ("decoder", "encoder_decoder"),
+    "shared_between_stacks": ("shared", "encoder_decoder"),
 }
 # Who prints each number: the report's conventions figure and `hmp count` label each convention so
 TOOLS = {
@@ -56,7 +76,7 @@ ACTIVE_TOOLS = {
 COLUMNS = ["model", "convention", "params", "definition"]
 # Where TransformerLens's n_params finds matrices: attention and MLP, and in a mixture of experts every
 # expert's MLP and the router (its n_params multiplies the MLP by the number of experts)
-MATRIX_COMPONENTS = ["attention", "mlp", "router", "experts", "shared_experts"]
+MATRIX_COMPONENTS = ["attention", "cross_attention", "mlp", "router", "experts", "shared_experts"]
 
 
 def _held_again(p: pd.DataFrame) -> int:
@@ -91,6 +111,7 @@ def conventions(inv: pd.DataFrame, summary_row: dict[str, Any]) -> list[dict[str
         "active_excluding_input_embedding": int(summary_row["active"])
         - _sum(p, p["is_input_embedding"] & ~p["is_output_embedding"]),
     }
+    values.update(tower_values(p, summary_row))
     return [
         {
             "model": p["model"].iloc[0],
@@ -100,6 +121,28 @@ def conventions(inv: pd.DataFrame, summary_row: dict[str, Any]) -> list[dict[str
         }
         for key in DEFINITIONS
     ]
+
+
+def tower_values(p: pd.DataFrame, summary_row: dict[str, Any]) -> dict[str, int | None]:
+    """Each tower convention's count, None where the model has no such tower (a single-tower model has none)."""
+    towers = set(p["tower"])
+    kinds = {
+        "composite": "text" in towers and bool(towers & {"vision", "audio", "projector"}),
+        "encoder_decoder": {"encoder", "decoder"} <= towers,
+    }
+    out: dict[str, int | None] = {
+        key: _sum(p, p["tower"] == tower) if kinds[kind] and tower in towers else None
+        for key, (tower, kind) in TOWER_CONVENTIONS.items()
+    }
+    out["language_model_active"] = None
+    top_k = summary_row.get("experts_per_token")
+    if out["language_model"] is not None and top_k is not None and not pd.isna(top_k):
+        text = p[p["tower"] == "text"]
+        experts = text[text["component"] == "experts"]
+        routed = int(experts["numel"].sum())
+        used = int((experts["numel"] // experts["experts"]).sum()) * int(top_k)
+        out["language_model_active"] = out["language_model"] - routed + used
+    return out
 
 
 def table(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -130,10 +130,10 @@ def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         "model_class": cls.__name__,
         "class_from": class_from,
         "ignored_fields": ";".join(config_file.ignored_fields(config, _raw_config(model_dir, spec.name), read)),
-        "n_layer": getattr(config, "num_hidden_layers", None),
-        "d_model": getattr(config, "hidden_size", None),
-        "vocab_size": getattr(config, "vocab_size", None),
-        "n_positions": getattr(config, "max_position_embeddings", None),
+        "n_layer": _text_field(config, "num_hidden_layers"),
+        "d_model": _text_field(config, "hidden_size"),
+        "vocab_size": _text_field(config, "vocab_size"),
+        "n_positions": _text_field(config, "max_position_embeddings"),
         "stated_size": spec.stated_size,
         "stated_params": spec.stated_params,
         "stated_active": spec.stated_active,
@@ -151,6 +151,17 @@ def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         "bytes_fetched": prov.get("bytes_fetched"),
     }
     return inv, row, model, config
+
+
+def _text_field(config: Any, field: str) -> int | None:
+    """A size of the model, else of its text part (a composite model's text_config, an encoder-decoder's decoder)."""
+    value = getattr(config, field, None)
+    if value is None:
+        try:
+            value = getattr(config.get_text_config(decoder=True), field, None)
+        except Exception:  # noqa: BLE001 - a config without sub-configs
+            value = None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _raw_config(model_dir: Path, name: str) -> dict:

@@ -1,51 +1,29 @@
 """The per-tensor inventory of a model, built on the meta device (no weights are ever allocated).
 
-One row per unique parameter tensor. Its role comes from the type of the module that owns it and
-its component from the model's own accessors and module tree, never from name patterns:
+One row per unique parameter tensor, with:
+- role and component (pipeline.model.roles: the type of the module that owns it and the model's own
+  accessors first, the tensor itself last, so no module type stops a count);
+- tower, block_list and layer (pipeline.model.structure: the sub-model, stack or tower that holds it, and
+  its index in the block list it lies in).
 
-- role: matrix (Linear/Conv1D weight), bias (Linear/Conv1D bias), embedding (Embedding weight, and
-  the output head's matrix, which is the unembedding), norm_gain and norm_bias (normalisation layers:
-  LayerNorm, and RMSNorm-style modules with a weight and no bias);
-- component: token_embedding (get_input_embeddings()), position_embedding (an Embedding outside the
-  blocks with one row per position), segment_embedding (one with type_vocab_size rows, BERT's token
-  types), attention (inside the block's attention module), mlp (the other matrices of a block),
-  layer_norm (normalisation layers), pooler (a *Pooler module outside the blocks) and output_head
-  (get_output_embeddings() and the head module around it, when it has tensors of its own).
-
-A parameter that no rule recognises is an error naming its module path, never filed as "other".
 Buffers (rotary frequencies, causal masks) are not parameters and are not counted.
-
 A tied tensor has one row, under the name model.parameters() gives it, with its other names in `aliases`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipeline.core.errors import PipelineError
-from pipeline.model import moe
+from pipeline.model import roles, structure
 
 if TYPE_CHECKING:  # torch is imported lazily: only the count stage pays for it
     import torch
 
-ROLES = ("matrix", "bias", "embedding", "norm_gain", "norm_bias", "attention_sink")
-COMPONENTS = (
-    "token_embedding",
-    "position_embedding",
-    "segment_embedding",
-    "attention",
-    "router",
-    "experts",
-    "shared_experts",
-    "mlp",
-    "layer_norm",
-    "pooler",
-    "output_head",
-)
+ROLES = tuple(roles.ROLES)
+COMPONENTS = tuple(roles.COMPONENTS)
 COLUMNS = [
     "model",
     "kind",
@@ -56,6 +34,8 @@ COLUMNS = [
     "module_class",
     "role",
     "component",
+    "tower",
+    "block_list",
     "layer",
     "experts",
     "aliases",
@@ -65,72 +45,54 @@ COLUMNS = [
     "stored_dtype",
     "bits_per_param",
 ]
-_ATTENTION_CLASS = re.compile(r"Attention|Attn", re.IGNORECASE)
 
 
-def _is_norm(module: torch.nn.Module) -> bool:
-    """A normalisation layer: torch's norm types, or a module typed *Norm holding at most weight and bias."""
-    import torch
-
-    if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)):
-        return True
-    own = {n for n, _ in module.named_parameters(recurse=False)}
-    return type(module).__name__.endswith("Norm") and bool(own) and own <= {"weight", "bias"}
-
-
-def _is_linear(module: torch.nn.Module) -> bool:
-    import torch
-    from transformers.pytorch_utils import Conv1D
-
-    return isinstance(module, (torch.nn.Linear, Conv1D))
-
-
-def _block_list(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
-    """The ModuleList holding the transformer blocks: num_hidden_layers children of one class."""
-    import torch
-
-    n_layers = getattr(model.config, "num_hidden_layers", None)
-    for path, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers and len(module) > 0:
-            if len({type(child) for child in module}) == 1:
-                return path, module
-    return None
-
-
-def _ancestors(path: str) -> Iterator[str]:
-    """Module paths from the nearest parent to the root: a.b.c -> a.b, a, ''."""
-    parts = path.split(".")
-    for i in range(len(parts) - 1, -1, -1):
-        yield ".".join(parts[:i])
+def _owner(modules: dict, names: list[str]) -> tuple[str, str]:
+    """(module path, attribute) of the owner whose type has a rule: the first name, else an alias (BERT's
+    cls.predictions.bias is also cls.predictions.decoder.bias, a Linear bias). A weight-norm parametrization's
+    tensors (conv.parametrizations.weight.original0) belong to the parametrized module."""
+    owners = []
+    for n in names:
+        path, _, attr = n.rpartition(".")
+        if ".parametrizations." in f".{path}.":
+            head, _, rest = f".{path}".partition(".parametrizations.")
+            path, attr = head.lstrip("."), rest.split(".", 1)[0]
+        owners.append((path, attr))
+    return next((o for o in owners if roles.has_rule(modules[o[0]], o[1])), owners[0])
 
 
 def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
-    """One row per unique parameter tensor of model, with role, component, layer and aliases."""
+    """One row per unique parameter tensor of model, with role, component, tower, layer and aliases."""
     modules = dict(model.named_modules())
     input_emb, output_emb = embeddings(model)
     input_ids = {id(p) for p in input_emb.parameters()} if input_emb is not None else set()
     output_ids = {id(p) for p in output_emb.parameters()} if output_emb is not None else set()
-    blocks = _block_list(model)
-    block_prefix = blocks[0] + "." if blocks else None
-    moe_parts = moe.structure(model)
+    lay = structure.layout(model)
+    placer = roles.Placer(model, lay, modules, input_emb, output_emb)
+    head_tower = "decoder" if lay.encoder_decoder else None
+    if head_tower is None and input_emb is not None:
+        head_tower = lay.tower_of(next((p for p, m in modules.items() if m is input_emb), ""))
 
     names: dict[int, list[str]] = {}
     for pname, p in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(p), []).append(pname)
 
-    head_root = _head_root(model, modules, output_emb)
+    out_path = next((p for p, m in modules.items() if m is output_emb), None) if output_emb is not None else None
+
+    def tower(pname: str) -> str:
+        path = pname.rpartition(".")[0]
+        if head_tower and path == out_path:  # the head goes with the tower whose tokens it unembeds
+            return head_tower
+        return lay.tower_of(path)
+
     rows = []
     for pname, p in model.named_parameters():  # unique tensors, in the order model.parameters() gives
-        # the owner whose type has a rule: the first name, else an alias (BERT's cls.predictions.bias
-        # is also cls.predictions.decoder.bias, a Linear bias)
-        owners = [n.rpartition(".") for n in names[id(p)]]
-        module_path, _, attr = next((o for o in owners if _has_rule(modules[o[0]], o[2])), pname.rpartition("."))
+        module_path, attr = _owner(modules, names[id(p)])
         module = modules[module_path]
-        role = _role(module, attr, id(p) in output_ids and id(p) not in input_ids, pname)
-        layer = _layer_of(pname, block_prefix)
-        component = moe_parts.component(module_path) or _component(
-            model, modules, module, module_path, pname, id(p), input_ids, output_ids, layer, block_prefix, head_root
-        )
+        role = roles.role(module, attr, id(p) in output_ids and id(p) not in input_ids, p)
+        blocks, layer = lay.block_of(pname.rpartition(".")[0])
+        towers = {tower(n) for n in names[id(p)]}
+        component = placer.component(module, module_path, attr, p, role)
         rows.append(
             {
                 "model": name,
@@ -142,6 +104,8 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
                 "module_class": type(module).__name__,
                 "role": role,
                 "component": component,
+                "tower": towers.pop() if len(towers) == 1 else "shared",
+                "block_list": blocks or "",
                 "layer": layer,
                 "experts": p.shape[0] if component == "experts" else None,  # how many experts the tensor stacks
                 "aliases": ";".join(names[id(p)][1:]),
@@ -158,107 +122,25 @@ def inventory(model: torch.nn.Module, name: str) -> pd.DataFrame:
     return df
 
 
-def _is_sink(module: torch.nn.Module, attr: str) -> bool:
-    """gpt-oss's attention sinks: one learned logit per head, owned by the attention module itself."""
-    return attr == "sinks" and bool(_ATTENTION_CLASS.search(type(module).__name__))
-
-
-def _has_rule(module: torch.nn.Module, attr: str) -> bool:
-    import torch
-
-    return (
-        (isinstance(module, torch.nn.Embedding) and attr == "weight")
-        or (_is_linear(module) and attr in ("weight", "bias"))
-        or (_is_norm(module) and attr in ("weight", "bias"))
-        or moe.is_experts(module)
-        or (moe.is_router(module) and attr in ("weight", "bias"))
-        or _is_sink(module, attr)
-    )
-
-
-def _head_root(model: torch.nn.Module, modules: dict, output_emb: torch.nn.Module | None) -> str | None:
-    """Path of the head module around get_output_embeddings() (lm_head, cls), outside the base model."""
-    if output_emb is None:
-        return None
-    path = next(p for p, m in modules.items() if m is output_emb)
-    root = path.split(".", 1)[0]
-    return None if root == getattr(model, "base_model_prefix", None) else root
-
-
-def _role(module: torch.nn.Module, attr: str, is_untied_head: bool, pname: str) -> str:
-    import torch
-
-    if isinstance(module, torch.nn.Embedding) and attr == "weight":
-        return "embedding"
-    if _is_linear(module):
-        if attr == "weight":
-            return "embedding" if is_untied_head else "matrix"
-        if attr == "bias":
-            return "bias"
-    if _is_norm(module):
-        return "norm_gain" if attr == "weight" else "norm_bias"
-    if moe.is_experts(module):  # stacked expert matrices, and gpt-oss's stacked expert biases (*_bias)
-        return "bias" if attr.endswith("bias") else "matrix"
-    if moe.is_router(module) and attr in ("weight", "bias"):
-        return "matrix" if attr == "weight" else "bias"
-    if _is_sink(module, attr):
-        return "attention_sink"
-    raise PipelineError(
-        f"parameter {pname}: no role rule for {type(module).__name__}.{attr} "
-        "(known: Embedding, Linear, Conv1D, normalisation layers, routed experts, routers, attention sinks)"
-    )
-
-
-def _component(
-    model, modules, module, module_path, pname, pid, input_ids, output_ids, layer, block_prefix, head_root
-) -> str:
-    import torch
-
-    if pid in input_ids:
-        return "token_embedding"
-    if pid in output_ids or (head_root and (module_path == head_root or module_path.startswith(head_root + "."))):
-        return "output_head"
-    if _is_norm(module):
-        return "layer_norm"
-    if _is_sink(module, pname.rpartition(".")[2]):
-        return "attention"
-    if isinstance(module, torch.nn.Embedding) and layer is None:
-        # Learned positions: one row per position (OPT adds an offset of 2 rows).
-        max_positions = getattr(model.config, "max_position_embeddings", None)
-        if max_positions and 0 <= module.num_embeddings - max_positions <= 2:
-            return "position_embedding"
-        if module.num_embeddings == getattr(model.config, "type_vocab_size", None):
-            return "segment_embedding"
-    if layer is None and _is_linear(module):
-        chain = [module_path, *_ancestors(module_path)]
-        if any(type(modules[p]).__name__.endswith("Pooler") for p in chain if p in modules):
-            return "pooler"
-    if layer is not None and _is_linear(module):
-        block_path = block_prefix + str(layer)
-        for parent in _ancestors(module_path):
-            if parent == block_path or not parent.startswith(block_path):
-                break
-            if _ATTENTION_CLASS.search(type(modules[parent]).__name__):
-                return "attention"
-        return "mlp"
-    raise PipelineError(
-        f"parameter {pname}: no component rule for {type(module).__name__} at '{module_path}' "
-        f"(known: {', '.join(COMPONENTS)})"
-    )
-
-
 def embeddings(model: torch.nn.Module) -> tuple[Any, Any]:
     """The model's own accessors, get_input_embeddings() and get_output_embeddings(); None where it has none.
 
     Some classes have no single one (CLIPModel: a text and a vision tower) and raise NotImplementedError.
     """
+    import torch
+
     found = []
     for accessor in (model.get_input_embeddings, model.get_output_embeddings):
         try:
-            found.append(accessor())
+            module = accessor()
         except (NotImplementedError, AttributeError):
-            found.append(None)
-    return found[0], found[1]
+            module = None
+        found.append(module if isinstance(module, torch.nn.Module) else None)  # Perceiver's is a bare Parameter
+    # an input embedding is a table (a module with a weight of its own): a vision model's patch convolution is not
+    inp = found[0]
+    if inp is not None and (roles.is_conv(inp) or getattr(inp, "weight", None) is None):
+        inp = None
+    return inp, found[1]
 
 
 def embedding_names(model: torch.nn.Module) -> tuple[str, str]:
@@ -274,11 +156,11 @@ def embedding_names(model: torch.nn.Module) -> tuple[str, str]:
     )
 
 
-def _layer_of(path: str, block_prefix: str | None) -> int | None:
-    """Index of the block a module or parameter path lies in (None outside the blocks)."""
-    if block_prefix and (path + ".").startswith(block_prefix):
-        return int(path[len(block_prefix) :].split(".", 1)[0])
-    return None
+def _ancestors(path: str) -> Iterator[str]:
+    """Module paths from the nearest parent to the root: a.b.c -> a.b, a, ''."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        yield ".".join(parts[:i])
 
 
 def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any, metadata: list | None = None) -> pd.DataFrame:
@@ -290,8 +172,7 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any, metadat
     Parameter rows gain the dtype they are stored in and the bits each value takes on disk.
     """
     modules = dict(model.named_modules())
-    blocks = _block_list(model)
-    block_prefix = blocks[0] + "." if blocks else None
+    lay = structure.layout(model)
     inv = inv.copy()
     inv["checkpoint_key"] = inv["name"].map(rec.key_of).fillna("")
     stored = {name: entries for name, entries in rec.sources.items()}
@@ -301,7 +182,8 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any, metadat
         for n, numel in zip(inv["name"], inv["numel"], strict=True)
     ]
 
-    def row(entry, kind: str, name: str, module_class: str, component: str, layer: int | None) -> dict:
+    def row(entry, kind: str, name: str, module_class: str, component: str, where: str | None) -> dict:
+        blocks, layer = lay.block_of(where) if where is not None else (None, None)
         return {
             "model": inv["model"].iloc[0],
             "kind": kind,
@@ -312,6 +194,8 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any, metadat
             "module_class": module_class,
             "role": kind,
             "component": component,
+            "tower": lay.tower_of(where) if where is not None else "",
+            "block_list": blocks or "",
             "layer": layer,
             "experts": None,
             "aliases": "",
@@ -325,11 +209,11 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any, metadat
     rows = []
     for entry, owner in rec.buffers:
         chain = [owner, *_ancestors(owner)]
-        in_attention = any(_ATTENTION_CLASS.search(type(modules[p]).__name__) for p in chain if p in modules)
+        in_attention = any(structure.is_attention(modules[p]) for p in chain if p in modules)
         name = f"{owner}.{entry.key.rpartition('.')[2]}" if owner else entry.key
         component = "attention" if in_attention else "buffer"
         rows.append(
-            row(entry, "buffer", name, type(modules[owner]).__name__, component, _layer_of(owner, block_prefix))
+            row(entry, "buffer", name, type(modules[owner]).__name__, component, owner)
         )
     rows += [row(entry, "unused", entry.key, "", "unused", None) for entry in rec.unused]
     # Blocks the architecture does not build (DeepSeek-V3's multi-token-prediction layer): listed, never counted
@@ -338,7 +222,7 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any, metadat
         row(entry, "extra", entry.key, "", "multi_token_prediction" if mtp else "extra", None) for entry in rec.extra
     ]
     rows += [
-        row(e, "quant_metadata", e.key, "", "quantization", _layer_of(e.key.rpartition(".")[0], block_prefix))
+        row(e, "quant_metadata", e.key, "", "quantization", e.key.rpartition(".")[0])
         for e in metadata or []
     ]
     if rows:

@@ -74,10 +74,20 @@ def structure(model: torch.nn.Module) -> Structure:
 
 
 def _field(config: Any, fields: tuple[str, ...]) -> tuple[str | None, int | None]:
-    for name in fields:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return name, value
+    """The first of fields the config sets, read from its text sub-config too (a composite model: Llama 4's
+    experts are text_config.num_local_experts)."""
+    configs = [config]
+    try:
+        text = config.get_text_config()
+    except Exception:  # noqa: BLE001 - a config without sub-configs
+        text = None
+    if text is not None and text is not config:
+        configs.append(text)
+    for cfg in configs:
+        for name in fields:
+            value = getattr(cfg, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return name, value
     return None, None
 
 

@@ -13,14 +13,21 @@ COMPONENT_LABELS = {
     "token_embedding": "token embedding",
     "position_embedding": "position embedding",
     "segment_embedding": "segment embedding",
+    "other_embedding": "other embedding tables",
+    "input_projection": "input projection (patch, audio front end)",
     "attention": "attention",
+    "cross_attention": "cross-attention",
+    "state_space": "state-space mixer",
     "router": "router",
     "experts": "routed experts",
     "shared_experts": "shared experts",
     "mlp": "MLP",
+    "convolution": "convolutions in blocks",
     "layer_norm": "layer norm",
     "pooler": "pooler",
+    "projection": "projections outside the blocks",
     "output_head": "output head (own tensors)",
+    "misc": "other learned tensors",
 }
 
 

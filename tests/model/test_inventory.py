@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.core.errors import PipelineError
 from pipeline.model import inventory
 from tests.conftest import tiny_gpt2
 
@@ -121,12 +120,21 @@ class _Odd(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.ones(3))
+        self.alpha = torch.nn.Parameter(torch.ones(1))
+        self.offset_bias = torch.nn.Parameter(torch.zeros(3))
+        self.grid = torch.nn.Parameter(torch.ones(2, 3))
 
 
-def test_an_unrecognised_parameter_is_a_loud_error(tiny_model):
+def test_a_module_type_no_rule_knows_gets_roles_from_its_tensors(tiny_model):
+    # a *bias is a bias, one value a scalar, ndim >= 2 a matrix, else a per-channel scale; the row keeps the
+    # module's class and path, and the count still equals sum(p.numel())
     tiny_model.transformer.h[0].odd = _Odd()
-    with pytest.raises(PipelineError, match=r"transformer\.h\.0\.odd\.scale.*_Odd"):
-        inventory.inventory(tiny_model, "t")
+    inv = inventory.inventory(tiny_model, "t").set_index("name")
+    odd = inv.loc[[f"transformer.h.0.odd.{a}" for a in ("scale", "alpha", "offset_bias", "grid")]]
+    assert odd["role"].tolist() == ["scale", "scalar", "bias", "matrix"]
+    assert set(odd["module_class"]) == {"_Odd"} and set(odd["component"]) == {"misc"}
+    assert set(odd["layer"]) == {0}
+    assert inv["numel"].sum() == sum(p.numel() for p in tiny_model.parameters())
 
 
 def test_every_component_has_a_figure_label():

@@ -1,0 +1,138 @@
+"""What each layer of a generating model keeps while it generates, read from the built model's own layers.
+
+The layers are the blocks of the stack that generates tokens (the text tower of a composite model, the
+decoder of an encoder-decoder), found by pipeline.model.structure; each block's kind comes from the modules
+it holds, never from a name pattern:
+- a self-attention layer caches keys and values for every token (2 × KV heads × head width values; a
+  multi-head latent attention layer caches its latent and rotary key, kv_lora_rank + qk_rope_head_dim),
+  at most its window for a sliding-window layer;
+- a state-space or recurrent layer keeps a fixed state per sequence, whatever the context: its causal
+  convolution's last kernel − 1 inputs per channel, and its recurrent state (Mamba: intermediate × d_state;
+  Mamba-2: heads × head width × d_state; gated DeltaNet: value heads × key width × value width), read from
+  the mixer module's own sizes; a mixer whose state this module cannot derive is reported as unknown;
+- a cross-attention layer caches the keys and values of the encoder's output once per input;
+- vision and audio towers, and encoders, generate nothing and cache nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipeline.core.sizes import HEAD_DIM_FIELDS
+from pipeline.model import roles, structure
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Layer:
+    kv_per_token: int  # values one token adds to this layer's self-attention cache
+    window: int | None  # at most this many tokens cached (a sliding window); None: the whole context
+    state: int | None  # values of fixed per-sequence state (0: none; None: a mixer whose state is not derived)
+    cross_kv_per_input_token: int  # values cached per input token for cross-attention
+    mixer: str  # class of the state-space mixer ('' for none)
+
+
+def text_config(config: Any) -> Any:
+    """The config of the part that generates text (a composite's text_config, an encoder-decoder's decoder)."""
+    try:
+        return config.get_text_config(decoder=True)
+    except Exception:  # noqa: BLE001 - configs without sub-configs, or an older signature
+        return config
+
+
+def head_dim(config: Any) -> int:
+    for name in HEAD_DIM_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return config.hidden_size // config.num_attention_heads
+
+
+def _kv_width(config: Any) -> int:
+    """Values one token adds to one attention layer's cache."""
+    if getattr(config, "kv_lora_rank", None):  # multi-head latent attention caches the latent and the rope key
+        return config.kv_lora_rank + config.qk_rope_head_dim
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * kv_heads * head_dim(config)
+
+
+def _windows(config: Any, layers: int) -> list[int | None]:
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if window and types and len(types) == layers:  # per-layer types (gpt-oss, Gemma): only sliding layers
+        return [window if t == "sliding_attention" else None for t in types]
+    if window and getattr(config, "use_sliding_window", True):  # one window for every layer (Mistral)
+        return [window] * layers
+    return [None] * layers
+
+
+def _state(mixer: Any) -> int | None:
+    """Fixed per-sequence state of one mixer, from its own sizes; None when its kind is not known here."""
+    import torch
+
+    conv = sum(
+        m.in_channels * (m.kernel_size[0] - 1)
+        for m in mixer.modules()
+        if isinstance(m, torch.nn.Conv1d) and m.groups == m.in_channels and m.groups > 1
+    )
+    n = getattr(mixer, "ssm_state_size", None)
+    if isinstance(n, int):
+        heads, width = getattr(mixer, "num_heads", None), getattr(mixer, "head_dim", None)
+        if isinstance(heads, int) and isinstance(width, int):  # Mamba-2 and its hybrids: heads × head width × N
+            return conv + heads * width * n
+        inner = getattr(mixer, "intermediate_size", None)
+        if isinstance(inner, int):  # Mamba: intermediate × N
+            return conv + inner * n
+    heads, dk, dv = (getattr(mixer, a, None) for a in ("num_v_heads", "head_k_dim", "head_v_dim"))
+    if all(isinstance(v, int) for v in (heads, dk, dv)):  # gated DeltaNet: one dk × dv matrix per value head
+        return conv + heads * dk * dv
+    if "ShortConv" in type(mixer).__name__:  # a short convolution keeps only its last inputs
+        return conv
+    return None
+
+
+def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
+    """One Layer per block of the generating stack; [] for a model that generates nothing."""
+    if not causal and not getattr(config, "is_encoder_decoder", False):
+        return []
+    lay = structure.layout(model)
+    modules = dict(model.named_modules())
+    wanted = {"decoder"} if lay.encoder_decoder else {"text"}
+    stacks = [b for b in lay.block_lists if lay.tower_of(b) in wanted]
+    if not stacks:
+        return []
+    stack = max(stacks, key=lambda b: len(modules[b]))
+    text = text_config(config)
+    width = _kv_width(text)
+    n = len(modules[stack])
+    wins = _windows(text, n)
+    out = []
+    for i in range(n):
+        path = f"{stack}.{i}"
+        inside = [(p, m) for p, m in modules.items() if p.startswith(path + ".")]
+        mixer_paths = [p for p, m in inside if roles.is_mixer(m)]
+        outer_mixers = [
+            modules[p] for p in mixer_paths if not any(p.startswith(q + ".") for q in mixer_paths if q != p)
+        ]
+        attention = [
+            p
+            for p, m in inside
+            if structure.is_attention(m)
+            and not roles.is_mixer(m)
+            and not any((p + ".").startswith(c + ".") for c in lay.cross)
+        ]
+        cross = any(p in lay.cross for p, _ in inside)
+        states = [_state(m) for m in outer_mixers]
+        out.append(
+            Layer(
+                kv_per_token=width if attention else 0,
+                window=wins[i] if attention else None,
+                state=None if any(s is None for s in states) else sum(states),
+                cross_kv_per_input_token=width if cross else 0,
+                mixer=type(outer_mixers[0]).__name__ if outer_mixers else "",
+            )
+        )
+    return out
