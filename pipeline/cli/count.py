@@ -225,7 +225,7 @@ def text(result: dict, per_layer: bool = False) -> str:
     conv = pd.DataFrame(result["conventions"]).dropna(subset=["params"])
     dense = not s.get("n_experts")  # a dense model's active counts equal its total: not shown
     conv = conv[~conv["convention"].isin(conventions.ACTIVE_TOOLS) | (not dense)]
-    who = {**conventions.TOOLS, **conventions.ACTIVE_TOOLS}
+    who = {**conventions.TOOLS, **conventions.ACTIVE_TOOLS, **conventions.PART_TOOLS}
     table = pd.DataFrame(
         {
             "convention": conv["convention"],

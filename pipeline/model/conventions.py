@@ -73,6 +73,17 @@ ACTIVE_TOOLS = {
     "active_per_token": "active per token: Mixtral's card",
     "active_excluding_input_embedding": "active, no input embedding: gpt-oss's card",
 }
+# The parts of a composite model or an encoder-decoder: who quotes each
+PART_TOOLS = {
+    "language_model": "language model alone: a VLM's name",
+    "language_model_active": "language model, active per token",
+    "vision_tower": "vision tower",
+    "audio_tower": "audio tower",
+    "projector": "multimodal projector",
+    "encoder_stack": "encoder stack",
+    "decoder_stack": "decoder stack and head",
+    "shared_between_stacks": "shared by both stacks",
+}
 COLUMNS = ["model", "convention", "params", "definition"]
 # Where TransformerLens's n_params finds matrices: attention and MLP, and in a mixture of experts every
 # expert's MLP and the router (its n_params multiplies the MLP by the number of experts)

@@ -28,6 +28,27 @@ CONVENTION_LABELS = {
 CONVENTION_TOOLS = counting.TOOLS
 
 
+def _parts_table(conv: pd.DataFrame, models: list[str]) -> list[str]:
+    """The parts of each composite model and encoder-decoder (language model, towers, projector, stacks)."""
+    parts = conv[conv["convention"].isin(counting.PART_TOOLS) & conv["params"].notna()]
+    if parts.empty:
+        return []
+    wide = parts.pivot(index="model", columns="convention", values="params")
+    shown = [c for c in counting.PART_TOOLS if c in wide.columns]
+    order = [m for m in models if m in wide.index]
+    rows = [[f"`{m}`"] + [cell(wide.loc[m, c]) for c in shown] for m in order]
+    lines = [f"- **{counting.PART_TOOLS[c]}** (`{c}`): {counting.DEFINITIONS[c]}." for c in shown]
+    return [
+        "Part by part, for the models built of towers or stacks (each part once; a tensor two parts share is "
+        "counted where the inventory's `tower` column puts it):",
+        "",
+        md_table(["model"] + [counting.PART_TOOLS[c] for c in shown], rows),
+        "",
+        *lines,
+        "",
+    ]
+
+
 def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame, fig: str) -> str:
     """The conventions table and, for the first model, why each tool prints what it prints."""
     wide = conv.pivot(index="model", columns="convention", values="params").reindex(list(summary.index))
@@ -40,6 +61,7 @@ def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame, fig: str) -> 
         "",
         md_table(header, rows),
         "",
+        *_parts_table(conv, list(summary.index)),
         f"![Each model under every convention]({fig})",
         "",
     ]
