@@ -155,9 +155,8 @@ def _module_of(params_inv) -> Any:
 
     names = params_inv["name"].str.rsplit(".", n=1).str[0]
     out = []
-    for n, k in zip(names, params_inv["layer"], strict=True):
-        mark = None if pd.isna(k) else f".{int(k)}."  # missing: not in a block
-        out.append(n[: n.index(mark) + len(mark) - 1] if mark and mark in n + "." else n)
+    for n, blocks, k in zip(names, params_inv["block_list"].fillna(""), params_inv["layer"], strict=True):
+        out.append(n if pd.isna(k) or not blocks else f"{blocks}.{int(k)}")
     return out
 
 

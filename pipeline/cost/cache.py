@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline.core.errors import PipelineError
 from pipeline.core.sizes import HEAD_DIM_FIELDS
 from pipeline.model import roles, structure
 
@@ -106,10 +107,9 @@ def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
         return []
     stack = max(stacks, key=lambda b: len(modules[b]))
     text = text_config(config)
-    width = _kv_width(text)
     n = len(modules[stack])
     wins = _windows(text, n)
-    out = []
+    out, width = [], None
     for i in range(n):
         path = f"{stack}.{i}"
         inside = [(p, m) for p, m in modules.items() if p.startswith(path + ".")]
@@ -125,6 +125,14 @@ def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
             and not any((p + ".").startswith(c + ".") for c in lay.cross)
         ]
         cross = any(p in lay.cross for p, _ in inside)
+        if (attention or cross) and width is None:
+            try:
+                width = _kv_width(text)
+            except (AttributeError, TypeError, ZeroDivisionError):
+                raise PipelineError(
+                    f"{type(model).__name__}: its layer {i} attends, but its config gives no attention heads "
+                    "to size the KV cache by"
+                ) from None
         states = [_state(m) for m in outer_mixers]
         out.append(
             Layer(

@@ -37,7 +37,8 @@ DEFINITIONS = {
     "heads × head width per self-attention layer of the generating stack (multi-head latent attention: its latent "
     "and rotary key); state-space layers, encoders and vision towers add none",
     "kv_cache_bytes_at_context": "the KV cache for the context and batch of the cost settings, sliding-window layers "
-    "holding at most their window (an encoder-decoder: its cross-attention cache for an input of that length too)",
+    "holding at most their window (an encoder-decoder: its cross-attention cache too, for an input of "
+    "max_source_positions, else the context)",
     "state_bytes_per_sequence_bfloat16": "the fixed state a state-space or recurrent layer keeps per sequence in "
     "bfloat16, whatever the context (convolution and recurrent state; empty where a mixer's state is not derived)",
     "cross_attention_kv_bytes_per_input_token_bfloat16": "keys and values of the encoder's output that an "
@@ -87,12 +88,25 @@ def largest_layer(model: torch.nn.Module, bytes_per_param: int = 4) -> tuple[int
     return best, names
 
 
-def context_of(config: Any, settings: dict, name: str) -> int:
-    """cost.context, or (when it is 0) the model's own maximum context; a model that states none needs the setting."""
-    context = settings.get("context") or getattr(config, "max_position_embeddings", None)
-    if not context:
+# Fields that state a model's longest sequence: positions of a decoder, GPT-2's, Whisper's decoder's, T5's
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_target_positions", "n_ctx", "seq_length")
+
+
+def context_of(config: Any, settings: dict, name: str, attends: bool = True) -> int:
+    """cost.context, or (when it is 0) the model's own longest sequence: its maximum positions, or a vision
+    tower's patches and class token. A model that states none needs the setting, unless nothing it does grows
+    with the context (a state-space model: 0)."""
+    context = settings.get("context")
+    for field in CONTEXT_FIELDS:
+        value = getattr(config, field, None)
+        if not context and isinstance(value, int) and value > 0:
+            context = value
+    image, patch = getattr(config, "image_size", None), getattr(config, "patch_size", None)
+    if not context and isinstance(image, int) and isinstance(patch, int) and patch > 0:
+        context = (image // patch) ** 2 + 1  # ViT: one token per patch and the class token
+    if not context and attends:
         raise PipelineError(f"model '{name}': its config states no maximum context; set cost.context to cost it")
-    return int(context)
+    return int(context or 0)
 
 
 def table(
@@ -101,9 +115,11 @@ def table(
     """The cost rows of one model. row: its summary row; conv: its conventions {name: params}; causal: a decoder."""
     total = int(row["total"])
     text = cache.text_config(config)
-    ctx = context_of(text, settings, name)
-    batch = int(settings["batch"])
     per_layer = cache.layers(model, config, causal)
+    attends = not per_layer or any(layer.kv_per_token or layer.cross_kv_per_input_token for layer in per_layer)
+    ctx = context_of(text, settings, name, attends)
+    batch = int(settings["batch"])
+    source = getattr(config, "max_source_positions", None) or ctx  # the input an encoder-decoder attends to
     kv_token = sum(layer.kv_per_token for layer in per_layer) * 2  # bfloat16
     kv_ctx = batch * sum(
         layer.kv_per_token * 2 * (min(ctx, layer.window) if layer.window else ctx) for layer in per_layer
@@ -128,7 +144,7 @@ def table(
         "largest_layer_bytes_float32": (largest, "bytes"),
         "train_adam_mixed_bytes": (total * int(settings["adam_bytes_per_param"]), "bytes"),
         "kv_cache_bytes_per_token_bfloat16": (kv_token, "bytes"),
-        "kv_cache_bytes_at_context": (kv_ctx + batch * ctx * cross, f"bytes ({ctx:,} tokens × {batch})"),
+        "kv_cache_bytes_at_context": (kv_ctx + batch * source * cross, f"bytes ({ctx:,} tokens × {batch})"),
         "state_bytes_per_sequence_bfloat16": (state if per_layer else 0, "bytes"),
         "cross_attention_kv_bytes_per_input_token_bfloat16": (cross, "bytes"),
         "forward_flops_per_token": (flops, f"FLOPs (context {ctx:,})"),

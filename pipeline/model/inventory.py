@@ -212,19 +212,14 @@ def with_checkpoint(inv: pd.DataFrame, model: torch.nn.Module, rec: Any, metadat
         in_attention = any(structure.is_attention(modules[p]) for p in chain if p in modules)
         name = f"{owner}.{entry.key.rpartition('.')[2]}" if owner else entry.key
         component = "attention" if in_attention else "buffer"
-        rows.append(
-            row(entry, "buffer", name, type(modules[owner]).__name__, component, owner)
-        )
+        rows.append(row(entry, "buffer", name, type(modules[owner]).__name__, component, owner))
     rows += [row(entry, "unused", entry.key, "", "unused", None) for entry in rec.unused]
     # Blocks the architecture does not build (DeepSeek-V3's multi-token-prediction layer): listed, never counted
     mtp = getattr(model.config, "num_nextn_predict_layers", None)
     rows += [
         row(entry, "extra", entry.key, "", "multi_token_prediction" if mtp else "extra", None) for entry in rec.extra
     ]
-    rows += [
-        row(e, "quant_metadata", e.key, "", "quantization", e.key.rpartition(".")[0])
-        for e in metadata or []
-    ]
+    rows += [row(e, "quant_metadata", e.key, "", "quantization", e.key.rpartition(".")[0]) for e in metadata or []]
     if rows:
         inv = pd.concat([inv, pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
     for column in ("layer", "experts"):

@@ -100,8 +100,10 @@ def is_mixer(module: torch.nn.Module) -> bool:
     import torch
 
     name = type(module).__name__
-    return isinstance(module, torch.nn.RNNBase) or bool(MIXER_CLASS.search(name)) and (
-        not is_attention(module) or "Rwkv" in name
+    return (
+        isinstance(module, torch.nn.RNNBase)
+        or bool(MIXER_CLASS.search(name))
+        and (not is_attention(module) or "Rwkv" in name)
     )
 
 

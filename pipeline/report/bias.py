@@ -10,24 +10,40 @@ from pipeline.report.base import Data, Figure, Section
 from pipeline.report.plotting import save, setup
 from pipeline.report.text import md_table, whole
 
+ROLE_LABELS = {
+    "matrix": "matrices",
+    "embedding": "embeddings",
+    "bias": "biases",
+    "norm_gain": "norm gains",
+    "norm_bias": "norm biases",
+    "conv_kernel": "conv kernels",
+    "state_space": "state-space",
+    "attention_sink": "attention sinks",
+    "scalar": "scalars",
+    "scale": "scales",
+}
+
 
 def bias_section(summary: pd.DataFrame, bias: pd.DataFrame, fig: str) -> str:
     allc = bias[bias["component"] == "all"]
+    roles_all = allc[allc.definition == "role"]
+    # the five roles every transformer has, and any other role a model of this sweep holds
+    shown = [
+        r
+        for r in ROLE_LABELS
+        if list(ROLE_LABELS).index(r) < 5 or (roles_all[roles_all.category == r].params > 0).any()
+    ]
     rows = []
     for name in summary.index:
         course = allc[(allc.model == name) & (allc.definition == "course")].set_index("category")["params"]
-        role = allc[(allc.model == name) & (allc.definition == "role")].set_index("category")["params"]
+        role = roles_all[roles_all.model == name].set_index("category")["params"]
         total = int(summary.loc[name, "total"])
         rows.append(
             [
                 f"`{name}`",
                 whole(course.get("weight", 0)),
                 f"{whole(course.get('bias', 0))} ({100 * course.get('bias', 0) / total:.4f} %)",
-                whole(role.get("matrix", 0)),
-                whole(role.get("embedding", 0)),
-                whole(role.get("bias", 0)),
-                whole(role.get("norm_gain", 0)),
-                whole(role.get("norm_bias", 0)),
+                *(whole(role.get(r, 0)) for r in shown),
             ]
         )
     return "\n".join(
@@ -35,23 +51,12 @@ def bias_section(summary: pd.DataFrame, bias: pd.DataFrame, fig: str) -> str:
             "## Weights and biases",
             "",
             "Two definitions side by side. The course's: a bias is a parameter whose name ends in `.bias`, "
-            "so LayerNorm shifts count as biases. By role: each tensor's role comes from its module type "
-            "(Linear/Conv1D weight = matrix, Embedding = embedding, LayerNorm weight and bias = norm gain "
-            "and norm bias).",
+            "so LayerNorm shifts count as biases. By role: each tensor's role comes from the type of the module "
+            "that owns it (Linear/Conv1D weight = matrix, Embedding = embedding, LayerNorm weight and bias = norm "
+            "gain and norm bias, a convolution's weight = conv kernel, a state-space mixer's own tensors = "
+            "state-space), else from the tensor itself; the role columns add up to the total.",
             "",
-            md_table(
-                [
-                    "model",
-                    "weights (course)",
-                    "biases (course)",
-                    "matrices",
-                    "embeddings",
-                    "biases",
-                    "norm gains",
-                    "norm biases",
-                ],
-                rows,
-            ),
+            md_table(["model", "weights (course)", "biases (course)", *(ROLE_LABELS[r] for r in shown)], rows),
             "",
             f"![Bias share per model]({fig})",
             "",

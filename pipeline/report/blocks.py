@@ -12,14 +12,23 @@ from pipeline.report.plotting import legend_outside, setup
 from pipeline.report.text import md_table, whole
 
 
+def main_block_list(inv: pd.DataFrame) -> str | None:
+    """The block list holding most of a model's parameters (a VLM's language model, not its vision tower)."""
+    listed = inv[inv["block_list"].fillna("") != ""]
+    if listed.empty:
+        return None
+    return str(listed.groupby("block_list", sort=False)["numel"].sum().idxmax())
+
+
 def blocks_section(cfg: params.Params, summary: pd.DataFrame, invs: dict[str, pd.DataFrame], fig: str) -> str:
     """One block of the first model, module by module from the inventory, and parameters per layer for every model."""
     name = next(iter(cfg.models))
     inv = invs[name]
-    block = inv[inv["layer"] == 0]
-    if block.empty:
+    main = main_block_list(inv)
+    if main is None:
         return ""
-    prefix = block["name"].iloc[0].split(".0.", 1)[0] + ".0."
+    block = inv[(inv["block_list"] == main) & (inv["layer"] == 0)]
+    prefix = main + ".0."
     modules = block.assign(module=block["name"].str.removeprefix(prefix).str.rpartition(".")[0])
     rows = []
     for module, part in modules.groupby("module", sort=False):
@@ -30,7 +39,7 @@ def blocks_section(cfg: params.Params, summary: pd.DataFrame, invs: dict[str, pd
     out = [
         "## One block, tensor by tensor",
         "",
-        f"Block 0 of `{name}` from its inventory (`results/inventory/{name}.csv`), module by module:",
+        f"Block 0 of `{name}`'s `{main}` from its inventory (`results/inventory/{name}.csv`), module by module:",
         "",
         md_table(["module", "component", "shapes", "parameters"], rows, "lllr"),
         "",
@@ -67,7 +76,9 @@ def section(d: Data) -> Section:
 def per_layer(inv: pd.DataFrame, path: Path, dpi: int) -> None:
     """Parameters in each transformer block, one line per model (dense layers in a mixture of experts stand out)."""
     plt, sns = setup()
-    per = inv[inv["layer"].notna()].groupby(["model", "layer"], sort=False)["numel"].sum().reset_index()
+    per = inv[inv["layer"].notna()].groupby(["model", "block_list", "layer"], sort=False)["numel"].sum().reset_index()
+    several = per.groupby("model")["block_list"].transform("nunique") > 1  # a line per stack or tower
+    per["model"] = per["model"].where(~several, per["model"] + ": " + per["block_list"])
     fig, ax = plt.subplots(figsize=(8, 4.2))
     sns.lineplot(data=per, x="layer", y="numel", hue="model", marker="o", markersize=4, ax=ax, palette="colorblind")
     if per["numel"].max() > 10 * per["numel"].min():  # blocks of very different sizes (dense layers among experts)
