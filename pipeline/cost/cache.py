@@ -70,34 +70,44 @@ def _windows(config: Any, layers: int) -> list[int | None]:
     return [None] * layers
 
 
-def _state(mixer: Any) -> int | None:
-    """Fixed per-sequence state of one mixer, from its own sizes; None when its kind is not known here."""
+def _state(inside: list[tuple[str, Any]]) -> int | None:
+    """Fixed per-sequence state of one block's mixers, from the mixer modules' own sizes; None when a mixer's
+    kind is not known here."""
     import torch
 
     conv = sum(
         m.in_channels * (m.kernel_size[0] - 1)
-        for m in mixer.modules()
+        for _, m in inside
         if isinstance(m, torch.nn.Conv1d) and m.groups == m.in_channels and m.groups > 1
     )
-    n = getattr(mixer, "ssm_state_size", None)
-    if isinstance(n, int):
-        heads, width = getattr(mixer, "num_heads", None), getattr(mixer, "head_dim", None)
-        if isinstance(heads, int) and isinstance(width, int):  # Mamba-2 and its hybrids: heads × head width × N
-            return conv + heads * width * n
-        inner = getattr(mixer, "intermediate_size", None)
-        if isinstance(inner, int):  # Mamba: intermediate × N
-            return conv + inner * n
-    heads, dk, dv = (getattr(mixer, a, None) for a in ("num_v_heads", "head_k_dim", "head_v_dim"))
-    if all(isinstance(v, int) for v in (heads, dk, dv)):  # gated DeltaNet: one dk × dv matrix per value head
-        return conv + heads * dk * dv
-    if "ShortConv" in type(mixer).__name__:  # a short convolution keeps only its last inputs
-        return conv
-    return None
+    recurrent, known = 0, False
+    for _, m in inside:
+        n = getattr(m, "ssm_state_size", None)
+        heads, width, inner = (getattr(m, a, None) for a in ("num_heads", "head_dim", "intermediate_size"))
+        kv = [getattr(m, a, None) for a in ("num_v_heads", "head_k_dim", "head_v_dim")]
+        if isinstance(n, int) and isinstance(heads, int) and isinstance(width, int):
+            recurrent += heads * width * n  # Mamba-2 and its hybrids: heads × head width × N
+        elif isinstance(n, int) and isinstance(inner, int):
+            recurrent += inner * n  # Mamba: intermediate × N
+        elif all(isinstance(v, int) for v in kv):
+            recurrent += kv[0] * kv[1] * kv[2]  # gated DeltaNet: one key × value matrix per value head
+        elif "ShortConv" not in type(m).__name__:
+            continue
+        known = True  # (a short convolution keeps only its last inputs)
+    return conv + recurrent if known else None
+
+
+def _generates(model: Any, causal: bool) -> bool:
+    """The model generates tokens: a causal LM, or any class with a generation head (a VLM, an encoder-decoder)."""
+    try:
+        return causal or bool(model.can_generate())
+    except Exception:  # noqa: BLE001 - a class without the method
+        return causal
 
 
 def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
     """One Layer per block of the generating stack; [] for a model that generates nothing."""
-    if not causal and not getattr(config, "is_encoder_decoder", False):
+    if not _generates(model, causal):
         return []
     lay = structure.layout(model)
     modules = dict(model.named_modules())
@@ -113,10 +123,7 @@ def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
     for i in range(n):
         path = f"{stack}.{i}"
         inside = [(p, m) for p, m in modules.items() if p.startswith(path + ".")]
-        mixer_paths = [p for p, m in inside if roles.is_mixer(m)]
-        outer_mixers = [
-            modules[p] for p in mixer_paths if not any(p.startswith(q + ".") for q in mixer_paths if q != p)
-        ]
+        mixers = [m for _, m in inside if roles.is_mixer(m)]
         attention = [
             p
             for p, m in inside
@@ -133,14 +140,13 @@ def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
                     f"{type(model).__name__}: its layer {i} attends, but its config gives no attention heads "
                     "to size the KV cache by"
                 ) from None
-        states = [_state(m) for m in outer_mixers]
         out.append(
             Layer(
                 kv_per_token=width if attention else 0,
                 window=wins[i] if attention else None,
-                state=None if any(s is None for s in states) else sum(states),
+                state=_state(inside) if mixers else 0,
                 cross_kv_per_input_token=width if cross else 0,
-                mixer=type(outer_mixers[0]).__name__ if outer_mixers else "",
+                mixer=type(mixers[0]).__name__ if mixers else "",
             )
         )
     return out

@@ -104,3 +104,72 @@ def mixtral_params(
     h = d // heads
     block = 2 * d * d + 2 * d * kv_heads * h + experts * d + used * 3 * d * expert_width + 2 * d
     return vocab * d + layers * block + d + (0 if tied else vocab * d)
+
+
+def vit_params(d: int, layers: int, inner: int, image: int, patch: int, channels: int = 3, pooler: bool = True) -> int:
+    """ViT (Dosovitskiy et al. 2021, section 3.1 and eq. 1-4; layout of transformers' ViTModel).
+
+    Patch embedding: a P×P convolution of C channels to d, C·P²·d + d; a class token d; a learned position
+    table (N + 1)·d for N = (H/P)² patches. Per block, with MLP width f:
+      layernorm_before, layernorm_after    2 · 2d
+      attention q, k, v, output            4 · (d·d + d)
+      intermediate, output                 d·f + f + f·d + d
+    Then a final LayerNorm (2d) and the pooler's dense layer (d·d + d).
+    """
+    patches = (image // patch) ** 2
+    embed = channels * patch * patch * d + d + d + (patches + 1) * d
+    block = 4 * d + 4 * (d * d + d) + (d * inner + inner) + (inner * d + d)
+    return embed + layers * block + 2 * d + (d * d + d if pooler else 0)
+
+
+def mamba_block_params(d: int, inner: int, state: int, kernel: int, dt_rank: int, conv_bias: bool = True) -> int:
+    """One Mamba block (Gu and Dao 2023, Algorithm 2 and section 3.4; transformers' MambaMixer and MambaBlock).
+
+      in_proj      d · 2E           x and the gate z (no bias)
+      conv1d       E · K (+ E)      depthwise causal convolution
+      x_proj       E · (R + 2N)     the step size's rank-R input, B and C
+      dt_proj      R · E + E        the step size Δ
+      A_log        E · N            the state matrix A, diagonal per channel
+      D            E                the skip connection
+      out_proj     E · d            (no bias)
+      norm         d                RMSNorm gain
+    """
+    return (
+        d * 2 * inner
+        + inner * kernel
+        + (inner if conv_bias else 0)
+        + inner * (dt_rank + 2 * state)
+        + dt_rank * inner
+        + inner
+        + inner * state
+        + inner
+        + inner * d
+        + d
+    )
+
+
+def t5_block_params(d: int, inner_attn: int, ff: int, decoder: bool = False, gated: bool = False) -> int:
+    """One T5 block (Raffel et al. 2020, section 3.1.1; transformers' T5Block), no biases anywhere.
+
+      self-attention q, k, v, o      4 · d · (heads · d_kv)
+      layer norms                    d each (RMS gain only): two, three in a decoder block
+      cross-attention (decoder)      4 · d · (heads · d_kv)
+      feed-forward wi, wo            2 · d · d_ff (T5 1.1's gated wi_0, wi_1: 3 · d · d_ff)
+    Block 0 of each stack also holds the relative position table (buckets · heads), outside this formula.
+    """
+    attention = 4 * d * inner_attn
+    ffn = (3 if gated else 2) * d * ff
+    return attention + ffn + 2 * d + ((attention + d) if decoder else 0)
+
+
+def whisper_layer_params(d: int, ff: int, decoder: bool = False) -> int:
+    """One Whisper layer (Radford et al. 2022, section 2.2, the transformer of Vaswani et al.; transformers'
+    WhisperEncoderLayer and WhisperDecoderLayer).
+
+      self-attention q, v, out        3 · (d·d + d)  and k: d·d (k_proj has no bias)
+      layer norms                     2d each: two, three in a decoder layer
+      cross-attention (decoder)       4d² + 3d, as self-attention
+      fc1, fc2                        d·f + f + f·d + d
+    """
+    attention = 4 * d * d + 3 * d
+    return attention + 4 * d + (d * ff + ff) + (ff * d + d) + ((attention + 2 * d) if decoder else 0)

@@ -99,11 +99,10 @@ def is_mixer(module: torch.nn.Module) -> bool:
     """A state-space or recurrent sequence mixer (RWKV's time mixing is typed *Attention, and is one)."""
     import torch
 
-    name = type(module).__name__
-    return (
-        isinstance(module, torch.nn.RNNBase)
-        or bool(MIXER_CLASS.search(name))
-        and (not is_attention(module) or "Rwkv" in name)
+    if isinstance(module, torch.nn.RNNBase):
+        return True
+    return bool(MIXER_CLASS.search(type(module).__name__)) and not (
+        is_norm(module) or is_linear(module) or is_conv(module) or is_embedding(module)
     )
 
 
@@ -240,10 +239,11 @@ class Placer:
         if any(_FRONT_END_CLASS.search(type(m).__name__) for _, m in self._chain(path, "")):
             return "input_projection"  # the layers of an audio front end (wav2vec2's feature encoder)
         chain = self._chain(path, block_path)
-        if any(is_mixer(m) for _, m in chain):
-            return "state_space"
-        if any(is_attention(m) for _, m in chain):
-            return "cross_attention" if any(q in self.lay.cross for q, _ in chain) else "attention"
+        for _, m in chain:  # the innermost module that is a sequence mixer decides
+            if is_mixer(m):
+                return "state_space"
+            if is_attention(m):
+                return "cross_attention" if any(q in self.lay.cross for q, _ in chain) else "attention"
         if is_linear(module) or moe.is_experts(module):
             return "mlp"
         if is_conv(module):

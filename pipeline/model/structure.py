@@ -29,10 +29,13 @@ TOWERS = ("text", "vision", "audio", "projector", "encoder", "decoder", "shared"
 # gated DeltaNet, RWKV, Griffin's RG-LRU, LFM2's short convolutions, MiniMax's lightning attention).
 ATTENTION_CLASS = re.compile(r"Attention|Attn", re.IGNORECASE)
 MIXER_CLASS = re.compile(
-    r"Mamba|Mixer|SSM|DeltaNet|DeltaAttention|LinearAttention|Lightning|Recurrent|Rglru|ShortConv|Rwkv|xLSTM|"
-    r"mLSTM|sLSTM|Hyena",
+    r"Mamba|Mixer|SSM|DeltaNet|DeltaAttention|LinearAttention|Lightning|Recurrent|Rglru|ShortConv|Rwkv\w*Attention|"
+    r"xLSTM|mLSTM|sLSTM|Hyena",
     re.IGNORECASE,
 )
+# A whole layer (a block nested in another: Zamba2's hybrid layer holds an attention decoder layer) is no
+# attention module of its own, whatever its name says.
+LAYER_CLASS = re.compile(r"(Layer|Block)$")
 CROSS_CLASS = re.compile(r"Cross|EncDec", re.IGNORECASE)
 
 
@@ -158,7 +161,8 @@ def layout(model: torch.nn.Module) -> Layout:
 
 
 def is_attention(module: Any) -> bool:
-    return bool(ATTENTION_CLASS.search(type(module).__name__)) and not MIXER_CLASS.search(type(module).__name__)
+    name = type(module).__name__
+    return bool(ATTENTION_CLASS.search(name)) and not MIXER_CLASS.search(name) and not LAYER_CLASS.search(name)
 
 
 def _cross_attention(modules: dict[str, Any], lay: Layout) -> set[str]:
