@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -81,10 +82,18 @@ def about(model: str) -> Iterator[None]:
         raise PipelineError(f"model '{model}': {exc}") from None
 
 
+MAX_LINE = 400  # a message longer than this is cut: one line stays readable
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type when it has none."""
     text = str(exc).strip()
-    return text.splitlines()[0].rstrip(" :") if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0].rstrip(" :")
+    # transformers lists every model type it knows after an unknown one (800 names): keep the message, not the list
+    line = re.sub(r"\. Should contain one of .*$", " (not a model type this transformers has)", line)
+    return line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…"
 
 
 def read_json(path: str | Path, owner: str, missing: str = "is missing") -> Any:

@@ -125,14 +125,14 @@ def vit_params(d: int, layers: int, inner: int, image: int, patch: int, channels
 def mamba_block_params(d: int, inner: int, state: int, kernel: int, dt_rank: int, conv_bias: bool = True) -> int:
     """One Mamba block (Gu and Dao 2023, Algorithm 2 and section 3.4; transformers' MambaMixer and MambaBlock).
 
-      in_proj      d · 2E           x and the gate z (no bias)
-      conv1d       E · K (+ E)      depthwise causal convolution
-      x_proj       E · (R + 2N)     the step size's rank-R input, B and C
-      dt_proj      R · E + E        the step size Δ
-      A_log        E · N            the state matrix A, diagonal per channel
-      D            E                the skip connection
-      out_proj     E · d            (no bias)
-      norm         d                RMSNorm gain
+    in_proj      d · 2E           x and the gate z (no bias)
+    conv1d       E · K (+ E)      depthwise causal convolution
+    x_proj       E · (R + 2N)     the step size's rank-R input, B and C
+    dt_proj      R · E + E        the step size Δ
+    A_log        E · N            the state matrix A, diagonal per channel
+    D            E                the skip connection
+    out_proj     E · d            (no bias)
+    norm         d                RMSNorm gain
     """
     return (
         d * 2 * inner

@@ -423,11 +423,26 @@ def two_refused_models_are_both_named(wd):
     _write_params(data)
 
 
-@case("count", "CLIPModel (auto_class: base)")
-def a_class_with_no_single_embedding_accessor(wd):
-    arch = {"model_type": "clip", "text_config": {"num_hidden_layers": 1}, "vision_config": {"num_hidden_layers": 1}}
-    _add_model(wd, "m", {"source": "config", "architecture": arch, "auto_class": "base"})
+@case("count", "names the class LlamaForVision, which transformers")
+def architectures_names_a_class_transformers_lacks(wd):
+    arch = {**LLAMA, "architectures": ["LlamaForVision"]}
+    _add_model(wd, "m", {"source": "config", "architecture": arch})
     _download("m")
+
+
+@case("count", "Unrecognized model type for subconfig: no_such_type (not a model type this transformers has)")
+def a_composite_config_with_a_broken_sub_config(wd):
+    arch = {"model_type": "llava", "text_config": {**LLAMA, "model_type": "no_such_type"}}
+    _add_model(wd, "m", {"source": "config", "architecture": arch})
+    _download("m")
+
+
+@case(
+    "params", "architecture.vision_config.hidden_size=64 is not divisible by architecture.vision_config.num_attention_"
+)
+def a_vision_tower_whose_width_does_not_divide_its_heads(wd):
+    vision = {"model_type": "clip_vision_model", "hidden_size": 64, "num_attention_heads": 5, "num_hidden_layers": 1}
+    _add_model(wd, "m", {"source": "config", "architecture": {"model_type": "llava", "vision_config": vision}})
 
 
 @case("params", "architecture.n_layer=1000000000000 must be a whole number from 1 to 1,024")
