@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
