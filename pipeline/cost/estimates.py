@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipeline.core.errors import PipelineError
 from pipeline.cost import cache
 
 if TYPE_CHECKING:
@@ -89,13 +88,15 @@ def largest_layer(model: torch.nn.Module, bytes_per_param: int = 4) -> tuple[int
 
 
 # Fields that state a model's longest sequence: positions of a decoder, GPT-2's, Whisper's decoder's, T5's
+NO_CONTEXT = "its config states no maximum context: set cost.context"
 CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_target_positions", "n_ctx", "seq_length")
 
 
-def context_of(config: Any, settings: dict, name: str, attends: bool = True) -> int:
+def context_of(config: Any, settings: dict, attends: bool = True) -> int | None:
     """cost.context, or (when it is 0) the model's own longest sequence: its maximum positions, or a vision
-    tower's patches and class token. A model that states none needs the setting, unless nothing it does grows
-    with the context (a state-space model: 0)."""
+    tower's patches and class token. None for a model that attends and states none (T5's relative positions
+    set no limit): its context-dependent rows stay empty until cost.context is set; 0 when nothing it does
+    grows with the context (a state-space model)."""
     context = settings.get("context")
     for field in CONTEXT_FIELDS:
         value = getattr(config, field, None)
@@ -105,7 +106,7 @@ def context_of(config: Any, settings: dict, name: str, attends: bool = True) -> 
     if not context and isinstance(image, int) and isinstance(patch, int) and patch > 0:
         context = (image // patch) ** 2 + 1  # ViT: one token per patch and the class token
     if not context and attends:
-        raise PipelineError(f"model '{name}': its config states no maximum context; set cost.context to cost it")
+        return None
     return int(context or 0)
 
 
@@ -117,7 +118,9 @@ def table(
     text = cache.text_config(config)
     per_layer = cache.layers(model, config, causal)
     attends = not per_layer or any(layer.kv_per_token or layer.cross_kv_per_input_token for layer in per_layer)
-    ctx = context_of(text, settings, name, attends)
+    ctx = context_of(text, settings, attends)
+    no_context = ctx is None  # rows that grow with the context stay empty: nothing is guessed
+    ctx = ctx or 0
     batch = int(settings["batch"])
     source = getattr(config, "max_source_positions", None) or ctx  # the input an encoder-decoder attends to
     kv_token = sum(layer.kv_per_token for layer in per_layer) * 2  # bfloat16
@@ -144,10 +147,16 @@ def table(
         "largest_layer_bytes_float32": (largest, "bytes"),
         "train_adam_mixed_bytes": (total * int(settings["adam_bytes_per_param"]), "bytes"),
         "kv_cache_bytes_per_token_bfloat16": (kv_token, "bytes"),
-        "kv_cache_bytes_at_context": (kv_ctx + batch * source * cross, f"bytes ({ctx:,} tokens × {batch})"),
+        "kv_cache_bytes_at_context": (
+            None if no_context else kv_ctx + batch * source * cross,
+            NO_CONTEXT if no_context else f"bytes ({ctx:,} tokens × {batch})",
+        ),
         "state_bytes_per_sequence_bfloat16": (state if per_layer else 0, "bytes"),
         "cross_attention_kv_bytes_per_input_token_bfloat16": (cross, "bytes"),
-        "forward_flops_per_token": (flops, f"FLOPs (context {ctx:,})"),
+        "forward_flops_per_token": (
+            None if no_context else flops,
+            NO_CONTEXT if no_context else f"FLOPs (context {ctx:,})",
+        ),
         "train_tokens_chinchilla": (tokens, "tokens"),
         "train_flops_chinchilla": (6 * n * tokens, "FLOPs"),
     }

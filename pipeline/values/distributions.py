@@ -17,6 +17,10 @@ VALUE_GROUPS = {
     "norm_bias": "biases",
     "norm_gain": "norm_gains",
     "attention_sink": "attention_sinks",
+    "conv_kernel": "weights",  # a convolution's kernel is a weight tensor like a matrix
+    "state_space": "state_space",  # A_log and the step-size biases: logs and offsets, not weights
+    "scalar": "scales",
+    "scale": "scales",
 }
 
 

@@ -27,6 +27,8 @@ def value_evidence(
     if not entries:
         return None
     in_key, out_key = tying.stored_keys(inv)
+    if not inv["is_input_embedding"].any():  # a vision or audio encoder reads pixels or audio, not tokens
+        return {"stored_separately": False, "method": "no token embedding in this architecture"}
     if not in_key:
         raise PipelineError(f"model '{name}': the input embedding is not in the checkpoint")
     if fmt == "remote":  # only the embedding matrices were fetched, into one local file
