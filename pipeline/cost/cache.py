@@ -52,6 +52,17 @@ def head_dim(config: Any) -> int:
     return config.hidden_size // config.num_attention_heads
 
 
+def attention_width(config: Any) -> int:
+    """Query heads × head width (Kaplan's d_attn); 0 for a model with no attention heads (Mamba). A heterogeneous
+    config (per-layer heads) gives its first layer's."""
+    layers = _layer_configs(config, len(getattr(config, "per_layer_config", None) or [None]))
+    try:
+        heads = getattr(layers[0], "num_attention_heads", None)
+        return heads * head_dim(layers[0]) if heads else 0
+    except Exception:  # noqa: BLE001 - a config whose heads cannot be read globally
+        return 0
+
+
 def _kv_width(config: Any) -> int:
     """Values one token adds to one attention layer's cache."""
     if getattr(config, "kv_lora_rank", None):  # multi-head latent attention caches the latent and the rope key
@@ -68,6 +79,17 @@ def _windows(config: Any, layers: int) -> list[int | None]:
     if window and getattr(config, "use_sliding_window", True):  # one window for every layer (Mistral)
         return [window] * layers
     return [None] * layers
+
+
+def _layer_configs(text: Any, n: int) -> list[Any]:
+    """Each layer's config: a heterogeneous config's own per-layer view (Gemma 4, Step 3.7), else the one config."""
+    try:
+        per = getattr(text, "per_layer_config", None)
+        if per is not None and len(per) == n:
+            return [per[i] for i in range(n)]
+    except Exception:  # noqa: BLE001, S110 - a config without per-layer views
+        pass
+    return [text] * n
 
 
 def _state(inside: list[tuple[str, Any]]) -> int | None:
@@ -118,8 +140,9 @@ def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
     stack = max(stacks, key=lambda b: len(modules[b]))
     text = text_config(config)
     n = len(modules[stack])
-    wins = _windows(text, n)
-    out, width = [], None
+    per = _layer_configs(text, n)
+    widths: dict[int, int] = {}
+    out = []
     for i in range(n):
         path = f"{stack}.{i}"
         inside = [(p, m) for p, m in modules.items() if p.startswith(path + ".")]
@@ -132,18 +155,21 @@ def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
             and not any((p + ".").startswith(c + ".") for c in lay.cross)
         ]
         cross = any(p in lay.cross for p, _ in inside)
-        if (attention or cross) and width is None:
-            try:
-                width = _kv_width(text)
-            except (AttributeError, TypeError, ZeroDivisionError):
-                raise PipelineError(
-                    f"{type(model).__name__}: its layer {i} attends, but its config gives no attention heads "
-                    "to size the KV cache by"
-                ) from None
+        width = 0
+        if attention or cross:
+            if id(per[i]) not in widths:
+                try:
+                    widths[id(per[i])] = _kv_width(per[i])
+                except (AttributeError, TypeError, ZeroDivisionError):
+                    raise PipelineError(
+                        f"{type(model).__name__}: its layer {i} attends, but its config gives no attention heads "
+                        "to size the KV cache by"
+                    ) from None
+            width = widths[id(per[i])]
         out.append(
             Layer(
                 kv_per_token=width if attention else 0,
-                window=wins[i] if attention else None,
+                window=_windows(per[i], n)[i] if attention else None,
                 state=_state(inside) if mixers else 0,
                 cross_kv_per_input_token=width if cross else 0,
                 mixer=type(mixers[0]).__name__ if mixers else "",

@@ -133,8 +133,7 @@ def table(
     # Kaplan's N: non-embedding; for a mixture of experts, the part one token uses
     embedding = total - int(conv["non_embedding_kaplan"])
     n = int(conv["active_per_token"]) - embedding
-    heads = getattr(text, "num_attention_heads", None)
-    d_attn = heads * cache.head_dim(text) if heads else 0
+    d_attn = cache.attention_width(text)
     attention_layers = (
         sum(1 for layer in per_layer if layer.kv_per_token) if per_layer else getattr(text, "num_hidden_layers", 0)
     )

@@ -61,6 +61,17 @@ def is_causal_class(cls: type, config: Any) -> bool:
 
 
 def model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type, str]:
+    """_model_class, with the class checked loadable: a class needing a package that is not installed is a
+    stand-in of transformers' that raises on first use (torchaudio, timm): one line naming the package."""
+    try:
+        cls, how = _model_class(config, name, auto_class)
+        getattr(cls, "config_class", None)
+    except ImportError as exc:
+        raise PipelineError(f"model '{name}': the model class cannot be loaded: {first_line(exc)}") from None
+    return cls, how
+
+
+def _model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type, str]:
     """The transformers class counted for config, and how it was chosen: architectures, auto_class:<kind> or
     fallback:<kind> (class_reason() says it in words).
 
