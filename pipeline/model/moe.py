@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 # Config fields for the number of routed experts per layer, by family (Mixtral and gpt-oss;
 # Qwen2-MoE and OLMoE; DeepSeek-V3), and for the experts each token is routed to.
-EXPERT_COUNT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts")
-TOP_K_FIELDS = ("num_experts_per_tok", "experts_per_token", "moe_topk")
+EXPERT_COUNT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+TOP_K_FIELDS = ("num_experts_per_tok", "experts_per_token", "moe_topk", "moe_top_k")
 
 
 @dataclass(frozen=True)

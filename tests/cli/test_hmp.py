@@ -262,12 +262,15 @@ def test_the_class_counted_is_always_said(tmp_path):
     assert "124,439,808 parameters" in text and "config.json fields the model never reads: n_ctx" in text
 
 
-def test_an_encoder_decoder_is_refused_by_its_own_class_not_counted_as_its_decoder(tmp_path):
-    done = hmp("count", str(PUBLISHED / "facebook--bart-large.json"), cwd=tmp_path, ok=False)
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 1 and done.stdout == "" and len(lines) == 1, done.stderr
-    assert "BartModel (the class config.json names in architectures)" in lines[0] and "BartForCausalLM" not in lines[0]
-    assert "254,084,096" not in done.stdout  # the decoder alone (NOTES.md) is never the answer
+def test_an_encoder_decoder_is_counted_as_its_own_class_never_as_its_decoder(tmp_path):
+    done = hmp("count", str(PUBLISHED / "facebook--bart-large.json"), "--json", cwd=tmp_path)
+    result = json.loads(done.stdout)
+    s = result["summary"]
+    assert (s["model_class"], s["class_from"]) == ("BartModel", "architectures")  # the class the file names
+    assert s["total"] != 254_084_096  # the decoder alone (NOTES.md) is never the answer
+    parts = {c["convention"]: c["params"] for c in result["conventions"]}
+    # both stacks, and the embedding they share, add up to the whole model
+    assert parts["encoder_stack"] + parts["decoder_stack"] + parts["shared_between_stacks"] == s["total"]
 
 
 def _pickle_folder(folder: Path) -> Path:
