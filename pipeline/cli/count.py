@@ -244,6 +244,8 @@ def text(result: dict, per_layer: bool = False) -> str:
         f"  declared in the config: {_yes(t['declared_tied'])} · one tensor in the built model: "
         f"{_yes(t['structural_tied'])} · values: {values}",
     ]
+    if s.get("tie_note"):
+        lines.append(f"  {s['tie_note']}")
     wb = result["weights_and_biases"]
     lines += ["", "Weights and biases (the course's split: names ending in .bias):"]
     lines += [f"  {cat:<7}{n:>16,}  {100 * n / total:8.4f} %" for cat, n in wb.items()]

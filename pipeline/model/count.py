@@ -14,7 +14,7 @@ from pipeline import formats
 from pipeline.core import params
 from pipeline.core.errors import PipelineError
 from pipeline.formats import quant
-from pipeline.model import build, config_file, inventory, moe, reconcile
+from pipeline.model import build, config_file, inventory, moe, reconcile, tying
 
 SUMMARY_COLUMNS = [
     "model",
@@ -31,6 +31,7 @@ SUMMARY_COLUMNS = [
     "head_params",
     "declared_tied",
     "structural_tied",
+    "tie_note",
     "input_embedding",
     "output_embedding",
     "model_type",
@@ -82,6 +83,8 @@ def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
     config = config_file.load_config(model_dir, spec.name, spec.written, spec.config_path)
     cls, class_from = build.model_class(config, spec.name, spec.auto_class)
     model, read = build.build_meta_reading(config, spec.name, spec.auto_class)
+    raw = _raw_config(model_dir, spec.name)
+    tie_note = tying.follow_declared_tie(model, raw)
     try:
         inv = inventory.inventory(model, spec.name)
     except PipelineError as exc:  # say which class was built, also when it cannot be counted
@@ -123,13 +126,14 @@ def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         **inventory.summarize(inv, top_k),
         "n_experts": n_experts,
         "experts_per_token": top_k,
-        "declared_tied": bool(getattr(config, "tie_word_embeddings", False)),
+        "declared_tied": _declared_tied(config, raw),
+        "tie_note": tie_note,
         "input_embedding": input_name,
         "output_embedding": output_name,
         "model_type": config.model_type,
         "model_class": cls.__name__,
         "class_from": class_from,
-        "ignored_fields": ";".join(config_file.ignored_fields(config, _raw_config(model_dir, spec.name), read)),
+        "ignored_fields": ";".join(config_file.ignored_fields(config, raw, read)),
         "n_layer": _text_field(config, "num_hidden_layers"),
         "d_model": _text_field(config, "hidden_size"),
         "vocab_size": _text_field(config, "vocab_size"),
@@ -151,6 +155,12 @@ def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         "bytes_fetched": prov.get("bytes_fetched"),
     }
     return inv, row, model, config
+
+
+def _declared_tied(config: Any, raw: dict) -> bool:
+    """What config.json says for the part that owns the head (a composite's text_config), else the config's."""
+    value, _ = tying.declared(raw)
+    return value if value is not None else bool(getattr(config, "tie_word_embeddings", False))
 
 
 def _text_field(config: Any, field: str) -> int | None:

@@ -94,3 +94,31 @@ def evidence(
         "method": NO_WEIGHTS,
         **(values or {}),
     }
+
+
+def declared(raw: dict) -> tuple[bool | None, str]:
+    """(tie_word_embeddings as config.json states it for the part that owns the head, the field's path): a
+    composite model's head belongs to its text_config; None when the file does not say."""
+    text = raw.get("text_config")
+    if isinstance(text, dict) and isinstance(text.get("tie_word_embeddings"), bool):
+        return text["tie_word_embeddings"], "text_config.tie_word_embeddings"
+    value = raw.get("tie_word_embeddings")
+    return (value if isinstance(value, bool) else None), "tie_word_embeddings"
+
+
+def follow_declared_tie(model, raw: dict) -> str:
+    """Untie a head that transformers' from-config build ties although config.json says the part owning it is
+    untied (transformers 5 ties Mistral-Small-3.1's and InternVL3's heads by the top-level config, and mT5's
+    whatever its config says): the head gets a meta tensor of its own, as the published checkpoint stores it.
+    Returns the note the summary and the report give ('' when the build already follows the file)."""
+    import torch
+
+    value, field = declared(raw)
+    try:
+        inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    except (NotImplementedError, AttributeError):
+        return ""
+    if value is not False or inp is None or out is None or getattr(out, "weight", None) is not inp.weight:
+        return ""
+    out.weight = torch.nn.Parameter(torch.empty_like(inp.weight, device="meta"))
+    return f"{field} is false but transformers' build ties the head: counted untied, as config.json says"

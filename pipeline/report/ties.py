@@ -31,6 +31,8 @@ def ties_section(summary: pd.DataFrame, ties: pd.DataFrame, fig: str | None = No
             ]
         )
         total, untied, head = int(s["total"]), int(s["total_untied"]), int(s["head_params"])
+        if isinstance(s.get("tie_note"), str) and s["tie_note"]:
+            lines.append(f"- `{t['model']}`: {s['tie_note']} (+{whole(head)}).")
         if pd.notna(t["pearson_r"]):
             verdict = (
                 "the two matrices are one"

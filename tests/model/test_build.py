@@ -165,3 +165,39 @@ def test_a_class_transformers_lacks_is_one_line(tmp_path):
         _count({"source": "config", "architecture": {**gpt2, "architectures": ["GPT2Turbo"]}}, tmp_path / "a")
     with pytest.raises(PipelineError, match="names the class LlamaForCausalLM, which takes a LlamaConfig"):
         _count({"source": "config", "architecture": {**gpt2, "architectures": ["LlamaForCausalLM"]}}, tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    ("arch", "head"),
+    [
+        # Mistral-Small-3.1 and InternVL3 publish text_config.tie_word_embeddings false and store lm_head apart;
+        # transformers 5.24's from-config build ties the head by the top-level config
+        (
+            {
+                "model_type": "mistral3",
+                "architectures": ["Mistral3ForConditionalGeneration"],
+                "text_config": {"model_type": "mistral", "num_hidden_layers": 1, "tie_word_embeddings": False},
+                "vision_config": {"model_type": "pixtral", "num_hidden_layers": 1},
+            },
+            "lm_head.weight",
+        ),
+        # mT5 publishes tie_word_embeddings false; MT5Config ties whatever it is given
+        (
+            {
+                "model_type": "mt5",
+                "architectures": ["MT5ForConditionalGeneration"],
+                "num_layers": 1,
+                "tie_word_embeddings": False,
+            },
+            "lm_head.weight",
+        ),
+    ],
+    ids=["mistral3", "mt5"],
+)
+def test_the_tie_follows_the_config_that_owns_the_head(arch, head, tmp_path):
+    row = _count({"source": "config", "architecture": arch}, tmp_path)
+    assert not row["structural_tied"] and not row["declared_tied"]
+    assert "is false but transformers' build ties the head: counted untied" in row["tie_note"]
+    # the count is the tied build's plus the head's own vocabulary × width matrix
+    assert row["total"] == _transformers_total(arch) + row["head_params"]
+    assert row["output_embedding"] == head
