@@ -16,6 +16,28 @@ import pytest
 from tests.conftest import ROOT, run_pipeline
 from tests.support.families import FAMILIES, tiny_family
 
+# save_pretrained writes llava-hf's published layout (language_model.model.*, vision_tower.*); the same
+# checkpoint in transformers 5's own module layout (model.language_model.*) must count the same
+LAYOUTS = {
+    "language_model.model.": "model.language_model.",
+    "vision_tower.": "model.vision_tower.",
+    "multi_modal_projector.": "model.multi_modal_projector.",
+    "language_model.lm_head.": "lm_head.",
+}
+
+
+def _relaid_llava(src, dst):
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    tensors = load_file(dst / "model.safetensors")
+    renamed = {}
+    for key, value in tensors.items():
+        prefix = next((p for p in LAYOUTS if key.startswith(p)), None)
+        renamed[LAYOUTS[prefix] + key[len(prefix) :] if prefix else key] = value
+    assert set(renamed) != set(tensors)
+    save_file(renamed, dst / "model.safetensors", metadata={"format": "pt"})
+
 
 @pytest.fixture(scope="module")
 def families_run(tmp_path_factory):
@@ -32,7 +54,9 @@ def families_run(tmp_path_factory):
                 "total": sum(p.numel() for p in model.parameters()),
                 "bias": sum(p.numel() for n, p in params.items() if n.endswith(".bias")),
             }
-    models = {name: {"source": "path", "path": str(wd / "src" / name)} for name in FAMILIES}
+    _relaid_llava(wd / "src" / "llava", wd / "src" / "llava-legacy")
+    oracles["llava-legacy"] = oracles["llava"]
+    models = {name: {"source": "path", "path": str(wd / "src" / name)} for name in [*FAMILIES, "llava-legacy"]}
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(wd)
         run_pipeline(wd, mp, models)
@@ -42,7 +66,7 @@ def families_run(tmp_path_factory):
 def test_every_family_reconciles_its_checkpoint(families_run):
     wd, oracles = families_run
     summary = pd.read_csv(wd / "results" / "summary.csv").set_index("model")
-    for name, (_, model_class, _) in FAMILIES.items():
+    for name, (_, model_class, _) in [*FAMILIES.items(), ("llava-legacy", FAMILIES["llava"])]:
         row = summary.loc[name]
         assert row["total"] == oracles[name]["total"], name
         assert row["model_class"] == model_class and row["class_from"] == "architectures"
