@@ -22,8 +22,10 @@ def ties_section(summary: pd.DataFrame, ties: pd.DataFrame, fig: str | None = No
                 f"`{t['model']}`",
                 "yes" if t["declared_tied"] else "no",
                 "yes" if t["structural_tied"] else "no",
-                f"`{t['input_embedding']}`",
-                f"`{t['output_embedding']}`" if t["output_embedding"] else "—",
+                f"`{t['input_embedding']}`" if isinstance(t["input_embedding"], str) and t["input_embedding"] else "—",
+                f"`{t['output_embedding']}`"
+                if isinstance(t["output_embedding"], str) and t["output_embedding"]
+                else "—",
                 whole(t["untied_head_params"]),
                 "—" if pd.isna(t["stored_separately"]) else ("yes" if t["stored_separately"] else "no"),
                 r,
