@@ -27,6 +27,17 @@ def cost_section(
     figs: dict,
 ) -> str:
     wide = costs.pivot(index="model", columns="quantity", values="value").loc[list(cfg.models)]
+    state = wide.get("state_bytes_per_sequence_bfloat16")
+    cross = wide.get("cross_attention_kv_bytes_per_input_token_bfloat16")
+    # columns for what only some families keep: a state-space state, an encoder-decoder's cross-attention
+    extra = [
+        (label, column)
+        for label, column, values in (
+            ("state / sequence", "state_bytes_per_sequence_bfloat16", state),
+            ("cross-attn KV / input token", "cross_attention_kv_bytes_per_input_token_bfloat16", cross),
+        )
+        if values is not None and (values.fillna(1) != 0).any()
+    ]
     rows = []
     for name, c in wide.iterrows():
         rows.append(
@@ -37,7 +48,11 @@ def cost_section(
                 gib(c["train_adam_mixed_bytes"]),
                 f"{whole(c['kv_cache_bytes_per_token_bfloat16'])} B",
                 gib(c["kv_cache_bytes_at_context"]) if c["kv_cache_bytes_at_context"] else "—",
-                f"{c['forward_flops_per_token'] / 1e9:,.2f} G",
+                "—" if pd.isna(c["forward_flops_per_token"]) else f"{c['forward_flops_per_token'] / 1e9:,.2f} G",
+                *(
+                    "unknown" if pd.isna(c[col]) else gib(c[col]) if "state" in col else f"{whole(c[col])} B"
+                    for _, col in extra
+                ),
             ]
         )
     adam = int(cfg.cost["adam_bytes_per_param"])
@@ -50,7 +65,9 @@ def cost_section(
         "activations not included. The KV cache is what one token adds in bfloat16, and its size for "
         + (f"{int(cfg.cost['context']):,} tokens" if int(cfg.cost["context"]) else "each model's full context")
         + f" and a batch of {int(cfg.cost['batch'])} (sliding-window layers hold at most their window; latent "
-        "attention caches its latent and rotary key). FLOPs per token follow Kaplan et al.: "
+        "attention caches its latent and rotary key; only the stack that generates caches: vision towers and "
+        "encoders add nothing, a state-space layer keeps a fixed state per sequence instead, an encoder-decoder's "
+        "cross-attention caches the encoder's output once per input token). FLOPs per token follow Kaplan et al.: "
         "2N + 2·n_layer·n_ctx·d_attn, N the non-embedding parameters one token uses, at that context.",
         "",
         md_table(
@@ -65,6 +82,7 @@ def cost_section(
                 "KV / token",
                 "KV at context",
                 "FLOPs / token",
+                *(label for label, _ in extra),
             ],  # fmt: skip
             rows,
         ),
