@@ -50,7 +50,7 @@ def cost_section(
                 gib(c["kv_cache_bytes_at_context"]) if c["kv_cache_bytes_at_context"] else "—",
                 "—" if pd.isna(c["forward_flops_per_token"]) else f"{c['forward_flops_per_token'] / 1e9:,.2f} G",
                 *(
-                    "unknown" if pd.isna(c[col]) else gib(c[col]) if "state" in col else f"{whole(c[col])} B"
+                    "unknown" if pd.isna(c[col]) else gib(c[col]) if "state" in col and c[col] else f"{whole(c[col])} B"
                     for _, col in extra
                 ),
             ]
