@@ -127,9 +127,16 @@ def _model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type
             continue
         cls = _mapped(candidate, config)
         # a class for one of the config's sub-configs is a part of the model (MllamaForCausalLM: its text model)
-        if cls is not None and getattr(cls, "config_class", type(config)) in (type(config), None):
+        if cls is not None and not _for_a_sub_config(cls, config):
             return cls, f"fallback:{candidate}"
     raise PipelineError(f"model '{name}': transformers has no model class for {kind}")
+
+
+def _for_a_sub_config(cls: type, config: Any) -> bool:
+    """cls takes one of config's sub-configs, not config itself: it builds a part of the model."""
+    subs = {type(getattr(config, key, None)) for key in getattr(config, "sub_configs", None) or {}}
+    wanted = getattr(cls, "config_class", None)
+    return wanted is not None and wanted is not type(config) and wanted in subs
 
 
 def class_reason(class_from: str) -> str:

@@ -58,6 +58,7 @@ REFUSED = {
     "time_series_transformer": "The `prediction_length` config needs to be specified",
     "aya_vision": "embed_dim must be divisible by num_heads",
     "chameleon": "'NoneType' object has no attribute 'get'",
+    "emu3": "'NoneType' object has no attribute 'get'",
     "cohere_compass": "KeyError: 'full_attention'",
     "cohere_compass_text": "KeyError: 'full_attention'",
     "dbrx": "object has no attribute 'rope_theta'",
