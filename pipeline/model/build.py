@@ -37,11 +37,11 @@ def _mapping(auto_class: str) -> Any:
     return getattr(modeling_auto, AUTO_CLASSES[auto_class])
 
 
-def _mapped(auto_class: str, config: Any) -> type | None:
+def _mapped(auto_class: str, config: Any, mapping: Any = None) -> type | None:
     """The class transformers' auto class auto_class builds for config, or None when it has none."""
     from transformers.models.auto.auto_factory import _get_model_class
 
-    mapping = _mapping(auto_class)
+    mapping = _mapping(auto_class) if mapping is None else mapping
     try:
         if type(config) not in mapping:
             return None
@@ -129,6 +129,15 @@ def _model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type
         # a class for one of the config's sub-configs is a part of the model (MllamaForCausalLM: its text model)
         if cls is not None and not _for_a_sub_config(cls, config):
             return cls, f"fallback:{candidate}"
+    # then every other auto class transformers has, in name order (text-to-waveform: MusicGen)
+    from transformers.models.auto import modeling_auto
+
+    for attr in sorted(dir(modeling_auto)):
+        if not (attr.startswith("MODEL_FOR_") and attr.endswith("_MAPPING")) or attr in AUTO_CLASSES.values():
+            continue
+        cls = _mapped(attr, config, getattr(modeling_auto, attr))
+        if cls is not None and not _for_a_sub_config(cls, config):
+            return cls, f"fallback:{attr.removeprefix('MODEL_FOR_').removesuffix('_MAPPING').lower()}"
     raise PipelineError(f"model '{name}': transformers has no model class for {kind}")
 
 

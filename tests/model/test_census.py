@@ -23,7 +23,7 @@ from pipeline.core.errors import PipelineError
 
 # Refusals: a class that needs an optional package this project does not install, or a default config that
 # transformers itself cannot build (its default is inconsistent). Each is one line naming what is missing.
-OPTIONAL = re.compile(r"requires the (timm|natten|detectron2|torchaudio) library")
+OPTIONAL = re.compile(r"requires the (timm|natten|detectron2|torchaudio|scipy) library")
 REFUSED = {
     # optional packages
     **dict.fromkeys(
@@ -35,6 +35,9 @@ REFUSED = {
             "dinat",
             "edgetam",
             "edgetam_vision_model",
+            "eomt",
+            "eomt_dinov3",
+            "videomt",
             "fast_vlm",
             "gemma3n",
             "gemma3n_vision",
@@ -74,14 +77,15 @@ REFUSED = {
     "lfm2_moe": "'NoneType' object is not subscriptable",
     "ministral": "unsupported operand type\\(s\\) for \\*\\*",
     "moonshine_streaming": "has no attribute 'num_key_value_heads'",
-    "musicgen": "has no attribute 'dropout'",
-    "musicgen_melody": "has no attribute 'dropout'",
     "nemotron": "unsupported operand type\\(s\\) for //",
     "pp_ocrv6_medium_det": "'NoneType' object is not subscriptable",
     "qwen4_exp": "unsupported operand type\\(s\\) for //",
     "qwen4_exp_text": "unsupported operand type\\(s\\) for //",
     "t5gemma2_encoder": "has no attribute 'dropout_rate'",
     "voxtral_realtime_text": "Could not find VoxtralRealtimeTextModel",
+    "pp_ocrv5_server_det": "'NoneType' object is not subscriptable",
+    "qwen3_omni_moe": "has no attribute 'shared_expert_intermediate_size'",
+    "vitmatte": "can only concatenate list",
     # the default has routed experts but no experts-per-token (the published DeepSeek-V2 config says 6)
     "deepseek_v2": "says not how many each token uses",
 }
