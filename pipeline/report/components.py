@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -53,9 +54,10 @@ def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
     wide = wide.reindex(columns=[c for c in COMPONENT_LABELS if c in wide.columns]).fillna(0)
     wide = 100 * wide.div(wide.sum(axis=1), axis=0)
     wide = wide.rename(columns=COMPONENT_LABELS)
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(wide) + 1.8))
-    colors = sns.color_palette("colorblind", n_colors=len(COMPONENT_LABELS))
-    palette = dict(zip(COMPONENT_LABELS.values(), colors, strict=True))
+    fig, ax = plt.subplots(figsize=(8, 0.8 * len(wide) + 1.8))
+    # one distinct colour per component drawn: colorblind's 10 while they suffice, else tab20's 20
+    colors = sns.color_palette("colorblind" if len(wide.columns) <= 10 else "tab20", n_colors=len(wide.columns))
+    palette = dict(zip(wide.columns, colors, strict=True))
     left = pd.Series(0.0, index=wide.index)
     for column in wide.columns:
         ax.barh(wide.index, wide[column], left=left, label=column, color=palette[column], height=0.6)
@@ -68,8 +70,9 @@ def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
             elif value > 0:
                 small.append(f"{part} {value:.2g} %")
             start += value
-        if small:
-            ax.text(0, y + 0.42, "also: " + ", ".join(small), ha="left", va="center", fontsize="xx-small")
+        if small:  # wrapped, so a sweep of many kinds of model keeps its notes under its own bar
+            note = textwrap.fill("also: " + ", ".join(small), width=150)
+            ax.text(0, y + 0.34, note, ha="left", va="top", fontsize="xx-small", linespacing=1.0)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     legend_outside(fig, ax, "share of the model's parameters (%)", "Where the parameters are", path, dpi)
