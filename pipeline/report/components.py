@@ -71,7 +71,7 @@ def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
                 small.append(f"{part} {value:.2g} %")
             start += value
         if small:  # wrapped, so a sweep of many kinds of model keeps its notes under its own bar
-            note = textwrap.fill("also: " + ", ".join(small), width=150)
+            note = textwrap.fill("also: " + ", ".join(small), width=105)
             ax.text(0, y + 0.34, note, ha="left", va="top", fontsize="xx-small", linespacing=1.0)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
