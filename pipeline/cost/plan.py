@@ -1,0 +1,124 @@
+"""Will it fit? The memory a model needs to run or fine-tune, per GPU and in total, from the exact count.
+
+Every line is a formula over the meta-built model and its config (pipeline.cost.cache gives each layer's cache
+kind), with its source:
+- weights: the exact parameter count × bytes per value of the dtype (a tensor-parallel degree splits
+  attention by heads, the MLP by columns and rows and the embeddings by vocabulary; norms are replicated);
+- KV cache: per self-attention layer 2 × KV heads × head width values per token, at most the window of a
+  sliding-window layer (kv_cache_bytes); kv_cache_bytes_full_length is what an engine that gives every layer a
+  full-length cache allocates (vLLM's figure for gpt-oss); multi-head latent attention caches its latent
+  and rotary key; cross-attention caches the encoder's output once per input;
+- state: a state-space or linear-attention layer's fixed state per sequence, whatever the context;
+- LoRA: rank × (in + out) per adapted linear layer (Hu et al. 2021, section 4.1), counted on the modules
+  the targets name;
+- activations: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models",
+  section 4.1: s·b·h·(34 + 5·a·s/h) bytes per layer in 16-bit without recomputation, 2·s·b·h with full
+  activation checkpointing (only each layer's input is kept);
+- optimizer and gradients: mixed-precision Adam, 16 bytes per trainable parameter (Rajbhandari et al. 2020).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.core.errors import PipelineError
+from pipeline.cost import cache
+
+DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_memory(text: str, what: str = "--gpu-memory") -> int:
+    """Bytes of a memory size written as 80GB (10^9), 80GiB (2^30) or a plain byte count."""
+    m = _MEMORY_RE.match(str(text))
+    if not m:
+        raise PipelineError(f"{what} {text!r}: not a memory size like 80GB, 24GiB or 1e9 bytes")
+    number, unit = m.groups()
+    value = int(float(number) * _UNITS[(unit or "b").lower()])
+    if value <= 0:
+        raise PipelineError(f"{what} {text!r}: a memory size must be more than 0 bytes")
+    return value
+
+
+def dtype_bytes(dtype: str, what: str) -> float:
+    if dtype not in DTYPE_BYTES:
+        raise PipelineError(f"{what} {dtype!r}: one of {', '.join(DTYPE_BYTES)}")
+    return DTYPE_BYTES[dtype]
+
+
+@dataclass(frozen=True)
+class Cache:
+    per_token: int  # bytes one token adds per sequence while no sliding window is full
+    at: int  # bytes at the context and batch asked
+    full_length: int  # bytes if every layer held the whole context
+    state: int | None  # fixed bytes per sequence of state-space layers (None: a mixer whose state is unknown)
+    cross: int  # bytes of cross-attention cache per sequence, for its input
+
+
+def kv_cache(layers: list[cache.Layer], context: int, batch: int, kv_bytes: float, source: int) -> Cache:
+    """The cache of one model at a context and batch, each layer as its kind caches."""
+    per_token = sum(layer.kv_per_token for layer in layers) * kv_bytes
+    at = sum(layer.kv_per_token * (min(context, layer.window) if layer.window else context) for layer in layers)
+    full = sum(layer.kv_per_token for layer in layers) * context
+    cross = sum(layer.cross_kv_per_input_token for layer in layers) * source * kv_bytes
+    states = [layer.state for layer in layers]
+    state = None if any(s is None for s in states) else int(sum(states) * kv_bytes)
+    return Cache(
+        per_token=int(per_token),
+        at=int(batch * (at * kv_bytes + cross)),
+        full_length=int(batch * (full * kv_bytes + cross)),
+        state=state,
+        cross=int(cross),
+    )
+
+
+def lora_params(model: Any, targets: list[str], rank: int) -> tuple[int, int]:
+    """(adapter parameters, adapted layers): rank × (in + out) for every Linear whose attribute name is a target."""
+    import torch
+
+    if rank <= 0:
+        raise PipelineError(f"--lora-rank {rank}: a LoRA rank is a whole number of at least 1")
+    found = {t: 0 for t in targets}
+    total = 0
+    for path, module in model.named_modules():
+        leaf = path.rpartition(".")[2]
+        if leaf in found and isinstance(module, torch.nn.Linear):
+            found[leaf] += 1
+            total += rank * (module.in_features + module.out_features)
+    missing = [t for t, n in found.items() if n == 0]
+    if missing:
+        raise PipelineError(f"--lora-targets: {', '.join(missing)} names no linear layer of {type(model).__name__}")
+    return total, sum(found.values())
+
+
+def activation_bytes(seq: int, batch: int, hidden: int, heads: int, layers: int, checkpointing: bool) -> int:
+    """Korthikanti et al. 2022, section 4.1, eq. (1) and (2): per transformer layer in 16-bit,
+    s·b·h·(34 + 5·a·s/h) without recomputation; with full checkpointing only the layer input, 2·s·b·h."""
+    if checkpointing:
+        return 2 * seq * batch * hidden * layers
+    return (seq * batch * hidden * 34 + 5 * heads * seq * seq * batch) * layers
+
+
+def tensor_parallel_check(config: Any, tp: int, name: str) -> None:
+    """Megatron splits attention by heads: the degree must divide the query and the KV heads."""
+    if tp < 1:
+        raise PipelineError(f"model '{name}': --tp {tp}: a tensor-parallel degree is at least 1")
+    text = cache.text_config(config)
+    heads = getattr(text, "num_attention_heads", None)
+    kv = getattr(text, "num_key_value_heads", None) or heads
+    for label, value in (("attention heads", heads), ("key/value heads", kv)):
+        if isinstance(value, int) and value % tp:
+            raise PipelineError(f"model '{name}': --tp {tp} does not divide its {value} {label}")

@@ -1,0 +1,107 @@
+"""Memory plans by hand: each cache kind, LoRA adapters, activations, and the one-line refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import sources
+from pipeline.core import params
+from pipeline.core.errors import PipelineError
+from pipeline.cost import cache, plan
+from pipeline.model import build
+from pipeline.model.count import count_built
+from tests.conftest import compose_model
+
+
+def _built(name: str, tmp_path: Path):
+    entry = compose_model(name)
+    spec = params.model_spec(name, entry)
+    out = tmp_path / name
+    out.mkdir()
+    (out / "provenance.json").write_text(json.dumps(sources.materialise(spec, out, hashes=False)))
+    inv, row, model, config = count_built(spec, out)
+    layers = cache.layers(model, config, build.is_causal_class(type(model), config))
+    return model, config, layers
+
+
+def test_dense_grouped_query_attention(tmp_path):
+    _, _, layers = _built("tinyllama-1_1b", tmp_path)
+    c = plan.kv_cache(layers, context=2048, batch=4, kv_bytes=2, source=2048)
+    # TinyLlama: 22 layers, 4 KV heads of 64 (32 query heads share them), K and V, bfloat16
+    per_token = 22 * 2 * 4 * 64 * 2
+    assert c.per_token == per_token == 22_528
+    assert c.at == c.full_length == 4 * 2048 * per_token
+    assert c.state == 0
+
+
+def test_sliding_windows_hold_at_most_their_window(tmp_path):
+    _, config, layers = _built("gpt-oss-20b", tmp_path)
+    c = plan.kv_cache(layers, context=8192, batch=32, kv_bytes=2, source=8192)
+    # gpt-oss-20b: 24 layers alternating 128-token sliding windows and full attention, 8 KV heads of 64
+    per_layer = 2 * 8 * 64 * 2
+    assert c.at == 32 * (12 * per_layer * 128 + 12 * per_layer * 8192)  # what the windows need
+    assert c.full_length == 32 * 24 * per_layer * 8192  # what an engine giving every layer full length allocates
+    assert c.full_length == 12 * 2**30  # vLLM's 12.00 GiB for gpt-oss-20b at 8k × 32 (the issue)
+
+
+def test_latent_attention_caches_its_latent(tmp_path):
+    _, _, layers = _built("deepseek-v3", tmp_path)
+    c = plan.kv_cache(layers, context=1000, batch=1, kv_bytes=2, source=1000)
+    assert c.per_token == 61 * (512 + 64) * 2  # kv_lora_rank + qk_rope_head_dim per layer
+
+
+def test_state_space_and_hybrid(tmp_path):
+    _, _, mamba = _built("mamba-130m", tmp_path)
+    c = plan.kv_cache(mamba, context=100_000, batch=2, kv_bytes=2, source=0)
+    assert c.per_token == 0 and c.at == 0
+    assert c.state == 24 * (1536 * 3 + 1536 * 16) * 2  # conv (kernel - 1) and E × N per layer, whatever the context
+    _, _, jamba = _built("jamba-v0_1", tmp_path)
+    j = plan.kv_cache(jamba, context=4096, batch=1, kv_bytes=2, source=0)
+    assert j.per_token == 4 * 2 * 8 * 128 * 2  # only its 4 attention layers cache
+
+
+def test_encoder_decoder_caches_cross_attention_once_per_input(tmp_path):
+    _, _, layers = _built("t5-small", tmp_path)
+    c = plan.kv_cache(layers, context=100, batch=1, kv_bytes=2, source=512)
+    assert c.per_token == 6 * 2 * 512 * 2
+    assert c.cross == 6 * 2 * 512 * 2 * 512  # six decoder layers, K and V of the 512 encoder outputs
+    assert c.at == 100 * c.per_token + c.cross
+
+
+def test_lora_counts_rank_times_in_plus_out_on_the_adapted_layers(tmp_path):
+    model, _, _ = _built("tinyllama-1_1b", tmp_path)
+    params_, adapted = plan.lora_params(model, ["q_proj", "v_proj"], 8)
+    # q_proj 2048 -> 2048, v_proj 2048 -> 256 (4 KV heads of 64), 22 layers, rank 8 (Hu et al. 2021)
+    assert adapted == 44 and params_ == 22 * 8 * ((2048 + 2048) + (2048 + 256))
+    with pytest.raises(PipelineError, match="--lora-targets: qkv names no linear layer of LlamaForCausalLM"):
+        plan.lora_params(model, ["q_proj", "qkv"], 8)
+
+
+def test_activations_follow_korthikanti():
+    # Korthikanti et al. 2022, eq. 1: sbh(34 + 5as/h) per layer; GPT-3 175B's figure at s 2048, b 1
+    s, b, h, a, layers = 2048, 1, 12288, 96, 96
+    assert plan.activation_bytes(s, b, h, a, layers, False) == (34 * s * b * h + 5 * a * s * s * b) * layers
+    assert plan.activation_bytes(s, b, h, a, layers, True) == 2 * s * b * h * layers
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("80GB", 80 * 10**9), ("24GiB", 24 * 2**30), ("1.5 TB", 15 * 10**11), ("1024", 1024)]
+)
+def test_memory_sizes_parse(text, expected):
+    assert plan.parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["80 gigs", "", "-1GB", "0GB"])
+def test_a_memory_size_that_does_not_parse_is_one_line(text):
+    with pytest.raises(PipelineError, match="--gpu-memory"):
+        plan.parse_memory(text)
+
+
+def test_a_tensor_parallel_degree_must_divide_the_heads(tmp_path):
+    _, config, _ = _built("tinyllama-1_1b", tmp_path)
+    plan.tensor_parallel_check(config, 4, "t")
+    with pytest.raises(PipelineError, match="--tp 8 does not divide its 4 key/value heads"):
+        plan.tensor_parallel_check(config, 8, "t")
