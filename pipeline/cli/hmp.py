@@ -1,6 +1,7 @@
 """`hmp`: count any model in one command, or add it to the pipeline's sweep.
 
     hmp count SOURCE [--revision REV] [--json] [--per-layer]
+    hmp fit SOURCE [--context N] [--batch B] [--gpu-memory 80GB] [--gpus N] [--tp N] [--train full|lora|qlora]
     hmp add NAME SOURCE [--revision REV] [--sweep SWEEP] [--stated-size 117M]
 
 SOURCE is a config.json file, a checkpoint folder (safetensors, or a GGUF file or folder), or a Hub id
@@ -36,6 +37,22 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--json", action="store_true", help="print JSON for scripts")
     c.add_argument("--per-layer", action="store_true", help="also a torchinfo-style table of modules and blocks")
     c.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
+    f = sub.add_parser("fit", help="will it fit? memory for inference or fine-tuning, per GPU and in total")
+    f.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
+    f.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
+    f.add_argument("--name", help="the model's name in the output (default: from the source)")
+    f.add_argument("--context", type=int, default=4096, help="tokens per sequence (default: 4096)")
+    f.add_argument("--batch", type=int, default=1, help="sequences at once (default: 1)")
+    f.add_argument("--dtype", default="bfloat16", help="the weights' dtype (default: bfloat16)")
+    f.add_argument("--kv-dtype", default="bfloat16", help="the KV cache's dtype (default: bfloat16)")
+    f.add_argument("--gpu-memory", default="80GB", help="memory of one GPU, e.g. 80GB or 24GiB (default: 80GB)")
+    f.add_argument("--gpus", type=int, default=1, help="GPUs (default: 1)")
+    f.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default: 1)")
+    f.add_argument("--train", choices=["full", "lora", "qlora"], help="fine-tuning memory instead of inference")
+    f.add_argument("--lora-rank", type=int, default=16, help="LoRA rank r (default: 16)")
+    f.add_argument("--lora-targets", default="q_proj,v_proj", help="linear layers LoRA adapts (default: q_proj,v_proj)")
+    f.add_argument("--checkpointing", action="store_true", help="full activation checkpointing while training")
+    f.add_argument("--json", action="store_true", help="print JSON for scripts")
     a = sub.add_parser("add", help="add a model to conf/ and params.yaml, for dvc repro")
     a.add_argument("name", help="the model's name in the pipeline (letters, digits, '-' and '_')")
     a.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
@@ -66,6 +83,13 @@ def _for_hmp(message: str) -> str:
 
 
 def _command(args: argparse.Namespace) -> None:
+    if args.command == "fit":
+        from pipeline.cli.fit import fit_source, fit_text
+
+        options = {**vars(args), "lora_targets": [t for t in args.lora_targets.split(",") if t]}
+        result = fit_source(args.source, options)
+        _say(json.dumps(result, indent=2) if args.json else fit_text(result))
+        return
     if args.command == "count":
         result = count_source(args.source, args.revision, args.name, args.allow_pickle)
         _say(json.dumps(result, indent=2) if args.json else text(result, args.per_layer))

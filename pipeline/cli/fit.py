@@ -1,0 +1,141 @@
+"""`hmp fit SOURCE`: will it fit? The memory plan of a model for inference or fine-tuning, per GPU and in total.
+
+Every line is computed by pipeline.cost.plan from the exact count and the layers the model builds; the verdict
+compares the bytes one GPU holds with --gpu-memory, and the largest context and batch are searched against it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import PipelineError
+
+# QLoRA (Dettmers et al. 2023, section 3): NF4 weights with double quantization take 4.127 bits per parameter
+QLORA_BITS = 4.127
+ADAM_BYTES = 16  # mixed-precision Adam per trainable parameter (Rajbhandari et al. 2020, ZeRO, section 3)
+MAX_SEARCH = 1 << 24  # the longest context or largest batch searched
+
+
+def fit_source(source: str, options: dict[str, Any]) -> dict:
+    from pipeline import sources
+    from pipeline.cli.count import _default_name, checked_name, entry_for
+    from pipeline.core import params
+    from pipeline.cost import cache, plan
+    from pipeline.model import build
+    from pipeline.model.count import count_built
+
+    gpu = plan.parse_memory(options["gpu_memory"])
+    kv_bytes = plan.dtype_bytes(options["kv_dtype"], "--kv-dtype")
+    w_bytes = plan.dtype_bytes(options["dtype"], "--dtype")
+    entry = entry_for(source, options.get("revision"))
+    name = checked_name(options.get("name") or _default_name(source), "--name")
+    spec = params.model_spec(name, entry)
+    with tempfile.TemporaryDirectory(prefix="hmp-") as tmp:
+        folder = Path(tmp) / name
+        folder.mkdir()
+        (folder / "provenance.json").write_text(json.dumps(sources.materialise(spec, folder, hashes=False)))
+        inv, row, model, config = count_built(spec, folder)
+    tp, gpus = int(options["tp"]), int(options["gpus"])
+    if gpus < 1 or tp < 1 or gpus % tp:
+        raise PipelineError(f"--gpus {gpus} --tp {tp}: the GPUs must be a whole number of tensor-parallel groups")
+    plan.tensor_parallel_check(config, tp, name)
+    text = cache.text_config(config)
+    limit = next((getattr(text, f) for f in ("max_position_embeddings", "n_positions") if getattr(text, f, None)), None)
+    context = int(options["context"])
+    if context < 1:
+        raise PipelineError(f"--context {context}: a context is at least 1 token")
+    if limit and context > limit:
+        raise PipelineError(f"--context {context:,} is beyond the {limit:,} positions '{name}' was built for")
+    batch = int(options["batch"])
+    if batch < 1:
+        raise PipelineError(f"--batch {batch}: a batch is at least 1 sequence")
+    layers = cache.layers(model, config, build.is_causal_class(type(model), config))
+    total = int(row["total"])
+    train = options.get("train")
+    p = inv[inv["kind"] == "parameter"]
+    replicated = int(p.loc[p["component"] == "layer_norm", "numel"].sum())  # norms are not split
+    lora = adapted = 0
+    if train in ("lora", "qlora"):
+        lora, adapted = plan.lora_params(model, options["lora_targets"], int(options["lora_rank"]))
+    if train == "qlora":  # the linear matrices in 4-bit NF4, every other tensor in the weights' dtype
+        linear = int(p.loc[(p["role"] == "matrix"), "numel"].sum())
+        weights = linear * QLORA_BITS / 8 + (total - linear) * w_bytes
+    else:
+        weights = total * w_bytes
+    weights_per_gpu = (weights - replicated * w_bytes) / tp + replicated * w_bytes
+    trainable = total if train == "full" else lora
+    optimizer = trainable * (ADAM_BYTES - (w_bytes if train == "full" else 0))  # full: the weights are counted above
+    latent = bool(getattr(text, "kv_lora_rank", None))  # MLA's latent is not split across a TP group
+    hidden = getattr(text, "hidden_size", 0) or 0
+    heads = getattr(text, "num_attention_heads", 0) or 0
+    n_layers = len(layers) or int(getattr(text, "num_hidden_layers", 0) or 0)
+
+    def need(ctx: int, b: int) -> tuple[int, dict]:
+        c = plan.kv_cache(layers, ctx, b, kv_bytes, getattr(config, "max_source_positions", None) or ctx)
+        state = (c.state or 0) * b
+        acts = (
+            plan.activation_bytes(ctx, b, hidden, heads, n_layers, bool(options.get("checkpointing"))) if train else 0
+        )
+        kv_gpu = c.at if latent else c.at / tp
+        per_gpu = weights_per_gpu + kv_gpu + state / tp + (optimizer + acts) / tp
+        return int(per_gpu), {"cache": c, "state": state, "activations": acts}
+
+    per_gpu, parts = need(context, batch)
+    c = parts["cache"]
+    out = {
+        "model": name,
+        "total_params": total,
+        "weights_bytes": int(weights),
+        "weights_bytes_per_gpu": int(weights_per_gpu),
+        "kv_cache_bytes_per_token": c.per_token,
+        "kv_cache_bytes": c.at,
+        "kv_cache_bytes_full_length": c.full_length,
+        "state_bytes_per_sequence": c.state,
+        "lora_params": lora,
+        "lora_layers": adapted,
+        "optimizer_and_gradient_bytes": int(optimizer),
+        "activation_bytes": parts["activations"],
+        "bytes_per_gpu": per_gpu,
+        "gpu_memory_bytes": gpu,
+        "fits": per_gpu <= gpu,
+        "max_context": _largest(lambda n: need(n, batch)[0] <= gpu, limit or MAX_SEARCH),
+        "max_batch": _largest(lambda n: need(context, n)[0] <= gpu, MAX_SEARCH),
+        "context": context,
+        "batch": batch,
+        "tp": tp,
+        "gpus": gpus,
+    }
+    return out
+
+
+def _largest(ok, high: int) -> int:
+    """The largest n in [1, high] with ok(n) (ok is monotone: more tokens never need less memory); 0 if none."""
+    if not ok(1):
+        return 0
+    low = 1
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if ok(mid) else (low, mid - 1)
+    return low
+
+
+def fit_text(r: dict) -> str:
+    from pipeline.report.text import gib
+
+    lines = [
+        f"{r['model']}: {r['total_params']:,} parameters; context {r['context']:,}, batch {r['batch']}, "
+        f"{r['gpus']} GPU(s) of {gib(r['gpu_memory_bytes'])}, tensor parallel {r['tp']}",
+        f"  weights                {gib(r['weights_bytes']):>12}  ({gib(r['weights_bytes_per_gpu'])} per GPU)",
+        f"  KV cache               {gib(r['kv_cache_bytes']):>12}  ({r['kv_cache_bytes_per_token']:,} B per token; "
+        f"{gib(r['kv_cache_bytes_full_length'])} if every layer held the whole context)",
+        f"  state per sequence     {gib(r['state_bytes_per_sequence'] or 0):>12}",
+        f"  optimizer + gradients  {gib(r['optimizer_and_gradient_bytes']):>12}"
+        + (f"  (LoRA: {r['lora_params']:,} parameters on {r['lora_layers']} layers)" if r["lora_params"] else ""),
+        f"  activations            {gib(r['activation_bytes']):>12}",
+        f"  per GPU                {gib(r['bytes_per_gpu']):>12}  → {'fits' if r['fits'] else 'does NOT fit'}",
+        f"  largest context that fits: {r['max_context']:,}; largest batch: {r['max_batch']:,}",
+    ]
+    return "\n".join(lines)
