@@ -104,12 +104,18 @@ def lora_params(model: Any, targets: list[str], rank: int) -> tuple[int, int]:
     return total, sum(found.values())
 
 
-def activation_bytes(seq: int, batch: int, hidden: int, heads: int, layers: int, checkpointing: bool) -> int:
-    """Korthikanti et al. 2022, section 4.1, eq. (1) and (2): per transformer layer in 16-bit,
-    s·b·h·(34 + 5·a·s/h) without recomputation; with full checkpointing only the layer input, 2·s·b·h."""
+def activation_bytes(
+    seq: int, batch: int, hidden: int, heads: int, layers: int, checkpointing: bool, mask_bytes: int = 1
+) -> int:
+    """Korthikanti et al. 2022, section 4.1, eq. (1) and (2): what one transformer layer keeps for the backward
+    pass in 16-bit, s·b·h·(34 + 5·a·s/h) bytes without recomputation; with full checkpointing only the layer
+    input, 2·s·b·h. Their 34 and 5 count each dropout mask at 1 byte (sbh twice, as²b once); mask_bytes is
+    what a mask takes where it is kept in the activations' dtype (PyTorch on CPU: 2), giving
+    s·b·h·(32 + 2m) + a·s²·b·(4 + m)."""
     if checkpointing:
         return 2 * seq * batch * hidden * layers
-    return (seq * batch * hidden * 34 + 5 * heads * seq * seq * batch) * layers
+    sbh, as2b = seq * batch * hidden, heads * seq * seq * batch
+    return (sbh * (32 + 2 * mask_bytes) + as2b * (4 + mask_bytes)) * layers
 
 
 def tensor_parallel_check(config: Any, tp: int, name: str) -> None:

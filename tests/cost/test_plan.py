@@ -105,3 +105,53 @@ def test_a_tensor_parallel_degree_must_divide_the_heads(tmp_path):
     plan.tensor_parallel_check(config, 4, "t")
     with pytest.raises(PipelineError, match="--tp 8 does not divide its 4 key/value heads"):
         plan.tensor_parallel_check(config, 8, "t")
+
+
+def _saved_bytes(layers: int, s: int, b: int, h: int, a: int) -> int:
+    """Bytes autograd saves for backward in a forward pass of a bf16 GPT-2 with dropout, on CPU (parameters out)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_layer=layers, n_embd=h, n_head=a, n_positions=s, vocab_size=128, activation_function="gelu",
+        attn_implementation="eager", bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    model = GPT2LMHeadModel(config).to(torch.bfloat16).train()
+    weights = {p.data_ptr() for p in model.parameters()}
+    seen, total = set(), [0]
+
+    def pack(t):
+        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if t.data_ptr() not in weights and key not in seen:
+            seen.add(key)
+            total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.randint(0, 128, (b, s)))
+    return total[0]
+
+
+def test_activations_match_what_autograd_saves():
+    # one layer's share: a 2-layer model minus a 1-layer one (embeddings and head cancel)
+    s, b, h, a = 64, 2, 64, 4
+    measured = _saved_bytes(2, s, b, h, a) - _saved_bytes(1, s, b, h, a)
+    # PyTorch keeps dropout masks in bf16 (2 bytes), where the paper counts 1; LayerNorm also keeps its mean and
+    # 1/std, s·b values each, for its two norms
+    assert measured == plan.activation_bytes(s, b, h, a, 1, False, mask_bytes=2) + 2 * 2 * s * b * 2
+
+
+@pytest.mark.parametrize(
+    ("targets", "rank"), [(["q_proj", "v_proj"], 8), (["q_proj", "k_proj", "o_proj", "down_proj"], 64)]
+)
+def test_lora_count_is_pefts_own_on_the_meta_device(targets, rank, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, _, _ = _built("tinyllama-1_1b", tmp_path)
+    ours, _ = plan.lora_params(model, targets, rank)
+    with torch.device("meta"):
+        peft_model = get_peft_model(model, LoraConfig(r=rank, target_modules=targets))
+    trainable, _ = peft_model.get_nb_trainable_parameters()
+    assert ours == trainable
