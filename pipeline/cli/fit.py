@@ -101,25 +101,14 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
         "bytes_per_gpu": per_gpu,
         "gpu_memory_bytes": gpu,
         "fits": per_gpu <= gpu,
-        "max_context": _largest(lambda n: need(n, batch)[0] <= gpu, limit or MAX_SEARCH),
-        "max_batch": _largest(lambda n: need(context, n)[0] <= gpu, MAX_SEARCH),
+        "max_context": plan.largest(lambda n: need(n, batch)[0] <= gpu, limit or MAX_SEARCH),
+        "max_batch": plan.largest(lambda n: need(context, n)[0] <= gpu, MAX_SEARCH),
         "context": context,
         "batch": batch,
         "tp": tp,
         "gpus": gpus,
     }
     return out
-
-
-def _largest(ok, high: int) -> int:
-    """The largest n in [1, high] with ok(n) (ok is monotone: more tokens never need less memory); 0 if none."""
-    if not ok(1):
-        return 0
-    low = 1
-    while low < high:
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if ok(mid) else (low, mid - 1)
-    return low
 
 
 def fit_text(r: dict) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StringConstraints, ValidationError
 
 from pipeline.core.sizes import MAX_LAYERS
 
@@ -75,6 +75,7 @@ class WhatifSettings(_Schema):
 class CostSettings(_Schema):
     context: _whole(0, 1 << 24)  # 0: each model's maximum context
     batch: _whole(1, 1 << 20)
+    gpu_memory: Annotated[str, StringConstraints(pattern=r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|B)?\s*$")]  # 80GB, 24GiB
     adam_bytes_per_param: _whole(1, 64)
     tokens_per_param: _whole(1, 10_000)
 

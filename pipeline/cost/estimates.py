@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipeline.cost import cache
+from pipeline.cost import cache, plan
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +42,13 @@ DEFINITIONS = {
     "bfloat16, whatever the context (convolution and recurrent state; empty where a mixer's state is not derived)",
     "cross_attention_kv_bytes_per_input_token_bfloat16": "keys and values of the encoder's output that an "
     "encoder-decoder's cross-attention caches once per input token, in bfloat16",
+    "kv_cache_bytes_full_length": "the KV cache at the context and batch if every layer held the whole context "
+    "(what an engine that gives sliding-window layers full-length caches allocates)",
+    "inference_bytes_at_context": "bfloat16 weights, the KV cache and the state-space state at the context and batch "
+    "of the cost settings: what one GPU holds without tensor parallelism (activations of a forward pass aside)",
+    "fits_on_gpu": "inference_bytes_at_context is at most cost.gpu_memory",
+    "max_context_on_gpu": "the longest context, up to the model's own, whose inference bytes fit in cost.gpu_memory "
+    "at the batch of the cost settings (0: not even one token; empty for a model that generates nothing)",
     "forward_flops_per_token": "Kaplan et al. 2020: 2N + 2 · n_layer · n_ctx · d_attn, N the non-embedding "
     "parameters (a mixture of experts: those one token uses), at the context of the cost settings",
     "train_tokens_chinchilla": "Hoffmann et al. 2022: tokens per parameter at the compute optimum × N",
@@ -140,6 +147,17 @@ def table(
     flops = 2 * n + 2 * attention_layers * ctx * d_attn
     tokens = int(settings["tokens_per_param"]) * n
     largest, _ = largest_layer(model)
+    gpu = plan.parse_memory(settings.get("gpu_memory", "80GB"), "cost.gpu_memory")
+    weights = 2 * total  # bfloat16
+
+    def inference(n: int) -> int:  # bf16 weights, the cache at n tokens and the state, for the batch
+        c = plan.kv_cache(per_layer, n, batch, 2, getattr(config, "max_source_positions", None) or n)
+        return weights + c.at + batch * (c.state or 0)
+
+    full = plan.kv_cache(per_layer, ctx, batch, 2, source).full_length if ctx else 0
+    limit = ctx if not no_context else 0
+    fits = None if no_context else int(inference(ctx) <= gpu)
+    longest = None if no_context or not per_layer else plan.largest(lambda n: inference(n) <= gpu, limit)
     values: dict[str, tuple[float | None, str]] = {
         **{f"weights_bytes_{d}": (ceil(total * b), "bytes") for d, b in DTYPE_BYTES.items()},
         "weights_bytes_on_disk": (row.get("checkpoint_bytes"), "bytes"),
@@ -152,6 +170,10 @@ def table(
         ),
         "state_bytes_per_sequence_bfloat16": (state if per_layer else 0, "bytes"),
         "cross_attention_kv_bytes_per_input_token_bfloat16": (cross, "bytes"),
+        "kv_cache_bytes_full_length": (None if no_context else full, "bytes"),
+        "inference_bytes_at_context": (None if no_context else inference(ctx), "bytes"),
+        "fits_on_gpu": (fits, f"1 if it fits in {settings.get('gpu_memory', '80GB')}, else 0"),
+        "max_context_on_gpu": (longest, "tokens"),
         "forward_flops_per_token": (
             None if no_context else flops,
             NO_CONTEXT if no_context else f"FLOPs (context {ctx:,})",

@@ -128,3 +128,15 @@ def tensor_parallel_check(config: Any, tp: int, name: str) -> None:
     for label, value in (("attention heads", heads), ("key/value heads", kv)):
         if isinstance(value, int) and value % tp:
             raise PipelineError(f"model '{name}': --tp {tp} does not divide its {value} {label}")
+
+
+def largest(ok, high: int) -> int:
+    """The largest n in [1, high] with ok(n), for an ok that more tokens or sequences never make true again; 0 if
+    none."""
+    if high < 1 or not ok(1):
+        return 0
+    low = 1
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if ok(mid) else (low, mid - 1)
+    return low
