@@ -46,6 +46,7 @@ class Data:
     conv: pd.DataFrame
     grid: pd.DataFrame
     costs: pd.DataFrame
+    fit: pd.DataFrame  # inference memory against context (results/fit.csv)
     stats: pd.DataFrame
     hists: pd.DataFrame
     published: pd.DataFrame
@@ -69,6 +70,7 @@ def load(cfg: Params, figures_from_report: Path) -> Data:
         conv=results.table(cfg, "conventions"),
         grid=results.grid(cfg),
         costs=results.table(cfg, "cost"),
+        fit=results.table(cfg, "fit"),
         stats=results.table(cfg, "distributions"),
         hists=results.table(cfg, "histograms"),
         published=results.published(cfg),

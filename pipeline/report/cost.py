@@ -128,14 +128,67 @@ def _published_lines(summary: pd.DataFrame, table: pd.DataFrame, fig: str) -> li
 
 
 def section(d: Data) -> Section:
-    names = {"cost": "cost.png", "published": "published.png"}
+    names = {"cost": "cost.png", "published": "published.png", "fit": "fit.png"}
     drawn = [Figure(cost, (d.costs, adam_label(d.cfg)), names["cost"])]
+    if not d.fit.empty:
+        drawn.append(Figure(memory_against_context, (d.fit, str(d.cfg.cost["gpu_memory"])), names["fit"]))
     pub = d.published[d.published["model"].isin(d.summary.index)]
     if pub["model"].nunique() >= 2:
         pub = pub.assign(non_embedding=[float(d.summary.loc[m, "non_embedding"]) for m in pub["model"]])
         drawn.append(Figure(published, (pub,), names["published"]))
     text = cost_section(d.cfg, d.summary, d.costs, d.grid, d.published, {k: d.link(v) for k, v in names.items()})
-    return Section(text, drawn)
+    return Section(text + _fit_lines(d), drawn)
+
+
+def _fit_lines(d: Data) -> str:
+    """Where each model stops fitting in cost.gpu_memory, from results/cost.csv's fit rows."""
+    if d.fit.empty:
+        return ""
+    wide = d.costs.pivot(index="model", columns="quantity", values="value")
+    gpu = str(d.cfg.cost["gpu_memory"])
+    lines = [
+        "",
+        f"## Will it fit on one GPU of {gpu}?",
+        "",
+        f"Inference in bfloat16 at a batch of {int(d.cfg.cost['batch'])}: the weights, the KV cache as each layer "
+        f"caches and the state-space state, against the context (`results/fit.csv`), beside one GPU of {gpu} "
+        "(`cost.gpu_memory`; `hmp fit` plans any other setting, tensor parallelism and fine-tuning included).",
+        "",
+    ]
+    for name in d.fit["model"].unique():
+        longest = wide.loc[name, "max_context_on_gpu"] if "max_context_on_gpu" in wide.columns else None
+        limit = int(d.fit.loc[d.fit["model"] == name, "context"].max())
+        if pd.isna(longest):
+            continue
+        longest = int(longest)
+        verdict = (
+            f"fits at its whole context of {limit:,} tokens"
+            if longest >= limit
+            else "does not fit even one token"
+            if longest == 0
+            else f"fits up to {longest:,} tokens of its {limit:,}"
+        )
+        lines.append(f"- `{name}` {verdict}.")
+    return "\n".join([*lines, "", "![Inference memory against context](" + d.link("fit.png") + ")", ""])
+
+
+def memory_against_context(fit: pd.DataFrame, gpu: str, path: Path, dpi: int) -> None:
+    """Log-log: inference bytes against context per model, with one GPU's memory as a horizontal line."""
+    plt, sns = setup()
+    data = fit.assign(gib=fit["inference_bytes"].astype(float) / 2**30)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sns.lineplot(data=data, x="context", y="gib", hue="model", marker="o", markersize=3, ax=ax, palette="colorblind")
+    ax.axhline(float(fit["gpu_memory_bytes"].iloc[0]) / 2**30, color="black", linestyle="--", linewidth=1)
+    ax.annotate(
+        f"one GPU: {gpu}",
+        (data["context"].min(), float(fit["gpu_memory_bytes"].iloc[0]) / 2**30),
+        xytext=(2, 4),
+        textcoords="offset points",
+        fontsize="x-small",
+    )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    legend_outside(fig, ax, "context (tokens)", "Inference memory against context", path, dpi, ylabel="GiB (bfloat16)")
 
 
 def cost(table: pd.DataFrame, training_label: str, path: Path, dpi: int) -> None:

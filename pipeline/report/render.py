@@ -112,7 +112,7 @@ def to_html(markdown: str, figures: dict[str, bytes], title: str = "How many par
 
 
 # The CSVs the report is drawn from (keys of params `paths`), copied beside it so the published artifact carries them
-DATA = ("summary", "conventions", "ties", "tie_sample", "bias", "distributions", "histograms", "whatif", "cost")
+DATA = ("summary", "conventions", "ties", "tie_sample", "bias", "distributions", "histograms", "whatif", "cost", "fit")
 
 
 def data_files(cfg: params.Params) -> dict[Path, Path]:

@@ -24,7 +24,7 @@ def main() -> None:
     cfg = params.load()
     marked = compose.what_if(cfg)  # models an override changed: their stated sizes no longer apply
 
-    def one(name: str, spec: params.ModelSpec) -> tuple[pd.DataFrame, dict, list, pd.DataFrame]:
+    def one(name: str, spec: params.ModelSpec) -> tuple[pd.DataFrame, dict, list, pd.DataFrame, pd.DataFrame]:
         inv, row, model, config = count_built(spec, cfg.models_dir(name))
         row["what_if"] = marked.get(name, "")
         if name in marked:
@@ -35,15 +35,17 @@ def main() -> None:
         by_name = {c["convention"]: c["params"] for c in mine}
         causal = build.is_causal_class(type(model), config)
         costs = estimates.table(name, model, config, row, by_name, cfg.cost, causal)
+        curve = estimates.memory_curve(name, model, config, row, cfg.cost, causal)
         log.info("%s: %s parameters in %d tensors (%s)", name, f"{row['total']:,}", len(inv), row["model_class"])
-        return inv, row, mine, costs
+        return inv, row, mine, costs, curve
 
     # Every model is counted before anything is written, and every refused one is named (one line each)
     counted = collect(progress.bar(cfg.models.items(), "count", "models", total=len(cfg.models)), one)
-    inventories = {name: inv for name, (inv, _, _, _) in counted.items()}
-    rows = [row for _, row, _, _ in counted.values()]
-    conv = [c for _, _, mine, _ in counted.values() for c in mine]
-    costs = [table for _, _, _, table in counted.values()]
+    inventories = {name: inv for name, (inv, *_) in counted.items()}
+    rows = [row for _, row, *_ in counted.values()]
+    conv = [c for _, _, mine, *_ in counted.values() for c in mine]
+    costs = [table for _, _, _, table, _ in counted.values()]
+    curves = [curve for *_, curve in counted.values() if not curve.empty]
     grid = whatif_grid(cfg)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     for column in (
@@ -69,6 +71,8 @@ def main() -> None:
         atomic.write_csv(cfg.paths["conventions"], conventions.table(conv))
         atomic.write_csv(cfg.paths["whatif"], grid)
         atomic.write_csv(cfg.paths["cost"], pd.concat(costs, ignore_index=True))
+        fit = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=estimates.FIT_COLUMNS)
+        atomic.write_csv(cfg.paths["fit"], fit)
         atomic.write_json(cfg.paths["metrics"], metrics)
 
 
