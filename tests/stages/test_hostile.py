@@ -880,6 +880,11 @@ def report_dpi_zero(wd):
     _add_model(wd, "m", {"source": "config", "architecture": TINY}, report__dpi=0)
 
 
+@case("count", "cost.gpu_memory")
+def gpu_memory_that_does_not_parse(wd):
+    _add_model(wd, "m", {"source": "config", "architecture": TINY}, cost__gpu_memory="lots")
+
+
 @case("params", "a model name is 1 to 64 letters")
 def model_name_300_characters(wd):
     _add_model(wd, "m" * 300, {"source": "config", "architecture": TINY})
