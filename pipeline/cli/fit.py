@@ -38,10 +38,15 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
         folder.mkdir()
         (folder / "provenance.json").write_text(json.dumps(sources.materialise(spec, folder, hashes=False)))
         inv, row, model, config = count_built(spec, folder)
-    tp, gpus = int(options["tp"]), int(options["gpus"])
+    tp, gpus, ep = int(options["tp"]), int(options["gpus"]), int(options.get("ep") or 1)
     if gpus < 1 or tp < 1 or gpus % tp:
         raise PipelineError(f"--gpus {gpus} --tp {tp}: the GPUs must be a whole number of tensor-parallel groups")
     plan.tensor_parallel_check(config, tp, name)
+    n_experts = row.get("n_experts")
+    if ep < 1 or ep > 1 and (not n_experts or int(n_experts) % ep or gpus % ep):
+        raise PipelineError(
+            f"model '{name}': --ep {ep} must divide its routed experts ({n_experts or 'none'}) and --gpus {gpus}"
+        )
     text = cache.text_config(config)
     limit = next((getattr(text, f) for f in ("max_position_embeddings", "n_positions") if getattr(text, f, None)), None)
     context = int(options["context"])
@@ -65,7 +70,12 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
         weights = linear * QLORA_BITS / 8 + (total - linear) * w_bytes
     else:
         weights = total * w_bytes
-    weights_per_gpu = (weights - replicated * w_bytes) / tp + replicated * w_bytes
+    # Megatron: norms replicated, the rest split over the TP group; routed experts split over EP ranks instead
+    routed = int(p.loc[p["component"] == "experts", "numel"].sum()) * (w_bytes if train != "qlora" else QLORA_BITS / 8)
+    if ep > 1:
+        weights_per_gpu = (weights - routed - replicated * w_bytes) / tp + routed / ep + replicated * w_bytes
+    else:
+        weights_per_gpu = (weights - replicated * w_bytes) / tp + replicated * w_bytes
     trainable = total if train == "full" else lora
     optimizer = trainable * (ADAM_BYTES - (w_bytes if train == "full" else 0))  # full: the weights are counted above
     latent = bool(getattr(text, "kv_lora_rank", None))  # MLA's latent is not split across a TP group
@@ -106,6 +116,7 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
         "context": context,
         "batch": batch,
         "tp": tp,
+        "ep": ep,
         "gpus": gpus,
     }
     return out

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--gpu-memory", default="80GB", help="memory of one GPU, e.g. 80GB or 24GiB (default: 80GB)")
     f.add_argument("--gpus", type=int, default=1, help="GPUs (default: 1)")
     f.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default: 1)")
+    f.add_argument("--ep", type=int, default=1, help="expert-parallel degree for routed experts (default: 1)")
     f.add_argument("--train", choices=["full", "lora", "qlora"], help="fine-tuning memory instead of inference")
     f.add_argument("--lora-rank", type=int, default=16, help="LoRA rank r (default: 16)")
     f.add_argument("--lora-targets", default="q_proj,v_proj", help="linear layers LoRA adapts (default: q_proj,v_proj)")

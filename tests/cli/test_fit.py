@@ -69,3 +69,16 @@ def test_bad_input_is_one_line(change, message):
 
 def test_the_json_is_plain_data():
     json.dumps(fit_source(LLAMA3, BASE))
+
+
+def test_expert_parallelism_splits_the_routed_experts(tmp_path):
+    mixtral = {"model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "num_hidden_layers": 2}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(mixtral))
+    one = fit_source(str(path), {**BASE, "context": 1024})
+    split = fit_source(str(path), {**BASE, "context": 1024, "gpus": 8, "ep": 8})
+    # 8 experts of 3 × 4096 × 14336 per layer, bf16: each of 8 ranks holds one expert per layer
+    experts = 2 * 8 * 3 * 4096 * 14336 * 2
+    assert one["weights_bytes_per_gpu"] - split["weights_bytes_per_gpu"] == experts - experts // 8
+    with pytest.raises(PipelineError, match="--ep 3 must divide its routed experts"):
+        fit_source(str(path), {**BASE, "gpus": 3, "ep": 3})

@@ -1,0 +1,76 @@
+"""Benchmark `hmp fit` on the largest shipped model, DeepSeek-V3 (671B), from its config alone (issue 21).
+
+Each run is a fresh process: imports (torch, transformers and DeepSeek-V3's modelling module) timed apart, then
+the whole plan `hmp fit` prints (the meta-device count, the cache layers, and the searches for the largest
+context and batch that fit), and the process's peak memory. Printed as median [min–max].
+
+    python benchmarks/bench_fit.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measure import MachineLoad, run_python, spread  # noqa: E402
+
+TARGET_SECONDS = 3.0  # the issue: hmp fit of the largest shipped model under 3 s after imports
+
+SNIPPET = """
+import json, sys, tempfile, time, warnings
+from pathlib import Path
+warnings.filterwarnings("ignore")
+sys.path.insert(0, sys.argv[1])
+t0 = time.perf_counter()
+import torch, transformers, yaml
+from pipeline.cli.fit import fit_source
+transformers.DeepseekV3ForCausalLM  # the family's module, loaded lazily
+imports = time.perf_counter() - t0
+entry = yaml.safe_load((Path(sys.argv[1]) / "conf/model/deepseek-v3.yaml").read_text())
+config = Path(tempfile.mkdtemp()) / "config.json"
+config.write_text(json.dumps(entry["architecture"]))
+options = {"context": 32768, "batch": 8, "dtype": "bfloat16", "kv_dtype": "bfloat16", "gpu_memory": "80GB",
+           "gpus": 32, "tp": 8, "ep": 32, "train": None, "lora_rank": 16, "lora_targets": [], "checkpointing": False}
+t1 = time.perf_counter()
+r = fit_source(str(config), options)
+print(imports, time.perf_counter() - t1, r["total_params"], r["bytes_per_gpu"], r["max_context"], r["max_batch"])
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs (median [min–max] is printed)")
+    args = parser.parse_args()
+    load = MachineLoad()
+    imports, secs, rss, seen = [], [], [], set()
+    for _ in range(args.runs):
+        run = run_python(["-c", SNIPPET, str(ROOT)])
+        imp, sec, *rest = run.stdout.split()
+        imports.append(float(imp))
+        secs.append(float(sec))
+        rss.append(run.peak_mib)
+        seen.add(tuple(int(x) for x in rest))
+    (total, per_gpu, longest, batch), *others = sorted(seen)
+    assert not others, f"runs disagree: {seen}"
+    print(load.header)
+    print(
+        f"hmp fit deepseek-v3 ({total:,} parameters), 32k context × 8 on 32 GPUs of 80GB, TP 8, EP 32; {args.runs} runs"
+    )
+    print(f"  per GPU {per_gpu / 2**30:,.2f} GiB; largest context {longest:,}; largest batch {batch:,}\n")
+    median = sorted(secs)[len(secs) // 2]
+    print(f"{'imports (torch, transformers, the family), s':46s} {spread(imports):>22s}")
+    print(
+        f"{'hmp fit after imports, s':46s} {spread(secs):>22s}  target ≤ {TARGET_SECONDS:g}: "
+        f"{'ok' if median <= TARGET_SECONDS else 'MISSED'}"
+    )
+    print(f"{'peak RSS of the process, MiB':46s} {spread(rss, '.0f'):>22s}")
+    print(load.during())
+
+
+if __name__ == "__main__":
+    main()
