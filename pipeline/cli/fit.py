@@ -89,7 +89,7 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
         acts = (
             plan.activation_bytes(ctx, b, hidden, heads, n_layers, bool(options.get("checkpointing"))) if train else 0
         )
-        kv_gpu = c.at if latent else c.at / tp
+        kv_gpu = 0 if train else c.at if latent else c.at / tp  # training runs without a KV cache (use_cache off)
         per_gpu = weights_per_gpu + kv_gpu + state / tp + (optimizer + acts) / tp
         return int(per_gpu), {"cache": c, "state": state, "activations": acts}
 
@@ -123,18 +123,25 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
 
 
 def fit_text(r: dict) -> str:
+    """The plan, one line per term with its formula and its source."""
     from pipeline.report.text import gib
 
+    lora = f"  LoRA: {r['lora_params']:,} parameters on {r['lora_layers']} layers, r·(in + out) each (Hu et al. 2021)"
     lines = [
         f"{r['model']}: {r['total_params']:,} parameters; context {r['context']:,}, batch {r['batch']}, "
-        f"{r['gpus']} GPU(s) of {gib(r['gpu_memory_bytes'])}, tensor parallel {r['tp']}",
-        f"  weights                {gib(r['weights_bytes']):>12}  ({gib(r['weights_bytes_per_gpu'])} per GPU)",
-        f"  KV cache               {gib(r['kv_cache_bytes']):>12}  ({r['kv_cache_bytes_per_token']:,} B per token; "
+        f"{r['gpus']} GPU(s) of {gib(r['gpu_memory_bytes'])}, tensor parallel {r['tp']}, expert parallel {r['ep']}",
+        f"  weights                {gib(r['weights_bytes']):>12}  exact count × bytes per value "
+        f"({gib(r['weights_bytes_per_gpu'])} per GPU: split by heads, columns, rows and vocabulary; norms replicated)",
+        f"  KV cache               {gib(r['kv_cache_bytes']):>12}  2 × KV heads × head width per attention layer and "
+        f"token, windows capped ({r['kv_cache_bytes_per_token']:,} B per token; "
         f"{gib(r['kv_cache_bytes_full_length'])} if every layer held the whole context)",
-        f"  state per sequence     {gib(r['state_bytes_per_sequence'] or 0):>12}",
-        f"  optimizer + gradients  {gib(r['optimizer_and_gradient_bytes']):>12}"
-        + (f"  (LoRA: {r['lora_params']:,} parameters on {r['lora_layers']} layers)" if r["lora_params"] else ""),
-        f"  activations            {gib(r['activation_bytes']):>12}",
+        f"  state per sequence     {gib(r['state_bytes_per_sequence'] or 0):>12}  state-space layers: conv and "
+        "recurrent state, whatever the context",
+        f"  optimizer + gradients  {gib(r['optimizer_and_gradient_bytes']):>12}  mixed-precision Adam, 16 B per "
+        "trainable parameter (ZeRO, Rajbhandari et al. 2020)",
+        *([lora] if r["lora_params"] else []),
+        f"  activations            {gib(r['activation_bytes']):>12}  sbh(34 + 5as/h) per layer, 2sbh with "
+        "checkpointing (Korthikanti et al. 2022); none for inference",
         f"  per GPU                {gib(r['bytes_per_gpu']):>12}  → {'fits' if r['fits'] else 'does NOT fit'}",
         f"  largest context that fits: {r['max_context']:,}; largest batch: {r['max_batch']:,}",
     ]

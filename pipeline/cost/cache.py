@@ -11,6 +11,7 @@ it holds, never from a name pattern:
   Mamba-2: heads × head width × d_state; gated DeltaNet: value heads × key width × value width), read from
   the mixer module's own sizes; a mixer whose state this module cannot derive is reported as unknown;
 - a cross-attention layer caches the keys and values of the encoder's output once per input;
+- a layer that shares an earlier layer's cache (the last num_kv_shared_layers of Gemma 3n and Gemma 4) adds none;
 - vision and audio towers, and encoders, generate nothing and cache nothing.
 """
 
@@ -175,4 +176,10 @@ def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
                 mixer=type(mixers[0]).__name__ if mixers else "",
             )
         )
+    # the last num_kv_shared_layers layers reuse the cache of an earlier layer of their kind (Gemma 3n, Gemma 4)
+    shared = getattr(text, "num_kv_shared_layers", None)
+    if isinstance(shared, int) and 0 < shared < len(out):
+        out[-shared:] = [
+            Layer(0, None, layer.state, layer.cross_kv_per_input_token, layer.mixer) for layer in out[-shared:]
+        ]
     return out

@@ -168,3 +168,15 @@ def test_the_memory_curve_is_weights_plus_the_cache_at_each_context(tmp_path):
     for n, bytes_ in curve["inference_bytes"].items():
         assert bytes_ == 2 * total + 2 * n * 22_528  # bf16 weights, and 22,528 B per token per sequence
     assert set(curve["gpu_memory_bytes"]) == {24 * 2**30}
+
+
+def test_layers_that_share_an_earlier_cache_add_none():
+    import torch
+    from transformers import Gemma3nForCausalLM, Gemma3nTextConfig
+
+    config = Gemma3nTextConfig(num_hidden_layers=10, num_kv_shared_layers=4, layer_types=None)
+    with torch.device("meta"):
+        model = Gemma3nForCausalLM(config)
+    layers = cache.layers(model, model.config, True)
+    width = 2 * config.num_key_value_heads * config.head_dim
+    assert [layer.kv_per_token for layer in layers] == [width] * 6 + [0] * 4  # the last 4 reuse earlier caches
