@@ -130,13 +130,8 @@ def table(
     ctx = ctx or 0
     batch = int(settings["batch"])
     source = getattr(config, "max_source_positions", None) or ctx  # the input an encoder-decoder attends to
-    kv_token = sum(layer.kv_per_token for layer in per_layer) * 2  # bfloat16
-    kv_ctx = batch * sum(
-        layer.kv_per_token * 2 * (min(ctx, layer.window) if layer.window else ctx) for layer in per_layer
-    )
+    at = plan.kv_cache(per_layer, ctx, batch, 2, source)  # bfloat16, each layer as its kind caches
     cross = sum(layer.cross_kv_per_input_token for layer in per_layer) * 2
-    states = [layer.state for layer in per_layer]
-    state = None if any(s is None for s in states) else sum(states) * 2
     # Kaplan's N: non-embedding; for a mixture of experts, the part one token uses
     embedding = total - int(conv["non_embedding_kaplan"])
     n = int(conv["active_per_token"]) - embedding
@@ -154,7 +149,7 @@ def table(
         c = plan.kv_cache(per_layer, n, batch, 2, getattr(config, "max_source_positions", None) or n)
         return weights + c.at + batch * (c.state or 0)
 
-    full = plan.kv_cache(per_layer, ctx, batch, 2, source).full_length if ctx else 0
+    full = at.full_length if ctx else 0
     limit = ctx if not no_context else 0
     fits = None if no_context else int(inference(ctx) <= gpu)
     longest = None if no_context or not per_layer else plan.largest(lambda n: inference(n) <= gpu, limit)
@@ -163,12 +158,12 @@ def table(
         "weights_bytes_on_disk": (row.get("checkpoint_bytes"), "bytes"),
         "largest_layer_bytes_float32": (largest, "bytes"),
         "train_adam_mixed_bytes": (total * int(settings["adam_bytes_per_param"]), "bytes"),
-        "kv_cache_bytes_per_token_bfloat16": (kv_token, "bytes"),
+        "kv_cache_bytes_per_token_bfloat16": (at.per_token, "bytes"),
         "kv_cache_bytes_at_context": (
-            None if no_context else kv_ctx + batch * source * cross,
+            None if no_context else at.at,
             NO_CONTEXT if no_context else f"bytes ({ctx:,} tokens × {batch})",
         ),
-        "state_bytes_per_sequence_bfloat16": (state if per_layer else 0, "bytes"),
+        "state_bytes_per_sequence_bfloat16": (at.state if per_layer else 0, "bytes"),
         "cross_attention_kv_bytes_per_input_token_bfloat16": (cross, "bytes"),
         "kv_cache_bytes_full_length": (None if no_context else full, "bytes"),
         "inference_bytes_at_context": (None if no_context else inference(ctx), "bytes"),
