@@ -5,6 +5,7 @@ with it, and its summary row (what the count stage writes per model, and what `h
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,62 +79,109 @@ def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
     return inv, row
 
 
-def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict, Any, Any]:
-    """count_model, plus the meta-built model and its config (for the cost table)."""
-    config = config_file.load_config(model_dir, spec.name, spec.written, spec.config_path)
-    cls, class_from = build.model_class(config, spec.name, spec.auto_class)
-    model, read = build.build_meta_reading(config, spec.name, spec.auto_class)
-    raw = _raw_config(model_dir, spec.name)
+@dataclass
+class Built:
+    """One architecture built on the meta device and counted: what every checkpoint of that config shares."""
+
+    config: Any
+    cls: type
+    class_from: str
+    model: Any
+    read: frozenset[str]
+    raw: dict
+    tie_note: str
+    inv: pd.DataFrame
+    n_experts: int | None
+    top_k: int | None
+    total: int
+    input_name: str
+    output_name: str
+
+
+@dataclass
+class Weighed:
+    """A checkpoint reconciled with a Built architecture."""
+
+    inv: pd.DataFrame  # the architecture's inventory with each parameter's checkpoint key and stored dtype
+    rec: Any  # reconcile.Reconciled, or None without weights
+    stored: int | None  # what a naive sum of the header gives (packed words as parameters)
+    buffers: int | None
+    extra: int | None
+
+
+def build_counted(
+    model_dir: Path, name: str, auto_class: str = "auto", written: tuple[str, ...] = (), config_path: str | None = None
+) -> Built:
+    """The class model_dir/config.json names, built on the meta device, its inventory and its MoE settings."""
+    config = config_file.load_config(model_dir, name, written, config_path)
+    cls, class_from = build.model_class(config, name, auto_class)
+    model, read = build.build_meta_reading(config, name, auto_class)
+    raw = _raw_config(model_dir, name)
     tie_note = tying.follow_declared_tie(model, raw)
     try:
-        inv = inventory.inventory(model, spec.name)
+        inv = inventory.inventory(model, name)
     except PipelineError as exc:  # say which class was built, also when it cannot be counted
-        raise PipelineError(f"model '{spec.name}': {cls.__name__} ({build.class_reason(class_from)}): {exc}") from None
-    n_experts, top_k = moe.settings(config, moe.structure(model), spec.name)
+        raise PipelineError(f"model '{name}': {cls.__name__} ({build.class_reason(class_from)}): {exc}") from None
+    n_experts, top_k = moe.settings(config, moe.structure(model), name)
     stacked = inv.loc[inv["component"] == "experts", ["name", "experts"]]
     for pname, count_ in stacked.itertuples(index=False):
         if count_ != n_experts:
-            raise PipelineError(f"model '{spec.name}': {pname} stacks {count_} experts, the config says {n_experts}")
+            raise PipelineError(f"model '{name}': {pname} stacks {count_} experts, the config says {n_experts}")
     total = int(inventory.parameters(inv)["numel"].sum())
     if total > MAX_PARAMS:
-        raise PipelineError(f"model '{spec.name}': {total:,} parameters, more than the {MAX_PARAMS:,} counted at most")
+        raise PipelineError(f"model '{name}': {total:,} parameters, more than the {MAX_PARAMS:,} counted at most")
     input_name, output_name = inventory.embedding_names(model)
+    return Built(
+        config, cls, class_from, model, read, raw, tie_note, inv, n_experts, top_k, total, input_name, output_name
+    )
+
+
+def weigh(built: Built, loaded: formats.Loaded, name: str) -> Weighed:
+    """Reconcile a checkpoint's headers with the built architecture: every parameter accounted for, or an error."""
+    regrouped = loaded.regrouped
+    if not loaded.fmt:  # no weight files: counted from the config alone
+        return Weighed(built.inv, None, None, None, None)
+    # weight files are there: even one with no tensors must account for every parameter
+    model, entries = built.model, regrouped.entries
+    if loaded.fmt == "gguf":
+        rec = reconcile.reconcile_gguf(model, entries, loaded.gguf_arch, name)
+    else:
+        rec = reconcile.reconcile(model, entries, name, base_only=build.is_base_class(built.cls, built.config))
+        quant.require_packed(regrouped, name)  # after reconcile: tensors no rule knows are named there
+    inv = inventory.with_checkpoint(built.inv, model, rec, regrouped.metadata)
+    buffers = sum(e.numel for e, _ in rec.buffers)
+    extra = sum(e.numel for e in rec.extra)
+    from_checkpoint = rec.checkpoint_tensors - buffers - rec.tied_copies - sum(e.numel for e in rec.unused + rec.extra)
+    from_architecture = int(inventory.parameters(inv)["numel"].sum())
+    if from_checkpoint != from_architecture:  # reconcile() makes this impossible; never pick one silently
+        raise PipelineError(
+            f"model '{name}': the checkpoint holds {from_checkpoint:,} parameters, "
+            f"the architecture {from_architecture:,}"
+        )
+    return Weighed(inv, rec, regrouped.header_sum, buffers, extra)
+
+
+def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict, Any, Any]:
+    """count_model, plus the meta-built model and its config (for the cost table)."""
+    built = build_counted(model_dir, spec.name, spec.auto_class, spec.written, spec.config_path)
+    config, cls, raw, total = built.config, built.cls, built.raw, built.total
     prov = provenance(model_dir, spec.name)
     loaded = formats.load(Path(model_dir), spec.name)
-    regrouped = loaded.regrouped
-    entries = regrouped.entries
-    stored = buffers = extra = None
-    if loaded.fmt:  # weight files are there: even one with no tensors must account for every parameter
-        if loaded.fmt == "gguf":
-            rec = reconcile.reconcile_gguf(model, entries, loaded.gguf_arch, spec.name)
-        else:
-            rec = reconcile.reconcile(model, entries, spec.name, base_only=build.is_base_class(cls, config))
-            quant.require_packed(regrouped, spec.name)  # after reconcile: tensors no rule knows are named there
-        inv = inventory.with_checkpoint(inv, model, rec, regrouped.metadata)
-        stored = rec.checkpoint_tensors
-        buffers = sum(e.numel for e, _ in rec.buffers)
-        extra = sum(e.numel for e in rec.extra)
-        from_checkpoint = stored - buffers - rec.tied_copies - sum(e.numel for e in rec.unused + rec.extra)
-        from_architecture = int(inventory.parameters(inv)["numel"].sum())
-        if from_checkpoint != from_architecture:  # reconcile() makes this impossible; never pick one silently
-            raise PipelineError(
-                f"model '{spec.name}': the checkpoint holds {from_checkpoint:,} parameters, "
-                f"the architecture {from_architecture:,}"
-            )
-        stored = regrouped.header_sum  # what a naive sum of the header gives (packed words as parameters)
+    weighed = weigh(built, loaded, spec.name)
+    inv, entries = weighed.inv, loaded.regrouped.entries
     row = {
         "model": spec.name,
-        **inventory.summarize(inv, top_k),
-        "n_experts": n_experts,
-        "experts_per_token": top_k,
+        **inventory.summarize(inv, built.top_k),
+        "n_experts": built.n_experts,
+        "experts_per_token": built.top_k,
         "declared_tied": _declared_tied(config, raw),
-        "tie_note": tie_note,
-        "input_embedding": input_name,
-        "output_embedding": output_name,
+        "tie_note": built.tie_note,
+        "input_embedding": built.input_name,
+        "output_embedding": built.output_name,
         "model_type": config.model_type,
         "model_class": cls.__name__,
-        "class_from": class_from,
-        "ignored_fields": ";".join(config_file.ignored_fields(config, raw, read)),
+        "class_from": built.class_from,
+        "ignored_fields": ";".join(config_file.ignored_fields(config, raw, built.read)),
         "n_layer": _text_field(config, "num_hidden_layers"),
         "d_model": _text_field(config, "hidden_size"),
         "vocab_size": _text_field(config, "vocab_size"),
@@ -145,16 +193,16 @@ def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         "what_if": "",
         "source": prov["source"],
         "revision": prov.get("revision") or "",
-        "checkpoint_tensors": stored,
-        "checkpoint_buffers": buffers,
-        "checkpoint_extra": extra,
-        "quant_method": regrouped.method,
+        "checkpoint_tensors": weighed.stored,
+        "checkpoint_buffers": weighed.buffers,
+        "checkpoint_extra": weighed.extra,
+        "quant_method": loaded.regrouped.method,
         "bits_per_param": prov["checkpoint_bytes"] * 8 / total if entries and prov.get("checkpoint_bytes") else None,
         "fetch": prov.get("fetch") or "",
         "checkpoint_bytes": prov.get("checkpoint_bytes"),
         "bytes_fetched": prov.get("bytes_fetched"),
     }
-    return inv, row, model, config
+    return inv, row, built.model, config
 
 
 def _declared_tied(config: Any, raw: dict) -> bool:
