@@ -3,6 +3,7 @@
     hmp count SOURCE [--revision REV] [--json] [--per-layer]
     hmp fit SOURCE [--context N] [--batch B] [--gpu-memory 80GB] [--gpus N] [--tp N] [--train full|lora|qlora]
     hmp add NAME SOURCE [--revision REV] [--sweep SWEEP] [--stated-size 117M]
+    hmp census LIST -o OUT.csv [--workers N] [--threads T] [--scheduler ADDRESS]
 
 SOURCE is a config.json file, a checkpoint folder (safetensors, or a GGUF file or folder), or a Hub id
 (`openai-community/gpt2`). `count` runs the stages' own library on it (the download stage's source
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--lora-targets", default="q_proj,v_proj", help="linear layers LoRA adapts (default: q_proj,v_proj)")
     f.add_argument("--checkpointing", action="store_true", help="full activation checkpointing while training")
     f.add_argument("--json", action="store_true", help="print JSON for scripts")
+    s = sub.add_parser("census", help="count every repository a list names (Hub ids or folders) on Dask, resumably")
+    s.add_argument("list", help="text file of Hub ids (owner/name@REVISION) or folders, or CSV with a source column")
+    s.add_argument("-o", "--output", required=True, help="the CSV to write (a killed census resumes from it)")
+    s.add_argument("--workers", type=int, default=2, help="Dask worker processes of the local cluster (default: 2)")
+    s.add_argument("--threads", type=int, default=8, help="requests in flight per worker (default: 8)")
+    s.add_argument("--scheduler", help="a Dask scheduler's address (tcp://HOST:8786) instead of a local cluster")
     a = sub.add_parser("add", help="add a model to conf/ and params.yaml, for dvc repro")
     a.add_argument("name", help="the model's name in the pipeline (letters, digits, '-' and '_')")
     a.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
@@ -90,6 +97,11 @@ def _command(args: argparse.Namespace) -> None:
         options = {**vars(args), "lora_targets": [t for t in args.lora_targets.split(",") if t]}
         result = fit_source(args.source, options)
         _say(json.dumps(result, indent=2) if args.json else fit_text(result))
+        return
+    if args.command == "census":
+        from pipeline.cli.census import census_command
+
+        _say(census_command(args.list, args.output, args.workers, args.threads, args.scheduler))
         return
     if args.command == "count":
         result = count_source(args.source, args.revision, args.name, args.allow_pickle)

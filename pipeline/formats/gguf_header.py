@@ -31,6 +31,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -378,3 +379,30 @@ def read(path: Path) -> Header:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = header
     return header
+
+
+def parse_prefix(prefix: bytes, size: int, where: str) -> Header | None:
+    """The header of a file of size bytes of which only the first len(prefix) are known (a range read);
+    None when the header may run past them (read more, and try again).
+
+    The bytes after the prefix read as zeros (a sparse temporary file, so a file of any size costs
+    nothing). The parser reads the header in order, up to the end of the tensor table, so a header whose
+    data starts within the prefix was read from known bytes only; any other outcome, an error included,
+    is final only once the prefix is the whole file.
+    """
+    if size < 24 or len(prefix) >= size:
+        return _Parser(Path(where), prefix[:size], size).header()
+    with tempfile.TemporaryFile() as fh:
+        fh.write(prefix)
+        fh.truncate(size)
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            try:
+                header = _Parser(Path(where), mm, size).header()
+            except PipelineError:
+                return None
+    return header if header.data_start <= len(prefix) else None
+
+
+def forget() -> None:
+    """Drop every cached header: call it before deleting a file read here (its inode may be reused)."""
+    _CACHE.clear()

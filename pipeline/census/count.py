@@ -1,0 +1,148 @@
+"""Counting one fetched repository: its architecture built once per distinct config (and kept), its headers
+reconciled with it, its row of the census.
+
+The cache key is the config's content without the fields that name where it came from
+(`_name_or_path`, `transformers_version`): fine-tunes of one base share a build. The run routes every
+repository of one key to one worker, so each distinct architecture is built once in the whole census.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from pipeline.census import explain
+from pipeline.census.fetch import Fetched
+from pipeline.census.listing import claim
+from pipeline.core.errors import PipelineError, first_line
+
+PROVENANCE_KEYS = ("_name_or_path", "transformers_version")  # where a config came from, not what it builds
+MAX_BUILT = 256  # architectures kept per worker (a meta-device build is a few MB at most)
+NAME = "census"  # the model name in the library's messages, cut from a row's error
+
+_built: OrderedDict[str, Any] = OrderedDict()
+_locks: dict[str, threading.Lock] = {}
+_guard = threading.Lock()
+builds = 0  # architectures built in this process (the tests check each is built once)
+
+
+def architecture_key(config: bytes, fmt: str) -> str:
+    """The build a config needs, as a short hash of its content (a GGUF's config comes from its metadata)."""
+    try:
+        raw = json.loads(config)
+    except ValueError:
+        raw = None
+    if isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if k not in PROVENANCE_KEYS}
+        blob = json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
+    else:
+        blob = config
+    return hashlib.sha256(fmt.encode() + b"\0" + blob).hexdigest()[:16]
+
+
+def _build(key: str, folder: Path) -> Any:
+    from pipeline.model.count import build_counted
+
+    global builds
+    with _guard:
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:  # two threads of one worker wanting one architecture: the second waits for the first's build
+        if key in _built:
+            _built.move_to_end(key)
+            return _built[key]
+        built = build_counted(folder, NAME)
+        with _guard:
+            builds += 1
+            _built[key] = built
+            while len(_built) > MAX_BUILT:
+                _built.popitem(last=False)
+        return built
+
+
+def count(f: Fetched) -> dict[str, Any]:
+    """The census row of one fetched repository (raises PipelineError with the reason it cannot be counted)."""
+    from pipeline import formats
+    from pipeline.formats import gguf_file, gguf_header, remote
+    from pipeline.model.count import weigh
+
+    with tempfile.TemporaryDirectory(prefix="hmp-census-") as tmp:
+        folder = Path(tmp)
+        try:
+            if f.fmt == "gguf":
+                for name, (prefix, size) in f.gguf.items():
+                    path = folder / Path(name).name
+                    with open(path, "wb") as fh:  # the header, then zeros to the file's size (sparse: no disk)
+                        fh.write(prefix)
+                        fh.truncate(size)
+                config = json.dumps(gguf_file.config(gguf_file.shards(folder)), indent=2, sort_keys=True).encode()
+            else:
+                config = f.config
+                if f.fmt == "safetensors":
+                    remote.write_headers(folder, f.headers)
+            (folder / "config.json").write_bytes(config)
+            key = architecture_key(config, f.fmt)
+            built = _build(key, folder)
+            loaded = formats.load(folder, NAME)
+            weighed = weigh(built, loaded, NAME)
+        except PipelineError as exc:  # name the repository's files, not the temporary folder they were put in
+            raise PipelineError(str(exc).replace(f"{folder}/", "").replace(str(folder), "")) from None
+        finally:
+            gguf_header.forget()  # before the files go: their inodes may be reused
+    return _row(f, key, built, loaded, weighed)
+
+
+def _row(f: Fetched, key: str, built: Any, loaded: Any, weighed: Any) -> dict[str, Any]:
+    from pipeline.model import inventory
+
+    summary = inventory.summarize(weighed.inv, built.top_k)
+    rec = weighed.rec
+    sizes = [info["size"] for info in f.headers.values()] or [size for _, size in f.gguf.values()]
+    checkpoint_bytes = sum(sizes) if sizes else None
+    total = summary["total"]
+    moe = built.n_experts is not None
+    row: dict[str, Any] = {
+        "total": total,
+        "active": summary["active"] if moe else total,
+        "model_type": built.config.model_type,
+        "model_class": built.cls.__name__,
+        "architecture": key,
+        "format": f.fmt or "config only",
+        "quant_method": loaded.regrouped.method,
+        "bits_per_param": round(checkpoint_bytes * 8 / total, 4) if checkpoint_bytes and total else None,
+        "n_experts": built.n_experts,
+        "experts_per_token": built.top_k,
+        "checkpoint_bytes": checkpoint_bytes,
+        "header_sum": weighed.stored,
+        "buffers": weighed.buffers,
+        "tied_copies": rec.tied_copies if rec else None,
+        "extra": weighed.extra,
+    }
+    facts = {
+        **row,
+        "unused": sum(e.numel for e in rec.unused) if rec else 0,
+        "packing": (weighed.stored - rec.checkpoint_tensors) if rec else 0,
+        "embedding": summary["embedding"],
+        "untied_head": summary["head_params"] if not summary["structural_tied"] else 0,
+    }
+    flags = []
+    for column, said in (("index", f.index_total), ("hub", f.source.hub_total or f.api_total)):
+        value = claim(str(said)) if said not in (None, "") else None
+        diff, words, flag = explain.explain(value, facts)
+        row[f"{column}_total"] = "" if said in (None, "") else str(said)
+        row[f"{column}_vs_exact"] = diff
+        row[f"{column}_explained"] = words
+        if flag:
+            flags.append(f"{column}_{flag}")
+    row["flags"] = ";".join(flags)
+    return row
+
+
+def reason(exc: BaseException) -> str:
+    """A row's error: one line, without the library's model name (the row names its source)."""
+    text = first_line(exc) if not isinstance(exc, PipelineError) else str(exc).splitlines()[0]
+    return text.replace(f"model '{NAME}': ", "").strip()

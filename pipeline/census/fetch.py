@@ -1,0 +1,308 @@
+"""What a census reads of one repository: config.json, the safetensors index and every header, or a GGUF header.
+
+From the Hub, by Range requests through huggingface_hub's client (pipeline/formats/remote.py: its
+retries, its error classes, a deadline and a byte limit on every answer); offline (HF_HUB_OFFLINE), from
+the local Hugging Face cache; from a local folder, from its files. Nothing else is read: no weights.
+The result is plain data (bytes and dicts), so Dask can hand it to whichever worker counts that
+architecture. Each repository may take at most MAX_REPO_BYTES; every request is bounded by remote.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.census.listing import Source
+from pipeline.core.errors import PipelineError, first_line
+from pipeline.formats import gguf_file, remote, safetensors_file
+from pipeline.formats.entries import plain_name
+
+MAX_REPO_BYTES = 256 << 20  # headers of a 671B model in 163 shards take ~10 MB; 256 MB is not a header
+MAX_SHARDS = 4096  # checkpoint files one index may list
+GGUF_FIRST_READ = 256 << 10  # a GGUF header is read in growing steps from here (a tokenizer makes it MBs)
+GGUF_MAX_HEADER = 128 << 20
+SHA = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass
+class Fetched:
+    """One repository's headers, as read: enough to count it, nothing more."""
+
+    source: Source
+    revision: str = ""  # the commit read (Hub), '' for a local folder
+    config: bytes = b""
+    fmt: str = ""  # safetensors | gguf | '' (config.json alone)
+    headers: dict[str, dict] = field(default_factory=dict)  # safetensors: file -> size, data_start, header
+    gguf: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # GGUF: file -> (header bytes, file size)
+    index_total: Any = None  # the index's metadata.total_parameters, as it says
+    api_total: Any = None  # the Hub API's safetensors.total, when the API was asked
+    bytes_fetched: int = 0
+    requests: int = 0
+
+
+class LocalFile:
+    """A local file read like a RangeFile (the cache, or a listed folder); bytes_fetched counts what was read."""
+
+    def __init__(self, path: Path):
+        self.url = str(path)
+        self.path = path
+        self.bytes_fetched = 0
+        self.requests = 0
+        try:
+            self.size = path.stat().st_size if path.is_file() else None
+        except OSError as exc:
+            raise PipelineError(f"{path}: cannot be read ({exc.strerror})") from None
+
+    def _need(self) -> None:
+        if self.size is None:
+            raise FileNotFoundError(self.url)
+
+    def read(self, offset: int, length: int, progress: Any = None) -> bytes:
+        self._need()
+        if offset + length > self.size:
+            raise PipelineError(
+                f"{self.url}: asked for bytes {offset}-{offset + length - 1} of a {self.size}-byte file"
+            )
+        with open(self.path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(length)
+        self.bytes_fetched += len(data)
+        self.requests += 1
+        return data
+
+    def read_all(self) -> bytes:
+        self._need()
+        if self.size > remote.MAX_SMALL_FILE:
+            raise PipelineError(f"{self.url}: {self.size:,} bytes, too long for a config or an index")
+        return self.read(0, self.size)
+
+
+class Repo:
+    """The files of one listed source, opened lazily, every read counted against the repository's budget."""
+
+    def __init__(self, src: Source):
+        self.src = src
+        self.opened: dict[str, Any] = {}
+        self.revision = ""
+        self.api_total = None
+        self.api_requests = 0
+        self.folder: Path | None = None
+        if src.kind == "path":
+            self.folder = Path(src.source).expanduser()
+        elif _offline():
+            self.folder = _cached_snapshot(src)
+            self.revision = self.folder.name
+        else:
+            self.revision = self._resolve()
+        self.headers = remote.hub_headers() if self.folder is None else {}
+
+    def _resolve(self) -> str:
+        """A commit sha as it is; a branch or tag through the Hub API (which also says its own count)."""
+        if SHA.fullmatch(self.src.revision):
+            return self.src.revision
+        from huggingface_hub import HfApi
+
+        self.api_requests += 1
+        try:
+            info = HfApi(library_name=remote.LIBRARY_NAME).model_info(self.src.hub_id, revision=self.src.revision)
+        except Exception as exc:  # the Hub client's many error types: missing, gated, unreachable
+            raise PipelineError(f"cannot resolve {self.src.hub_id}@{self.src.revision} ({_said(exc)})") from None
+        total = getattr(getattr(info, "safetensors", None), "total", None)
+        self.api_total = total if isinstance(total, int | float) and not isinstance(total, bool) else None
+        if not isinstance(info.sha, str) or not SHA.fullmatch(info.sha):
+            raise PipelineError(f"{self.src.hub_id}@{self.src.revision}: the Hub API named no commit")
+        return info.sha
+
+    def file(self, name: str) -> Any:
+        if name not in self.opened:
+            if self.folder is not None:
+                self.opened[name] = LocalFile(self.folder / name)
+            else:
+                url = remote.hub_url(self.src.hub_id, name, self.revision)
+                self.opened[name] = remote.RangeFile(url, self.headers)
+        self._budget()
+        return self.opened[name]
+
+    def small(self, name: str) -> bytes | None:
+        """A whole small file (config.json, an index), None when the repository has none."""
+        try:
+            return self.file(name).read_all()
+        except FileNotFoundError:
+            return None
+        finally:
+            self._budget()
+
+    @property
+    def bytes_fetched(self) -> int:
+        return sum(f.bytes_fetched for f in self.opened.values())
+
+    def _budget(self) -> None:
+        if self.bytes_fetched > MAX_REPO_BYTES:
+            raise PipelineError(f"more than {MAX_REPO_BYTES:,} bytes of headers; not a checkpoint census reads")
+
+    def names(self) -> list[str]:
+        """Every file the repository holds (asked only when config.json is missing: a GGUF repository)."""
+        if self.folder is not None:
+            return sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
+        from huggingface_hub import HfApi
+
+        self.api_requests += 1
+        try:
+            info = HfApi(library_name=remote.LIBRARY_NAME).model_info(self.src.hub_id, revision=self.revision)
+        except Exception as exc:  # noqa: BLE001 - the Hub client's many error types
+            raise PipelineError(f"cannot list {self.src.hub_id}@{self.revision} ({_said(exc)})") from None
+        return sorted(s.rfilename for s in info.siblings or [])
+
+
+def fetch(src: Source) -> Fetched:
+    """Read one source's config.json and headers (or a GGUF header); a PipelineError says why it cannot be."""
+    if src.kind == "bad":
+        raise PipelineError(src.problem)
+    if src.kind == "path" and Path(src.source).expanduser().is_file():
+        if not src.source.endswith(".gguf"):
+            raise PipelineError("a local file in a census list must be a .gguf file; list a checkpoint folder")
+        src = Source(src.line, src.source, "", "path", file=Path(src.source).name, hub_total=src.hub_total)
+        repo = Repo(Source(src.line, str(Path(src.source).expanduser().parent), "", "path"))
+    else:
+        repo = Repo(src)
+    out = Fetched(src, repo.revision, api_total=repo.api_total)
+    try:
+        if src.file:
+            _gguf(repo, src.file, out)
+        else:
+            _checkpoint(repo, out)
+    except FileNotFoundError as exc:
+        raise PipelineError(f"{_short(str(exc.args[0]))} not found") from None
+    out.bytes_fetched = repo.bytes_fetched
+    out.requests = sum(getattr(f, "requests", 0) for f in repo.opened.values()) + repo.api_requests
+    return out
+
+
+def _checkpoint(repo: Repo, out: Fetched) -> None:
+    config = repo.small("config.json")
+    if config is None:
+        ggufs = _gguf_models([n for n in repo.names() if n.endswith(".gguf")])
+        if len(ggufs) != 1:
+            what = f"{len(ggufs)} GGUF models ({', '.join(ggufs[:3])}{', ...' if len(ggufs) > 3 else ''})"
+            raise PipelineError(
+                "no config.json" + (f", and {what}: list one as owner/name/FILE.gguf" if ggufs else " and no GGUF file")
+            )
+        _gguf(repo, ggufs[0], out)
+        return
+    out.config = config
+    index = repo.small(safetensors_file.SAFETENSORS_INDEX)
+    if index is None:
+        names = [safetensors_file.SAFETENSORS_SINGLE]
+    else:
+        names, out.index_total = _index(index)
+    for name in names:
+        rf = repo.file(name)
+        try:
+            data_start, header = remote.read_header(rf)
+        except FileNotFoundError:
+            if index is None:  # config.json alone: counted from it, and said so
+                return
+            raise
+        if rf.size is None:
+            raise PipelineError(f"{_short(rf.url)}: the server did not say how long the file is (Content-Range)")
+        safetensors_file.entries_from_header(header, data_start, name, rf.size, _short(rf.url))
+        out.headers[name] = {"size": rf.size, "data_start": data_start, "header": header}
+    out.fmt = "safetensors"
+
+
+def _index(blob: bytes) -> tuple[list[str], Any]:
+    """The shard names an index lists, and the total it claims (metadata.total_parameters), as it says it."""
+    try:
+        data = json.loads(blob)
+    except ValueError as exc:
+        raise PipelineError(f"{safetensors_file.SAFETENSORS_INDEX}: not JSON ({first_line(exc)})") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise PipelineError(f"{safetensors_file.SAFETENSORS_INDEX}: not a checkpoint index (no weight_map)")
+    names = sorted({plain_name(s, safetensors_file.SAFETENSORS_INDEX) for s in weight_map.values()})
+    if len(names) > MAX_SHARDS:
+        raise PipelineError(f"{safetensors_file.SAFETENSORS_INDEX}: lists {len(names):,} files (at most {MAX_SHARDS})")
+    meta = data.get("metadata")
+    claimed = meta.get("total_parameters") if isinstance(meta, dict) else None
+    if isinstance(claimed, bool) or not isinstance(claimed, int | float | str):
+        claimed = None
+    return names, claimed
+
+
+def _gguf_models(names: list[str]) -> list[str]:
+    """The GGUF models among a repository's files: single files and the first shards of split sets."""
+    out = []
+    for name in names:
+        m = gguf_file.SPLIT_RE.match(Path(name).name)
+        if not m or m["no"] == "00001":
+            out.append(name)
+    return out
+
+
+def _gguf(repo: Repo, name: str, out: Fetched) -> None:
+    """A GGUF model's headers: the named file and, for a split set, every shard the name says it has."""
+    m = gguf_file.SPLIT_RE.match(Path(name).name)
+    names = [name]
+    if m:
+        count = int(m["count"])
+        if m["no"] != "00001" or not 1 <= count <= gguf_file.MAX_SHARDS:
+            raise PipelineError(f"{name}: list the first shard of a split set (-00001-of-)")
+        stem = str(Path(name).parent / m["stem"]) if "/" in name else m["stem"]
+        names = [f"{stem}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    for shard in names:
+        out.gguf[shard] = _gguf_header(repo.file(shard))
+    out.fmt = "gguf"
+
+
+def _gguf_header(rf: Any) -> tuple[bytes, int]:
+    """The first bytes of a GGUF file up to the start of its data: read in growing steps until its header parses."""
+    from pipeline.formats import gguf_header
+
+    if rf.size is None:
+        rf.read(0, 8)  # the answer says the file's size
+    take = min(GGUF_FIRST_READ, rf.size)
+    while True:
+        data = rf.read(0, take)
+        header = gguf_header.parse_prefix(data, rf.size, _short(rf.url))
+        if header is not None:
+            return data[: header.data_start], rf.size
+        if take >= GGUF_MAX_HEADER:
+            raise PipelineError(f"{_short(rf.url)}: no GGUF header ends in its first {take:,} bytes")
+        take = min(take * 4, rf.size, GGUF_MAX_HEADER)
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.is_offline_mode())
+
+
+def _cached_snapshot(src: Source) -> Path:
+    """The cached snapshot folder of src at its revision (HF_HUB_OFFLINE: the census reads the cache alone)."""
+    from huggingface_hub import constants
+
+    repo_dir = Path(constants.HF_HUB_CACHE) / f"models--{src.hub_id.replace('/', '--')}"
+    revision = src.revision
+    if not SHA.fullmatch(revision):
+        ref = repo_dir / "refs" / revision
+        revision = ref.read_text().strip() if ref.is_file() else ""
+    folder = repo_dir / "snapshots" / revision
+    if not revision or not folder.is_dir():
+        raise PipelineError(
+            f"HF_HUB_OFFLINE is set and {src.hub_id}@{src.revision} is not in the cache {constants.HF_HUB_CACHE}"
+        )
+    return folder
+
+
+def _short(url: str) -> str:
+    """A URL without the endpoint (so a row does not depend on which host or port served it)."""
+    from huggingface_hub import constants
+
+    return url.replace(constants.ENDPOINT.rstrip("/") + "/", "")
+
+
+def _said(exc: BaseException) -> str:
+    return _short(f"{type(exc).__name__}: {first_line(exc)}")

@@ -1,0 +1,138 @@
+"""The list a census reads: Hub ids (with revisions) or local folders, as text or as CSV.
+
+Text: one source per line, `owner/name`, `owner/name@REVISION` or a local folder (or a .gguf file);
+blank lines and `#` comments are skipped. CSV (a first line naming the column `source`): the columns
+`source`, and optionally `revision` and `hub_total` (the Hub API's parameter count, to set beside ours).
+A line that cannot be a source is still a row of the census (its error says why): the census never
+stops for one line. Only a list that cannot be read at all (missing, not text, no source column) stops it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core.errors import PipelineError
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+# a path inside a repository (a GGUF file of a repo holding several): plain names joined by '/', no '..'
+REPO_FILE = re.compile(r"(?!.*\.\.)[\w.\-]+(/[\w.\-]+)*\.gguf")
+REVISION = re.compile(r"(?!.*\.\.)[A-Za-z0-9][\w.\-/]{0,199}")
+MAX_LIST_BYTES = 256 << 20  # ten million repositories of 25 characters; more is not a list
+MAX_CLAIM = 10**20  # a self-reported total beyond this is not read as a number at all (1.8e308 is still shown)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One listed repository or folder: where it is, and what the list says of it."""
+
+    line: int  # where it is in the list (1-based), for messages
+    source: str  # as listed
+    revision: str  # as listed ('' for a local folder, 'main' when the list names none)
+    kind: str  # hub | path | bad
+    hub_id: str = ""
+    file: str = ""  # a .gguf file inside the repository, when the source names one
+    hub_total: str = ""  # the Hub API's figure as the list gives it (text: kept exactly, judged later)
+    problem: str = ""  # why this line is not a source (kind bad)
+
+    @property
+    def key(self) -> str:
+        """What identifies this row across a restarted census: its place and what it names."""
+        return f"{self.line}\t{self.source}\t{self.revision}"
+
+
+def read(path: str | Path) -> list[Source]:
+    """Every source of the list file, in its order."""
+    path = Path(path)
+    try:
+        blob = path.read_bytes() if path.stat().st_size <= MAX_LIST_BYTES else None
+    except OSError as exc:
+        raise PipelineError(f"census list {path}: cannot be read ({exc.strerror})") from None
+    if blob is None:
+        raise PipelineError(f"census list {path}: more than {MAX_LIST_BYTES:,} bytes; split it")
+    try:
+        text = blob.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"census list {path}: not UTF-8 text (byte {exc.start})") from None
+    if "\0" in text:
+        raise PipelineError(f"census list {path}: holds NUL bytes; not a text or CSV file")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if "source" in [c.strip().lower() for c in first.split(",")]:
+        return _from_csv(text, path)
+    return [
+        source(i, *_split_revision(line.strip()))
+        for i, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def _split_revision(text: str) -> tuple[str, str]:
+    if "@" in text and not Path(text).exists():
+        name, _, revision = text.rpartition("@")
+        return name, revision
+    return text, ""
+
+
+def _from_csv(text: str, path: Path) -> list[Source]:
+    rows = csv.reader(io.StringIO(text))
+    out = []
+    header: list[str] | None = None
+    for row in rows:
+        if not any(c.strip() for c in row) or row[0].lstrip().startswith("#"):
+            continue
+        if header is None:
+            header = [c.strip().lower() for c in row]
+            unknown = [c for c in header if c not in ("source", "revision", "hub_total")]
+            if unknown:
+                raise PipelineError(
+                    f"census list {path}: unknown column {unknown[0]!r} (columns: source, revision, hub_total)"
+                )
+            continue
+        line = rows.line_num
+        if len(row) != len(header):
+            out.append(_bad(line, ",".join(row), f"{len(row)} fields, the header names {len(header)}"))
+            continue
+        cells = dict(zip(header, (c.strip() for c in row), strict=True))
+        out.append(source(line, cells["source"], cells.get("revision", ""), cells.get("hub_total", "")))
+    return out
+
+
+def _bad(line: int, text: str, problem: str) -> Source:
+    return Source(line, text, "", "bad", problem=problem)
+
+
+def source(line: int, text: str, revision: str = "", hub_total: str = "") -> Source:
+    """One list line as a source: a local folder or file that exists, else a Hub id with an optional file in it."""
+    if not text:
+        return _bad(line, text, "empty source")
+    if hub_total and not re.fullmatch(r"\d+(\.\d*)?([eE]\+?\d+)?", hub_total):
+        return _bad(line, text, f"hub_total {hub_total!r} is not a count")
+    local = Path(text).expanduser()
+    if text.startswith((".", "/", "~")) or local.exists():
+        if revision:
+            return _bad(line, text, "a revision applies to a Hub id, not to a local folder")
+        if not local.exists():
+            return _bad(line, text, "no such file or folder")
+        return Source(line, text, "", "path", hub_total=hub_total)
+    parts = text.split("/")
+    hub_id, file = "/".join(parts[:2]), "/".join(parts[2:])
+    if not HUB_ID.fullmatch(hub_id) or (file and not REPO_FILE.fullmatch(file)):
+        return _bad(line, text, "not a Hub id (owner/name, or owner/name/FILE.gguf) nor a local folder")
+    revision = revision or "main"
+    if not REVISION.fullmatch(revision):
+        return _bad(line, text, f"revision {revision!r} is not a branch, tag or commit name")
+    return Source(line, text, revision, "hub", hub_id, file, hub_total)
+
+
+def claim(text: str) -> float | None:
+    """A self-reported count as a number (None when absent); floats stay floats: 1.8e308 is not an integer."""
+    if text in ("", None):
+        return None
+    if text.isdigit() and len(text) < 21:
+        return int(text)
+    value = float(text)
+    return int(value) if math.isfinite(value) and value < MAX_CLAIM and value == int(value) else value

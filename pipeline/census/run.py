@@ -1,0 +1,296 @@
+"""A census on Dask distributed: every listed source fetched, counted and written as a row, resumably.
+
+Each source is two Dask tasks. The first reads its headers (I/O: as many in flight as the workers have
+threads). The second counts them on the worker that owns its architecture (the config's hash picks
+one worker of the cluster), so each distinct architecture is built once. A task never raises for a bad
+repository: it returns the row with its reason, so one repository never stops the census.
+
+Rows are journalled as they finish, in batches, each batch one file written atomically under
+OUT.partial/. A killed census, run again with the same output, keeps every journalled row and counts
+the rest; the CSV is written at the end, atomically and in the order of the list, so a restarted census
+ends with the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.census import listing
+from pipeline.census.listing import Source
+from pipeline.core import atomic
+from pipeline.core.errors import PipelineError, first_line
+
+log = logging.getLogger("census")
+
+COLUMNS = [
+    "source",  # as listed
+    "revision",  # the commit read (a branch resolved through the Hub API); '' for a local folder
+    "total",  # unique parameters of the class built, every one accounted for in the headers
+    "active",  # parameters one token uses (MoE: k of E routed experts); the total for a dense model
+    "error",  # why the source was not counted, in one line; empty when it was
+    "flags",  # ;-joined: refused_at_list|fetch|count, index_/hub_absurd_claim, index_/hub_implausible_claim
+    "model_type",
+    "model_class",  # the transformers class built on the meta device
+    "architecture",  # hash of the config's content: repositories sharing it share one build
+    "format",  # safetensors | gguf | config only
+    "quant_method",
+    "bits_per_param",  # checkpoint bytes × 8 / total
+    "n_experts",
+    "experts_per_token",
+    "checkpoint_bytes",  # the weight files' sizes, from the server's Content-Range (no byte of data read)
+    "header_sum",  # what a naive sum of the header's shapes gives (packed words, buffers and copies included)
+    "buffers",  # values of tensors stored that are not parameters (GPT-2's causal masks)
+    "tied_copies",  # values of a tied head stored a second time
+    "extra",  # values of stored blocks the class does not build (MTP layers)
+    "index_total",  # model.safetensors.index.json's metadata.total_parameters, as written
+    "index_vs_exact",  # index_total minus total
+    "index_explained",  # the difference in words
+    "hub_total",  # the Hub API's figure: the list's hub_total, else safetensors.total when the API was asked
+    "hub_vs_exact",
+    "hub_explained",
+    "bytes_fetched",  # body bytes received for this source (config, index, headers)
+    "requests",  # HTTP requests (or local reads) made for it
+]
+INTEGERS = {"total", "active", "n_experts", "experts_per_token", "checkpoint_bytes", "header_sum", "buffers"}
+INTEGERS |= {"tied_copies", "extra", "index_vs_exact", "hub_vs_exact", "bytes_fetched", "requests"}
+JOURNAL_SUFFIX = ".partial"
+
+
+# --- the tasks (run on the workers) -----------------------------------------------------------
+
+
+def fetch_task(src: Source) -> dict[str, Any]:
+    """Read one source's headers: {'row': what is known so far, 'fetched', 'route'} or a finished row."""
+    from pipeline.census import count, fetch
+
+    row = {"source": src.source, "revision": src.revision, "hub_total": src.hub_total}
+    try:
+        fetched = fetch.fetch(src)
+    except Exception as exc:  # noqa: BLE001 - a repository never stops the census: its reason is its row
+        where = "list" if src.kind == "bad" else "fetch"
+        return {"row": {**row, "error": _reason(exc), "flags": f"refused_at_{where}"}}
+    row |= {"revision": fetched.revision, "bytes_fetched": fetched.bytes_fetched, "requests": fetched.requests}
+    blob = fetched.config or b"".join(prefix for prefix, _ in fetched.gguf.values())
+    return {"row": row, "fetched": fetched, "route": count.architecture_key(blob, fetched.fmt)}
+
+
+def count_task(job: dict[str, Any]) -> dict[str, Any]:
+    """Count fetched headers against their architecture (built here once, kept for the next repository)."""
+    from pipeline.census import count
+
+    try:
+        counted = count.count(job["fetched"])
+    except Exception as exc:  # noqa: BLE001 - as above
+        return {"row": {**job["row"], "error": _reason(exc), "flags": "refused_at_count"}}
+    hub_total = counted.pop("hub_total")
+    return {"row": {**job["row"], **counted, "hub_total": hub_total or job["row"].get("hub_total", "")}}
+
+
+def builds_here() -> int:
+    """Architectures this worker built (the census reports the sum; a test checks it)."""
+    from pipeline.census import count
+
+    return count.builds
+
+
+def _reason(exc: BaseException) -> str:
+    from pipeline.census import count
+    from pipeline.census.fetch import _short
+
+    text = count.reason(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {first_line(exc)}"
+    return _short(text)
+
+
+# --- the journal ------------------------------------------------------------------------------
+
+
+class Journal:
+    """Finished rows, batch by batch, in OUT.partial/: each batch one file, written whole or not at all."""
+
+    def __init__(self, out: Path, every: int):
+        self.dir = out.with_name(out.name + JOURNAL_SUFFIX)
+        self.every = every
+        self.pending: list[dict[str, Any]] = []
+        self.last = time.monotonic()
+        self.batches = 0
+
+    def load(self, keys: set[str]) -> dict[str, dict[str, Any]]:
+        """The rows journalled by an earlier run for sources still listed (a damaged batch file is dropped)."""
+        done: dict[str, dict[str, Any]] = {}
+        if not self.dir.is_dir():
+            return done
+        for path in sorted(self.dir.glob("rows-*.jsonl")):
+            try:
+                batch = [json.loads(line) for line in path.read_text().splitlines()]
+            except (OSError, ValueError):
+                log.warning("census: %s cannot be read; its rows are counted again", path)
+                continue
+            for item in batch:
+                if isinstance(item, dict) and item.get("key") in keys and isinstance(item.get("row"), dict):
+                    done[item["key"]] = item["row"]
+            self.batches = max(self.batches, int(path.stem.split("-")[1]) + 1)
+        return done
+
+    def add(self, key: str, row: dict[str, Any]) -> None:
+        self.pending.append({"key": key, "row": row})
+        if len(self.pending) >= self.every or time.monotonic() - self.last > 5:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            text = "".join(json.dumps(item, sort_keys=True) + "\n" for item in self.pending)
+            atomic.write_text(self.dir / f"rows-{self.batches:06d}.jsonl", text)
+            self.batches += 1
+            self.pending = []
+        self.last = time.monotonic()
+
+    def remove(self) -> None:
+        for path in self.dir.glob("rows-*.jsonl"):
+            path.unlink()
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
+
+# --- the client -------------------------------------------------------------------------------
+
+
+@dataclass
+class Done:
+    rows: list[dict[str, Any]]
+    counted: int
+    refused: int
+    resumed: int
+    builds: int
+    workers: int
+    seconds: float
+
+
+@contextlib.contextmanager
+def client(scheduler: str | None, workers: int, threads: int) -> Iterator[Any]:
+    """A Dask client: of the scheduler at ADDRESS, or of a local cluster of worker processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            c = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise PipelineError(f"--scheduler {scheduler}: cannot connect ({first_line(exc)})") from None
+        with c:
+            yield c
+        return
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # its start and stop notes are not the answer
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads,
+        processes=True,
+        host="127.0.0.1",  # this machine only
+        dashboard_address="127.0.0.1:0",  # its status page on a free port, never a fixed one two runs would share
+        silence_logs=logging.ERROR,
+    )
+    with cluster, Client(cluster) as c:
+        yield c
+
+
+def census(
+    sources: list[Source],
+    out: Path,
+    workers: int = 2,
+    threads: int = 8,
+    scheduler: str | None = None,
+    every: int = 50,
+    bar: Any = None,
+) -> Done:
+    """Count every source (resuming from OUT's journal) and write OUT.csv in the list's order."""
+    from distributed import as_completed
+
+    start = time.monotonic()
+    journal = Journal(out, every)
+    done = journal.load({s.key for s in sources})
+    resumed = len(done)
+    todo = [s for s in sources if s.key not in done]
+    builds = 0
+    n_workers = 0
+    if todo:
+        with client(scheduler, workers, threads) as c:
+            info = c.scheduler_info()["workers"]
+            # by name: a worker its nanny restarts keeps its name (its address changes)
+            owners = sorted((w["name"] for w in info.values()), key=lambda n: (len(str(n)), str(n)))
+            n_workers = len(owners)
+            if not owners:
+                raise PipelineError(f"--scheduler {scheduler}: the cluster has no workers")
+            window = max(4, sum(w["nthreads"] for w in info.values()) * 2)
+            pending = iter(todo)
+            of: dict[str, Source] = {}
+            flow = as_completed()
+
+            def submit_fetch() -> None:
+                src = next(pending, None)
+                if src is not None:
+                    fut = c.submit(fetch_task, src, key=f"fetch-{_token(src)}", pure=False, retries=1)
+                    of[fut.key] = src
+                    flow.add(fut)
+
+            for _ in range(window):
+                submit_fetch()
+            for fut in flow:
+                src = of.pop(fut.key)
+                try:
+                    result = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a worker lost while on it (KilledWorker), twice
+                    result = {"row": {"source": src.source, "revision": src.revision, "error": _lost(exc)}}
+                fut.release()
+                if "fetched" in result:
+                    owner = owners[int(result["route"], 16) % len(owners)]
+                    job = c.submit(count_task, result, key=f"count-{_token(src)}", workers=[owner], retries=1)
+                    of[job.key] = src
+                    flow.add(job)
+                    continue
+                journal.add(src.key, result["row"])
+                done[src.key] = result["row"]
+                if bar is not None:
+                    bar.update(1)
+                submit_fetch()
+            journal.flush()
+            builds = sum(c.run(builds_here).values())
+    rows = [_complete(done[s.key]) for s in sources]
+    atomic.write_text(out, to_csv(rows))
+    journal.remove()
+    refused = sum(1 for r in rows if r["error"])
+    return Done(rows, len(rows) - refused, refused, resumed, builds, n_workers, time.monotonic() - start)
+
+
+def _token(src: Source) -> str:
+    return hashlib.sha256(f"{src.key}\t{os.getpid()}\t{time.monotonic_ns()}".encode()).hexdigest()[:20]
+
+
+def _lost(exc: BaseException) -> str:
+    return f"the worker counting it was lost twice ({type(exc).__name__}: {first_line(exc)})"
+
+
+def _complete(row: dict[str, Any]) -> dict[str, Any]:
+    return {column: row.get(column) for column in COLUMNS} | {"error": row.get("error") or ""}
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """The census as CSV text: integers as integers, empty for none, the same bytes for the same rows."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow(["" if row[c] is None else (str(int(row[c])) if c in INTEGERS else row[c]) for c in COLUMNS])
+    return buf.getvalue()
+
+
+def read_list(path: str | Path) -> list[Source]:
+    return listing.read(path)
