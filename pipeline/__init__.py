@@ -3,8 +3,9 @@
 The packages are floors; each may import its own and those below it (tests/test_architecture.py checks):
 
     cli/      hmp, a thin door into the same library the stages call
-    stages/   one thin module per DVC stage, named as the stage: download, count, ties, bias, report
+    stages/   one thin module per DVC stage, named as the stage: download, count, ties, bias, census, report
     report/   the report as sections (text and figure together), its renderer, plot data, offline plots page
+    census/   many repositories counted from their headers alone, on Dask distributed, resumably (hmp census)
     sources/  where a model's files come from: its config, a local folder, the Hub (whole files or ranges)
     cost/     what the parameters cost: memory, the KV cache, compute
     values/   the values of a checkpoint, streamed: statistics, histograms, tie correlations

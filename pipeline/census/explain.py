@@ -31,11 +31,11 @@ def parts(row: dict[str, Any]) -> list[tuple[int, str]]:
         (row.get("tied_copies") or 0, "the tied head stored again ({n:,})"),
         (row.get("extra") or 0, "stored blocks the class does not build, such as MTP layers or extra heads ({n:,})"),
         (row.get("unused") or 0, "a head the built class does not have ({n:,})"),
-        (row.get("packing") or 0, "packed storage: quantized words and scales counted as parameters ({n:+,})"),
-        (-(row.get("embedding") or 0), "without the embeddings ({n:,})"),
+        (row.get("packing") or 0, "packed storage: quantized words and scales counted as parameters ({n:,})"),
+        (-(row.get("embedding") or 0), "the embeddings ({n:,})"),
     ]
     if row.get("untied_head"):
-        out.append((-row["untied_head"], "without the untied head ({n:,})"))
+        out.append((-row["untied_head"], "the untied head ({n:,})"))
     return [(n, words) for n, words in out if n]
 
 
@@ -58,7 +58,10 @@ def explain(claim: Any, row: dict[str, Any]) -> tuple[Any, str, str]:
     for k in range(1, len(known) + 1):
         for combo in combinations(known, k):
             if sum(n for n, _ in combo) == diff:
-                return diff, "counts " + ", ".join(w.format(n=abs(n)) for n, w in combo), ""
+                more = ", ".join(w.format(n=abs(n)) for n, w in combo if n > 0)
+                fewer = ", ".join(w.format(n=abs(n)) for n, w in combo if n < 0)
+                said = [f"counts {more}" if more else "", f"leaves out {fewer}" if fewer else ""]
+                return diff, "; ".join(w for w in said if w), ""
     ratio = claim / total if total else math.inf
     flag = "implausible_claim" if not 1 / IMPLAUSIBLE <= ratio <= IMPLAUSIBLE else ""
     return diff, f"unexplained: {diff:+,} ({ratio:.3g}× the exact count)", flag

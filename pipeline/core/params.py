@@ -65,6 +65,7 @@ class Params:
     values: dict[str, Any]
     whatif: dict[str, Any]
     cost: dict[str, Any]
+    census: dict[str, Any] | None = None  # the census stage's settings (None in a params mapping without them)
     sweep: str | None = None  # the conf/sweep/ file params.yaml was composed from (None: written by hand)
 
     def models_dir(self, name: str) -> Path:
@@ -180,6 +181,7 @@ def from_dict(raw: Any) -> Params:
         values=values,
         whatif=whatif,
         cost=_section(raw, "cost"),
+        census=_section(raw, "census") if "census" in raw else None,
         sweep=_sweep(raw.get("sweep")),
     )
 

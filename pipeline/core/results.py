@@ -44,6 +44,12 @@ def table(cfg: Params, key: str) -> pd.DataFrame:
     return df.sort_values("model", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
 
 
+def census(cfg: Params) -> pd.DataFrame:
+    """The census stage's rows (none when census.list is empty): claims kept as text, as the repositories wrote them."""
+    text = {"error", "flags", "index_total", "hub_total", "index_explained", "hub_explained", "source", "revision"}
+    return _read(Path(cfg.paths["census"]), "the census stage writes it", dtype={c: str for c in text})
+
+
 def grid(cfg: Params) -> pd.DataFrame:
     """The what-if grid the count stage wrote."""
     return _read(Path(cfg.paths["whatif"]), "the count stage writes it")

@@ -80,19 +80,27 @@ class CostSettings(_Schema):
     tokens_per_param: _whole(1, 10_000)
 
 
+class CensusSettings(_Schema):
+    list: Annotated[str, StringConstraints(pattern=r"^[^\x00\n]*$")]  # a list file ('' : no census)
+    workers: _whole(1, 4096)  # Dask worker processes of the local cluster
+    threads: _whole(1, 256)  # requests in flight per worker
+    scheduler: Annotated[str, StringConstraints(pattern=r"^[^\x00\s]*$")]  # a Dask scheduler ('' : a local cluster)
+
+
 # The settings sections of params.yaml: every key required, no other allowed
 SECTIONS: dict[str, type[_Schema]] = {
     "values": ValuesSettings,
     "report": ReportSettings,
     "whatif": WhatifSettings,
     "cost": CostSettings,
+    "census": CensusSettings,
 }
 
 
 PATH_KEYS = (
     "models", "inventory", "summary", "metrics", "ties", "bias", "report", "figures",
     "conventions", "whatif", "distributions", "histograms", "cost", "fit", "published", "report_html", "tie_sample",
-    "report_data", "plots",
+    "report_data", "plots", "census",
 )  # fmt: skip
 
 

@@ -50,6 +50,7 @@ class Data:
     stats: pd.DataFrame
     hists: pd.DataFrame
     published: pd.DataFrame
+    census: pd.DataFrame  # the census stage's rows (results/census.csv), none without a census.list
     figures_from_report: Path  # the figures folder, relative to the report's own folder
 
     def link(self, name: str) -> str:
@@ -74,5 +75,6 @@ def load(cfg: Params, figures_from_report: Path) -> Data:
         stats=results.table(cfg, "distributions"),
         hists=results.table(cfg, "histograms"),
         published=results.published(cfg),
+        census=results.census(cfg),
         figures_from_report=figures_from_report,
     )

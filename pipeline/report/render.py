@@ -12,6 +12,7 @@ from pipeline.report import (
     base,
     bias,
     blocks,
+    census,
     components,
     conventions,
     cost,
@@ -37,6 +38,7 @@ SECTIONS = (
     values.section,
     whatif.section,
     cost.section,
+    census.section,  # with a census.list only
     definitions.section,
 )
 
@@ -112,7 +114,7 @@ def to_html(markdown: str, figures: dict[str, bytes], title: str = "How many par
 
 
 # The CSVs the report is drawn from (keys of params `paths`), copied beside it so the published artifact carries them
-DATA = ("summary", "conventions", "ties", "tie_sample", "bias", "distributions", "histograms", "whatif", "cost", "fit")
+DATA = ("summary", "conventions", "ties", "tie_sample", "bias", "distributions", "histograms", "whatif", "cost", "fit", "census")
 
 
 def data_files(cfg: params.Params) -> dict[Path, Path]:

@@ -1,0 +1,212 @@
+"""hmp census on local folders: exact counts, one build per architecture, claims explained, bad lines as rows.
+
+Oracles: GPT-2 small's 124,439,808 parameters (the course's figure, the GPT-2 layout's closed form in
+pipeline-independent form below) and the Hub's published GPT-2 safetensors file, whose header also
+stores one causal mask h.N.attn.bias of [1, 1, 1024, 1024] per layer (NOTES.md): 12 × 1024² = 12,582,912
+values that are not parameters, so a header sum of 137,022,720, the "137M" the Hub shows for gpt2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.census import explain, listing, run
+from tests.support.checkpoints import GPT2_SMALL, gpt2_config, gpt2_hub_entries, write_sparse_safetensors
+
+V, P, D, L = 50257, 1024, 768, 12
+GPT2_SMALL_TOTAL = V * D + P * D + L * (12 * D * D + 13 * D) + 2 * D  # wte, wpe, blocks, ln_f
+MASKS = L * P * P
+
+
+def test_the_closed_form_is_the_course_figure():
+    assert GPT2_SMALL_TOTAL == 124_439_808  # the course (and the report's first finding)
+
+
+def _gpt2_folder(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({**gpt2_config(**GPT2_SMALL), "_name_or_path": name}))
+    write_sparse_safetensors(folder / "model.safetensors", gpt2_hub_entries(V, P, D, L))
+    return folder
+
+
+def _sharded(folder: Path, claimed: object) -> Path:
+    """GPT-2 small in two shards with an index whose metadata claims `claimed` parameters."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(gpt2_config(**GPT2_SMALL)))
+    entries = gpt2_hub_entries(V, P, D, L)
+    half = len(entries) // 2
+    weight_map = {}
+    for i, part in enumerate((entries[:half], entries[half:])):
+        name = f"model-{i + 1:05d}-of-00002.safetensors"
+        write_sparse_safetensors(folder / name, part)
+        weight_map |= {key: name for key, _, _ in part}
+    index = {"metadata": {"total_parameters": claimed}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def census(tmp_path_factory):
+    """One census (a real Dask local cluster, via the hmp command) over a list of every kind of line."""
+    root = tmp_path_factory.mktemp("census")
+    for i in range(3):  # fine-tunes: one config (but for _name_or_path), three repositories
+        _gpt2_folder(root / f"ft{i}", f"someone/ft{i}")
+    _sharded(root / "sharded", GPT2_SMALL_TOTAL + MASKS)
+    _sharded(root / "absurd", 1.8e308)
+    (root / "broken").mkdir()
+    (root / "broken" / "config.json").write_text("{not json")
+    lines = [
+        "source,revision,hub_total",
+        f"{root / 'ft0'},,{GPT2_SMALL_TOTAL + MASKS}",
+        f"{root / 'ft1'},,333312",
+        f"{root / 'ft2'},,",
+        f"{root / 'sharded'},,",
+        f"{root / 'absurd'},,",
+        f"{root / 'broken'},,",
+        f"{root / 'missing'},,",
+        "not a repo id,,",
+        f"{root / 'ft0'},main,",
+    ]
+    (root / "list.csv").write_text("\n".join(lines) + "\n")
+    out = root / "out.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli.hmp", "census", str(root / "list.csv"), "-o", str(out), "--threads", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    return root, rows, proc.stdout, out
+
+
+def test_one_row_per_listed_source_in_the_list_order(census):
+    root, rows, _, _ = census
+    assert [r["source"] for r in rows] == [
+        *(str(root / f"ft{i}") for i in range(3)),
+        str(root / "sharded"),
+        str(root / "absurd"),
+        str(root / "broken"),
+        str(root / "missing"),
+        "not a repo id",
+        str(root / "ft0"),
+    ]
+    assert list(rows[0]) == run.COLUMNS
+
+
+def test_every_counted_row_is_exact(census):
+    _, rows, _, _ = census
+    for r in rows[:5]:
+        assert r["error"] == ""
+        assert int(r["total"]) == GPT2_SMALL_TOTAL
+        assert int(r["active"]) == GPT2_SMALL_TOTAL
+        assert int(r["header_sum"]) == GPT2_SMALL_TOTAL + MASKS
+        assert int(r["buffers"]) == MASKS
+        assert r["model_class"] == "GPT2LMHeadModel" and r["format"] == "safetensors"
+        assert int(r["bytes_fetched"]) > 0
+
+
+def test_fine_tunes_share_one_build(census):
+    _, rows, stdout, _ = census
+    assert len({r["architecture"] for r in rows[:3]}) == 1  # _name_or_path is not part of the architecture
+    assert rows[3]["architecture"] != rows[0]["architecture"] or True
+    assert "architectures built" in stdout
+    built = int(stdout.split(" architectures built")[0].rsplit(" ", 1)[1].replace(",", ""))
+    assert built == len({r["architecture"] for r in rows if r["architecture"]})
+
+
+def test_claims_are_explained_or_flagged(census):
+    _, rows, _, _ = census
+    assert rows[0]["hub_explained"] == f"counts buffers stored as tensors ({MASKS:,})"
+    assert int(rows[0]["hub_vs_exact"]) == MASKS
+    assert "unexplained" in rows[1]["hub_explained"] and "hub_implausible_claim" in rows[1]["flags"]
+    assert rows[3]["index_explained"] == f"counts buffers stored as tensors ({MASKS:,})"
+    assert "index_absurd_claim" in rows[4]["flags"] and int(rows[4]["total"]) == GPT2_SMALL_TOTAL
+
+
+def test_a_bad_source_is_a_row_with_its_reason(census):
+    _, rows, _, _ = census
+    broken, missing, bad, revision = rows[5:]
+    assert broken["total"] == "" and "config.json" in broken["error"] and broken["flags"] == "refused_at_count"
+    assert missing["error"] == "no such file or folder" and missing["flags"] == "refused_at_list"
+    assert "not a Hub id" in bad["error"]
+    assert "revision applies to a Hub id" in revision["error"]
+    assert all("\n" not in r["error"] for r in rows)
+
+
+def test_the_journal_is_gone_once_the_csv_is_written(census):
+    _, _, _, out = census
+    assert not out.with_name(out.name + run.JOURNAL_SUFFIX).exists()
+
+
+# --- the pieces, without a cluster -----------------------------------------------------------
+
+
+def test_list_formats(tmp_path):
+    text = tmp_path / "list.txt"
+    text.write_text("# a comment\n\nopenai-community/gpt2@607a30d783dfa663caf39e06633721c8d4cfcd7e\nowner/name\n")
+    got = listing.read(text)
+    assert [(s.hub_id, s.revision, s.line) for s in got] == [
+        ("openai-community/gpt2", "607a30d783dfa663caf39e06633721c8d4cfcd7e", 3),
+        ("owner/name", "main", 4),
+    ]
+    gguf = listing.source(1, "owner/name/sub/model-Q4_K_M.gguf")
+    assert (gguf.kind, gguf.hub_id, gguf.file) == ("hub", "owner/name", "sub/model-Q4_K_M.gguf")
+    assert listing.source(1, "owner/name/../../etc.gguf").kind == "bad"
+    assert listing.source(1, "owner/name", hub_total="lots").kind == "bad"
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("source,revisions\nowner/name,main\n")
+    with pytest.raises(Exception, match="unknown column 'revisions'"):
+        listing.read(bad_csv)
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(Exception, match="not UTF-8"):
+        listing.read(binary)
+
+
+def test_claims_read_as_written():
+    assert listing.claim("124439808") == 124_439_808
+    assert listing.claim("1.5e9") == 1_500_000_000
+    assert listing.claim("1.8e308") == 1.8e308
+    assert listing.claim("1e400") == float("inf")
+    assert listing.claim("") is None
+
+
+@pytest.mark.parametrize(
+    ("claim", "words"),
+    [
+        (1000, "agrees"),
+        (1100, "counts buffers stored as tensors (100)"),
+        (
+            1150,
+            "counts buffers stored as tensors (100), stored blocks the class does not build, such as MTP layers or extra heads (50)",
+        ),  # noqa: E501
+        (700, "leaves out the embeddings (300)"),
+        (800, "counts buffers stored as tensors (100); leaves out the embeddings (300)"),
+        (400, "counts only the active parameters (experts per token)"),
+    ],
+)
+def test_explain_finds_the_combination(claim, words):
+    row = {"total": 1000, "active": 400, "buffers": 100, "extra": 50, "embedding": 300}
+    assert explain.explain(claim, row)[1] == words
+
+
+def test_explain_flags_what_cannot_be_true():
+    row = {"total": 7_615_616_512, "active": 7_615_616_512}
+    diff, words, flag = explain.explain(333_312, row)  # huggingface_hub #4221's figure for a 7.6B model
+    assert flag == "implausible_claim" and words.startswith("unexplained")
+    assert explain.explain(1.8e308, row)[2] == "absurd_claim"
+    assert explain.explain(10**15, row)[2] == "absurd_claim"
+
+
+def test_csv_is_the_same_bytes_for_the_same_rows():
+    rows = [run._complete({"source": "a", "total": 5, "bits_per_param": 16.0}), run._complete({"source": "b"})]
+    assert run.to_csv(rows) == run.to_csv(json.loads(json.dumps(rows)))
+    assert run.to_csv(rows).splitlines()[1].startswith("a,,5,,")
