@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import tempfile
 import threading
 from collections import OrderedDict
@@ -26,8 +27,7 @@ MAX_BUILT = 256  # architectures kept per worker (a meta-device build is a few M
 NAME = "census"  # the model name in the library's messages, cut from a row's error
 
 _built: OrderedDict[str, Any] = OrderedDict()
-_locks: dict[str, threading.Lock] = {}
-_guard = threading.Lock()
+_counting = threading.Lock()  # one count at a time in a worker process (see count)
 builds = 0  # architectures built in this process (the tests check each is built once)
 
 
@@ -46,28 +46,34 @@ def architecture_key(config: bytes, fmt: str) -> str:
 
 
 def _build(key: str, folder: Path) -> Any:
+    """The architecture of key: built from folder/config.json the first time, kept for the next repository."""
     from pipeline.model.count import build_counted
 
     global builds
-    with _guard:
-        lock = _locks.setdefault(key, threading.Lock())
-    with lock:  # two threads of one worker wanting one architecture: the second waits for the first's build
-        if key in _built:
-            _built.move_to_end(key)
-            return _built[key]
-        built = build_counted(folder, NAME)
-        with _guard:
-            builds += 1
-            _built[key] = built
-            while len(_built) > MAX_BUILT:
-                _built.popitem(last=False)
-        return built
+    if key in _built:
+        _built.move_to_end(key)
+        return _built[key]
+    built = build_counted(folder, NAME)
+    builds += 1
+    _built[key] = built
+    while len(_built) > MAX_BUILT:
+        _built.popitem(last=False)
+    return built
 
 
 def count(f: Fetched) -> dict[str, Any]:
-    """The census row of one fetched repository (raises PipelineError with the reason it cannot be counted)."""
+    """The census row of one fetched repository (raises PipelineError with the reason it cannot be counted).
+
+    One count at a time per worker process: counting is CPU work under the GIL (threads would not run it
+    faster), and transformers' lazy imports are not safe to race from several threads.
+    """
+    with _counting:
+        return _count(f)
+
+
+def _count(f: Fetched) -> dict[str, Any]:
     from pipeline import formats
-    from pipeline.formats import gguf_file, gguf_header, remote
+    from pipeline.formats import gguf_file, gguf_header
     from pipeline.model.count import weigh
 
     with tempfile.TemporaryDirectory(prefix="hmp-census-") as tmp:
@@ -82,8 +88,8 @@ def count(f: Fetched) -> dict[str, Any]:
                 config = json.dumps(gguf_file.config(gguf_file.shards(folder)), indent=2, sort_keys=True).encode()
             else:
                 config = f.config
-                if f.fmt == "safetensors":
-                    remote.write_headers(folder, f.headers)
+                for name, info in f.headers.items():
+                    _sparse_safetensors(folder / name, info, f.states.get(name, {}))
             (folder / "config.json").write_bytes(config)
             key = architecture_key(config, f.fmt)
             built = _build(key, folder)
@@ -94,6 +100,20 @@ def count(f: Fetched) -> dict[str, Any]:
         finally:
             gguf_header.forget()  # before the files go: their inodes may be reused
     return _row(f, key, built, loaded, weighed)
+
+
+def _sparse_safetensors(path: Path, info: dict, states: dict[str, bytes]) -> None:
+    """A safetensors file as the repository's: its header, zeros for the data (sparse: no disk), the few tensors
+    that were read (quant states) at their places. The format's own rules read it back like any local file."""
+    blob = json.dumps(info["header"], separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    start = 8 + len(blob)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(blob)) + blob)
+        fh.truncate(start + info["size"] - info["data_start"])
+        for key, data in states.items():
+            fh.seek(start + info["header"][key]["data_offsets"][0])
+            fh.write(data)
 
 
 def _row(f: Fetched, key: str, built: Any, loaded: Any, weighed: Any) -> dict[str, Any]:

@@ -25,6 +25,8 @@ MAX_SHARDS = 4096  # checkpoint files one index may list
 GGUF_FIRST_READ = 256 << 10  # a GGUF header is read in growing steps from here (a tokenizer makes it MBs)
 GGUF_MAX_HEADER = 128 << 20
 SHA = re.compile(r"[0-9a-f]{40}")
+STATE_READS = 8  # quant states read at once
+HEADER_GUESS = 32 << 10  # the first request for a safetensors file: the whole header of most (GPT-2's is 14.6 kB)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Fetched:
     fmt: str = ""  # safetensors | gguf | '' (config.json alone)
     headers: dict[str, dict] = field(default_factory=dict)  # safetensors: file -> size, data_start, header
     gguf: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # GGUF: file -> (header bytes, file size)
+    states: dict[str, dict[str, bytes]] = field(default_factory=dict)  # file -> tensor -> bytes (bitsandbytes)
     index_total: Any = None  # the index's metadata.total_parameters, as it says
     api_total: Any = None  # the Hub API's safetensors.total, when the API was asked
     bytes_fetched: int = 0
@@ -60,8 +63,10 @@ class LocalFile:
         if self.size is None:
             raise FileNotFoundError(self.url)
 
-    def read(self, offset: int, length: int, progress: Any = None) -> bytes:
+    def read(self, offset: int, length: int, progress: Any = None, upto: bool = False) -> bytes:
         self._need()
+        if upto:
+            length = min(length, self.size - offset)
         if offset + length > self.size:
             raise PipelineError(
                 f"{self.url}: asked for bytes {offset}-{offset + length - 1} of a {self.size}-byte file"
@@ -88,6 +93,7 @@ class Repo:
         self.opened: dict[str, Any] = {}
         self.revision = ""
         self.api_total = None
+        self.siblings: list[str] | None = None  # the files the Hub API listed, when it was asked
         self.api_requests = 0
         self.folder: Path | None = None
         if src.kind == "path":
@@ -110,6 +116,7 @@ class Repo:
             info = HfApi(library_name=remote.LIBRARY_NAME).model_info(self.src.hub_id, revision=self.src.revision)
         except Exception as exc:  # the Hub client's many error types: missing, gated, unreachable
             raise PipelineError(f"cannot resolve {self.src.hub_id}@{self.src.revision} ({_said(exc)})") from None
+        self.siblings = sorted(s.rfilename for s in info.siblings or []) if info.siblings is not None else None
         total = getattr(getattr(info, "safetensors", None), "total", None)
         self.api_total = total if isinstance(total, int | float) and not isinstance(total, bool) else None
         if not isinstance(info.sha, str) or not SHA.fullmatch(info.sha):
@@ -147,6 +154,8 @@ class Repo:
         """Every file the repository holds (asked only when config.json is missing: a GGUF repository)."""
         if self.folder is not None:
             return sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
+        if self.siblings is not None:
+            return self.siblings
         from huggingface_hub import HfApi
 
         self.api_requests += 1
@@ -201,7 +210,7 @@ def _checkpoint(repo: Repo, out: Fetched) -> None:
     for name in names:
         rf = repo.file(name)
         try:
-            data_start, header = remote.read_header(rf)
+            data_start, header = remote.read_header(rf, HEADER_GUESS)
         except FileNotFoundError:
             if index is None:  # config.json alone: counted from it, and said so
                 return
@@ -211,6 +220,34 @@ def _checkpoint(repo: Repo, out: Fetched) -> None:
         safetensors_file.entries_from_header(header, data_start, name, rf.size, _short(rf.url))
         out.headers[name] = {"size": rf.size, "data_start": data_start, "header": header}
     out.fmt = "safetensors"
+    _quant_states(repo, out)
+
+
+def _quant_states(repo: Repo, out: Fetched) -> None:
+    """bitsandbytes 4-bit keeps each weight's shape in a small JSON tensor (its quant state): those bytes are read
+    too, a few hundred each, several requests in flight (the rest of the data never is)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.formats import MAX_STATE_BYTES, quant
+
+    try:
+        q = quant.quantization_config(json.loads(out.config))
+    except (ValueError, PipelineError, AttributeError):
+        return  # the count says what is wrong with the config
+    if not q or q.get("quant_method") != "bitsandbytes":
+        return
+    wanted = []
+    for name, info in out.headers.items():
+        for key, t in info["header"].items():
+            if ".quant_state." in key and isinstance(t, dict):
+                begin, end = (info["data_start"] + o for o in t["data_offsets"])
+                if end - begin > MAX_STATE_BYTES:
+                    raise PipelineError(f"tensor {key!r}: {end - begin:,} bytes is too large for a quant state")
+                wanted.append((name, key, begin, end))
+    with ThreadPoolExecutor(max_workers=STATE_READS) as pool:
+        blobs = list(pool.map(lambda w: repo.file(w[0]).read(w[2], w[3] - w[2]), wanted))
+    for (name, key, _, _), blob in zip(wanted, blobs, strict=True):
+        out.states.setdefault(name, {})[key] = blob
 
 
 def _index(blob: bytes) -> tuple[list[str], Any]:

@@ -65,6 +65,10 @@ COLUMNS = [
 INTEGERS = {"total", "active", "n_experts", "experts_per_token", "checkpoint_bytes", "header_sum", "buffers"}
 INTEGERS |= {"tied_copies", "extra", "index_vs_exact", "hub_vs_exact", "bytes_fetched", "requests"}
 JOURNAL_SUFFIX = ".partial"
+# The Dask worker resource a count takes: one count at a time per worker (counting is CPU work under the GIL),
+# so a worker's other threads stay free for fetches. A cluster's workers declare it with `--resources counter=1`;
+# without it a worker still counts one at a time (a lock), but a waiting count then holds a thread.
+COUNTER = "counter"
 
 
 # --- the tasks (run on the workers) -----------------------------------------------------------
@@ -197,6 +201,7 @@ def client(scheduler: str | None, workers: int, threads: int) -> Iterator[Any]:
         host="127.0.0.1",  # this machine only
         dashboard_address="127.0.0.1:0",  # its status page on a free port, never a fixed one two runs would share
         silence_logs=logging.ERROR,
+        resources={COUNTER: 1},
     )
     with cluster, Client(cluster) as c:
         yield c
@@ -206,7 +211,7 @@ def census(
     sources: list[Source],
     out: Path,
     workers: int = 2,
-    threads: int = 8,
+    threads: int = 16,
     scheduler: str | None = None,
     every: int = 50,
     bar: Any = None,
@@ -230,6 +235,8 @@ def census(
             if not owners:
                 raise PipelineError(f"--scheduler {scheduler}: the cluster has no workers")
             window = max(4, sum(w["nthreads"] for w in info.values()) * 2)
+            limited = all(w.get("resources", {}).get(COUNTER) for w in info.values())
+            needs = {"resources": {COUNTER: 1}} if limited else {}
             pending = iter(todo)
             of: dict[str, Source] = {}
             flow = as_completed()
@@ -252,7 +259,7 @@ def census(
                 fut.release()
                 if "fetched" in result:
                     owner = owners[int(result["route"], 16) % len(owners)]
-                    job = c.submit(count_task, result, key=f"count-{_token(src)}", workers=[owner], retries=1)
+                    job = c.submit(count_task, result, key=f"count-{_token(src)}", workers=[owner], retries=1, **needs)
                     of[job.key] = src
                     flow.add(job)
                     continue

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("list", help="text file of Hub ids (owner/name@REVISION) or folders, or CSV with a source column")
     s.add_argument("-o", "--output", required=True, help="the CSV to write (a killed census resumes from it)")
     s.add_argument("--workers", type=int, default=2, help="Dask worker processes of the local cluster (default: 2)")
-    s.add_argument("--threads", type=int, default=8, help="requests in flight per worker (default: 8)")
+    s.add_argument("--threads", type=int, default=16, help="requests in flight per worker (default: 16)")
     s.add_argument("--scheduler", help="a Dask scheduler's address (tcp://HOST:8786) instead of a local cluster")
     a = sub.add_parser("add", help="add a model to conf/ and params.yaml, for dvc repro")
     a.add_argument("name", help="the model's name in the pipeline (letters, digits, '-' and '_')")

@@ -45,7 +45,9 @@ def table(cfg: Params, key: str) -> pd.DataFrame:
 
 
 def census(cfg: Params) -> pd.DataFrame:
-    """The census stage's rows (none when census.list is empty): claims kept as text, as the repositories wrote them."""
+    """The census stage's rows, claims kept as text as the repositories wrote them; none without a census.list."""
+    if not (cfg.census or {}).get("list"):
+        return pd.DataFrame()
     text = {"error", "flags", "index_total", "hub_total", "index_explained", "hub_explained", "source", "revision"}
     return _read(Path(cfg.paths["census"]), "the census stage writes it", dtype={c: str for c in text})
 

@@ -70,6 +70,7 @@ class RangeFile:
         self.headers = dict(headers or {})
         self.timeout = constants.HF_HUB_DOWNLOAD_TIMEOUT if timeout is None else timeout
         self.bytes_fetched = 0
+        self.requests = 0  # HTTP requests made (retries by huggingface_hub's backoff count as one)
         self.size: int | None = None
 
     @contextlib.contextmanager
@@ -90,6 +91,7 @@ class RangeFile:
 
         # identity: Range and the byte count apply to the file itself, never to a compressed form of it
         headers = {**self.headers, "Accept-Encoding": "identity", **extra}
+        self.requests += 1
         try:
             with http_stream_backoff("GET", self.url, headers=headers, timeout=self.timeout) as resp:
                 if resp.status_code == 404 and resp.headers.get("X-Error-Code") in (None, "EntryNotFound"):
@@ -153,8 +155,10 @@ class RangeFile:
             ) from None
         return bytes(data)
 
-    def read(self, offset: int, length: int, progress: Any = None) -> bytes:
-        """Bytes [offset, offset + length) of the file, by one Range request (progress: a bar to update)."""
+    def read(self, offset: int, length: int, progress: Any = None, upto: bool = False) -> bytes:
+        """Bytes [offset, offset + length) of the file, by one Range request (progress: a bar to update).
+
+        upto: the file may end sooner; then the bytes to its end (the server's Content-Range must say so)."""
         if length <= 0:
             return b""
         last = offset + length - 1
@@ -169,6 +173,8 @@ class RangeFile:
                 )
             if got.group(3) != "*":
                 self._same_size(int(got.group(3)))
+            if upto and int(got.group(2)) < last and self.size is not None and int(got.group(2)) == self.size - 1:
+                length = self.size - offset  # the file ends first, as its Content-Range says
             data = self._body(resp, length, length, progress)
         if len(data) != length:
             raise PipelineError(f"{self.url}: asked for {length} bytes at {offset}, got {len(data)}")
@@ -224,7 +230,7 @@ def resolve_revision(hub_id: str, revision: str) -> str:
         raise PipelineError(f"cannot resolve {hub_id}@{revision} ({first_line(exc)})") from None
 
 
-def read_header(rf: RangeFile) -> tuple[int, dict]:
+def read_header(rf: RangeFile, guess: int = 0) -> tuple[int, dict]:
     """(data start, header) of a remote safetensors file: 8 bytes, then exactly the header.
 
     Why not a library reader (huggingface_hub 2.4, safetensors 0.8):
@@ -241,11 +247,18 @@ def read_header(rf: RangeFile) -> tuple[int, dict]:
       buffer, which range reads exist to avoid.
     So the bytes come through huggingface_hub's HTTP client (RangeFile) and safetensors_file.py's rules
     (parse_header, entries_from_header) judge the header.
+
+    With guess, the first request asks for that many bytes (the whole header of most files: one request
+    instead of two, what a census of thousands of repositories wants), then for the rest if it is longer.
     """
-    (n,) = struct.unpack("<Q", rf.read(0, 8))
+    first = rf.read(0, max(8, guess), upto=True)
+    if len(first) < 8:
+        raise PipelineError(f"{rf.url}: {len(first)} bytes, too short for a safetensors file")
+    (n,) = struct.unpack("<Q", first[:8])
     if n > safetensors_file.MAX_HEADER:
         raise PipelineError(f"{rf.url}: header length {n} is not that of a safetensors file")
-    return safetensors_file.parse_header(struct.pack("<Q", n) + rf.read(8, n), rf.url)
+    blob = first[: 8 + n] if len(first) >= 8 + n else first + rf.read(len(first), 8 + n - len(first))
+    return safetensors_file.parse_header(blob, rf.url)
 
 
 REMOTE_HEADERS = safetensors_file.REMOTE_HEADERS

@@ -114,13 +114,14 @@ def to_html(markdown: str, figures: dict[str, bytes], title: str = "How many par
 
 
 # The CSVs the report is drawn from (keys of params `paths`), copied beside it so the published artifact carries them
-DATA = ("summary", "conventions", "ties", "tie_sample", "bias", "distributions", "histograms", "whatif", "cost", "fit", "census")
+DATA = ("summary", "conventions", "ties", "tie_sample", "bias", "distributions", "histograms", "whatif", "cost", "fit")
 
 
 def data_files(cfg: params.Params) -> dict[Path, Path]:
     """{copy under paths.report_data: source} for every CSV the report reads, inventories in a subfolder."""
     data = Path(cfg.paths["report_data"])
-    files = {data / Path(cfg.paths[key]).name: Path(cfg.paths[key]) for key in DATA}
+    keys = [*DATA, "census"] if (cfg.census or {}).get("list") else DATA  # the census with a census.list only
+    files = {data / Path(cfg.paths[key]).name: Path(cfg.paths[key]) for key in keys}
     files[data / "published" / Path(cfg.paths["published"]).name] = Path(cfg.paths["published"])
     for name in cfg.models:
         files[data / "inventory" / f"{name}.csv"] = Path(cfg.paths["inventory"]) / f"{name}.csv"
