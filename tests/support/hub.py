@@ -9,6 +9,7 @@ LocalHub(repos, latency) serves, for every Repo it holds, what huggingface_hub's
 - GET /api/models/{org}/{name} and /api/models/{org}/{name}/revision/{rev}: model_info's JSON (id, sha, siblings,
   gated, private, safetensors {parameters, total} where the repository has an api_total, config).
 - GET /api/models/{org}/{name}/tree/{rev}[/{path}] (recursive=1 for everything below): what snapshot_download lists.
+- GET /api/agent-harnesses: an empty registry (huggingface_hub fetches it once a day to build its user agent).
 
 Errors are the Hub's, each with the X-Error-Code huggingface_hub's hf_raise_for_status maps to its own class: an
 unknown repository is 401 RepoNotFound (RepositoryNotFoundError), a gated one's files 403 GatedRepo
@@ -248,6 +249,9 @@ class LocalHub:
         parts = [unquote(p) for p in path.split("/")[1:]]
         if path in ("", "/"):
             self._send(h, 200, {"Content-Type": "text/plain"}, b"LocalHub\n", head)
+            return
+        if path == "/api/agent-harnesses":  # huggingface_hub's user agent asks for this registry once a day
+            self._json(h, {"standardEnvVars": [], "harnesses": {}}, head)
             return
         if len(parts) >= 5 and parts[2] == "resolve":
             repo_id, revision, file = f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:])

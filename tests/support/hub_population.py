@@ -116,7 +116,8 @@ def qwen2_moe_params(c: dict) -> tuple[int, int]:
     Qwen1.5-MoE-A2.7B is 14,315,784,192 total and 2,689,173,504 active (the release's 14.3B and 2.7B). (total,
     active)"""
     v, d, n = c["vocab_size"], c["hidden_size"], c["num_hidden_layers"]
-    e, k, fm, fs = c["num_experts"], c["num_experts_per_tok"], c["moe_intermediate_size"], c["shared_expert_intermediate_size"]
+    e, k = c["num_experts"], c["num_experts_per_tok"]
+    fm, fs = c["moe_intermediate_size"], c["shared_expert_intermediate_size"]
     head = v * d * (1 if c.get("tie_word_embeddings", False) else 2) + d
     base = _attention(c, c.get("qkv_bias", True)) + e * d + 3 * d * fs + d + 2 * d
     return head + n * (base + e * 3 * d * fm), head + n * (base + k * 3 * d * fm)
@@ -199,7 +200,8 @@ def mixtral_tensors(c: dict, dtype: str) -> list[Tensor]:
         out: list[Tensor] = [(f"{p}.block_sparse_moe.gate.weight", dtype, (e, d))]
         for x in range(e):
             q = f"{p}.block_sparse_moe.experts.{x}"
-            out += [(f"{q}.w1.weight", dtype, (f, d)), (f"{q}.w2.weight", dtype, (d, f)), (f"{q}.w3.weight", dtype, (f, d))]
+            out += [(f"{q}.w1.weight", dtype, (f, d)), (f"{q}.w2.weight", dtype, (d, f))]
+            out += [(f"{q}.w3.weight", dtype, (f, d))]
         return out
 
     return _decoder(c, dtype, mlp)
@@ -280,11 +282,11 @@ def fp8_tensors(c: dict, dtype: str) -> list[Tensor]:
     """Block fp8 (FineGrainedFP8, as Qwen3-*-FP8 and DeepSeek-V3 publish): weight F8_E4M3 [out, in] and
     weight_scale_inv F32 [⌈out/128⌉, ⌈in/128⌉]; embeddings, norms and the head stay in dtype."""
     b = 128
-    return _quantized(
-        c,
-        dtype,
-        lambda p, o, i: [(f"{p}.weight", "F8_E4M3", (o, i)), (f"{p}.weight_scale_inv", "F32", (ceil(o / b), ceil(i / b)))],
-    )
+
+    def module(p: str, o: int, i: int) -> list[Tensor]:
+        return [(f"{p}.weight", "F8_E4M3", (o, i)), (f"{p}.weight_scale_inv", "F32", (ceil(o / b), ceil(i / b)))]
+
+    return _quantized(c, dtype, module)
 
 
 # --- files -----------------------------------------------------------------------------------------
@@ -473,7 +475,7 @@ def _small_config(family: str, rng: random.Random) -> dict:
         c.update(shared_expert_intermediate_size=2 * d, intermediate_size=2 * d, max_window_layers=layers)
         c.update(sliding_window=None, use_sliding_window=False)
     else:
-        c = published("TinyLlama--TinyLlama-1.1B-Chat-v1.0")
+        c = published(TINYLLAMA)
         c["intermediate_size"] = rng.choice((2 * d, 3 * d))
         c["tie_word_embeddings"] = family in ("llama", "gguf") and rng.random() < 0.35
     if family in ("bnb_nf4", "fp8"):
@@ -626,14 +628,15 @@ def make_repo(
     return Repo(repo_id, _sha(seed, repo_id), files, api_total=api_total, api_parameters=api_parameters, meta=info)
 
 
+TINYLLAMA, LLAMA2 = "TinyLlama--TinyLlama-1.1B-Chat-v1.0", "meta-llama--Llama-2-7b-hf"
+
+
 def published_repos(seed: int) -> list[Repo]:
     """Real published dimensions, data sparse: GPT-2 small, TinyLlama-1.1B, Llama-2-7B, Mixtral-8x7B, Qwen1.5-MoE."""
     return [
         make_repo("openai-community/gpt2", "gpt2", published("openai-community--gpt2"), seed, api="right"),
-        make_repo(
-            "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "llama", published("TinyLlama--TinyLlama-1.1B-Chat-v1.0"), seed, "BF16"
-        ),
-        make_repo("meta-llama/Llama-2-7b-hf", "llama", published("meta-llama--Llama-2-7b-hf"), seed, "F16", 2, api="right"),
+        make_repo("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "llama", published(TINYLLAMA), seed, "BF16"),
+        make_repo("meta-llama/Llama-2-7b-hf", "llama", published(LLAMA2), seed, "F16", 2, api="right"),
         make_repo(
             "mistralai/Mixtral-8x7B-v0.1",
             "mixtral",
