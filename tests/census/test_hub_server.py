@@ -49,6 +49,7 @@ def client(monkeypatch, tmp_path):
         template = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"  # hf_hub_url's, fixed at import
         monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf" / ".agent_harnesses.json"))
         yield hub
 
 
@@ -141,6 +142,37 @@ def test_connections_are_kept_alive(client):
         sockets.append(conn.sock)
     conn.close()
     assert sockets[0] is not None and sockets == [sockets[0]] * 3  # one connection for every request
+
+
+def test_stopping_ends_the_kept_alive_connections():
+    hub = LocalHub(_repos())
+    hub.start()
+    conn = http.client.HTTPConnection("127.0.0.1", hub.port)
+    conn.request("GET", f"/org/model/resolve/{SHA}/config.json")
+    assert conn.getresponse().read()
+    hub.stop()
+    conn.sock.settimeout(5)
+    assert conn.sock.recv(1) == b""  # closed by the hub, not left waiting
+    conn.close()
+
+
+def test_parallel_clients_are_counted_exactly(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from huggingface_hub import hf_hub_url
+
+    url = hf_hub_url("org/model", "model.safetensors", revision=SHA)
+    client.latency = 0.01
+    client.reset_stats()
+
+    def reads(i: int) -> int:
+        return sum(len(_get(url, Range=f"bytes={k}-{k + i}")[2]) for k in range(10))
+
+    with ThreadPoolExecutor(8) as pool:
+        received = sum(pool.map(reads, range(1, 33)))
+    stats = client.stats()
+    assert stats["requests"] == 320 and stats["per_status"] == {206: 320}
+    assert stats["bytes_served"] == received == sum(10 * (i + 1) for i in range(1, 33))
 
 
 # --- errors: each the Hub's code, each huggingface_hub's class ----------------------------------------

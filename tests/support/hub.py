@@ -33,6 +33,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -146,6 +147,7 @@ class LocalHub:
         self._paths: Counter = Counter()
         self._methods: Counter = Counter()
         self._statuses: Counter = Counter()
+        self._open: set = set()  # the connections being served (keep-alive ones wait here between requests)
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -154,6 +156,16 @@ class LocalHub:
 
             def log_message(self, *args):  # quiet
                 pass
+
+            def setup(self):
+                super().setup()
+                with hub._lock:
+                    hub._open.add(self.connection)
+
+            def finish(self):
+                with hub._lock:
+                    hub._open.discard(self.connection)
+                super().finish()
 
             def do_HEAD(self):  # noqa: N802 (http.server's naming)
                 hub._handle(self, head=True)
@@ -183,8 +195,16 @@ class LocalHub:
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop accepting, and end the kept-alive connections too (their threads would wait on them for ever)."""
         self.httpd.shutdown()
         self.httpd.server_close()
+        with self._lock:
+            connections = list(self._open)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     # --- statistics ---------------------------------------------------------------------------------
 

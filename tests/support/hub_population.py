@@ -57,6 +57,7 @@ CRAFTED = {
     "index-total-inf": "model.safetensors.index.json metadata.total_parameters is 1.8e308",
     "index-total-1e20": "model.safetensors.index.json metadata.total_parameters is 10**20",
     "gguf-huge-dims": "a GGUF tensor's dims claim about 7e159 parameters",
+    "gguf-dims-overflow": "a GGUF tensor's four dims of 2**63 claim about 7.2e75 parameters its bytes cannot hold",
     "config-not-json": "config.json is not JSON",
     "no-config": "the repository has no config.json",
     "unknown-model-type": "config.json names a model_type transformers does not know",
@@ -373,14 +374,16 @@ def published(name: str) -> dict:
 GGUF_TYPES = {"F32": (1, 4), "F16": (1, 2), "Q8_0": (32, 34)}  # ggml block size, bytes a block
 
 
-def gguf_files(c: dict, qtype: str, stem: str, split: int = 0, huge: bool = False) -> dict[str, Sparse]:
+def gguf_files(c: dict, qtype: str, stem: str, split: int = 0, huge: int = 0) -> dict[str, Sparse]:
     """A Llama (config c) as llama.cpp's convert_hf_to_gguf.py writes it (token_embd, blk.N.attn_q, ..., output),
-    headers written by gguf.GGUFWriter, data zeros; split > 0 splits it after that many tensors (-0000i-of-0000k)."""
+    headers written by gguf.GGUFWriter, data zeros; split > 0 splits it after that many tensors (-0000i-of-0000k).
+    huge (crafted): 9 gives blk.0.attn_q.weight 9 dims of 2**59 (2**531, about 7.0e159 parameters), 4 gives it
+    4 dims of 2**63 (2**252, about 7.2e75), its data 4 bytes either way."""
     return dict(_gguf(json.dumps(c, sort_keys=True), qtype, stem, split, huge))
 
 
 @lru_cache(maxsize=256)
-def _gguf(config: str, qtype: str, stem: str, split: int, huge: bool) -> tuple[tuple[str, Sparse], ...]:
+def _gguf(config: str, qtype: str, stem: str, split: int, huge: int) -> tuple[tuple[str, Sparse], ...]:
     import gguf
     import numpy as np
 
@@ -404,8 +407,8 @@ def _gguf(config: str, qtype: str, stem: str, split: int, huge: bool) -> tuple[t
     shapes["output_norm.weight"] = (d,)
     if not c.get("tie_word_embeddings", False):
         shapes["output.weight"] = (v, d)
-    if huge:  # 9 dims of 2**59: 2**531, about 7.0e159 parameters claimed by one tensor
-        shapes["blk.0.attn_q.weight"] = (2**59,) * 9
+    if huge:
+        shapes["blk.0.attn_q.weight"] = (2**59,) * 9 if huge == 9 else (2**63,) * 4
     with tempfile.TemporaryDirectory(prefix="hub-gguf-") as tmp:
         w = gguf.GGUFWriter(Path(tmp) / f"{stem}.gguf", "llama", split_max_tensors=split)
         w.add_name(stem)
@@ -428,7 +431,7 @@ def _gguf(config: str, qtype: str, stem: str, split: int, huge: bool) -> tuple[t
             count = 1
             for s in shape:
                 count *= s
-            size = 4 if huge and len(shape) == 9 else count // block * per
+            size = 4 if huge and name == "blk.0.attn_q.weight" else count // block * per
             w.add_tensor_info(
                 name, shape, np.dtype(np.float32), size, raw_dtype=gguf.GGMLQuantizationType[q] if q != "F32" else None
             )
@@ -692,8 +695,8 @@ def crafted_repo(kind: str, repo_id: str, seed: int) -> Repo:
     elif kind in ("index-total-inf", "index-total-1e20"):
         total = 1.8e308 if kind == "index-total-inf" else 10**20
         files.update(checkpoint(tensors, 2, total_params=total))
-    elif kind == "gguf-huge-dims":
-        files = gguf_files(c, "F32", repo_id.split("/")[1], huge=True)
+    elif kind in ("gguf-huge-dims", "gguf-dims-overflow"):
+        files = gguf_files(c, "F32", repo_id.split("/")[1], huge=9 if kind == "gguf-huge-dims" else 4)
     elif kind == "config-not-json":
         files["config.json"] = b'{"model_type": "llama", "hidden_size": 32,, "num_hidden_layers": 2\n'
         files["model.safetensors"] = safetensors_file(tensors)
@@ -733,10 +736,13 @@ def crafted_repo(kind: str, repo_id: str, seed: int) -> Repo:
         "active": None,
         "refused": True,
         "reason": CRAFTED[kind],
-        "format": "gguf" if kind == "gguf-huge-dims" else "safetensors",
+        "format": "gguf" if kind.startswith("gguf-") else "safetensors",
+        "count_file": next((f for f in files if f.endswith(".gguf")), None),
         "api_total": None,
         "api_total_matches": None,
     }
+    if kind.startswith("index-total"):  # the tensors themselves are sound: what they hold, for a census to report
+        meta["tensors_total"] = llama_params(c)
     return Repo(repo_id, _sha(seed, repo_id), files, gated=gated, served=served, listed=listed, meta=meta)
 
 
