@@ -21,7 +21,9 @@ other names, other shard splits and other dtypes (F32, BF16, F16). A few carry r
 small, TinyLlama-1.1B, Llama-2-7B, Mixtral-8x7B and Qwen1.5-MoE-A2.7B.
 
 Crafted repositories must each be refused with a reason (CRAFTED lists the kinds), and list entries may name a
-repository (served=False) or a revision the hub does not have.
+repository (served=False) or a revision the hub does not have. `hmp count` on a local copy refuses every crafted
+kind but the two index-total ones: it does not read metadata.total_parameters and counts their (sound) tensors,
+which expected() gives as tensors_total; refusing an absurd index figure is the census's own check.
 
 expected(repo) is what a counter should find: totals from this file's own closed-form formulas (one per family,
 each citing its source), never from the project's pipeline code. write_list writes the list `hmp census` reads.
@@ -781,7 +783,7 @@ def population(n: int, seed: int = 0) -> list[Repo]:
         shards = 1 if rng.random() < 0.6 else rng.choice((2, 3))
         qtype = rng.choice(tuple(GGUF_TYPES))
         split = rng.choice((0, 0, 0, 6)) if family == "gguf" else 0
-        api = rng.choices((None, "right", "wrong"), (55, 40, 5))[0]
+        api = rng.choices((None, "right", "wrong"), (58, 40, 2))[0]
         repo = make_repo(repo_id, family, config, seed, dtype, shards, qtype, split, api, base=base, variant=variant)
         if rng.random() < 0.15:  # listed at its commit, not at main
             repo.listed = repo.sha
