@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.model.count import MAX_PARAMS
 
+PACKED = "quantized storage: the header's words and scales, not the parameters they encode ({n:+,})"
 IMPLAUSIBLE = 2.0  # an unexplained claim more than twice the exact count, or under half of it
 
 
@@ -31,7 +32,7 @@ def parts(row: dict[str, Any]) -> list[tuple[int, str]]:
         (row.get("tied_copies") or 0, "the tied head stored again ({n:,})"),
         (row.get("extra") or 0, "stored blocks the class does not build, such as MTP layers or extra heads ({n:,})"),
         (row.get("unused") or 0, "a head the built class does not have ({n:,})"),
-        (row.get("packing") or 0, "packed storage: quantized words and scales counted as parameters ({n:,})"),
+        (row.get("packing") or 0, PACKED),
         (-(row.get("embedding") or 0), "the embeddings ({n:,})"),
     ]
     if row.get("untied_head"):
@@ -44,6 +45,8 @@ def explain(claim: Any, row: dict[str, Any]) -> tuple[Any, str, str]:
     if claim is None or row.get("total") is None:
         return None, "", ""
     total = row["total"]
+    if isinstance(claim, float) and math.isfinite(claim) and claim > MAX_PARAMS:
+        return None, f"claims {claim:.3g}, more than any model holds ({MAX_PARAMS:.0e})", "absurd_claim"
     if not isinstance(claim, int) or isinstance(claim, bool):
         shown = f"{claim:.3g}" if isinstance(claim, float) and math.isfinite(claim) else repr(claim)
         return None, f"claims {shown}, not a count of parameters", "absurd_claim"
@@ -58,9 +61,11 @@ def explain(claim: Any, row: dict[str, Any]) -> tuple[Any, str, str]:
     for k in range(1, len(known) + 1):
         for combo in combinations(known, k):
             if sum(n for n, _ in combo) == diff:
-                more = ", ".join(w.format(n=abs(n)) for n, w in combo if n > 0)
-                fewer = ", ".join(w.format(n=abs(n)) for n, w in combo if n < 0)
+                more = ", ".join(w.format(n=abs(n)) for n, w in combo if n > 0 and w != PACKED)
+                fewer = ", ".join(w.format(n=abs(n)) for n, w in combo if n < 0 and w != PACKED)
+                packed = [w.format(n=n) for n, w in combo if w == PACKED]
                 said = [f"counts {more}" if more else "", f"leaves out {fewer}" if fewer else ""]
+                said += [f"counts {packed[0]}"] if packed else []
                 return diff, "; ".join(w for w in said if w), ""
     ratio = claim / total if total else math.inf
     flag = "implausible_claim" if not 1 / IMPLAUSIBLE <= ratio <= IMPLAUSIBLE else ""

@@ -186,8 +186,9 @@ def test_claims_read_as_written():
         (1100, "counts buffers stored as tensors (100)"),
         (
             1150,
-            "counts buffers stored as tensors (100), stored blocks the class does not build, such as MTP layers or extra heads (50)",
-        ),  # noqa: E501
+            "counts buffers stored as tensors (100), stored blocks the class does not build, such as MTP layers or "
+            "extra heads (50)",
+        ),
         (700, "leaves out the embeddings (300)"),
         (800, "counts buffers stored as tensors (100); leaves out the embeddings (300)"),
         (400, "counts only the active parameters (experts per token)"),
