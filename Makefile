@@ -69,6 +69,7 @@ bench: $(STAMP) ## run the benchmarks and print their tables
 	python benchmarks/bench_gguf.py
 	python benchmarks/bench_families.py
 	python benchmarks/bench_fit.py
+	python benchmarks/bench_census.py
 
 publish: $(STAMP) ## register the committed report as a new artifact version (git tag report@vX.Y.Z)
 	dvc status --quiet || (echo "results are out of date: run make run and commit first" && exit 1)
