@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ COLUMNS = [
     "total",  # unique parameters of the class built, every one accounted for in the headers
     "active",  # parameters one token uses (MoE: k of E routed experts); the total for a dense model
     "error",  # why the source was not counted, in one line; empty when it was
-    "flags",  # ;-joined: refused_at_list|fetch|count, index_/hub_absurd_claim, index_/hub_implausible_claim
+    "flags",  # ;-joined: refused_at_list|fetch|count with unavailable|invalid; index_|hub_absurd|implausible_claim
     "model_type",
     "model_class",  # the transformers class built on the meta device
     "architecture",  # hash of the config's content: repositories sharing it share one build
@@ -69,6 +70,11 @@ JOURNAL_SUFFIX = ".partial"
 # so a worker's other threads stay free for fetches. A cluster's workers declare it with `--resources counter=1`;
 # without it a worker still counts one at a time (a lock), but a waiting count then holds a thread.
 COUNTER = "counter"
+# A reason that says the files could not be had (missing, gated, offline, unreachable), not that they are wrong
+UNAVAILABLE = re.compile(
+    r"HTTP (401|403|404)|not found|no such|cannot resolve|not in the cache|cannot connect|no answer within|"
+    r"HF_HUB_OFFLINE|broke off|a revision applies"
+)
 
 
 # --- the tasks (run on the workers) -----------------------------------------------------------
@@ -83,7 +89,9 @@ def fetch_task(src: Source) -> dict[str, Any]:
         fetched = fetch.fetch(src)
     except Exception as exc:  # noqa: BLE001 - a repository never stops the census: its reason is its row
         where = "list" if src.kind == "bad" else "fetch"
-        return {"row": {**row, "error": _reason(exc), "flags": f"refused_at_{where}"}}
+        reason = _reason(exc)
+        kind = "unavailable" if UNAVAILABLE.search(reason) else "invalid"
+        return {"row": {**row, "error": reason, "flags": f"refused_at_{where};{kind}"}}
     row |= {"revision": fetched.revision, "bytes_fetched": fetched.bytes_fetched, "requests": fetched.requests}
     blob = fetched.config or b"".join(prefix for prefix, _ in fetched.gguf.values())
     return {"row": row, "fetched": fetched, "route": count.architecture_key(blob, fetched.fmt)}
@@ -96,7 +104,7 @@ def count_task(job: dict[str, Any]) -> dict[str, Any]:
     try:
         counted = count.count(job["fetched"])
     except Exception as exc:  # noqa: BLE001 - as above
-        return {"row": {**job["row"], "error": _reason(exc), "flags": "refused_at_count"}}
+        return {"row": {**job["row"], "error": _reason(exc), "flags": "refused_at_count;invalid"}}
     hub_total = counted.pop("hub_total")
     return {"row": {**job["row"], **counted, "hub_total": hub_total or job["row"].get("hub_total", "")}}
 

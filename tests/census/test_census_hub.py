@@ -79,6 +79,8 @@ def test_every_repository_is_a_row_counted_exactly_or_refused_with_a_reason(popu
         elif want["refused"]:
             assert row["error"] and row["total"] == "" and "\n" not in row["error"], (repo.repo_id, row)
             assert row["flags"].startswith("refused_at_"), row
+            gone = want.get("kind") in ("gated", "missing-repo", "missing-revision")
+            assert row["flags"].endswith(";unavailable" if gone else ";invalid"), row
         else:
             assert row["error"] == "", (repo.repo_id, row["error"])
             assert int(row["total"]) == want["total"], repo.repo_id

@@ -134,8 +134,8 @@ def test_claims_are_explained_or_flagged(census):
 def test_a_bad_source_is_a_row_with_its_reason(census):
     _, rows, _, _ = census
     broken, missing, bad, revision = rows[5:]
-    assert broken["total"] == "" and "config.json" in broken["error"] and broken["flags"] == "refused_at_count"
-    assert missing["error"] == "no such file or folder" and missing["flags"] == "refused_at_list"
+    assert broken["total"] == "" and "config.json" in broken["error"] and broken["flags"] == "refused_at_count;invalid"
+    assert missing["error"] == "no such file or folder" and missing["flags"] == "refused_at_list;unavailable"
     assert "not a Hub id" in bad["error"]
     assert "revision applies to a Hub id" in revision["error"]
     assert all("\n" not in r["error"] for r in rows)
