@@ -18,10 +18,11 @@ from typing import Any
 from pipeline.census.listing import Source
 from pipeline.core.errors import PipelineError, first_line
 from pipeline.formats import gguf_file, remote, safetensors_file
-from pipeline.formats.entries import plain_name
+from pipeline.formats.entries import plain_name, regular_file
 
 MAX_REPO_BYTES = 256 << 20  # headers of a 671B model in 163 shards take ~10 MB; 256 MB is not a header
 MAX_SHARDS = 4096  # checkpoint files one index may list
+MAX_SMALL = 16 << 20  # config.json or an index: an ImageNet-21k label map is ~1 MB, DeepSeek-V3's index ~9 MB
 GGUF_FIRST_READ = 256 << 10  # a GGUF header is read in growing steps from here (a tokenizer makes it MBs)
 GGUF_MAX_HEADER = 128 << 20
 SHA = re.compile(r"[0-9a-f]{40}")
@@ -54,10 +55,9 @@ class LocalFile:
         self.path = path
         self.bytes_fetched = 0
         self.requests = 0
-        try:
-            self.size = path.stat().st_size if path.is_file() else None
-        except OSError as exc:
-            raise PipelineError(f"{path}: cannot be read ({exc.strerror})") from None
+        self.size: int | None = None
+        if path.exists() or path.is_symlink():  # there, so it must be a regular file (not a FIFO, a device, ...)
+            self.size = regular_file(path).stat().st_size
 
     def _need(self) -> None:
         if self.size is None:
@@ -78,10 +78,10 @@ class LocalFile:
         self.requests += 1
         return data
 
-    def read_all(self) -> bytes:
+    def read_all(self, limit: int = 0) -> bytes:
         self._need()
-        if self.size > remote.MAX_SMALL_FILE:
-            raise PipelineError(f"{self.url}: {self.size:,} bytes, too long for a config or an index")
+        if self.size > (limit or MAX_SMALL):
+            raise PipelineError(f"{self.url}: {self.size:,} bytes, more than the {limit or MAX_SMALL:,} read of it")
         return self.read(0, self.size)
 
 
@@ -113,7 +113,9 @@ class Repo:
 
         self.api_requests += 1
         try:
-            info = HfApi(library_name=remote.LIBRARY_NAME).model_info(self.src.hub_id, revision=self.src.revision)
+            info = HfApi(library_name=remote.LIBRARY_NAME).model_info(
+                self.src.hub_id, revision=self.src.revision, timeout=_api_timeout()
+            )
         except Exception as exc:  # the Hub client's many error types: missing, gated, unreachable
             raise PipelineError(f"cannot resolve {self.src.hub_id}@{self.src.revision} ({_said(exc)})") from None
         self.siblings = sorted(s.rfilename for s in info.siblings or []) if info.siblings is not None else None
@@ -136,11 +138,16 @@ class Repo:
     def small(self, name: str) -> bytes | None:
         """A whole small file (config.json, an index), None when the repository has none."""
         try:
-            return self.file(name).read_all()
+            blob = self.file(name).read_all()
         except FileNotFoundError:
             return None
         finally:
             self._budget()
+        if len(blob) > MAX_SMALL:
+            raise PipelineError(
+                f"{name}: {len(blob):,} bytes; a config or an index of a census holds at most {MAX_SMALL:,}"
+            )
+        return blob
 
     @property
     def bytes_fetched(self) -> int:
@@ -160,7 +167,9 @@ class Repo:
 
         self.api_requests += 1
         try:
-            info = HfApi(library_name=remote.LIBRARY_NAME).model_info(self.src.hub_id, revision=self.revision)
+            info = HfApi(library_name=remote.LIBRARY_NAME).model_info(
+                self.src.hub_id, revision=self.revision, timeout=_api_timeout()
+            )
         except Exception as exc:  # noqa: BLE001 - the Hub client's many error types
             raise PipelineError(f"cannot list {self.src.hub_id}@{self.revision} ({_said(exc)})") from None
         return sorted(s.rfilename for s in info.siblings or [])
@@ -259,13 +268,13 @@ def _index(blob: bytes) -> tuple[list[str], Any]:
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise PipelineError(f"{safetensors_file.SAFETENSORS_INDEX}: not a checkpoint index (no weight_map)")
-    names = sorted({plain_name(s, safetensors_file.SAFETENSORS_INDEX) for s in weight_map.values()})
+    names = sorted({plain_name(s, Path(safetensors_file.SAFETENSORS_INDEX)) for s in weight_map.values()})
     if len(names) > MAX_SHARDS:
         raise PipelineError(f"{safetensors_file.SAFETENSORS_INDEX}: lists {len(names):,} files (at most {MAX_SHARDS})")
     meta = data.get("metadata")
     claimed = meta.get("total_parameters") if isinstance(meta, dict) else None
-    if isinstance(claimed, bool) or not isinstance(claimed, int | float | str):
-        claimed = None
+    if claimed is not None and (isinstance(claimed, bool) or not isinstance(claimed, int | float | str)):
+        claimed = json.dumps(claimed)[:100]  # not a number: kept as written (cut), and flagged
     return names, claimed
 
 
@@ -309,6 +318,13 @@ def _gguf_header(rf: Any) -> tuple[bytes, int]:
         if take >= GGUF_MAX_HEADER:
             raise PipelineError(f"{_short(rf.url)}: no GGUF header ends in its first {take:,} bytes")
         take = min(take * 4, rf.size, GGUF_MAX_HEADER)
+
+
+def _api_timeout() -> float:
+    """Seconds the Hub API may take to answer (huggingface_hub's own default waits for ever)."""
+    from huggingface_hub import constants
+
+    return float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
 
 
 def _offline() -> bool:

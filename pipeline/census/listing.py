@@ -10,7 +10,6 @@ stops for one line. Only a list that cannot be read at all (missing, not text, n
 from __future__ import annotations
 
 import csv
-import io
 import math
 import re
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 # a path inside a repository (a GGUF file of a repo holding several): plain names joined by '/', no '..'
 REPO_FILE = re.compile(r"(?!.*\.\.)[\w.\-]+(/[\w.\-]+)*\.gguf")
 REVISION = re.compile(r"(?!.*\.\.)[A-Za-z0-9][\w.\-/]{0,199}")
-MAX_LIST_BYTES = 256 << 20  # ten million repositories of 25 characters; more is not a list
+MAX_LIST_BYTES = 64 << 20  # two and a half million repositories of 25 characters; more is not a list
+MAX_SOURCE = 4096  # characters of one source (a path or an id)
 MAX_CLAIM = 10**20  # a self-reported total beyond this is not read as a number at all (1.8e308 is still shown)
 
 
@@ -49,10 +49,13 @@ def read(path: str | Path) -> list[Source]:
     """Every source of the list file, in its order."""
     path = Path(path)
     try:
-        blob = path.read_bytes() if path.stat().st_size <= MAX_LIST_BYTES else None
+        with open(path, "rb") as fh:  # a pipe works too (/dev/stdin); a device is cut at MAX_LIST_BYTES
+            blob = fh.read(MAX_LIST_BYTES + 1)
+    except IsADirectoryError:
+        raise PipelineError(f"census list {path}: is a folder; name the list file") from None
     except OSError as exc:
-        raise PipelineError(f"census list {path}: cannot be read ({exc.strerror})") from None
-    if blob is None:
+        raise PipelineError(f"census list {path}: cannot be read ({exc.strerror or exc})") from None
+    if len(blob) > MAX_LIST_BYTES:
         raise PipelineError(f"census list {path}: more than {MAX_LIST_BYTES:,} bytes; split it")
     try:
         text = blob.decode("utf-8-sig")
@@ -60,30 +63,42 @@ def read(path: str | Path) -> list[Source]:
         raise PipelineError(f"census list {path}: not UTF-8 text (byte {exc.start})") from None
     if "\0" in text:
         raise PipelineError(f"census list {path}: holds NUL bytes; not a text or CSV file")
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    if "source" in [c.strip().lower() for c in first.split(",")]:
-        return _from_csv(text, path)
-    return [
-        source(i, *_split_revision(line.strip()))
-        for i, line in enumerate(text.splitlines(), 1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+    lines = [line.rstrip("\r") for line in text.split("\n")]  # only \n (and \r\n) end a line
+    first = next((line for line in lines if line.strip() and not line.lstrip().startswith("#")), "")
+    if "source" in [c.strip().lower() for c in next(csv.reader([first]), [])]:
+        return _from_csv(lines, path)
+    out = []
+    for i, line in enumerate(lines, 1):
+        text = line.split(" #", 1)[0].strip()  # a comment after the source
+        if text and not text.startswith("#"):
+            out.append(source(i, *_split_revision(text)))
+    return out
+
+
+def _exists(text: str) -> bool:
+    """Whether text names a local file or folder (a name the system cannot even look up does not)."""
+    try:
+        return Path(text).expanduser().exists()
+    except (OSError, RuntimeError, ValueError):  # too long, ~nosuchuser, ...
+        return False
 
 
 def _split_revision(text: str) -> tuple[str, str]:
-    if "@" in text and not Path(text).exists():
+    if "@" in text and not _exists(text):
         name, _, revision = text.rpartition("@")
         return name, revision
     return text, ""
 
 
-def _from_csv(text: str, path: Path) -> list[Source]:
-    rows = csv.reader(io.StringIO(text))
+def _from_csv(lines: list[str], path: Path) -> list[Source]:
     out = []
     header: list[str] | None = None
-    for row in rows:
-        if not any(c.strip() for c in row) or row[0].lstrip().startswith("#"):
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
+        row = next(csv.reader([line]), [])  # one line, one row: a quote left open cannot swallow the next lines
+        if line.count('"') % 2:
+            raise PipelineError(f"census list {path}: line {number}: a quote is opened and not closed")
         if header is None:
             header = [c.strip().lower() for c in row]
             unknown = [c for c in header if c not in ("source", "revision", "hub_total")]
@@ -91,13 +106,14 @@ def _from_csv(text: str, path: Path) -> list[Source]:
                 raise PipelineError(
                     f"census list {path}: unknown column {unknown[0]!r} (columns: source, revision, hub_total)"
                 )
+            if len(set(header)) != len(header):
+                raise PipelineError(f"census list {path}: a column is named twice ({', '.join(header)})")
             continue
-        line = rows.line_num
         if len(row) != len(header):
-            out.append(_bad(line, ",".join(row), f"{len(row)} fields, the header names {len(header)}"))
+            out.append(_bad(number, line, f"{len(row)} fields, the header names {len(header)}"))
             continue
         cells = dict(zip(header, (c.strip() for c in row), strict=True))
-        out.append(source(line, cells["source"], cells.get("revision", ""), cells.get("hub_total", "")))
+        out.append(source(number, cells["source"], cells.get("revision", ""), cells.get("hub_total", "")))
     return out
 
 
@@ -111,11 +127,13 @@ def source(line: int, text: str, revision: str = "", hub_total: str = "") -> Sou
         return _bad(line, text, "empty source")
     if hub_total and not re.fullmatch(r"\d+(\.\d*)?([eE]\+?\d+)?", hub_total):
         return _bad(line, text, f"hub_total {hub_total!r} is not a count")
-    local = Path(text).expanduser()
-    if text.startswith((".", "/", "~")) or local.exists():
+    if len(text) > MAX_SOURCE:
+        return _bad(line, text[:MAX_SOURCE] + "…", f"longer than {MAX_SOURCE} characters; not a source")
+    exists = _exists(text)
+    if text.startswith((".", "/", "~")) or exists:
         if revision:
             return _bad(line, text, "a revision applies to a Hub id, not to a local folder")
-        if not local.exists():
+        if not exists:
             return _bad(line, text, "no such file or folder")
         return Source(line, text, "", "path", hub_total=hub_total)
     parts = text.split("/")
@@ -128,11 +146,14 @@ def source(line: int, text: str, revision: str = "", hub_total: str = "") -> Sou
     return Source(line, text, revision, "hub", hub_id, file, hub_total)
 
 
-def claim(text: str) -> float | None:
+def claim(text: str) -> int | float | str | None:
     """A self-reported count as a number (None when absent); floats stay floats: 1.8e308 is not an integer."""
     if text in ("", None):
         return None
     if text.isdigit() and len(text) < 21:
         return int(text)
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        return text  # not a number: kept as written, and flagged where it is set beside the count
     return int(value) if math.isfinite(value) and value < MAX_CLAIM and value == int(value) else value

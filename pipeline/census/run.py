@@ -71,10 +71,13 @@ JOURNAL_SUFFIX = ".partial"
 # without it a worker still counts one at a time (a lock), but a waiting count then holds a thread.
 COUNTER = "counter"
 # A reason that says the files could not be had (missing, gated, offline, unreachable), not that they are wrong
+# (anchored where the library writes them: `<url or file>: HTTP 403 ...`, never inside a tensor's name)
 UNAVAILABLE = re.compile(
-    r"HTTP (401|403|404)|not found|no such|cannot resolve|not in the cache|cannot connect|no answer within|"
-    r"HF_HUB_OFFLINE|broke off|a revision applies"
+    r"^(cannot resolve |cannot list |HF_HUB_OFFLINE is set|no such file or folder$|a revision applies|"
+    r"\S+ not found$|\S+: (HTTP (401|403|404)\b|cannot connect|no answer within|the transfer broke off|"
+    r"HF_HUB_OFFLINE is set))"
 )
+MAX_REASON = 400  # characters of a row's error (a crafted name could make it any length)
 
 
 # --- the tasks (run on the workers) -----------------------------------------------------------
@@ -99,8 +102,11 @@ def fetch_task(src: Source) -> dict[str, Any]:
 
 def count_task(job: dict[str, Any]) -> dict[str, Any]:
     """Count fetched headers against their architecture (built here once, kept for the next repository)."""
+    import warnings
+
     from pipeline.census import count
 
+    warnings.simplefilter("ignore", FutureWarning)  # transformers' notes on configs: not the census's answer
     try:
         counted = count.count(job["fetched"])
     except Exception as exc:  # noqa: BLE001 - as above
@@ -121,7 +127,8 @@ def _reason(exc: BaseException) -> str:
     from pipeline.census.fetch import _short
 
     text = count.reason(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {first_line(exc)}"
-    return _short(text)
+    text = " ".join(_short(text).split())
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
 # --- the journal ------------------------------------------------------------------------------
@@ -140,18 +147,21 @@ class Journal:
     def load(self, keys: set[str]) -> dict[str, dict[str, Any]]:
         """The rows journalled by an earlier run for sources still listed (a damaged batch file is dropped)."""
         done: dict[str, dict[str, Any]] = {}
+        if self.dir.exists() and not self.dir.is_dir():
+            raise PipelineError(f"{self.dir}: the census journal's place holds a file; move it away")
         if not self.dir.is_dir():
             return done
         for path in sorted(self.dir.glob("rows-*.jsonl")):
             try:
+                number = int(path.stem.split("-", 1)[1])
                 batch = [json.loads(line) for line in path.read_text().splitlines()]
-            except (OSError, ValueError):
+            except (OSError, ValueError, IndexError):
                 log.warning("census: %s cannot be read; its rows are counted again", path)
                 continue
             for item in batch:
-                if isinstance(item, dict) and item.get("key") in keys and isinstance(item.get("row"), dict):
+                if isinstance(item, dict) and item.get("key") in keys and _sound(item.get("row")):
                     done[item["key"]] = item["row"]
-            self.batches = max(self.batches, int(path.stem.split("-")[1]) + 1)
+            self.batches = max(self.batches, number + 1)
         return done
 
     def add(self, key: str, row: dict[str, Any]) -> None:
@@ -174,6 +184,20 @@ class Journal:
             self.dir.rmdir()
 
 
+def _sound(row: Any) -> bool:
+    """A journalled row as this census writes them: its integers integers, its text text (else it is redone)."""
+    if not isinstance(row, dict) or not isinstance(row.get("source"), str):
+        return False
+    for column, value in row.items():
+        if value is None:
+            continue
+        if column in INTEGERS and (not isinstance(value, int) or isinstance(value, bool)):
+            return False
+        if column not in INTEGERS and not isinstance(value, str | int | float) or isinstance(value, bool):
+            return False
+    return True
+
+
 # --- the client -------------------------------------------------------------------------------
 
 
@@ -188,20 +212,22 @@ class Done:
     seconds: float
 
 
+SCHEDULER = re.compile(r"(tcp|tls|inproc|ucx|ws|wss)://[^\s/]+:\d{1,5}")
+CONNECT_SECONDS = 30
+
+
 @contextlib.contextmanager
 def client(scheduler: str | None, workers: int, threads: int) -> Iterator[Any]:
     """A Dask client: of the scheduler at ADDRESS, or of a local cluster of worker processes."""
+    import warnings
+
     from distributed import Client, LocalCluster
 
-    if scheduler:
-        try:
-            c = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as exc:
-            raise PipelineError(f"--scheduler {scheduler}: cannot connect ({first_line(exc)})") from None
-        with c:
-            yield c
-        return
+    warnings.filterwarnings("ignore", message="Sending large graph")  # headers travel with their tasks
     logging.getLogger("distributed").setLevel(logging.ERROR)  # its start and stop notes are not the answer
+    if scheduler:
+        yield from _remote(scheduler)
+        return
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=threads,
@@ -215,6 +241,33 @@ def client(scheduler: str | None, workers: int, threads: int) -> Iterator[Any]:
         yield c
 
 
+def _remote(scheduler: str) -> Iterator[Any]:
+    """A client of the scheduler at ADDRESS, connected within CONNECT_SECONDS (a port that accepts and says
+    nothing, or speaks another protocol, would otherwise keep the census waiting for ever), else one line."""
+    import threading
+
+    from distributed import Client
+
+    if not SCHEDULER.fullmatch(scheduler):
+        raise PipelineError(f"--scheduler {scheduler}: not a Dask scheduler address (tcp://HOST:PORT)")
+    got: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            got["client"] = Client(scheduler, timeout=f"{CONNECT_SECONDS}s")
+        except Exception as exc:  # noqa: BLE001 - whatever the other end made the client raise
+            got["error"] = exc
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(CONNECT_SECONDS + 5)
+    if "client" not in got:
+        why = first_line(got["error"]) if "error" in got else f"no Dask answer within {CONNECT_SECONDS} s"
+        raise PipelineError(f"--scheduler {scheduler}: cannot connect ({why})")
+    with got["client"] as c:
+        yield c
+
+
 def census(
     sources: list[Source],
     out: Path,
@@ -225,58 +278,20 @@ def census(
     bar: Any = None,
 ) -> Done:
     """Count every source (resuming from OUT's journal) and write OUT.csv in the list's order."""
-    from distributed import as_completed
-
     start = time.monotonic()
     journal = Journal(out, every)
     done = journal.load({s.key for s in sources})
     resumed = len(done)
     todo = [s for s in sources if s.key not in done]
-    builds = 0
-    n_workers = 0
+    builds = n_workers = 0
     if todo:
         with client(scheduler, workers, threads) as c:
-            info = c.scheduler_info()["workers"]
-            # by name: a worker its nanny restarts keeps its name (its address changes)
-            owners = sorted((w["name"] for w in info.values()), key=lambda n: (len(str(n)), str(n)))
-            n_workers = len(owners)
-            if not owners:
-                raise PipelineError(f"--scheduler {scheduler}: the cluster has no workers")
-            window = max(4, sum(w["nthreads"] for w in info.values()) * 2)
-            limited = all(w.get("resources", {}).get(COUNTER) for w in info.values())
-            needs = {"resources": {COUNTER: 1}} if limited else {}
-            pending = iter(todo)
-            of: dict[str, Source] = {}
-            flow = as_completed()
-
-            def submit_fetch() -> None:
-                src = next(pending, None)
-                if src is not None:
-                    fut = c.submit(fetch_task, src, key=f"fetch-{_token(src)}", pure=False, retries=1)
-                    of[fut.key] = src
-                    flow.add(fut)
-
-            for _ in range(window):
-                submit_fetch()
-            for fut in flow:
-                src = of.pop(fut.key)
-                try:
-                    result = fut.result()
-                except Exception as exc:  # noqa: BLE001 - a worker lost while on it (KilledWorker), twice
-                    result = {"row": {"source": src.source, "revision": src.revision, "error": _lost(exc)}}
-                fut.release()
-                if "fetched" in result:
-                    owner = owners[int(result["route"], 16) % len(owners)]
-                    job = c.submit(count_task, result, key=f"count-{_token(src)}", workers=[owner], retries=1, **needs)
-                    of[job.key] = src
-                    flow.add(job)
-                    continue
-                journal.add(src.key, result["row"])
-                done[src.key] = result["row"]
-                if bar is not None:
-                    bar.update(1)
-                submit_fetch()
-            journal.flush()
+            flow = _Flow(c, todo, journal, done, bar)
+            n_workers = len(flow.owners)
+            try:
+                flow.run()
+            finally:
+                journal.flush()  # what finished is kept, also when the census is interrupted
             builds = sum(c.run(builds_here).values())
     rows = [_complete(done[s.key]) for s in sources]
     atomic.write_text(out, to_csv(rows))
@@ -285,12 +300,65 @@ def census(
     return Done(rows, len(rows) - refused, refused, resumed, builds, n_workers, time.monotonic() - start)
 
 
+class _Flow:
+    """The sources through the cluster: a window of fetches in flight, each fetched one counted by its owner."""
+
+    def __init__(self, c: Any, todo: list[Source], journal: Journal, done: dict, bar: Any):
+        from distributed import as_completed
+
+        info = c.scheduler_info()["workers"]
+        # by name: a worker its nanny restarts keeps its name (its address changes)
+        self.owners = sorted((w["name"] for w in info.values()), key=lambda n: (len(str(n)), str(n)))
+        if not self.owners:
+            raise PipelineError("the Dask cluster has no workers")
+        limited = all(w.get("resources", {}).get(COUNTER) for w in info.values())
+        self.needs = {"resources": {COUNTER: 1}} if limited else {}
+        self.window = max(4, sum(w["nthreads"] for w in info.values()) * 2)
+        self.c, self.pending, self.journal, self.done, self.bar = c, iter(todo), journal, done, bar
+        self.of: dict[str, Source] = {}
+        self.flow = as_completed()
+
+    def submit_fetch(self) -> None:
+        src = next(self.pending, None)
+        if src is not None:
+            fut = self.c.submit(fetch_task, src, key=f"fetch-{_token(src)}", pure=False, retries=1)
+            self.of[fut.key] = src
+            self.flow.add(fut)
+
+    def run(self) -> None:
+        for _ in range(self.window):
+            self.submit_fetch()
+        for fut in self.flow:
+            src = self.of.pop(fut.key)
+            try:
+                result = fut.result()
+            except Exception:  # noqa: BLE001 - the workers running it died (KilledWorker), retries included
+                stage = "count" if fut.key.startswith("count-") else "fetch"
+                result = {"row": {**_first(src), "error": LOST, "flags": f"refused_at_{stage};worker_lost"}}
+            fut.release()
+            if "fetched" in result:  # counted next, by the worker that owns its architecture
+                owner = self.owners[int(result["route"], 16) % len(self.owners)]
+                key = f"count-{_token(src)}"
+                job = self.c.submit(count_task, result, key=key, workers=[owner], retries=1, **self.needs)
+                self.of[job.key] = src
+                self.flow.add(job)
+                continue
+            self.journal.add(src.key, result["row"])
+            self.done[src.key] = result["row"]
+            if self.bar is not None:
+                self.bar.update(1)
+            self.submit_fetch()
+
+
 def _token(src: Source) -> str:
     return hashlib.sha256(f"{src.key}\t{os.getpid()}\t{time.monotonic_ns()}".encode()).hexdigest()[:20]
 
 
-def _lost(exc: BaseException) -> str:
-    return f"the worker counting it was lost twice ({type(exc).__name__}: {first_line(exc)})"
+LOST = "the worker processes it ran on died each time it was tried (too big, or it crashes the libraries)"
+
+
+def _first(src: Source) -> dict[str, Any]:
+    return {"source": src.source, "revision": src.revision, "hub_total": src.hub_total}
 
 
 def _complete(row: dict[str, Any]) -> dict[str, Any]:

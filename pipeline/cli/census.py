@@ -25,13 +25,23 @@ def census_command(list_path: str, out: str, workers: int, threads: int, schedul
     if workers < 1 or threads < 1:
         raise PipelineError("--workers and --threads must be at least 1")
     target = Path(out)
+    if not out.strip():
+        raise PipelineError("-o: names no file; name the CSV file to write")
     if target.is_dir():
         raise PipelineError(f"-o {out}: is a folder; name the CSV file to write")
+    if target.exists() and Path(list_path).exists() and target.resolve() == Path(list_path).resolve():
+        raise PipelineError(f"-o {out}: is the list itself; name another file to write")
     sources = listing.read(list_path)
     if not sources:
         raise PipelineError(f"census list {list_path}: names no source")
-    with progress.bar(None, "census", "repos", total=len(sources)) as bar:
-        done = run.census(sources, target, workers, threads, scheduler, bar=bar)
+    try:
+        with progress.bar(None, "census", "repos", total=len(sources)) as bar:
+            done = run.census(sources, target, workers, threads, scheduler, bar=bar)
+    except KeyboardInterrupt:
+        raise PipelineError(
+            f"census interrupted; the rows that finished are kept in {target}{run.JOURNAL_SUFFIX}/: "
+            "run the same command again to go on"
+        ) from None
     fetched = sum(r["bytes_fetched"] or 0 for r in done.rows)
     resumed = f", {done.resumed:,} kept from the interrupted run" if done.resumed else ""
     return (

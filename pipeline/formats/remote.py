@@ -180,14 +180,16 @@ class RangeFile:
             raise PipelineError(f"{self.url}: asked for {length} bytes at {offset}, got {len(data)}")
         return data
 
-    def read_all(self) -> bytes:
-        """The whole (small) file by a plain GET."""
+    def read_all(self, limit: int = MAX_SMALL_FILE) -> bytes:
+        """The whole (small) file by a plain GET: at most limit bytes are accepted."""
         with self._get({}) as resp:
             if resp.status_code != 200:
                 raise PipelineError(f"{self.url}: HTTP {resp.status_code} to a plain GET (200 expected)")
             announced = resp.headers.get("Content-Length", "")
-            expected = min(int(announced), MAX_SMALL_FILE) if announced.isdigit() else MAX_SMALL_FILE
-            data = self._body(resp, MAX_SMALL_FILE, expected)
+            if announced.isdigit() and int(announced) > limit:
+                raise PipelineError(f"{self.url}: {int(announced):,} bytes, more than the {limit:,} read of it")
+            expected = min(int(announced), limit) if announced.isdigit() else limit
+            data = self._body(resp, limit, expected)
         self._same_size(len(data))
         return data
 

@@ -211,3 +211,99 @@ def test_csv_is_the_same_bytes_for_the_same_rows():
     rows = [run._complete({"source": "a", "total": 5, "bits_per_param": 16.0}), run._complete({"source": "b"})]
     assert run.to_csv(rows) == run.to_csv(json.loads(json.dumps(rows)))
     assert run.to_csv(rows).splitlines()[1].startswith("a,,5,,")
+
+
+# --- hostile lists and folders, without a cluster --------------------------------------------
+
+
+def test_a_list_that_never_ends_is_cut(tmp_path):
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")
+    with pytest.raises(Exception, match="more than .* bytes; split it"):
+        listing.read(tmp_path / "zero.txt")
+
+
+def test_a_line_the_system_cannot_look_up_is_a_bad_row(tmp_path):
+    (tmp_path / "list.txt").write_text(f"a/b\n{'x' * 10_000}\n~nosuchuser-hmp/x\n{'y' * 300}/z\n")
+    got = listing.read(tmp_path / "list.txt")
+    assert [s.kind for s in got] == ["hub", "bad", "bad", "bad"]
+    assert all(len(s.source) <= listing.MAX_SOURCE + 1 for s in got)
+
+
+def test_csv_lists_as_spreadsheets_write_them(tmp_path):
+    (tmp_path / "a.csv").write_text('# my census\n"source","revision","hub_total"\n"a/b","main","12"\n')
+    (got,) = listing.read(tmp_path / "a.csv")
+    assert (got.hub_id, got.revision, got.hub_total) == ("a/b", "main", "12")
+    (tmp_path / "b.csv").write_text('source,revision\n"a/b,main\nc/d,main\n')
+    with pytest.raises(Exception, match="line 2: a quote is opened and not closed"):
+        listing.read(tmp_path / "b.csv")
+    (tmp_path / "c.csv").write_text("source,source\na/b,c/d\n")
+    with pytest.raises(Exception, match="named twice"):
+        listing.read(tmp_path / "c.csv")
+    (tmp_path / "d.txt").write_text("a/b@main # the base\nc/d\u2028e/f\n")
+    assert [(s.source, s.revision) for s in listing.read(tmp_path / "d.txt")][0] == ("a/b", "main")
+
+
+def test_a_claim_that_is_not_a_number_is_flagged_not_fatal():
+    assert listing.claim("abc") == "abc"
+    diff, words, flag = explain.explain("abc", {"total": 10})
+    assert diff is None and flag == "absurd_claim" and "not a count" in words
+
+
+def test_weights_that_are_not_regular_files_are_refused(tmp_path):
+    import os
+
+    from pipeline.census import fetch
+
+    folder = _gpt2_folder(tmp_path / "m", "m")
+    (folder / "model.safetensors").unlink()
+    os.mkfifo(folder / "model.safetensors")
+    with pytest.raises(Exception, match="not a regular file"):
+        fetch.fetch(listing.source(1, str(folder)))
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to("/dev/zero")
+    with pytest.raises(Exception, match="not a regular file"):
+        fetch.fetch(listing.source(1, str(folder)))
+
+
+def test_an_index_naming_a_file_outside_is_refused_in_words(tmp_path):
+    from pipeline.census import fetch
+
+    folder = _gpt2_folder(tmp_path / "m", "m")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "../x.safetensors"}}))
+    with pytest.raises(Exception, match="points outside"):
+        fetch.fetch(listing.source(1, str(folder)))
+
+
+def test_a_damaged_journal_is_counted_again(tmp_path):
+    out = tmp_path / "out.csv"
+    journal = run.Journal(out, every=1)
+    journal.dir.mkdir()
+    (journal.dir / "rows-x.jsonl").write_text("{}")
+    (journal.dir / "rows-000001.jsonl").write_text(
+        json.dumps({"key": "1\ta/b\tmain", "row": {"source": "a/b", "total": "abc"}})
+        + "\n"
+        + json.dumps({"key": "2\tc/d\tmain", "row": {"source": "c/d", "total": 5}})
+        + "\n"
+    )
+    assert list(journal.load({"1\ta/b\tmain", "2\tc/d\tmain"})) == ["2\tc/d\tmain"]
+    (tmp_path / "file.csv.partial").write_text("")
+    with pytest.raises(Exception, match="journal's place holds a file"):
+        run.Journal(tmp_path / "file.csv", 1).load(set())
+
+
+@pytest.mark.parametrize("address", ["nonsense", "tcp://127.0.0.1", "http://127.0.0.1:80"])
+def test_a_scheduler_address_that_is_not_one_is_one_line(address):
+    with pytest.raises(Exception, match="not a Dask scheduler address"), run.client(address, 1, 1):
+        pass
+
+
+def test_the_list_is_never_the_output(tmp_path):
+    listed = tmp_path / "list.txt"
+    listed.write_text("a/b\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli.hmp", "census", str(listed), "-o", str(listed)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "is the list itself" in proc.stderr
+    assert (tmp_path / "list.txt").read_text() == "a/b\n"
