@@ -198,9 +198,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def csv_text(df: pd.DataFrame) -> str:
+    """A frame's CSV text with a fixed float format and Unix line ends, so reruns are byte-identical."""
+    return df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+
+
 def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> None:
-    """CSV with a fixed float format and Unix line ends, so reruns are byte-identical."""
-    write_text(path, df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
+    """CSV with a fixed float format and Unix line ends (csv_text), so reruns are byte-identical."""
+    write_text(path, csv_text(df))
 
 
 def sync_dir(directory: str | os.PathLike, keep: Iterable[str]) -> None:
