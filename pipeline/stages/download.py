@@ -9,11 +9,13 @@ A folder that still matches its model (the same params entry and code, and for s
 source files) is kept as it is; the others are made in temp folders beside their final place. Every model
 is checked before any folder is replaced: each refused one is named (one line each) and nothing is
 written. Then each new folder replaces its old one whole, and the folders of models no longer listed are
-removed.
+removed. `python -m pipeline.stages.download NAME ...` does the same for the models named alone (and removes
+nothing else).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from pipeline import sources
 from pipeline.core import atomic, compose, params, progress
-from pipeline.core.errors import about, collect, run
+from pipeline.core.errors import PipelineError, about, collect, run
 from pipeline.sources import current
 
 log = logging.getLogger("download")
@@ -41,9 +43,17 @@ def materialise(spec: params.ModelSpec, tmp: Path, key: str) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", help="only these models of params.yaml (default: all of them)")
+    args = parser.parse_args()
     compose.check_composed()  # dvc.yaml makes conf/ a dependency of this stage, so a conf/ edit lands here
     cfg = params.load()
+    for name in args.models:
+        if name not in cfg.models:
+            raise PipelineError(f"model '{name}': not in params.yaml models (have: {', '.join(cfg.models)})")
+    chosen = {name: cfg.models[name] for name in args.models} if args.models else cfg.models
     root = Path(cfg.paths["models"])
+    atomic.clean_leftovers(root)  # temp folders a killed run left, also beside folders kept as they are
     kept: list[str] = []
     with contextlib.ExitStack() as stack:  # every temp folder replaces its model's at the end, or none does
 
@@ -55,15 +65,15 @@ def main() -> None:
                 return
             materialise(spec, stack.enter_context(atomic.replacing_dir(folder)), key)
 
-        collect(progress.bar(cfg.models.items(), "download", "models", total=len(cfg.models)), one)
-    listed = sorted(root.iterdir()) if root.is_dir() else []
+        collect(progress.bar(chosen.items(), "download", "models", total=len(chosen)), one)
+    listed = sorted(root.iterdir()) if root.is_dir() and not args.models else []
     stale = [p for p in listed if p.is_dir() and not p.name.startswith(".") and p.name not in cfg.models]
     for folder in stale:  # a model no longer in the sweep: its folder goes (links to weights, never the sources)
         shutil.rmtree(folder)
     log.info(
         "%d models: %d materialised, %d kept as they were, %d folders of models no longer listed removed",
-        len(cfg.models),
-        len(cfg.models) - len(kept),
+        len(chosen),
+        len(chosen) - len(kept),
         len(kept),
         len(stale),
     )

@@ -7,10 +7,10 @@ import logging
 import os
 from pathlib import Path
 
-from pipeline.core import atomic, params
+from pipeline.core import atomic, memo, params
 from pipeline.core.errors import run
 from pipeline.report import plotdata
-from pipeline.report.render import data_files, render, to_html
+from pipeline.report.render import data_files, draw, render, to_html
 
 log = logging.getLogger("report")
 
@@ -22,8 +22,7 @@ def main() -> None:
     fig_dir = Path(cfg.paths["figures"])
     report_dir = Path(cfg.paths["report"]).parent
     with atomic.batch():  # the report, its HTML twin and its figures appear together, or not at all
-        for draw, data, path in rendered["figures"]:
-            draw(*data, path, dpi)
+        draw(rendered["figures"], dpi, memo.Memo(cfg.paths["memo"], "report"))  # PNGs of unchanged data: cached
         atomic.sync_dir(fig_dir, keep=[path.name for _, _, path in rendered["figures"]])
         atomic.write_text(cfg.paths["report"], rendered["text"])
         drawn = {os.path.relpath(path, report_dir): atomic.staged(path) for _, _, path in rendered["figures"]}
