@@ -180,6 +180,18 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def write_changed(path: str | os.PathLike, data: bytes) -> None:
+    """write_bytes, unless path already holds exactly data: a sweep of 200 per-model files rewrites only the ones
+    that changed (each write is an fsync)."""
+    path = Path(path)
+    try:
+        if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    write_bytes(path, data)
+
+
 def staged(path: str | os.PathLike) -> bytes:
     """What path holds once the current batch commits: its staged temp file if it has one, else the file itself."""
     path = Path(path)

@@ -92,11 +92,15 @@ def _missing(value: Any) -> bool:
 
 
 def frame_from_plain(obj: dict[str, Any]) -> pd.DataFrame:
-    columns, dtypes = obj["columns"], obj["dtypes"]
-    if len(columns) != len(dtypes) or any(len(row) != len(columns) for row in obj["data"]):
+    columns, dtypes, data = obj["columns"], obj["dtypes"], obj["data"]
+    if len(columns) != len(dtypes) or any(len(row) != len(columns) for row in data):
         raise ValueError("ragged frame")
-    df = pd.DataFrame(obj["data"], columns=columns, dtype=object)
-    return df.astype(dict(zip(columns, dtypes, strict=True))) if columns else df
+    if len(set(columns)) != len(columns):
+        raise ValueError("repeated column")
+    values = list(zip(*data, strict=True)) if data else [()] * len(columns)
+    return pd.DataFrame(
+        {c: pd.Series(list(v), dtype=t) for c, t, v in zip(columns, dtypes, values, strict=True)}, columns=columns
+    )
 
 
 class Memo:

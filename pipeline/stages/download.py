@@ -9,8 +9,10 @@ A folder that still matches its model (the same params entry and code, and for s
 source files) is kept as it is; the others are made in temp folders beside their final place. Every model
 is checked before any folder is replaced: each refused one is named (one line each) and nothing is
 written. Then each new folder replaces its old one whole, and the folders of models no longer listed are
-removed. `python -m pipeline.stages.download NAME ...` does the same for the models named alone (and removes
-nothing else).
+removed. It also writes <paths.models>/sweep.json, the sweep's models in order with their entries' hashes:
+the later stages depend on <paths.models> alone (dvc.yaml), so a model reordered, changed, added or removed
+reaches them through it. `python -m pipeline.stages.download NAME ...` does the same for the models named
+alone (and removes nothing else).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pipeline.core.errors import PipelineError, about, collect, run
 from pipeline.sources import current
 
 log = logging.getLogger("download")
+
+SWEEP = "sweep.json"  # in <paths.models>: the models in sweep order, each with its entry's hash
 
 
 def materialise(spec: params.ModelSpec, tmp: Path, key: str) -> None:
@@ -70,6 +74,8 @@ def main() -> None:
     stale = [p for p in listed if p.is_dir() and not p.name.startswith(".") and p.name not in cfg.models]
     for folder in stale:  # a model no longer in the sweep: its folder goes (links to weights, never the sources)
         shutil.rmtree(folder)
+    if not args.models:
+        atomic.write_json(root / SWEEP, [{"model": n, "entry": current.entry_key(s)} for n, s in cfg.models.items()])
     log.info(
         "%d models: %d materialised, %d kept as they were, %d folders of models no longer listed removed",
         len(chosen),

@@ -29,7 +29,7 @@ def main() -> None:
         atomic.write_text(cfg.paths["report_html"], to_html(rendered["text"], drawn))
         copies = data_files(cfg)
         for copy, source in copies.items():  # byte for byte: the artifact's data are the results themselves
-            atomic.write_bytes(copy, source.read_bytes())
+            atomic.write_changed(copy, source.read_bytes())
         for folder in {copy.parent for copy in copies}:
             atomic.sync_dir(folder, keep=[c.name for c in copies if c.parent == folder])
         plotdata.write(cfg, **rendered["frames"])  # the CSVs `dvc plots show` draws (dvc.yaml `plots:`)
