@@ -69,7 +69,7 @@ def test_dvc_repro_tiny_sweep_then_noop_then_remove_a_model(repo):
     assert sorted(p.name for p in (repo / "results/inventory").iterdir()) == ["tiny.csv"]
     assert list(pd.read_csv(repo / "results/summary.csv")["model"]) == ["tiny"]
     assert "tiny-untied" not in (repo / "reports/report.md").read_text()
-    assert sorted(p.name for p in (repo / "data/models").iterdir()) == ["tiny"]  # its folder is removed too
+    assert sorted(p.name for p in (repo / "data/models").iterdir()) == ["sweep.json", "tiny"]  # its folder goes too
 
 
 def test_dvc_repro_after_adding_a_model_recounts_it_alone_with_a_cold_runs_bytes(repo, tmp_path):

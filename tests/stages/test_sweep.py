@@ -79,7 +79,9 @@ def test_a_changed_entry_is_recounted_and_a_removed_model_dropped(workdir, monke
         caplog, "download"
     )
     assert "2 models: 1 computed, 1 from the cache (data/memo/count)" in _said(caplog, "count")
-    assert sorted(p.name for p in (workdir / "data/models").iterdir()) == ["tiny", "tiny-deep"]
+    assert sorted(p.name for p in (workdir / "data/models").iterdir()) == ["sweep.json", "tiny", "tiny-deep"]
+    listed = json.loads((workdir / "data/models/sweep.json").read_text())
+    assert [m["model"] for m in listed] == ["tiny", "tiny-deep"]  # in sweep order, each with its entry's hash
     assert sorted(p.name for p in (workdir / "results/inventory").iterdir()) == ["tiny-deep.csv", "tiny.csv"]
     summary = pd.read_csv(workdir / "results/summary.csv").set_index("model")
     d = TINY["n_embd"]
