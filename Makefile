@@ -69,6 +69,7 @@ bench: $(STAMP) ## run the benchmarks and print their tables
 	python benchmarks/bench_gguf.py
 	python benchmarks/bench_families.py
 	python benchmarks/bench_fit.py
+	python benchmarks/bench_sweep.py
 	python benchmarks/bench_census.py
 
 publish: $(STAMP) ## register the committed report as a new artifact version (git tag report@vX.Y.Z)
@@ -81,5 +82,5 @@ lock: $(STAMP) ## rewrite requirements.lock from the installed versions
 	(echo "# Exact versions every install uses (pip install -c requirements.lock): regenerate with \`make lock\`."; \
 	 $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/') > requirements.lock
 
-clean: ## remove the virtualenv, the downloaded model folders, the offline plots page and the benchmarks' files
-	rm -rf $(VENV) data/models $(PLOT_PAGE) .bench
+clean: ## remove the virtualenv, the downloaded model folders, the stages' caches, the offline plots page and the benchmarks' files
+	rm -rf $(VENV) data/models data/memo $(PLOT_PAGE) .bench

@@ -1,7 +1,7 @@
 """Benchmark the pipeline on the default sweep (the four GPT-2 sizes) in temp copies of this repository.
 
 Prints one table, each figure as median [min–max] over --runs runs, interleaved in this one process:
-  warm dvc repro: a fresh copy with the committed dvc.lock, so only the download stages run;
+  warm dvc repro: a fresh copy with the committed dvc.lock, so only the download stage runs;
   no-op dvc repro: the same copy again, nothing to do;
   cold dvc repro -f: another fresh copy with results/ and reports/ removed, every stage runs;
   the peak RSS of the count stage (gpt2-xl in the sweep), read by the stage's own process.

@@ -180,6 +180,18 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def write_changed(path: str | os.PathLike, data: bytes) -> None:
+    """write_bytes, unless path already holds exactly data: a sweep of 200 per-model files rewrites only the ones
+    that changed (each write is an fsync)."""
+    path = Path(path)
+    try:
+        if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    write_bytes(path, data)
+
+
 def staged(path: str | os.PathLike) -> bytes:
     """What path holds once the current batch commits: its staged temp file if it has one, else the file itself."""
     path = Path(path)
@@ -198,9 +210,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def csv_text(df: pd.DataFrame) -> str:
+    """A frame's CSV text with a fixed float format and Unix line ends, so reruns are byte-identical."""
+    return df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+
+
 def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> None:
-    """CSV with a fixed float format and Unix line ends, so reruns are byte-identical."""
-    write_text(path, df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
+    """CSV with a fixed float format and Unix line ends (csv_text), so reruns are byte-identical."""
+    write_text(path, csv_text(df))
 
 
 def sync_dir(directory: str | os.PathLike, keep: Iterable[str]) -> None:

@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
+from pipeline.core import memo
 from pipeline.core.errors import PipelineError, first_line, run
-from pipeline.core.params import CONF_DIR, PARAMS_FILE, Params, from_dict, model_spec
+from pipeline.core.params import CONF_DIR, PARAMS_FILE, SAFE_LOADER, Params, from_dict, model_spec
 
 # What makes a model a different model: a change here means its stated size no longer describes it. Where
 # its files come from (source, hub_id, path, revision) is not: GPT-2 from its config, a folder or the Hub is
@@ -20,7 +21,7 @@ from pipeline.core.params import CONF_DIR, PARAMS_FILE, Params, from_dict, model
 IDENTITY_KEYS = ("config_path", "architecture", "auto_class")
 
 
-def what_if(cfg: Params, conf_dir: str | Path = CONF_DIR) -> dict[str, str]:
+def what_if(cfg: Params, conf_dir: str | Path = CONF_DIR, cache: str | Path | None = None) -> dict[str, str]:
     """{model: 'architecture.n_layer=6 (conf/: 12)'} for each model whose identity an override changed.
 
     `dvc exp run -S models.gpt2.architecture.n_layer=6` keeps the name gpt2 and its stated 117M; the
@@ -30,7 +31,7 @@ def what_if(cfg: Params, conf_dir: str | Path = CONF_DIR) -> dict[str, str]:
     if cfg.sweep is None or not (Path(conf_dir) / "config.yaml").is_file():
         return {}
     try:
-        pristine = compose([f"sweep={cfg.sweep}"], conf_dir)["models"]
+        pristine = compose([f"sweep={cfg.sweep}"], conf_dir, cache)["models"]
     except PipelineError:
         return {}  # the recorded sweep no longer composes (renamed or deleted): nothing to compare with
     marked = {}
@@ -71,8 +72,33 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
-def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR) -> dict[str, Any]:
-    """Compose conf/ with Hydra the way `dvc exp run` does, and return it as plain data."""
+def conf_digest(conf_dir: Path) -> str:
+    """sha256 of every file under conf/ (path and bytes): what a composition depends on."""
+    files = sorted(p for p in conf_dir.rglob("*") if p.is_file())
+    return memo.digest([(p.relative_to(conf_dir).as_posix(), memo.file_digest(p)) for p in files])
+
+
+def compose(
+    overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR, cache: str | Path | None = None
+) -> dict[str, Any]:
+    """Compose conf/ with Hydra the way `dvc exp run` does, and return it as plain data.
+
+    With cache (paths.memo), a composition of the same conf/ files and overrides is read back instead of
+    composed again: Hydra takes seconds for a sweep of hundreds of models, and the download and count
+    stages each need it."""
+    if cache is None:
+        return _compose(overrides, conf_dir)
+    store, key = _store(overrides, conf_dir, cache)
+    found = store.fetch(key, lambda data: data if isinstance(data, dict) else {}["not a composition"])
+    return found if found is not None else store.put(key, _compose(overrides, conf_dir))
+
+
+def _store(overrides: list[str] | None, conf_dir: str | Path, cache: str | Path) -> tuple[memo.Memo, str]:
+    store = memo.Memo(cache, "compose")
+    return store, store.key(conf_digest(Path(conf_dir)), list(overrides or []))
+
+
+def _compose(overrides: list[str] | None, conf_dir: str | Path) -> dict[str, Any]:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -129,8 +155,9 @@ def check_composed(path: str | Path = PARAMS_FILE, conf_dir: str | Path = CONF_D
         return
     second = text.splitlines()[1] if text.count("\n") > 1 else ""
     overrides = json.loads(second[len(OVERRIDES_LINE) :]) if second.startswith(OVERRIDES_LINE) else []
-    composed = compose(overrides, conf_dir)
-    current = yaml.safe_load(text)
+    current = yaml.load(text, Loader=SAFE_LOADER)
+    memo_dir = current.get("paths", {}).get("memo") if isinstance(current, dict) else None
+    composed = compose(overrides, conf_dir, memo_dir if isinstance(memo_dir, str) else None)
     if composed != current:
         shown = f" {' '.join(overrides)}" if overrides else ""
         raise PipelineError(
@@ -158,7 +185,9 @@ def write_params(overrides: list[str]) -> None:
     from pipeline.core import atomic
 
     data = compose(overrides)
-    from_dict(data)  # refuse to write a params.yaml the stages would reject
+    cfg = from_dict(data)  # refuse to write a params.yaml the stages would reject
+    store, key = _store(overrides, CONF_DIR, cfg.paths["memo"])
+    store.put(key, data)  # the stages compose the same to check params.yaml: they read it back instead
     header = GENERATED + (f"{OVERRIDES_LINE}{json.dumps(overrides)}\n" if overrides else "")
     atomic.write_text(PARAMS_FILE, header + dump(data))
 

@@ -3,10 +3,16 @@ copied beside it."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
-from pipeline.core import params
+import pandas as pd
+
+from pipeline.core import atomic, memo, params
 from pipeline.core.errors import PipelineError
 from pipeline.report import (
     base,
@@ -43,6 +49,35 @@ SECTIONS = (
 )
 
 
+log = logging.getLogger("report")
+
+# A figure with a bar per model stops being readable (and takes seconds to draw) long before a census-sized
+# sweep: beyond this many models the figures show a sample, and every table still lists each model.
+FIGURE_MODELS = 24
+
+
+def figure_models(summary: pd.DataFrame, cap: int = FIGURE_MODELS) -> list[str]:
+    """The models the figures show, in sweep order: all of them, or beyond cap the smallest and the largest plus
+    those whose names hash lowest (sha256), a sample that stays put as the sweep grows."""
+    names = list(summary.index)
+    if len(names) <= cap:
+        return names
+    by_size = summary.sort_values("total", kind="stable").index
+    chosen = {by_size[0], by_size[-1]}
+    for name in sorted(names, key=lambda n: hashlib.sha256(n.encode()).hexdigest()):
+        if len(chosen) == cap:
+            break
+        chosen.add(name)
+    return [n for n in names if n in chosen]
+
+
+def _shown(arg: Any, models: list[str]) -> Any:
+    """A figure's table restricted to the models the figures show (tables without a model column as they are)."""
+    if isinstance(arg, pd.DataFrame) and "model" in arg.columns and not arg["model"].isin(models).all():
+        return arg[arg["model"].isin(models)]
+    return arg
+
+
 def render(cfg: params.Params) -> dict[str, object]:
     """Compute everything the report shows, without writing: its Markdown, the figures to draw and the frames
     the plot data are made from."""
@@ -50,6 +85,17 @@ def render(cfg: params.Params) -> dict[str, object]:
     fig_dir = Path(cfg.paths["figures"])
     d = base.load(cfg, Path(os.path.relpath(fig_dir, report_dir)))
     sections = [section(d) for section in SECTIONS]
+    shown = figure_models(d.summary)
+    sample = (
+        [
+            f"The figures show {len(shown)} of the {len(cfg.models)} models (the smallest, the largest and a fixed "
+            "sample by a hash of their names, so they stay put as the sweep grows): "
+            f"{', '.join(f'`{n}`' for n in shown)}. Every table lists every model.",
+            "",
+        ]
+        if len(shown) < len(cfg.models)
+        else []
+    )
     body = "\n".join(
         [
             "# How many parameters?",
@@ -62,12 +108,39 @@ def render(cfg: params.Params) -> dict[str, object]:
             "",
             f"Models: {', '.join(f'`{n}`' for n in cfg.models)}.",
             "",
+            *sample,
             *(s.text for s in sections if s.text),
         ]
     )
-    drawn = [(f.draw, f.args, fig_dir / f.name) for s in sections for f in s.figures]
+    drawn = [(f.draw, tuple(_shown(a, shown) for a in f.args), fig_dir / f.name) for s in sections for f in s.figures]
     # the tables plotdata writes for `dvc plots`, as read here (each CSV read once per report)
     return {"text": body, "figures": drawn, "frames": {"summary": d.summary, "hists": d.hists, "grid": d.grid}}
+
+
+def _arg_digest(arg: Any) -> str:
+    if isinstance(arg, pd.DataFrame | pd.Series):
+        dtypes = arg.dtypes if isinstance(arg, pd.DataFrame) else [arg.dtype]
+        return memo.digest(arg.to_csv(), [str(t) for t in dtypes])
+    return memo.digest(arg)
+
+
+def draw(figures: list[tuple[Any, tuple, Path]], dpi: int, cache: memo.Memo) -> None:
+    """Draw each figure (inside the stage's atomic batch), its PNG read back from the cache when its data, dpi and
+    the code are unchanged: a sweep that gains a model the figures do not show draws nothing, imports no matplotlib."""
+    for fn, args, path in figures:
+        try:
+            key = cache.key(fn.__module__, fn.__qualname__, [_arg_digest(a) for a in args], dpi)
+        except TypeError:  # an argument with no stable digest: drawn every time
+            fn(*args, path, dpi)
+            continue
+        png = cache.fetch(key, lambda text: base64.b64decode(text.encode("ascii"), validate=True))
+        if png is None:
+            fn(*args, path, dpi)
+            cache.put(key, base64.b64encode(atomic.staged(path)).decode("ascii"))
+        else:
+            atomic.write_bytes(path, png)
+    cache.prune()
+    log.info("%d figures: %s", len(figures), cache.summary())
 
 
 STYLE = """

@@ -7,10 +7,10 @@ import logging
 import os
 from pathlib import Path
 
-from pipeline.core import atomic, params
+from pipeline.core import atomic, memo, params
 from pipeline.core.errors import run
 from pipeline.report import plotdata
-from pipeline.report.render import data_files, render, to_html
+from pipeline.report.render import data_files, draw, render, to_html
 
 log = logging.getLogger("report")
 
@@ -22,15 +22,14 @@ def main() -> None:
     fig_dir = Path(cfg.paths["figures"])
     report_dir = Path(cfg.paths["report"]).parent
     with atomic.batch():  # the report, its HTML twin and its figures appear together, or not at all
-        for draw, data, path in rendered["figures"]:
-            draw(*data, path, dpi)
+        draw(rendered["figures"], dpi, memo.Memo(cfg.paths["memo"], "report"))  # PNGs of unchanged data: cached
         atomic.sync_dir(fig_dir, keep=[path.name for _, _, path in rendered["figures"]])
         atomic.write_text(cfg.paths["report"], rendered["text"])
         drawn = {os.path.relpath(path, report_dir): atomic.staged(path) for _, _, path in rendered["figures"]}
         atomic.write_text(cfg.paths["report_html"], to_html(rendered["text"], drawn))
         copies = data_files(cfg)
         for copy, source in copies.items():  # byte for byte: the artifact's data are the results themselves
-            atomic.write_bytes(copy, source.read_bytes())
+            atomic.write_changed(copy, source.read_bytes())
         for folder in {copy.parent for copy in copies}:
             atomic.sync_dir(folder, keep=[c.name for c in copies if c.parent == folder])
         plotdata.write(cfg, **rendered["frames"])  # the CSVs `dvc plots show` draws (dvc.yaml `plots:`)

@@ -65,11 +65,16 @@ def _run(stage: str, model: str | None) -> None:
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    """Every entry under root: a regular file's sha256, a symlink's target, or its kind (never read specials)."""
+    """Every entry under root: a regular file's sha256, a symlink's target, or its kind (never read specials).
+
+    The stages' caches (paths.memo) are left out: they keep the work of the models that passed, which is no
+    output and stays valid whatever the refused model was (tests/stages/test_sweep.py checks them)."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             p = Path(dirpath) / name
+            if "data/memo" in p.relative_to(root).as_posix():
+                continue
             mode = p.lstat().st_mode
             if stat.S_ISLNK(mode):
                 out[str(p.relative_to(root))] = "link:" + os.readlink(p)
