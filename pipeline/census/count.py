@@ -118,7 +118,7 @@ def _count(f: Fetched) -> tuple[dict[str, Any], dict[str, Any]]:
             key = architecture_key(config, f.fmt)
             built = _build(key, folder)
             loaded = formats.load(folder, NAME)
-            weighed = weigh(built, loaded, NAME)
+            weighed = weigh(built, loaded, NAME, inventory_rows=False)
         except PipelineError as exc:  # name the repository's files, not the temporary folder they were put in
             raise PipelineError(str(exc).replace(f"{folder}/", "").replace(str(folder), "")) from None
         finally:
@@ -140,10 +140,18 @@ def _sparse_safetensors(path: Path, info: dict, states: dict[str, bytes]) -> Non
             fh.write(data)
 
 
-def _row(f: Fetched, key: str, built: Any, loaded: Any, weighed: Any) -> dict[str, Any]:
+def _summary(built: Any) -> dict[str, Any]:
+    """The architecture's counts (the same for every checkpoint of it), computed once per build."""
     from pipeline.model import inventory
 
-    summary = inventory.summarize(weighed.inv, built.top_k)
+    if built.summary is None:
+        built.summary = inventory.summarize(built.inv, built.top_k)
+    return built.summary
+
+
+def _row(f: Fetched, key: str, built: Any, loaded: Any, weighed: Any) -> dict[str, Any]:
+
+    summary = _summary(built)
     rec = weighed.rec
     sizes = [info["size"] for info in f.headers.values()] or [size for _, size in f.gguf.values()]
     checkpoint_bytes = sum(sizes) if sizes else None

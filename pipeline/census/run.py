@@ -115,6 +115,11 @@ def count_task(job: dict[str, Any]) -> dict[str, Any]:
     return {"row": {**job["row"], **counted, "hub_total": hub_total or job["row"].get("hub_total", "")}}
 
 
+def route_of(job: dict[str, Any]) -> dict[str, Any]:
+    """What the client needs of a fetch (runs where its headers are): the owner's key, or the finished row."""
+    return {"route": job["route"]} if "fetched" in job else {"row": job["row"]}
+
+
 def builds_here() -> int:
     """Architectures this worker built (the census reports the sum; a test checks it)."""
     from pipeline.census import count
@@ -219,11 +224,9 @@ CONNECT_SECONDS = 30
 @contextlib.contextmanager
 def client(scheduler: str | None, workers: int, threads: int) -> Iterator[Any]:
     """A Dask client: of the scheduler at ADDRESS, or of a local cluster of worker processes."""
-    import warnings
 
     from distributed import Client, LocalCluster
 
-    warnings.filterwarnings("ignore", message="Sending large graph")  # headers travel with their tasks
     logging.getLogger("distributed").setLevel(logging.ERROR)  # its start and stop notes are not the answer
     if scheduler:
         yield from _remote(scheduler)
@@ -315,34 +318,41 @@ class _Flow:
         self.needs = {"resources": {COUNTER: 1}} if limited else {}
         self.window = max(4, sum(w["nthreads"] for w in info.values()) * 2)
         self.c, self.pending, self.journal, self.done, self.bar = c, iter(todo), journal, done, bar
-        self.of: dict[str, Source] = {}
+        self.of: dict[str, tuple[Source, Any]] = {}  # a future's key -> its source (and the fetch it follows)
         self.flow = as_completed()
 
     def submit_fetch(self) -> None:
+        """The next source's fetch, and the small task that tells the client where it goes: the headers stay
+        on the workers (the count task takes them from the fetching worker, or where they already are)."""
         src = next(self.pending, None)
         if src is not None:
-            fut = self.c.submit(fetch_task, src, key=f"fetch-{_token(src)}", pure=False, retries=1)
-            self.of[fut.key] = src
-            self.flow.add(fut)
+            token = _token(src)
+            fetched = self.c.submit(fetch_task, src, key=f"fetch-{token}", pure=False, retries=1)
+            routed = self.c.submit(route_of, fetched, key=f"route-{token}", retries=1)
+            self.of[routed.key] = (src, fetched)
+            self.flow.add(routed)
 
     def run(self) -> None:
         for _ in range(self.window):
             self.submit_fetch()
         for fut in self.flow:
-            src = self.of.pop(fut.key)
+            src, fetched = self.of.pop(fut.key)
             try:
                 result = fut.result()
             except Exception:  # noqa: BLE001 - the workers running it died (KilledWorker), retries included
                 stage = "count" if fut.key.startswith("count-") else "fetch"
                 result = {"row": {**_first(src), "error": LOST, "flags": f"refused_at_{stage};worker_lost"}}
             fut.release()
-            if "fetched" in result:  # counted next, by the worker that owns its architecture
+            if "route" in result:  # counted next, by the worker that owns its architecture
                 owner = self.owners[int(result["route"], 16) % len(self.owners)]
                 key = f"count-{_token(src)}"
-                job = self.c.submit(count_task, result, key=key, workers=[owner], retries=1, **self.needs)
-                self.of[job.key] = src
+                job = self.c.submit(count_task, fetched, key=key, workers=[owner], retries=1, **self.needs)
+                fetched.release()
+                self.of[job.key] = (src, None)
                 self.flow.add(job)
                 continue
+            if fetched is not None:
+                fetched.release()
             self.journal.add(src.key, result["row"])
             self.done[src.key] = result["row"]
             if self.bar is not None:

@@ -96,6 +96,7 @@ class Built:
     total: int
     input_name: str
     output_name: str
+    summary: dict[str, Any] | None = None  # inventory.summarize of the architecture, kept once computed (census)
 
 
 @dataclass
@@ -136,8 +137,11 @@ def build_counted(
     )
 
 
-def weigh(built: Built, loaded: formats.Loaded, name: str) -> Weighed:
-    """Reconcile a checkpoint's headers with the built architecture: every parameter accounted for, or an error."""
+def weigh(built: Built, loaded: formats.Loaded, name: str, inventory_rows: bool = True) -> Weighed:
+    """Reconcile a checkpoint's headers with the built architecture: every parameter accounted for, or an error.
+
+    inventory_rows=False leaves the inventory as the architecture's (no checkpoint columns, no rows for buffers
+    and extras): a census needs the reconciliation and its totals, not the table."""
     regrouped = loaded.regrouped
     if not loaded.fmt:  # no weight files: counted from the config alone
         return Weighed(built.inv, None, None, None, None)
@@ -148,11 +152,11 @@ def weigh(built: Built, loaded: formats.Loaded, name: str) -> Weighed:
     else:
         rec = reconcile.reconcile(model, entries, name, base_only=build.is_base_class(built.cls, built.config))
         quant.require_packed(regrouped, name)  # after reconcile: tensors no rule knows are named there
-    inv = inventory.with_checkpoint(built.inv, model, rec, regrouped.metadata)
+    inv = inventory.with_checkpoint(built.inv, model, rec, regrouped.metadata) if inventory_rows else built.inv
     buffers = sum(e.numel for e, _ in rec.buffers)
     extra = sum(e.numel for e in rec.extra)
     from_checkpoint = rec.checkpoint_tensors - buffers - rec.tied_copies - sum(e.numel for e in rec.unused + rec.extra)
-    from_architecture = int(inventory.parameters(inv)["numel"].sum())
+    from_architecture = int(inventory.parameters(inv)["numel"].sum()) if inventory_rows else built.total
     if from_checkpoint != from_architecture:  # reconcile() makes this impossible; never pick one silently
         raise PipelineError(
             f"model '{name}': the checkpoint holds {from_checkpoint:,} parameters, "
