@@ -282,6 +282,7 @@ def census(
 ) -> Done:
     """Count every source (resuming from OUT's journal) and write OUT.csv in the list's order."""
     start = time.monotonic()
+    _hub_answers(sources)
     journal = Journal(out, every)
     done = journal.load({s.key for s in sources})
     resumed = len(done)
@@ -301,6 +302,21 @@ def census(
     journal.remove()
     refused = sum(1 for r in rows if r["error"])
     return Done(rows, len(rows) - refused, refused, resumed, builds, n_workers, time.monotonic() - start)
+
+
+def _hub_answers(sources: list[Source]) -> None:
+    """A list of Hub ids with a Hub that does not answer at all is one line at once, not a retried wait per row."""
+    from huggingface_hub import constants
+
+    from pipeline.sources.hub import hub_unreachable
+
+    if constants.is_offline_mode() or not any(s.kind == "hub" for s in sources):
+        return
+    if reason := hub_unreachable():
+        raise PipelineError(
+            f"the Hub at {constants.ENDPOINT} cannot be reached ({reason}); set HF_HUB_OFFLINE=1 to take the "
+            "repositories from the local cache, or HF_ENDPOINT to a mirror"
+        )
 
 
 class _Flow:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -307,3 +308,18 @@ def test_the_list_is_never_the_output(tmp_path):
     )
     assert proc.returncode != 0 and "is the list itself" in proc.stderr
     assert (tmp_path / "list.txt").read_text() == "a/b\n"
+
+
+def test_a_hub_that_does_not_answer_is_one_line_at_once(tmp_path):
+    listed = tmp_path / "list.txt"
+    listed.write_text("owner/a@main\nowner/b@main\n")
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli.hmp", "census", str(listed), "-o", str(tmp_path / "out.csv")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "cannot be reached" in proc.stderr and "HF_HUB_OFFLINE=1" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.csv").exists()
