@@ -26,7 +26,7 @@ MAX_SMALL = 16 << 20  # config.json or an index: an ImageNet-21k label map is ~1
 GGUF_FIRST_READ = 256 << 10  # a GGUF header is read in growing steps from here (a tokenizer makes it MBs)
 GGUF_MAX_HEADER = 128 << 20
 SHA = re.compile(r"[0-9a-f]{40}")
-STATE_READS = 8  # quant states read at once
+STATE_READS = 8  # shard headers (or quant states) of one repository read at once
 HEADER_GUESS = 32 << 10  # the first request for a safetensors file: the whole header of most (GPT-2's is 14.6 kB)
 
 
@@ -216,20 +216,28 @@ def _checkpoint(repo: Repo, out: Fetched) -> None:
         names = [safetensors_file.SAFETENSORS_SINGLE]
     else:
         names, out.index_total = _index(index)
-    for name in names:
-        rf = repo.file(name)
+    if index is None:
         try:
-            data_start, header = remote.read_header(rf, HEADER_GUESS)
+            out.headers[names[0]] = _header(repo, names[0])
         except FileNotFoundError:
-            if index is None:  # config.json alone: counted from it, and said so
-                return
-            raise
-        if rf.size is None:
-            raise PipelineError(f"{_short(rf.url)}: the server did not say how long the file is (Content-Range)")
-        safetensors_file.entries_from_header(header, data_start, name, rf.size, _short(rf.url))
-        out.headers[name] = {"size": rf.size, "data_start": data_start, "header": header}
+            return  # config.json alone: counted from it, and said so
+    else:  # a sharded checkpoint: its headers read several at a time, in the index's order
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=STATE_READS) as pool:
+            out.headers = dict(zip(names, pool.map(lambda name: _header(repo, name), names), strict=True))
     out.fmt = "safetensors"
     _quant_states(repo, out)
+
+
+def _header(repo: Repo, name: str) -> dict:
+    """One safetensors file's size, data start and header, checked by the format's rules."""
+    rf = repo.file(name)
+    data_start, header = remote.read_header(rf, HEADER_GUESS)
+    if rf.size is None:
+        raise PipelineError(f"{_short(rf.url)}: the server did not say how long the file is (Content-Range)")
+    safetensors_file.entries_from_header(header, data_start, name, rf.size, _short(rf.url))
+    return {"size": rf.size, "data_start": data_start, "header": header}
 
 
 def _quant_states(repo: Repo, out: Fetched) -> None:

@@ -204,7 +204,7 @@ def test_the_same_census_on_a_running_scheduler(population, tmp_path):
 
 
 def test_a_scheduler_that_is_not_there_is_one_line(tmp_path):
-    (tmp_path / "list.txt").write_text("owner/name@main\n")
+    (tmp_path / "list.txt").write_text(f"{tmp_path}\n")  # a local folder: no Hub asked
     proc = _census(
         tmp_path / "list.txt",
         tmp_path / "out.csv",
