@@ -21,6 +21,7 @@ import argparse
 import csv
 import io
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -197,7 +198,8 @@ def main() -> None:
         killed = tmp / "killed.csv"
         half = census(listed, killed, env, 2, kill_at=args.repos // 2)
         again = census(listed, killed, env, 2)
-        resumed = again["stdout"].split("kept from the interrupted run")[0].rsplit(",", 1)[-1].strip()
+        kept = re.search(r"([\d,]+) kept from the interrupted run", again["stdout"])
+        resumed = kept.group(1) if kept else "none"
         print(
             f"\nkilled at {resumed} of {args.repos:,} rows journalled ({half['seconds']:.1f} s), run again: "
             f"{again['seconds']:.1f} s; its CSV {'is' if killed.read_bytes() == two['bytes'] else 'is NOT'} the "
