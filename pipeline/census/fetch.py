@@ -151,7 +151,7 @@ class Repo:
 
     @property
     def bytes_fetched(self) -> int:
-        return sum(f.bytes_fetched for f in self.opened.values())
+        return sum(f.bytes_fetched for f in list(self.opened.values()))
 
     def _budget(self) -> None:
         if self.bytes_fetched > MAX_REPO_BYTES:
@@ -195,7 +195,7 @@ def fetch(src: Source) -> Fetched:
     except FileNotFoundError as exc:
         raise PipelineError(f"{_short(str(exc.args[0]))} not found") from None
     out.bytes_fetched = repo.bytes_fetched
-    out.requests = sum(getattr(f, "requests", 0) for f in repo.opened.values()) + repo.api_requests
+    out.requests = sum(getattr(f, "requests", 0) for f in list(repo.opened.values())) + repo.api_requests
     return out
 
 
