@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.census import listing
 from pipeline.census.listing import Source
 from pipeline.core import atomic
 from pipeline.core.errors import PipelineError, first_line
@@ -111,8 +110,7 @@ def count_task(job: dict[str, Any]) -> dict[str, Any]:
         counted = count.count(job["fetched"])
     except Exception as exc:  # noqa: BLE001 - as above
         return {"row": {**job["row"], "error": _reason(exc), "flags": "refused_at_count;invalid"}}
-    hub_total = counted.pop("hub_total")
-    return {"row": {**job["row"], **counted, "hub_total": hub_total or job["row"].get("hub_total", "")}}
+    return {"row": {**job["row"], **counted}}  # its claims (hub_total included) are the count's
 
 
 def route_of(job: dict[str, Any]) -> dict[str, Any]:
@@ -399,7 +397,3 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow(["" if row[c] is None else (str(int(row[c])) if c in INTEGERS else row[c]) for c in COLUMNS])
     return buf.getvalue()
-
-
-def read_list(path: str | Path) -> list[Source]:
-    return listing.read(path)
