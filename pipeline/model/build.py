@@ -96,29 +96,7 @@ def _model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type
         return cls, f"auto_class:{auto_class}"
     named = getattr(config, "architectures", None) or []
     if named:
-        wanted = str(named[0])
-        try:
-            cls = getattr(transformers, wanted)
-        except AttributeError:
-            raise PipelineError(
-                f"model '{name}': config.json names the class {wanted}, which transformers "
-                f"{transformers.__version__} does not have (code shipped with a model is never run); "
-                f"set auto_class to one of {', '.join(AUTO_CLASSES)} to count it as that kind of model"
-            ) from None
-        except Exception as exc:  # a class needing an optional package (timm, ...)
-            raise PipelineError(
-                f"model '{name}': the class {wanted} cannot be loaded: {type(exc).__name__}: {first_line(exc)}"
-            ) from None
-        if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
-            raise PipelineError(f"model '{name}': config.json's architectures names {wanted}, not a model class")
-        expected = getattr(cls, "config_class", None)
-        text = config.sub_configs.get("text_config")
-        if expected is not None and not isinstance(config, expected) and expected is not text:
-            raise PipelineError(
-                f"model '{name}': config.json names the class {wanted}, which takes a {expected.__name__}, "
-                f"not this {kind}"
-            )
-        return cls, "architectures"
+        return _named_class(config, name, str(named[0]))
     stand_in = encoder_decoder or (
         _mapped("masked_lm", config) is not None and not getattr(config, "is_decoder", False)
     )
@@ -141,6 +119,80 @@ def _model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type
     raise PipelineError(f"model '{name}': transformers has no model class for {kind}")
 
 
+def _named_class(config: Any, name: str, wanted: str) -> tuple[type, str]:
+    """The class config.json's `architectures` names, as transformers builds it.
+
+    A class that takes this config (or its text sub-config) is built as named. A config that transformers read
+    as another type than the named class takes (a Mistral file with layer_types is read as a MinistralConfig) is
+    built as transformers' own auto class of the named class's kind builds it from that config
+    (MinistralForCausalLM), as from_pretrained does; a config read as the named class's own config class (a
+    model_type of the repository's own) is said to be. Refused only when no class built into transformers fits.
+    """
+    import transformers
+    from transformers import PreTrainedModel
+
+    from pipeline.model import config_file
+
+    kind = type(config).__name__
+    try:
+        cls = getattr(transformers, wanted)
+    except AttributeError:
+        raise PipelineError(
+            f"model '{name}': config.json names the class {wanted}, which transformers "
+            f"{transformers.__version__} does not have (code shipped with a model is never run); "
+            f"set auto_class to one of {', '.join(AUTO_CLASSES)} to count it as that kind of model"
+        ) from None
+    except Exception as exc:  # a class needing an optional package (timm, ...)
+        raise PipelineError(
+            f"model '{name}': the class {wanted} cannot be loaded: {type(exc).__name__}: {first_line(exc)}"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
+        raise PipelineError(f"model '{name}': config.json's architectures names {wanted}, not a model class")
+    expected = getattr(cls, "config_class", None)
+    text = config.sub_configs.get("text_config")
+    how, said = config_file.read_as(config) or ("", "")
+    if expected is None or isinstance(config, expected) or expected is text:
+        return cls, (f"own_config:{said or '-'}:{kind}" if how == "own" else "architectures")
+    for auto_class in _auto_kinds_of(cls) if how == "converted" else ():
+        built = _mapped_name(auto_class, config)
+        if built is not None and not _for_a_sub_config(built, config):
+            return built, f"converted:{auto_class}:{wanted}:{kind}"
+    also = f", and no auto class of its kind has a class for the {kind} transformers read it as" if how else ""
+    raise PipelineError(
+        f"model '{name}': config.json names the class {wanted}, which takes a {expected.__name__}, not this {kind}{also}"
+    )
+
+
+def _auto_kinds_of(cls: type) -> list[str]:
+    """The auto classes whose mapping lists cls (causal_lm for MistralForCausalLM): the project's kinds first, then
+    transformers' other mappings by name (MODEL_FOR_..._MAPPING)."""
+    from transformers.models.auto import modeling_auto
+
+    others = sorted(
+        a.removesuffix("_NAMES")
+        for a in dir(modeling_auto)
+        if a.startswith("MODEL_FOR_") and a.endswith("_MAPPING_NAMES")
+    )
+    kinds = list(AUTO_CLASSES) + [k for k in others if k not in AUTO_CLASSES.values()]
+    found = []
+    for kind in kinds:
+        table = getattr(modeling_auto, AUTO_CLASSES.get(kind, kind) + "_NAMES", None) or {}
+        names = {n for v in table.values() for n in (v if isinstance(v, (tuple, list)) else (v,))}
+        if cls.__name__ in names:
+            found.append(kind)
+    return found
+
+
+def _mapped_name(kind: str, config: Any) -> type | None:
+    """_mapped for a kind named by the project (causal_lm) or by transformers' mapping name."""
+    from transformers.models.auto import modeling_auto
+
+    if kind in AUTO_CLASSES:
+        return _mapped(kind, config)
+    mapping = getattr(modeling_auto, kind, None)
+    return None if mapping is None else _mapped(kind, config, mapping)
+
+
 def _for_a_sub_config(cls: type, config: Any) -> bool:
     """cls takes one of config's sub-configs, not config itself: it builds a part of the model."""
     subs = {type(getattr(config, key, None)) for key in getattr(config, "sub_configs", None) or {}}
@@ -150,12 +202,30 @@ def _for_a_sub_config(cls: type, config: Any) -> bool:
 
 def class_reason(class_from: str) -> str:
     """model_class()'s how, in words: 'the class config.json names in architectures', ..."""
-    kind, _, which = class_from.partition(":")
+    kind, _, rest = class_from.partition(":")
     if kind == "architectures":
         return "the class config.json names in architectures"
+    if kind == "own_config":
+        model_type, _, config_class = rest.partition(":")
+        said = "no model_type" if model_type == "-" else f"model_type {model_type!r}"
+        return (
+            f"the class config.json names in architectures; its {said} is not built into transformers, so the file "
+            f"was read as that class's own {config_class} (the repository's own code, if any, is never run)"
+        )
+    if kind == "converted":
+        auto_class, _, rest = rest.partition(":")
+        named, _, config_class = rest.partition(":")
+        return (
+            f"config.json names {named}, but transformers reads the file as a {config_class}; its auto class "
+            f"({_kind_words(auto_class)}) builds this class from it, as from_pretrained does"
+        )
     if kind == "auto_class":
-        return f"auto_class: {which}"
-    return f"config.json names no class; the first auto class transformers has for it: {which}"
+        return f"auto_class: {rest}"
+    return f"config.json names no class; the first auto class transformers has for it: {rest}"
+
+
+def _kind_words(kind: str) -> str:
+    return kind if kind in AUTO_CLASSES else kind.removeprefix("MODEL_FOR_").removesuffix("_MAPPING").lower()
 
 
 def build_meta(config: Any, name: str, auto_class: str = "auto") -> torch.nn.Module:

@@ -1,9 +1,10 @@
-"""A model's config.json as transformers reads it: no remote code, every size bounded, a field refused only when it is
-very likely a typo, and the fields its class does not declare that the model never reads, listed.
+"""A model's config.json as transformers reads it: no remote code, every size bounded, a key a person typed refused
+only when it is very likely a typo, and the fields its class does not declare that the model never reads, listed.
 """
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -13,52 +14,101 @@ from pipeline.core.errors import PipelineError, first_line, read_json_object
 def load_config(model_dir: str | Path, name: str, written: tuple[str, ...] = (), config_path: str | None = None) -> Any:
     """The transformers config of a downloaded model folder (config.json only; no remote code).
 
-    written are the keys the user wrote in the model's architecture block, and config_path the config.json
-    file the model starts from (its keys are the user's too): a key
-    the config class does not declare is refused only when it is very likely a typo (likely_typo), with
-    the suggestion; any other undeclared key, such as GPT-2's published n_ctx, is kept and listed by
-    ignored_fields(). Sizes are checked as sizes.check_sizes checks an architecture block, on the
-    file's own values and after transformers converted its legacy keys.
+    A config.json file is read as transformers reads it, never second-guessed: a key its config class does
+    not declare (Gemma 3's eos_token_id, GPT-2's n_ctx) is kept and listed by ignored_fields(), never refused,
+    since a file someone downloaded is not a typo. Only written, the keys a person typed in the model's
+    architecture block, are checked for typos (likely_typo). A model_type transformers does not have, with an
+    `architectures` class it does have (Kimi-K2: kimi_k2 and DeepseekV3ForCausalLM), is read as that class's own
+    config class (read_as() says so); the repository's own code is never run. config_path is accepted for the
+    callers' sake: its keys are the file's, not typed ones. Sizes are checked as sizes.check_sizes checks an
+    architecture block, on the file's own values and after transformers converted its legacy keys.
     """
-    from transformers import AutoConfig
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
     from pipeline.core import sizes
 
+    del config_path  # a config_path file's keys are a downloaded file's: listed, never refused
     path = Path(model_dir) / "config.json"
     raw = read_json_object(path, f"model '{name}'", "is missing (run the download stage)")
-    model_type = raw.get("model_type")
-    if model_type is not None and not isinstance(model_type, str):
-        raise PipelineError(f"model '{name}': {path}: model_type={model_type!r} is not a string")
-    if model_type not in CONFIG_MAPPING_NAMES and raw.get("auto_map"):
-        raise PipelineError(
-            f"model '{name}': model_type={model_type!r} needs the code shipped with the model "
-            "(auto_map, trust_remote_code); such models are refused"
-        )
-    if not model_type:
-        raise PipelineError(f"model '{name}': {path} has no model_type")
-    if model_type not in CONFIG_MAPPING_NAMES:
-        raise PipelineError(
-            f"model '{name}': model_type={model_type!r} is not built into transformers "
-            "(code shipped with a model is never run)"
-        )
     sizes.check_sizes(name, raw, where=f"{path}: ")
+    own = _own_config_class(raw, name, path)
     try:
-        config = AutoConfig.from_pretrained(str(path.parent), trust_remote_code=False)
+        if own is None:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(str(path.parent), trust_remote_code=False)
+        else:  # the named class's own config class, from the file's fields (no model_type, no code pointers)
+            config = own.from_dict({k: v for k, v in raw.items() if k not in ("model_type", "auto_map")})
     except Exception as exc:  # transformers' boundary: a hostile or odd config raises many types
         raise PipelineError(f"model '{name}': {path}: {type(exc).__name__}: {first_line(exc)}") from None
+    said = str(raw.get("model_type") or "")
+    if own is not None or said != getattr(type(config), "model_type", said):
+        _READ_AS[id(config)] = ("own" if own is not None else "converted", said)
+        weakref.finalize(config, _READ_AS.pop, id(config), None)
     sizes.check_sizes(name, config.to_dict(), where=f"{path}: ")  # after legacy keys were converted
-    own = {key: "architecture." for key in written}
-    if config_path:
-        own = {key: f"{config_path}: " for key in read_json_object(config_path, f"model '{name}'")} | own
-    for key, where in own.items():
+    for key in written:
         hint = likely_typo(config, key, raw)
         if hint:
             raise PipelineError(
-                f"model '{name}': {where}{key} is not a field of {type(config).__name__} "
+                f"model '{name}': architecture.{key} is not a field of {type(config).__name__} "
                 f"(did you mean {hint}?); transformers would ignore it"
             )
     return config
+
+
+# Configs not read as the config class of their file's own model_type, by the config object's id (configs are
+# unhashable; dropped with the object): ('own', the file's model_type or '') when read as the config class of
+# the model class the file names, ('converted', the file's model_type) when transformers itself read the file
+# as another type (a Mistral file with layer_types is a MinistralConfig).
+_READ_AS: dict[int, tuple[str, str]] = {}
+
+
+def read_as(config: Any) -> tuple[str, str] | None:
+    """How config was read when not as its file's own model_type says (see _READ_AS), else None:
+    ('own', 'kimi_k2') for Kimi-K2, read as a DeepseekV3Config; ('converted', 'mistral') for Ministral-8B."""
+    return _READ_AS.get(id(config))
+
+
+def _own_config_class(raw: dict[str, Any], name: str, path: Path) -> type | None:
+    """None when transformers reads raw by its model_type; else the config class of the class its
+    `architectures` names (a model_type of the repository's own, over a class transformers has); else one
+    line, since no class built into transformers fits and code shipped with a model is never run."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    model_type = raw.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise PipelineError(f"model '{name}': {path}: model_type={model_type!r} is not a string")
+    if model_type in CONFIG_MAPPING_NAMES:
+        return None
+    named = raw.get("architectures")
+    wanted = named[0] if isinstance(named, list) and named and isinstance(named[0], str) else None
+    cls = _builtin_model_class(wanted) if wanted else None
+    if cls is not None:
+        return cls.config_class
+    what = f"model_type={model_type!r}" if model_type else "no model_type"
+    has = f" and names the class {wanted}, which transformers does not have" if wanted else " and names no class"
+    if raw.get("auto_map"):
+        raise PipelineError(
+            f"model '{name}': {path} has {what}{has}: it needs the code shipped with the model "
+            "(auto_map, trust_remote_code), which is never run"
+        )
+    if not model_type:
+        raise PipelineError(f"model '{name}': {path} has no model_type{has}")
+    raise PipelineError(
+        f"model '{name}': model_type={model_type!r} is not built into transformers{has} "
+        "(code shipped with a model is never run)"
+    )
+
+
+def _builtin_model_class(wanted: str) -> type | None:
+    """The model class transformers itself exports under that name (with a config class), else None."""
+    import transformers
+    from transformers import PreTrainedModel
+
+    try:
+        cls = getattr(transformers, wanted)
+    except Exception:  # noqa: BLE001 - not exported, or a stand-in needing an optional package
+        return None
+    ok = isinstance(cls, type) and issubclass(cls, PreTrainedModel) and getattr(cls, "config_class", None)
+    return cls if ok else None
 
 
 # How alike a key and a declared field must be to call the key a typo (difflib's ratio: n_embdd against

@@ -18,8 +18,6 @@ def check_architecture(spec: ModelSpec, config_path: Path, config: dict | None =
     """
     if config is None:
         config = read_json_object(entries.regular_file(config_path), f"model '{spec.name}'")
-    if config.get("auto_map") and config.get("model_type") is None:
-        raise PipelineError(f"model '{spec.name}': {config_path} needs remote code (auto_map); it is never run")
     arch = spec.architecture or {}
     defaults = _class_defaults(config) if any(key not in config for key in arch) else {}
     for key, value in arch.items():

@@ -123,12 +123,18 @@ def test_a_near_name_beside_the_field_it_resembles_is_a_second_field_not_a_typo(
         _count({"source": "config", "architecture": {**without, "n_embdd": 768}}, tmp_path / "b")
 
 
-def test_a_typo_in_a_config_path_file_names_the_file(tmp_path):
+def test_a_config_files_unknown_keys_are_listed_never_refused(tmp_path):
+    """A file someone downloaded is not a typo (issue 27): its keys are listed, and only keys typed in an
+    architecture block are checked for typos."""
     gpt2 = json.loads((CONFIGS / "openai-community--gpt2.json").read_text())
-    bad = tmp_path / "config.json"
-    bad.write_text(json.dumps({**{k: v for k, v in gpt2.items() if k != "n_layer"}, "n_layre": 6}))
-    with pytest.raises(PipelineError, match=rf"{bad}: n_layre is not a field of GPT2Config \(did you mean n_layer"):
-        _count({"config_path": str(bad)}, tmp_path / "m")
+    odd = tmp_path / "config.json"
+    odd.write_text(json.dumps({**{k: v for k, v in gpt2.items() if k != "n_layer"}, "n_layre": 6}))
+    row = _count({"config_path": str(odd)}, tmp_path / "m")
+    # n_layre is not read: GPT-2 keeps its default 12 layers, 124,439,808 (the course's figure)
+    assert row["total"] == 124_439_808 and "n_layre" in row["ignored_fields"].split(";")
+    # the same key typed in the architecture block over that file is a typo
+    with pytest.raises(PipelineError, match=r"architecture\.n_layre is not a field of GPT2Config \(did you mean n_layer"):
+        _count({"config_path": str(odd), "architecture": {"n_layre": 6}}, tmp_path / "t")
 
 
 @pytest.mark.parametrize(
