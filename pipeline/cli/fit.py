@@ -17,6 +17,7 @@ from pipeline.core.errors import PipelineError
 QLORA_BITS = 4.127
 ADAM_BYTES = 16  # mixed-precision Adam per trainable parameter (Rajbhandari et al. 2020, ZeRO, section 3)
 MAX_SEARCH = 1 << 24  # the longest context or largest batch searched
+DEFAULT_CONTEXT = 4096  # --context for a model whose positions set no limit (T5's relative positions, Mamba)
 
 
 def fit_source(source: str, options: dict[str, Any]) -> dict:
@@ -38,22 +39,25 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
         folder.mkdir()
         (folder / "provenance.json").write_text(json.dumps(sources.materialise(spec, folder, hashes=False)))
         inv, row, model, config = count_built(spec, folder)
-    tp, gpus, ep = int(options["tp"]), int(options["gpus"]), int(options.get("ep") or 1)
+    tp, gpus, ep = int(options["tp"]), int(options["gpus"]), int(options.get("ep", 1))
     if gpus < 1 or tp < 1 or gpus % tp:
         raise PipelineError(f"--gpus {gpus} --tp {tp}: the GPUs must be a whole number of tensor-parallel groups")
     plan.tensor_parallel_check(config, tp, name)
     n_experts = row.get("n_experts")
-    if ep < 1 or ep > 1 and (not n_experts or int(n_experts) % ep or gpus % ep):
+    if ep < 1:
+        raise PipelineError(f"--ep {ep}: an expert-parallel degree is at least 1")
+    if ep > 1 and (not n_experts or int(n_experts) % ep or gpus % ep):
         raise PipelineError(
             f"model '{name}': --ep {ep} must divide its routed experts ({n_experts or 'none'}) and --gpus {gpus}"
         )
     text = cache.text_config(config)
-    limit = next((getattr(text, f) for f in ("max_position_embeddings", "n_positions") if getattr(text, f, None)), None)
-    context = int(options["context"])
+    limit, limit_from = cache.max_positions(model, config)
+    given = options.get("context")
+    context = int(given) if given is not None else limit or DEFAULT_CONTEXT  # the model's own context by default
     if context < 1:
         raise PipelineError(f"--context {context}: a context is at least 1 token")
     if limit and context > limit:
-        raise PipelineError(f"--context {context:,} is beyond the {limit:,} positions '{name}' was built for")
+        raise PipelineError(f"--context {context:,} is beyond the {limit:,} positions '{name}' holds ({limit_from})")
     batch = int(options["batch"])
     if batch < 1:
         raise PipelineError(f"--batch {batch}: a batch is at least 1 sequence")
@@ -85,7 +89,7 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
 
     def need(ctx: int, b: int) -> tuple[int, dict]:
         c = plan.kv_cache(layers, ctx, b, kv_bytes, getattr(config, "max_source_positions", None) or ctx)
-        state = (c.state or 0) * b
+        state = 0 if train else (c.state or 0) * b  # training keeps no cache or state (use_cache off)
         acts = (
             plan.activation_bytes(ctx, b, hidden, heads, n_layers, bool(options.get("checkpointing"))) if train else 0
         )
@@ -114,6 +118,11 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
         "max_context": plan.largest(lambda n: need(n, batch)[0] <= gpu, limit or MAX_SEARCH),
         "max_batch": plan.largest(lambda n: need(context, n)[0] <= gpu, MAX_SEARCH),
         "context": context,
+        "context_from": "--context" if given is not None else (f"the model's own ({limit_from})" if limit else
+                                                               f"{DEFAULT_CONTEXT:,} ({limit_from})"),
+        "max_positions": limit,
+        "latent_attention": latent,
+        "training": train or None,
         "batch": batch,
         "tp": tp,
         "ep": ep,
@@ -123,26 +132,58 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
 
 
 def fit_text(r: dict) -> str:
-    """The plan, one line per term with its formula and its source."""
+    """The plan, one line per term with its formula and its source; the lines add up to the per-GPU total."""
     from pipeline.report.text import gib
 
+    tp, batch = r["tp"], r["batch"]
+    split = f" ({gib(r['weights_bytes_per_gpu'])} per GPU: split by heads, columns, rows and vocabulary; norms replicated)"
+    if r["latent_attention"]:
+        kv_formula = "latent + rotary key per attention layer and token (multi-head latent attention)"
+    else:
+        kv_formula = "2 × KV heads × head width per attention layer and token"
+    kv_split = f", split over {tp} GPUs by KV heads" if tp > 1 and not r["latent_attention"] else ""
+    state = r["state_bytes_per_sequence"]
+    state_line = (
+        [
+            f"  state                  {gib(state * batch):>12}  {gib(state)} per sequence × {batch} sequence(s): "
+            "state-space layers' conv and recurrent state, whatever the context"
+        ]
+        if state
+        else []
+    )
     lora = f"  LoRA: {r['lora_params']:,} parameters on {r['lora_layers']} layers, r·(in + out) each (Hu et al. 2021)"
+    training = r["training"]
     lines = [
-        f"{r['model']}: {r['total_params']:,} parameters; context {r['context']:,}, batch {r['batch']}, "
-        f"{r['gpus']} GPU(s) of {gib(r['gpu_memory_bytes'])}, tensor parallel {r['tp']}, expert parallel {r['ep']}",
-        f"  weights                {gib(r['weights_bytes']):>12}  exact count × bytes per value "
-        f"({gib(r['weights_bytes_per_gpu'])} per GPU: split by heads, columns, rows and vocabulary; norms replicated)",
-        f"  KV cache               {gib(r['kv_cache_bytes']):>12}  2 × KV heads × head width per attention layer and "
-        f"token, windows capped ({r['kv_cache_bytes_per_token']:,} B per token; "
-        f"{gib(r['kv_cache_bytes_full_length'])} if every layer held the whole context)",
-        f"  state per sequence     {gib(r['state_bytes_per_sequence'] or 0):>12}  state-space layers: conv and "
-        "recurrent state, whatever the context",
-        f"  optimizer + gradients  {gib(r['optimizer_and_gradient_bytes']):>12}  mixed-precision Adam, 16 B per "
-        "trainable parameter (ZeRO, Rajbhandari et al. 2020)",
+        f"{r['model']}: {r['total_params']:,} parameters; context {r['context']:,} ({r['context_from']}), "
+        f"batch {batch}, {r['gpus']} GPU(s) of {gib(r['gpu_memory_bytes'])}, tensor parallel {tp}, "
+        f"expert parallel {r['ep']}",
+        f"  weights                {gib(r['weights_bytes']):>12}  exact count × bytes per value"
+        + (split if tp > 1 or r["ep"] > 1 else ""),
+        *(
+            [f"  KV cache               {gib(0):>12}  none while training (use_cache off)"]
+            if r["training"]
+            else [
+                f"  KV cache               {gib(r['kv_cache_bytes']):>12}  {kv_formula}, windows capped, × context × "
+                f"batch ({r['kv_cache_bytes_per_token']:,} B per token; {gib(r['kv_cache_bytes_full_length'])} if "
+                f"every layer held the whole context){kv_split}",
+                *state_line,
+            ]
+        ),
+        *(
+            [
+                f"  optimizer + gradients  {gib(r['optimizer_and_gradient_bytes']):>12}  mixed-precision Adam, 16 B per "
+                "trainable parameter (ZeRO, Rajbhandari et al. 2020)",
+                f"  activations            {gib(r['activation_bytes']):>12}  sbh(34 + 5as/h) per layer, 2sbh with "
+                "checkpointing (Korthikanti et al. 2022)",
+            ]
+            if training
+            else []
+        ),
         *([lora] if r["lora_params"] else []),
-        f"  activations            {gib(r['activation_bytes']):>12}  sbh(34 + 5as/h) per layer, 2sbh with "
-        "checkpointing (Korthikanti et al. 2022); none for inference",
-        f"  per GPU                {gib(r['bytes_per_gpu']):>12}  → {'fits' if r['fits'] else 'does NOT fit'}",
+        f"  per GPU                {gib(r['bytes_per_gpu']):>12}  → {'fits' if r['fits'] else 'does NOT fit'}"
+        + (f" (the lines above, divided over {tp} GPUs as said)" if tp > 1 or r["ep"] > 1 else ""),
         f"  largest context that fits: {r['max_context']:,}; largest batch: {r['max_batch']:,}",
     ]
+    if state is None and not training:
+        lines.insert(3, "  state                           ?  a sequence mixer whose state is not derived here")
     return "\n".join(lines)

@@ -42,11 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
     f.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
     f.add_argument("--name", help="the model's name in the output (default: from the source)")
-    f.add_argument("--context", type=int, default=4096, help="tokens per sequence (default: 4096)")
+    f.add_argument("--context", type=int, help="tokens per sequence (default: the model's own positions)")
     f.add_argument("--batch", type=int, default=1, help="sequences at once (default: 1)")
     f.add_argument("--dtype", default="bfloat16", help="the weights' dtype (default: bfloat16)")
     f.add_argument("--kv-dtype", default="bfloat16", help="the KV cache's dtype (default: bfloat16)")
-    f.add_argument("--gpu-memory", default="80GB", help="memory of one GPU, e.g. 80GB or 24GiB (default: 80GB)")
+    f.add_argument("--gpu-memory", default="80GB", help="memory of one GPU with its unit: 80GB, 24GiB, 24G (default: 80GB)")
     f.add_argument("--gpus", type=int, default=1, help="GPUs (default: 1)")
     f.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default: 1)")
     f.add_argument("--ep", type=int, default=1, help="expert-parallel degree for routed experts (default: 1)")
@@ -94,7 +94,7 @@ def _command(args: argparse.Namespace) -> None:
     if args.command == "fit":
         from pipeline.cli.fit import fit_source, fit_text
 
-        options = {**vars(args), "lora_targets": [t for t in args.lora_targets.split(",") if t]}
+        options = {**vars(args), "lora_targets": [t.strip() for t in args.lora_targets.split(",") if t.strip()]}
         result = fit_source(args.source, options)
         _say(json.dumps(result, indent=2) if args.json else fit_text(result))
         return

@@ -72,14 +72,61 @@ def _kv_width(config: Any) -> int:
     return 2 * kv_heads * head_dim(config)
 
 
+# Layer types whose cache holds at most a window of tokens (transformers' cache_utils LAYER_TYPE_CACHE_MAPPING):
+# the window is the config field beside each (Llama 4's chunked layers keep at most attention_chunk_size)
+WINDOWED_TYPES = {"sliding_attention": "sliding_window", "chunked_attention": "attention_chunk_size"}
+
+
 def _windows(config: Any, layers: int) -> list[int | None]:
-    window = getattr(config, "sliding_window", None)
     types = getattr(config, "layer_types", None)
-    if window and types and len(types) == layers:  # per-layer types (gpt-oss, Gemma): only sliding layers
-        return [window if t == "sliding_attention" else None for t in types]
-    if window and getattr(config, "use_sliding_window", True):  # one window for every layer (Mistral)
-        return [window] * layers
+    if types and len(types) == layers:  # per-layer types (gpt-oss, Gemma, Llama 4): only windowed layers
+        return [_window(config, WINDOWED_TYPES[t]) if t in WINDOWED_TYPES else None for t in types]
+    if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
+        return [_window(config, "sliding_window")] * layers  # one window for every layer (Mistral)
     return [None] * layers
+
+
+def _window(config: Any, field: str) -> int | None:
+    """A window the cache keeps, from its config field: a whole number of tokens, at least 1 (None: unset)."""
+    value = getattr(config, field, None)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise PipelineError(f"{field}={value!r}: a window of attention is a whole number of tokens, at least 1")
+    return value
+
+
+# Attribute names of learned position tables held as plain embeddings (GPT-2's wpe, BERT's position_embeddings)
+POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")
+# Config fields that state how many positions a model takes, when its generating stack has no position table
+POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_target_positions", "max_sequence_length")
+
+
+def max_positions(model: torch.nn.Module, config: Any) -> tuple[int | None, str]:
+    """The most tokens one sequence of the generating stack can hold, and where that comes from: the rows of its
+    learned position table less their offset (Whisper's decoder: 448 of max_target_positions; BART and OPT keep 2
+    rows more), else a positions field its config class declares (rotary models: max_position_embeddings), else
+    None: a model with relative positions or none at all (T5, Mamba) sets no limit of its own."""
+    import torch
+
+    modules = dict(model.named_modules())
+    lay = structure.layout(model)
+    wanted = {"decoder"} if lay.encoder_decoder else {"text"}
+    for path, module in modules.items():
+        if not isinstance(module, torch.nn.Embedding) or lay.tower_of(path) not in wanted:
+            continue
+        if "Position" in type(module).__name__ or path.rpartition(".")[2] in POSITION_TABLES:
+            rows = module.num_embeddings - int(getattr(module, "offset", 0) or 0)
+            return rows, f"the rows of its position table {path}"
+    from pipeline.model.config_file import declared_fields
+
+    text = text_config(config)
+    declared = declared_fields(type(text))
+    for field in POSITION_FIELDS:
+        value = getattr(text, field, None)
+        if field in declared and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, f"its config's {field}"
+    return None, "no position table and no positions field: its positions set no limit"
 
 
 def _layer_configs(text: Any, n: int) -> list[Any]:

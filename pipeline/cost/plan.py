@@ -27,27 +27,29 @@ from pipeline.core.errors import PipelineError
 from pipeline.cost import cache
 
 DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
-_UNITS = {
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+# Units as people write them: 24GB, 24G and 24gb are 24 × 10^9 bytes; 24GiB and 24Gi are 24 × 2^30; B is bytes
+_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
 
 
 def parse_memory(text: str, what: str = "--gpu-memory") -> int:
-    """Bytes of a memory size written as 80GB (10^9), 80GiB (2^30) or a plain byte count."""
+    """Bytes of a memory size written with its unit: 80GB or 80G (10^9), 80GiB or 80Gi (2^30), 500MB, or bytes
+    written as 1000000B. A bare number is refused: '24' is far more likely 24 GB than 24 bytes."""
     m = _MEMORY_RE.match(str(text))
     if not m:
-        raise PipelineError(f"{what} {text!r}: not a memory size like 80GB, 24GiB or 1e9 bytes")
+        raise PipelineError(f"{what} {text!r}: not a memory size like 80GB, 24GiB or 24G")
     number, unit = m.groups()
-    value = int(float(number) * _UNITS[(unit or "b").lower()])
+    if unit is None:
+        raise PipelineError(
+            f"{what} {text!r}: a number without a unit; write {number}GB ({number} × 10^9 bytes) or {number}GiB "
+            f"({number} × 2^30), or {number}B if you mean bytes"
+        )
+    unit = unit.lower()
+    if unit == "b":
+        scale = 1
+    else:
+        scale = (1024 if "i" in unit else 1000) ** _POWERS[unit[0]]
+    value = int(float(number) * scale)
     if value <= 0:
         raise PipelineError(f"{what} {text!r}: a memory size must be more than 0 bytes")
     return value
@@ -86,22 +88,37 @@ def kv_cache(layers: list[cache.Layer], context: int, batch: int, kv_bytes: floa
 
 
 def lora_params(model: Any, targets: list[str], rank: int) -> tuple[int, int]:
-    """(adapter parameters, adapted layers): rank × (in + out) for every Linear whose attribute name is a target."""
-    import torch
-
+    """(adapter parameters, adapted layers): rank × (in + out) for every linear layer whose attribute name is a
+    target, as PEFT adapts them: torch's Linear, and transformers' Conv1D (GPT-2's c_attn, c_fc: a weight of
+    in × out)."""
     if rank <= 0:
         raise PipelineError(f"--lora-rank {rank}: a LoRA rank is a whole number of at least 1")
+    if not targets:
+        raise PipelineError("--lora-targets names no layer: give the linear layers LoRA adapts, e.g. q_proj,v_proj")
     found = {t: 0 for t in targets}
     total = 0
     for path, module in model.named_modules():
         leaf = path.rpartition(".")[2]
-        if leaf in found and isinstance(module, torch.nn.Linear):
+        sizes = _linear_sizes(module) if leaf in found else None
+        if sizes is not None:
             found[leaf] += 1
-            total += rank * (module.in_features + module.out_features)
+            total += rank * (sizes[0] + sizes[1])
     missing = [t for t, n in found.items() if n == 0]
     if missing:
         raise PipelineError(f"--lora-targets: {', '.join(missing)} names no linear layer of {type(model).__name__}")
     return total, sum(found.values())
+
+
+def _linear_sizes(module: Any) -> tuple[int, int] | None:
+    """(in, out) of a layer PEFT's LoRA adapts as linear: torch's Linear, or transformers' Conv1D (weight in × out)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, torch.nn.Linear):
+        return module.in_features, module.out_features
+    if isinstance(module, Conv1D):
+        return int(module.weight.shape[0]), int(module.nf)
+    return None
 
 
 def activation_bytes(

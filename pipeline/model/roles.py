@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from pipeline.model import moe
-from pipeline.model.structure import MIXER_CLASS, Layout, is_attention
+from pipeline.model.structure import Layout, is_attention, is_mixer_class
 
 if TYPE_CHECKING:
     import torch
@@ -101,7 +101,7 @@ def is_mixer(module: torch.nn.Module) -> bool:
 
     if isinstance(module, torch.nn.RNNBase):
         return True
-    return bool(MIXER_CLASS.search(type(module).__name__)) and not (
+    return is_mixer_class(type(module)) and not (
         is_norm(module) or is_linear(module) or is_conv(module) or is_embedding(module)
     )
 

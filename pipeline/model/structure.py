@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 TOWERS = ("text", "vision", "audio", "projector", "encoder", "decoder", "shared")
 # Module classes of attention, and of state-space and linear-recurrent sequence mixers (Mamba, Mamba-2,
-# gated DeltaNet, RWKV, Griffin's RG-LRU, LFM2's short convolutions, MiniMax's lightning attention).
+# gated DeltaNet, RWKV, Griffin's RG-LRU, LFM2's short convolutions, MiniMax's lightning attention), matched on a
+# class's name without its model family's prefix (own_name): a family's name says nothing of its modules.
 ATTENTION_CLASS = re.compile(r"Attention|Attn", re.IGNORECASE)
 MIXER_CLASS = re.compile(
     r"Mamba|Mixer|SSM|DeltaNet|DeltaAttention|LinearAttention|Lightning|Recurrent|Rglru|ShortConv|Rwkv\w*Attention|"
@@ -161,8 +162,51 @@ def layout(model: torch.nn.Module) -> Layout:
 
 
 def is_attention(module: Any) -> bool:
-    name = type(module).__name__
-    return bool(ATTENTION_CLASS.search(name)) and not MIXER_CLASS.search(name) and not LAYER_CLASS.search(name)
+    name = own_name(type(module))
+    return bool(ATTENTION_CLASS.search(name)) and not is_mixer_class(type(module)) and not LAYER_CLASS.search(name)
+
+
+# RWKV's time mixing is typed RwkvSelfAttention: its family's name is what makes it a mixer
+RWKV_MIXER = re.compile(r"^Rwkv\w*Attention$")
+# What a class of a mixer family (Mamba, xLSTM) is called when it is the family's own mixing layer
+FAMILY_LAYER = ("", "Layer", "Block", "Mixer")
+
+
+def is_mixer_class(cls: type) -> bool:
+    """A state-space or recurrent mixer's class, by its name without its model family's prefix: GptOssMLP is an
+    MLP (not 'SSM'), RecurrentGemmaAttention is attention and RecurrentGemmaRglru a mixer; in a family that is
+    itself a mixer (Mamba, xLSTM), its plain layer or block."""
+    family = model_family(cls)
+    rest = cls.__name__[len(family) :]
+    if MIXER_CLASS.search(rest) or RWKV_MIXER.search(cls.__name__):
+        return True
+    return bool(family) and bool(MIXER_CLASS.search(family)) and rest in FAMILY_LAYER
+
+
+_FAMILIES: dict[str, tuple[str, ...]] = {}
+
+
+def model_family(cls: type) -> str:
+    """The model family's prefix of a transformers module class (RecurrentGemma of RecurrentGemmaAttention): the
+    longest prefix its modeling module's own *PreTrainedModel class gives; '' for a class outside transformers."""
+    import sys
+
+    where = getattr(cls, "__module__", "") or ""
+    if not where.startswith("transformers.models."):
+        return ""
+    if where not in _FAMILIES:
+        found = vars(sys.modules[where]) if where in sys.modules else {}
+        _FAMILIES[where] = tuple(
+            n.removesuffix("PreTrainedModel")
+            for n, v in found.items()
+            if n.endswith("PreTrainedModel") and isinstance(v, type) and v.__module__ == where
+        )
+    return max((p for p in _FAMILIES[where] if p and cls.__name__.startswith(p)), key=len, default="")
+
+
+def own_name(cls: type) -> str:
+    """A class's name without its model family's prefix (Attention of RecurrentGemmaAttention)."""
+    return cls.__name__[len(model_family(cls)) :]
 
 
 def _cross_attention(modules: dict[str, Any], lay: Layout) -> set[str]:
