@@ -109,14 +109,10 @@ class Repo:
         """A commit sha as it is; a branch or tag through the Hub API (which also says its own count)."""
         if SHA.fullmatch(self.src.revision):
             return self.src.revision
-        from huggingface_hub import HfApi
-
         self.api_requests += 1
         try:
-            info = HfApi(library_name=remote.LIBRARY_NAME).model_info(
-                self.src.hub_id, revision=self.src.revision, timeout=_api_timeout()
-            )
-        except Exception as exc:  # the Hub client's many error types: missing, gated, unreachable
+            info = remote.model_info(self.src.hub_id, self.src.revision)  # bounded in time and bytes
+        except PipelineError as exc:  # missing, gated, unreachable, too slow
             raise PipelineError(f"cannot resolve {self.src.hub_id}@{self.src.revision} ({_said(exc)})") from None
         self.siblings = sorted(s.rfilename for s in info.siblings or []) if info.siblings is not None else None
         total = getattr(getattr(info, "safetensors", None), "total", None)
@@ -163,14 +159,10 @@ class Repo:
             return sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
         if self.siblings is not None:
             return self.siblings
-        from huggingface_hub import HfApi
-
         self.api_requests += 1
         try:
-            info = HfApi(library_name=remote.LIBRARY_NAME).model_info(
-                self.src.hub_id, revision=self.revision, timeout=_api_timeout()
-            )
-        except Exception as exc:  # noqa: BLE001 - the Hub client's many error types
+            info = remote.model_info(self.src.hub_id, self.revision)
+        except PipelineError as exc:
             raise PipelineError(f"cannot list {self.src.hub_id}@{self.revision} ({_said(exc)})") from None
         return sorted(s.rfilename for s in info.siblings or [])
 
@@ -328,13 +320,6 @@ def _gguf_header(rf: Any) -> tuple[bytes, int]:
         take = min(take * 4, rf.size, GGUF_MAX_HEADER)
 
 
-def _api_timeout() -> float:
-    """Seconds the Hub API may take to answer (huggingface_hub's own default waits for ever)."""
-    from huggingface_hub import constants
-
-    return float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
-
-
 def _offline() -> bool:
     from huggingface_hub import constants
 
@@ -366,4 +351,6 @@ def _short(url: str) -> str:
 
 
 def _said(exc: BaseException) -> str:
+    if isinstance(exc, PipelineError):
+        return _short(first_line(exc))
     return _short(f"{type(exc).__name__}: {first_line(exc)}")

@@ -97,9 +97,12 @@ def count_source(source: str, revision: str | None = None, name: str | None = No
         except OSError as exc:  # a source folder or file the system will not let us read
             raise PipelineError(f"{source}: cannot be read ({exc.strerror or first_line(exc)})") from None
         except PipelineError as exc:  # name the user's files, not the temporary folder they were linked into
+            text = str(exc)
+            if entry.get("config_path"):  # the folder's config.json is the user's file, by its own name
+                text = text.replace(str(folder / "config.json"), str(entry["config_path"]))
             origin = Path(entry.get("path") or entry.get("config_path") or folder)
             origin = origin if origin.is_dir() else origin.parent
-            raise PipelineError(str(exc).replace(str(folder), str(origin))) from None
+            raise PipelineError(text.replace(str(folder), str(origin))) from None
     found = {k: v for k, v in (found or {}).items() if k != "sample"}
     tie = tying.evidence(inv, row["declared_tied"], row["input_embedding"], row["output_embedding"], found)
     conv = conventions.conventions(inv, row)

@@ -73,13 +73,23 @@ class Params:
         return Path(self.paths["models"]) / name
 
 
-def validate_architecture(name: str, arch: Any) -> dict[str, Any]:
-    """Check that an architecture block describes a model that can exist; return it as a dict."""
+def validate_architecture(
+    name: str, arch: Any, typed: tuple[str, ...] | None = None, config_path: str = ""
+) -> dict[str, Any]:
+    """Check that an architecture block describes a model that can exist; return it as a dict.
+
+    typed: the keys a person typed, when the rest came from a downloaded config.json (config_path): only those
+    must hold numbers where sizes go; the file's own values are bounded, never second-guessed (sizes.check_sizes).
+    """
     if not isinstance(arch, dict) or not arch:
         raise PipelineError(f"model '{name}': architecture must be a mapping of config.json fields")
-    if not arch.get("model_type"):
-        raise PipelineError(f"model '{name}': architecture.model_type is missing")
-    check_sizes(name, arch)
+    if typed is None:
+        if not arch.get("model_type"):
+            raise PipelineError(f"model '{name}': architecture.model_type is missing")
+        check_sizes(name, arch)
+    else:  # a config.json file under the block: the file decides its class (config_file.load_config)
+        check_sizes(name, {k: arch[k] for k in typed if k in arch})
+        check_sizes(name, arch, where=f"{config_path}: ", typed=False)
     return dict(arch)
 
 
@@ -117,7 +127,7 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
     if source == "config" and values["architecture"] is None and not values["config_path"]:
         raise PipelineError(f"model '{name}': source: config needs an architecture block or a config_path")
     if source == "config" and values["config_path"]:
-        values["architecture"] = validate_architecture(name, _merged(name, values))
+        values["architecture"] = validate_architecture(name, _merged(name, values), written, values["config_path"])
     elif source == "config" or values["architecture"] is not None:
         values["architecture"] = validate_architecture(name, values["architecture"])
     if values["fetch"] == "range" and source != "hub":

@@ -131,7 +131,16 @@ def _fits(key: str, value: Any) -> bool:
     return _whole_number(value) if key in LAYER_FIELDS else _integral(value)
 
 
-def _size_problems(node: dict[str, Any], path: str, top_level: bool, depth: int = 0) -> Iterator[str]:
+def _config_path(path: str) -> bool:
+    """The config itself or a sub-config transformers reads as one (text_config, vision_config.encoder_config): a
+    size there that holds no number breaks the build; anywhere else in a file (Cohere's transf_decoder.config_dict)
+    it is data transformers leaves alone."""
+    return all(part.endswith("_config") for part in path.split(".") if part)
+
+
+def _size_problems(
+    node: dict[str, Any], path: str, top_level: bool, depth: int = 0, typed: bool = True
+) -> Iterator[str]:
     """Each field of a config tree whose whole number is out of its bound, as 'path=value must be ...'."""
     if depth > MAX_CONFIG_DEPTH:
         yield f"{path} nests sub-configs more than {MAX_CONFIG_DEPTH} deep"
@@ -140,7 +149,7 @@ def _size_problems(node: dict[str, Any], path: str, top_level: bool, depth: int 
         key = str(key)
         where = f"{path}.{key}" if path else key
         if isinstance(value, dict):
-            yield from _size_problems(value, where, False, depth + 1)
+            yield from _size_problems(value, where, False, depth + 1, typed)
             continue
         bound = _bound(key, top_level)
         if bound is None:
@@ -150,11 +159,11 @@ def _size_problems(node: dict[str, Any], path: str, top_level: bool, depth: int 
         items = value if isinstance(value, list) else [value]
         for item in items:
             if isinstance(item, dict):  # per-block configs (DeciLM's block_configs)
-                yield from _size_problems(item, where, False, depth + 1)
+                yield from _size_problems(item, where, False, depth + 1, typed)
             elif (
                 (_integral(item) if named else _whole_number(item))
                 and not low <= item <= high
-                or (named and not _fits(key, item))
+                or (named and (typed or _config_path(path)) and not _fits(key, item))
             ):
                 if named and item is None:
                     continue  # unset: the config class's default applies (GPT-2's n_inner: null)
@@ -164,10 +173,14 @@ def _size_problems(node: dict[str, Any], path: str, top_level: bool, depth: int 
                 break
 
 
-def check_sizes(name: str, arch: dict[str, Any], where: str = "architecture.") -> None:
+def check_sizes(name: str, arch: dict[str, Any], where: str = "architecture.", typed: bool = True) -> None:
     """Sizes are whole numbers in range (every field of every sub-config, by what its name counts), widths
-    split evenly into heads, heads evenly into KV heads (at the top level and in each sub-config)."""
-    for problem in _size_problems(arch, "", True):
+    split evenly into heads, heads evenly into KV heads (at the top level and in each sub-config).
+
+    typed: the values were typed by a person, so a size field that holds no number is refused wherever it is; in a
+    downloaded file's (typed=False) only where transformers reads it as a size (the config and its *_config
+    sub-configs): Cohere's ASR config carries a vocab_size of 'None' in a dict transformers never builds from."""
+    for problem in _size_problems(arch, "", True, typed=typed):
         raise PipelineError(f"model '{name}': {where}{problem}")
     again = where if where.endswith(".") else ""  # a file's path (`config.json: `) is said once per line
     for path, node in _sub_configs(arch, ""):

@@ -118,8 +118,10 @@ class RangeFile:
         except httpx.HTTPError as exc:
             raise PipelineError(f"{self.url}: cannot connect ({first_line(exc)})") from None
 
-    def _body(self, resp: Any, limit: int, expected: int, progress: Any = None) -> bytes:
-        """The response body, at most limit bytes, each received byte counted, within deadline(expected).
+    def _body(self, resp: Any, limit: int, expected: int | None, progress: Any = None) -> bytes:
+        """The response body, at most limit bytes, each received byte counted, within deadline(expected); for a
+        body of unknown length (expected None: no Content-Length, a chunked answer), within deadline of the bytes
+        received so far, so that a server dripping a small file byte by byte is cut after MIN_SECONDS or so.
 
         A failure while the body streams is reported here, as one line: raised inside
         http_stream_backoff's block, the client's own error would restart the request there. The
@@ -131,7 +133,6 @@ class RangeFile:
         encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise PipelineError(f"{self.url}: the server sent the file {encoding}-encoded; asked for it as it is")
-        allowed = deadline(expected)
         start = time.monotonic()
         data = bytearray()
         try:
@@ -143,9 +144,11 @@ class RangeFile:
                 if len(data) > limit:
                     raise PipelineError(f"{self.url}: the server sent more than the {limit} bytes asked for")
                 elapsed = time.monotonic() - start
-                if len(data) < expected and elapsed > allowed:
+                allowed = deadline(len(data) if expected is None else expected)
+                if (expected is None or len(data) < expected) and elapsed > allowed:
+                    of = "" if expected is None else f" of {expected:,}"
                     raise PipelineError(
-                        f"{self.url}: {len(data):,} of {expected:,} bytes received in {elapsed:.1f} s, "
+                        f"{self.url}: {len(data):,}{of} bytes received in {elapsed:.1f} s, "
                         f"past this request's deadline of {allowed:.1f} s (HMP_RANGE_MIN_SECONDS plus the bytes "
                         "at HMP_RANGE_MIN_RATE bytes a second)"
                     )
@@ -188,7 +191,7 @@ class RangeFile:
             announced = resp.headers.get("Content-Length", "")
             if announced.isdigit() and int(announced) > limit:
                 raise PipelineError(f"{self.url}: {int(announced):,} bytes, more than the {limit:,} read of it")
-            expected = min(int(announced), limit) if announced.isdigit() else limit
+            expected = min(int(announced), limit) if announced.isdigit() else None
             data = self._body(resp, limit, expected)
         self._same_size(len(data))
         return data
@@ -224,12 +227,38 @@ def resolve_revision(hub_id: str, revision: str) -> str:
     """A full commit sha stays as it is; a branch or tag is resolved through the Hub API."""
     if re.fullmatch(r"[0-9a-f]{40}", revision):
         return revision
-    from huggingface_hub import HfApi
-
     try:
-        return HfApi().model_info(hub_id, revision=revision).sha
-    except Exception as exc:  # the Hub client raises many types for an unreachable or unknown repo
-        raise PipelineError(f"cannot resolve {hub_id}@{revision} ({first_line(exc)})") from None
+        sha = model_info(hub_id, revision).sha
+    except PipelineError as exc:
+        raise PipelineError(f"cannot resolve {hub_id}@{revision} ({exc})") from None
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{40}", sha):
+        raise PipelineError(f"cannot resolve {hub_id}@{revision} (the Hub API named no commit)")
+    return sha
+
+
+MAX_API_ANSWER = 16 << 20  # the Hub API's answer about one repository (its file list included)
+
+
+def model_info(hub_id: str, revision: str | None = None) -> Any:
+    """huggingface_hub's ModelInfo of a repository, asked as HfApi.model_info asks it (the same URL and headers,
+    its retries and error classes), but bounded as every request here is: a deadline on the whole answer and a
+    byte limit, so that an API answer dripped byte by byte cannot hold a caller for minutes."""
+    from urllib.parse import quote
+
+    from huggingface_hub import constants
+    from huggingface_hub.hf_api import ModelInfo
+
+    url = f"{constants.ENDPOINT}/api/models/{hub_id}"
+    if revision is not None:
+        url += f"/revision/{quote(revision, safe='')}"
+    rf = RangeFile(url, hub_headers())
+    try:
+        data = json.loads(rf.read_all(MAX_API_ANSWER))
+        return ModelInfo(**data)
+    except FileNotFoundError:
+        raise PipelineError(f"{url}: HTTP 404: no such repository or revision") from None
+    except (ValueError, TypeError) as exc:
+        raise PipelineError(f"{url}: the Hub API's answer is not a repository's description ({first_line(exc)})") from None
 
 
 def read_header(rf: RangeFile, guess: int = 0) -> tuple[int, dict]:

@@ -96,7 +96,31 @@ def _model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type
         return cls, f"auto_class:{auto_class}"
     named = getattr(config, "architectures", None) or []
     if named:
-        return _named_class(config, name, str(named[0]))
+        missing = _missing_class(str(named[0]))
+        if missing is None:
+            return _named_class(config, name, str(named[0]))
+        cls, how = _model_class_by_kind(config, name, encoder_decoder)
+        return cls, f"{how}:named:{missing}"  # transformers' auto classes do the same: the name is not theirs
+    return _model_class_by_kind(config, name, encoder_decoder)
+
+
+def _missing_class(wanted: str) -> str | None:
+    """wanted, when transformers exports no such name (the repository's own class, as Kimi-K2.5's
+    KimiK25ForConditionalGeneration); None when it does (even if it cannot be loaded: that is said later)."""
+    import transformers
+
+    try:
+        getattr(transformers, wanted)
+    except AttributeError:
+        return wanted
+    except Exception:  # noqa: BLE001 - a class needing an optional package: it exists
+        return None
+    return None
+
+
+def _model_class_by_kind(config: Any, name: str, encoder_decoder: bool) -> tuple[type, str]:
+    """The first auto class of FALLBACK, then of every other auto class, that has a class for config."""
+    kind = type(config).__name__
     stand_in = encoder_decoder or (
         _mapped("masked_lm", config) is not None and not getattr(config, "is_decoder", False)
     )
@@ -221,7 +245,14 @@ def class_reason(class_from: str) -> str:
         )
     if kind == "auto_class":
         return f"auto_class: {rest}"
-    return f"config.json names no class; the first auto class transformers has for it: {rest}"
+    which, _, named = rest.partition(":named:")
+    if named:
+        return (
+            f"config.json names {named}, which transformers does not have (the repository's own code is never "
+            f"run); the first auto class transformers has for its config, as its auto classes build it: "
+            f"{_kind_words(which)}"
+        )
+    return f"config.json names no class; the first auto class transformers has for it: {which}"
 
 
 def _kind_words(kind: str) -> str:

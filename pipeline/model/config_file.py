@@ -28,7 +28,7 @@ def load_config(model_dir: str | Path, name: str, written: tuple[str, ...] = (),
     del config_path  # a config_path file's keys are a downloaded file's: listed, never refused
     path = Path(model_dir) / "config.json"
     raw = read_json_object(path, f"model '{name}'", "is missing (run the download stage)")
-    sizes.check_sizes(name, raw, where=f"{path}: ")
+    sizes.check_sizes(name, raw, where=f"{path}: ", typed=False)
     own = _own_config_class(raw, name, path)
     try:
         if own is None:
@@ -43,7 +43,7 @@ def load_config(model_dir: str | Path, name: str, written: tuple[str, ...] = (),
     if own is not None or said != getattr(type(config), "model_type", said):
         _READ_AS[id(config)] = ("own" if own is not None else "converted", said)
         weakref.finalize(config, _READ_AS.pop, id(config), None)
-    sizes.check_sizes(name, config.to_dict(), where=f"{path}: ")  # after legacy keys were converted
+    sizes.check_sizes(name, config.to_dict(), where=f"{path}: ", typed=False)  # after legacy keys were converted
     for key in written:
         hint = likely_typo(config, key, raw)
         if hint:

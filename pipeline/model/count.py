@@ -123,7 +123,7 @@ def build_counted(
         inv = inventory.inventory(model, name)
     except PipelineError as exc:  # say which class was built, also when it cannot be counted
         raise PipelineError(f"model '{name}': {cls.__name__} ({build.class_reason(class_from)}): {exc}") from None
-    n_experts, top_k = moe.settings(config, moe.structure(model), name)
+    n_experts, top_k = moe.settings(config, moe.structure(model), name, dict(model.named_modules()))
     stacked = inv.loc[inv["component"] == "experts", ["name", "experts"]]
     for pname, count_ in stacked.itertuples(index=False):
         if count_ != n_experts:

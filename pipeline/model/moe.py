@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # Config fields for the number of routed experts per layer, by family (Mixtral and gpt-oss;
 # Qwen2-MoE and OLMoE; DeepSeek-V3), and for the experts each token is routed to.
 EXPERT_COUNT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
-TOP_K_FIELDS = ("num_experts_per_tok", "experts_per_token", "moe_topk", "moe_top_k")
+TOP_K_FIELDS = ("num_experts_per_tok", "experts_per_token", "moe_topk", "moe_top_k", "top_k_experts")
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,25 @@ def _field(config: Any, fields: tuple[str, ...]) -> tuple[str | None, int | None
     return None, None
 
 
-def settings(config: Any, found: Structure, name: str) -> tuple[int | None, int | None]:
-    """(experts per layer E, experts per token k) of a mixture of experts; (None, None) for a dense model."""
+def _routed_k(modules: dict[str, Any]) -> int | None:
+    """The top_k every router or routing block of the model holds, when they hold one and agree; else None."""
+    seen = set()
+    for module in modules.values():
+        if is_router(module) or any(is_experts(m) for m in module.children()):
+            k = getattr(module, "top_k", None)
+            if isinstance(k, int) and not isinstance(k, bool) and k > 0:
+                seen.add(k)
+    return seen.pop() if len(seen) == 1 else None
+
+
+def settings(
+    config: Any, found: Structure, name: str, model_modules: dict[str, Any] | None = None
+) -> tuple[int | None, int | None]:
+    """(experts per layer E, experts per token k) of a mixture of experts; (None, None) for a dense model.
+
+    k is what the routers (or the blocks that hold them) were built with, their top_k, where the model's modules
+    are given (model_modules: dict(model.named_modules())), else the config's field (Gemma 4's routers read
+    top_k_experts from the config as they route)."""
     if not found.is_moe:
         return None, None
     _, n_experts = _field(config, EXPERT_COUNT_FIELDS)
@@ -101,7 +118,9 @@ def settings(config: Any, found: Structure, name: str) -> tuple[int | None, int 
             f"model '{name}': it has routed experts but its config gives no expert count "
             f"(one of {', '.join(EXPERT_COUNT_FIELDS)})"
         )
-    _, top_k = _field(config, TOP_K_FIELDS)
+    top_k = _routed_k(model_modules) if model_modules is not None else None
+    if top_k is None:
+        _, top_k = _field(config, TOP_K_FIELDS)
     if top_k is None:
         raise PipelineError(
             f"model '{name}': it has routed experts but its config says not how many each token uses "

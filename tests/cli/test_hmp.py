@@ -146,7 +146,7 @@ def test_count_a_hub_id_from_the_local_cache(tmp_path):
         ("a/b/c", "a/b/c: no such file or folder, and not a Hub id (owner/name)"),
         ("notes.txt", "notes.txt: not a config.json, a .gguf file or a checkpoint folder"),
         ("empty", "empty: a checkpoint folder needs its config.json"),
-        ("bad.json", "model 'bad': architecture.n_layer='twelve' must be a whole number from 1 to 1,024"),
+        ("bad.json", "model 'bad': {tmp}/bad.json: n_layer='twelve' must be a whole number from 1 to 1,024"),
     ],
 )
 def test_bad_sources_are_one_line(tmp_path, source, message):
@@ -156,7 +156,7 @@ def test_bad_sources_are_one_line(tmp_path, source, message):
     done = hmp("count", source, cwd=tmp_path, ok=False)
     assert done.returncode == 1 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), done.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message.format(tmp=tmp_path)}"), done.stderr
 
 
 @pytest.mark.slow  # a real dvc repro

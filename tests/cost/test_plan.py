@@ -88,7 +88,7 @@ def test_activations_follow_korthikanti():
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("80GB", 80 * 10**9), ("24GiB", 24 * 2**30), ("1.5 TB", 15 * 10**11), ("1024", 1024)]
+    ("text", "expected"), [("80GB", 80 * 10**9), ("24GiB", 24 * 2**30), ("1.5 TB", 15 * 10**11), ("1024B", 1024)]
 )
 def test_memory_sizes_parse(text, expected):
     assert plan.parse_memory(text) == expected

@@ -165,10 +165,14 @@ def test_an_encoder_decoder_is_never_counted_as_its_decoder(tmp_path):
     assert row["total"] == 406_291_456 != 254_084_096
 
 
-def test_a_class_transformers_lacks_is_one_line(tmp_path):
+def test_a_class_transformers_lacks_is_built_as_its_auto_classes_build_the_config(tmp_path):
+    """A file naming a class of its repository's own over a model_type transformers has (Kimi-K2.5): transformers'
+    auto classes build their own class for the config, and so does the count, saying so (issue 27)."""
     gpt2 = json.loads((CONFIGS / "openai-community--gpt2.json").read_text())
-    with pytest.raises(PipelineError, match=r"names the class GPT2Turbo, which transformers .* does not have"):
-        _count({"source": "config", "architecture": {**gpt2, "architectures": ["GPT2Turbo"]}}, tmp_path / "a")
+    row = _count({"source": "config", "architecture": {**gpt2, "architectures": ["GPT2Turbo"]}}, tmp_path / "a")
+    assert (row["model_class"], row["class_from"]) == ("GPT2LMHeadModel", "fallback:causal_lm:named:GPT2Turbo")
+    assert row["total"] == 124_439_808  # the course's GPT-2 small
+    # a class transformers has, for another config, over a file transformers read as it is: a contradiction
     with pytest.raises(PipelineError, match="names the class LlamaForCausalLM, which takes a LlamaConfig"):
         _count({"source": "config", "architecture": {**gpt2, "architectures": ["LlamaForCausalLM"]}}, tmp_path / "b")
 

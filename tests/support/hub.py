@@ -15,7 +15,8 @@ Errors are the Hub's, each with the X-Error-Code huggingface_hub's hf_raise_for_
 unknown repository is 401 RepoNotFound (RepositoryNotFoundError), a gated one's files 403 GatedRepo
 (GatedRepoError), an unknown revision 404 RevisionNotFound (RevisionNotFoundError), a missing file 404
 EntryNotFound (RemoteEntryNotFoundError). `latency` (seconds, settable while serving) is slept before every
-answer; `stats()` counts requests, body bytes and requests per path. HTTP/1.1 with keep-alive, as the Hub.
+answer; `drip` ({path suffix: seconds}) sends the answers of those paths one byte at a time, with no
+Content-Length; `stats()` counts requests, body bytes and requests per path. HTTP/1.1 with keep-alive, as the Hub.
 
 Run as a process for benchmarks (its own GIL, not the client's):
 
@@ -141,6 +142,7 @@ class LocalHub:
         self.repos: dict[str, Repo] = {r.repo_id: r for r in repos if r.served}
         self.latency = latency
         self.control = control  # the /_hub/ paths (stats, latency): for the process form
+        self.drip: dict[str, float] = {}  # path suffix -> seconds between bytes of its answers (settable while serving)
         self._lock = threading.Lock()
         self._requests = 0
         self._bytes = 0
@@ -436,6 +438,10 @@ class LocalHub:
         h.end_headers()
 
     def _send(self, h, status: int, headers: dict[str, str], body: bytes, head: bool, count: bool = True) -> None:
+        pause = next((s for suffix, s in self.drip.items() if urlsplit(h.path).path.endswith(suffix)), None)
+        if pause is not None and not head and body:
+            self._drip(h, status, headers, body, pause)
+            return
         headers = {**headers, "Content-Length": str(len(body))}
         if count:
             self._status(h, status, headers)
@@ -450,6 +456,21 @@ class LocalHub:
                     self._bytes += len(body)
             h.wfile.write(body)
         h.wfile.flush()
+
+    def _drip(self, h, status: int, headers: dict[str, str], body: bytes, pause: float) -> None:
+        """The answer with no Content-Length (chunked), one byte every pause seconds: a hostile or broken server."""
+        self._status(h, status, {**headers, "Transfer-Encoding": "chunked"})
+        try:
+            for byte in body:
+                h.wfile.write(b"1\r\n" + bytes([byte]) + b"\r\n")
+                h.wfile.flush()
+                with self._lock:
+                    self._bytes += 1
+                time.sleep(pause)
+            h.wfile.write(b"0\r\n\r\n")
+            h.wfile.flush()
+        except OSError:  # the client gave up, as it should
+            h.close_connection = True
 
     def _json(self, h, value, head: bool, count: bool = True) -> None:
         body = json.dumps(value).encode()
