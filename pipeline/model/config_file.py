@@ -44,6 +44,18 @@ def load_config(model_dir: str | Path, name: str, written: tuple[str, ...] = (),
         _READ_AS[id(config)] = ("own" if own is not None else "converted", said)
         weakref.finalize(config, _READ_AS.pop, id(config), None)
     sizes.check_sizes(name, config.to_dict(), where=f"{path}: ", typed=False)  # after legacy keys were converted
+    typed_class = raw.get("architectures") if "architectures" in written else None
+    if isinstance(typed_class, list) and typed_class and _builtin_model_class(str(typed_class[0])) is None:
+        import difflib
+
+        import transformers
+
+        close = difflib.get_close_matches(str(typed_class[0]), [n for n in dir(transformers) if n[:1].isupper()], 1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise PipelineError(
+            f"model '{name}': architecture.architectures names the class {typed_class[0]}, which transformers "
+            f"{transformers.__version__} does not have{hint} (code shipped with a model is never run)"
+        )
     for key in written:
         hint = likely_typo(config, key, raw)
         if hint:

@@ -169,9 +169,14 @@ def test_a_class_transformers_lacks_is_built_as_its_auto_classes_build_the_confi
     """A file naming a class of its repository's own over a model_type transformers has (Kimi-K2.5): transformers'
     auto classes build their own class for the config, and so does the count, saying so (issue 27)."""
     gpt2 = json.loads((CONFIGS / "openai-community--gpt2.json").read_text())
-    row = _count({"source": "config", "architecture": {**gpt2, "architectures": ["GPT2Turbo"]}}, tmp_path / "a")
+    downloaded = tmp_path / "config.json"
+    downloaded.write_text(json.dumps({**gpt2, "architectures": ["GPT2Turbo"]}))
+    row = _count({"config_path": str(downloaded)}, tmp_path / "a")
     assert (row["model_class"], row["class_from"]) == ("GPT2LMHeadModel", "fallback:causal_lm:named:GPT2Turbo")
     assert row["total"] == 124_439_808  # the course's GPT-2 small
+    # the same name typed in an architecture block is a person's typo: refused, with the nearest class
+    with pytest.raises(PipelineError, match=r"architecture\.architectures names the class GPT2Turbo, which transformers"):
+        _count({"source": "config", "architecture": {**gpt2, "architectures": ["GPT2Turbo"]}}, tmp_path / "t")
     # a class transformers has, for another config, over a file transformers read as it is: a contradiction
     with pytest.raises(PipelineError, match="names the class LlamaForCausalLM, which takes a LlamaConfig"):
         _count({"source": "config", "architecture": {**gpt2, "architectures": ["LlamaForCausalLM"]}}, tmp_path / "b")
