@@ -155,8 +155,8 @@ class Repo:
 
     def names(self) -> list[str]:
         """Every file the repository holds (asked only when config.json is missing: a GGUF repository)."""
-        if self.folder is not None:
-            return sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
+        if self.folder is not None:  # the folder's own files, as a checkpoint folder holds them: never a walk down
+            return _listed(self.folder)
         if self.siblings is not None:
             return self.siblings
         self.api_requests += 1
@@ -165,6 +165,23 @@ class Repo:
         except PipelineError as exc:
             raise PipelineError(f"cannot list {self.src.hub_id}@{self.revision} ({_said(exc)})") from None
         return sorted(s.rfilename for s in info.siblings or [])
+
+
+MAX_LISTED = 10_000  # entries of a local folder looked at for its GGUF files (a home folder is not a checkpoint)
+
+
+def _listed(folder: Path) -> list[str]:
+    """The regular files directly in folder, at most MAX_LISTED entries looked at, else one line."""
+    import os
+
+    names = []
+    with os.scandir(folder) as entries:
+        for n, entry in enumerate(entries):
+            if n >= MAX_LISTED:
+                raise PipelineError(f"{folder}: more than {MAX_LISTED:,} entries; not a checkpoint folder")
+            if entry.is_file(follow_symlinks=False):
+                names.append(entry.name)
+    return sorted(names)
 
 
 def fetch(src: Source) -> Fetched:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import hmac
 import io
 import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,8 +84,9 @@ MAX_REASON = 400  # characters of a row's error (a crafted name could make it an
 # --- the tasks (run on the workers) -----------------------------------------------------------
 
 
-def fetch_task(src: Source) -> dict[str, Any]:
-    """Read one source's headers: {'row': what is known so far, 'fetched', 'route'} or a finished row."""
+def fetch_task(src: Source, kept: tuple[dict[str, Any], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Read one source's headers: {'row': what is known so far, 'fetched', 'route'} or a finished row. kept: a
+    journalled (row, identity) of this source, taken as the finished row when what is read now is what it counted."""
     from pipeline.census import count, fetch
 
     row = {"source": src.source, "revision": src.revision, "hub_total": src.hub_total}
@@ -94,9 +97,12 @@ def fetch_task(src: Source) -> dict[str, Any]:
         reason = _reason(exc)
         kind = "unavailable" if UNAVAILABLE.search(reason) else "invalid"
         return {"row": {**row, "error": reason, "flags": f"refused_at_{where};{kind}"}}
+    identity = identity_of(fetched)
+    if kept is not None and kept[1] == identity:
+        return {"row": kept[0], "identity": identity, "reused": True}
     row |= {"revision": fetched.revision, "bytes_fetched": fetched.bytes_fetched, "requests": fetched.requests}
     blob = fetched.config or b"".join(prefix for prefix, _ in fetched.gguf.values())
-    return {"row": row, "fetched": fetched, "route": count.architecture_key(blob, fetched.fmt)}
+    return {"row": row, "fetched": fetched, "route": count.architecture_key(blob, fetched.fmt), "identity": identity}
 
 
 def count_task(job: dict[str, Any]) -> dict[str, Any]:
@@ -106,16 +112,20 @@ def count_task(job: dict[str, Any]) -> dict[str, Any]:
     from pipeline.census import count
 
     warnings.simplefilter("ignore", FutureWarning)  # transformers' notes on configs: not the census's answer
+    identity = job.get("identity")
     try:
         counted = count.count(job["fetched"])
     except Exception as exc:  # noqa: BLE001 - as above
-        return {"row": {**job["row"], "error": _reason(exc), "flags": "refused_at_count;invalid"}}
-    return {"row": {**job["row"], **counted}}  # its claims (hub_total included) are the count's
+        row = {**job["row"], "error": _reason(exc), "flags": "refused_at_count;invalid"}
+        return {"row": row, "identity": identity}
+    return {"row": {**job["row"], **counted}, "identity": identity}  # its claims (hub_total included) are the count's
 
 
 def route_of(job: dict[str, Any]) -> dict[str, Any]:
     """What the client needs of a fetch (runs where its headers are): the owner's key, or the finished row."""
-    return {"route": job["route"]} if "fetched" in job else {"row": job["row"]}
+    if "fetched" in job:
+        return {"route": job["route"]}
+    return {k: job[k] for k in ("row", "identity", "reused") if k in job}
 
 
 def builds_here() -> int:
@@ -138,7 +148,14 @@ def _reason(exc: BaseException) -> str:
 
 
 class Journal:
-    """Finished rows, batch by batch, in OUT.partial/: each batch one file, written whole or not at all."""
+    """Finished rows, batch by batch, in OUT.partial/: each batch one file, written whole or not at all.
+
+    Each row is journalled with the identity of what it counted (identity_of) and a MAC under a key kept in the
+    journal's folder (created 0600 with it): a row written or edited by hand, or damaged, fails its MAC and is
+    counted again; a row whose source changed since fails its identity when the source is read again. The
+    folder is never a link, and nothing in it is followed: only regular files named rows-*.jsonl are read or
+    removed.
+    """
 
     def __init__(self, out: Path, every: int):
         self.dir = out.with_name(out.name + JOURNAL_SUFFIX)
@@ -146,15 +163,42 @@ class Journal:
         self.pending: list[dict[str, Any]] = []
         self.last = time.monotonic()
         self.batches = 0
+        self._key: bytes | None = None
 
-    def load(self, keys: set[str]) -> dict[str, dict[str, Any]]:
-        """The rows journalled by an earlier run for sources still listed (a damaged batch file is dropped)."""
-        done: dict[str, dict[str, Any]] = {}
-        if self.dir.exists() and not self.dir.is_dir():
-            raise PipelineError(f"{self.dir}: the census journal's place holds a file; move it away")
+    def _files(self) -> list[Path]:
+        """The journal's batch files: regular files only (a link or a folder named rows-*.jsonl is left alone)."""
+        return [p for p in sorted(self.dir.glob("rows-*.jsonl")) if stat.S_ISREG(os.lstat(p).st_mode)]
+
+    def _secret(self, create: bool) -> bytes | None:
+        if self._key is None:
+            path = self.dir / "key"
+            try:
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    self._key = path.read_bytes()
+            except FileNotFoundError:
+                if create:
+                    self.dir.mkdir(exist_ok=True)
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(os.urandom(32))
+                    self._key = path.read_bytes()
+        return self._key
+
+    def _mac(self, key: str, row: dict[str, Any], identity: Any) -> str:
+        secret = self._secret(create=True)
+        text = json.dumps([key, row, identity], sort_keys=True).encode()
+        return hmac.new(secret, text, hashlib.sha256).hexdigest()
+
+    def load(self, keys: set[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
+        """The rows journalled by an earlier run for sources still listed, each with what it counted: (row, identity).
+        A damaged batch file is dropped, and a row whose MAC does not hold is counted again."""
+        done: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        if self.dir.is_symlink() or (self.dir.exists() and not self.dir.is_dir()):
+            raise PipelineError(f"{self.dir}: the census journal's place holds a file or a link; move it away")
         if not self.dir.is_dir():
             return done
-        for path in sorted(self.dir.glob("rows-*.jsonl")):
+        secret, forged = self._secret(create=False), 0
+        for path in self._files():
             try:
                 number = int(path.stem.split("-", 1)[1])
                 batch = [json.loads(line) for line in path.read_text().splitlines()]
@@ -162,13 +206,22 @@ class Journal:
                 log.warning("census: %s cannot be read; its rows are counted again", path)
                 continue
             for item in batch:
-                if isinstance(item, dict) and item.get("key") in keys and _sound(item.get("row")):
-                    done[item["key"]] = item["row"]
+                if not (isinstance(item, dict) and item.get("key") in keys and _sound(item.get("row"))):
+                    continue
+                identity = item.get("identity")
+                mac = hmac.new(secret, json.dumps([item["key"], item["row"], identity], sort_keys=True).encode(),
+                               hashlib.sha256).hexdigest() if secret else ""  # fmt: skip
+                if not secret or not hmac.compare_digest(mac, str(item.get("mac", ""))):
+                    forged += 1
+                    continue
+                done[item["key"]] = (item["row"], identity if isinstance(identity, dict) else None)
             self.batches = max(self.batches, number + 1)
+        if forged:
+            log.warning("census: %d journalled rows were not written by this census (edited or damaged): counted again", forged)
         return done
 
-    def add(self, key: str, row: dict[str, Any]) -> None:
-        self.pending.append({"key": key, "row": row})
+    def add(self, key: str, row: dict[str, Any], identity: Any = None) -> None:
+        self.pending.append({"key": key, "row": row, "identity": identity, "mac": self._mac(key, row, identity)})
         if len(self.pending) >= self.every or time.monotonic() - self.last > 5:
             self.flush()
 
@@ -181,8 +234,12 @@ class Journal:
         self.last = time.monotonic()
 
     def remove(self) -> None:
-        for path in self.dir.glob("rows-*.jsonl"):
-            path.unlink()
+        if self.dir.is_symlink() or not self.dir.is_dir():
+            return
+        for path in [*self._files(), self.dir / "key"]:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    path.unlink()
         with contextlib.suppress(OSError):
             self.dir.rmdir()
 
@@ -211,7 +268,7 @@ class Done:
     refused: int
     resumed: int
     builds: int
-    workers: int
+    workers: int  # 0: counted in this process, no cluster (a short list)
     seconds: float
 
 
@@ -280,26 +337,79 @@ def census(
 ) -> Done:
     """Count every source (resuming from OUT's journal) and write OUT.csv in the list's order."""
     start = time.monotonic()
+    check_output(out)
     _hub_answers(sources)
     journal = Journal(out, every)
-    done = journal.load({s.key for s in sources})
-    resumed = len(done)
+    kept = journal.load({s.key for s in sources})
+    # a journalled row is taken only for the same source as it was: a commit read again as it was, anything else
+    # read again (headers only) and taken when what it counted is byte for byte what is there now
+    done = {s.key: kept[s.key][0] for s in sources if s.key in kept and _immutable(s, kept[s.key][1])}
+    check = {s.key: kept[s.key] for s in sources if s.key in kept and s.key not in done}
     todo = [s for s in sources if s.key not in done]
     builds = n_workers = 0
+    resumed = len(done)
     if todo:
-        with client(scheduler, workers, threads) as c:
-            flow = _Flow(c, todo, journal, done, bar)
-            n_workers = len(flow.owners)
+        in_process = scheduler is None and len(todo) <= IN_PROCESS
+        with contextlib.nullcontext() if in_process else client(scheduler, workers, threads) as c:
+            flow = _Flow(c, todo, journal, done, bar, check)
+            n_workers = 0 if in_process else len(flow.owners)
             try:
                 flow.run()
             finally:
                 journal.flush()  # what finished is kept, also when the census is interrupted
-            builds = sum(c.run(builds_here).values())
+            builds = builds_here() if in_process else sum(c.run(builds_here).values())
+        resumed += flow.reused
     rows = [_complete(done[s.key]) for s in sources]
     atomic.write_text(out, to_csv(rows))
     journal.remove()
     refused = sum(1 for r in rows if r["error"])
     return Done(rows, len(rows) - refused, refused, resumed, builds, n_workers, time.monotonic() - start)
+
+
+IN_PROCESS = 8  # a list this short is counted in this process: a cluster's start and its workers' imports cost more
+
+
+def check_output(out: Path) -> None:
+    """OUT must be a regular file or a new path: the final rename would replace whatever is there (a device, as
+    root; a link), and OUT.partial must be a folder of the census's own, never a link to somewhere else."""
+    for path, what in ((out, "-o"), (out.with_name(out.name + JOURNAL_SUFFIX), "the census journal")):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise PipelineError(f"{what} {path}: cannot be looked at ({exc.strerror})") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise PipelineError(f"{what} {path}: is a symbolic link; name the file itself (a link is never followed)")
+        wanted = stat.S_ISDIR if path != out else stat.S_ISREG
+        if not wanted(st.st_mode):
+            kind = "a regular file or a new path" if path == out else "a folder the census made"
+            raise PipelineError(f"{what} {path}: is not {kind}; nothing was written")
+
+
+def _immutable(src: Source, identity: dict[str, Any] | None) -> bool:
+    """A journalled row of this source stands as it is: a Hub repository listed at the very commit it read (a commit
+    never changes); anything else, a branch or a local folder, is read again and compared (identity_of)."""
+    pinned = src.kind == "hub" and SHA.fullmatch(src.revision or "") is not None
+    return pinned and identity is not None and identity.get("revision") == src.revision
+
+
+SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def identity_of(fetched: Any) -> dict[str, Any]:
+    """What a row counted, as it was read: the commit (Hub) and a digest of config.json, every header and quant
+    state, and each file's size. Two reads of the same files give the same identity; any edit, another."""
+    digest = hashlib.sha256()
+    digest.update(fetched.fmt.encode() + b"\0" + fetched.config + b"\0")
+    parts = {
+        "headers": {k: [v["size"], v["data_start"], v["header"]] for k, v in sorted(fetched.headers.items())},
+        "gguf": {k: [hashlib.sha256(b).hexdigest(), size] for k, (b, size) in sorted(fetched.gguf.items())},
+        "states": {f: {t: hashlib.sha256(b).hexdigest() for t, b in sorted(v.items())} for f, v in sorted(fetched.states.items())},
+        "index_total": repr(fetched.index_total),
+    }
+    digest.update(json.dumps(parts, sort_keys=True, default=repr).encode())
+    return {"revision": fetched.revision, "content": digest.hexdigest()}
 
 
 def _hub_answers(sources: list[Source]) -> None:
@@ -318,9 +428,17 @@ def _hub_answers(sources: list[Source]) -> None:
 
 
 class _Flow:
-    """The sources through the cluster: a window of fetches in flight, each fetched one counted by its owner."""
+    """The sources through the cluster: a window of fetches in flight, each fetched one counted by its owner. With
+    no client (c None: a short list), each source is fetched and counted in this process, one after another."""
 
-    def __init__(self, c: Any, todo: list[Source], journal: Journal, done: dict, bar: Any):
+    def __init__(self, c: Any, todo: list[Source], journal: Journal, done: dict, bar: Any, check: dict | None = None):
+        self.c, self.pending, self.journal, self.done, self.bar = c, iter(todo), journal, done, bar
+        self.check = check or {}  # source key -> a journalled (row, identity) to take if the source is unchanged
+        self.reused = 0
+        self.of: dict[str, tuple[Source, Any]] = {}  # a future's key -> its source (and the fetch it follows)
+        if c is None:
+            self.owners = ["this process"]
+            return
         from distributed import as_completed
 
         info = c.scheduler_info()["workers"]
@@ -331,8 +449,6 @@ class _Flow:
         limited = all(w.get("resources", {}).get(COUNTER) for w in info.values())
         self.needs = {"resources": {COUNTER: 1}} if limited else {}
         self.window = max(4, sum(w["nthreads"] for w in info.values()) * 2)
-        self.c, self.pending, self.journal, self.done, self.bar = c, iter(todo), journal, done, bar
-        self.of: dict[str, tuple[Source, Any]] = {}  # a future's key -> its source (and the fetch it follows)
         self.flow = as_completed()
 
     def submit_fetch(self) -> None:
@@ -341,12 +457,25 @@ class _Flow:
         src = next(self.pending, None)
         if src is not None:
             token = _token(src)
-            fetched = self.c.submit(fetch_task, src, key=f"fetch-{token}", pure=False, retries=1)
+            kept = self.check.get(src.key)
+            fetched = self.c.submit(fetch_task, src, kept, key=f"fetch-{token}", pure=False, retries=1)
             routed = self.c.submit(route_of, fetched, key=f"route-{token}", retries=1)
             self.of[routed.key] = (src, fetched)
             self.flow.add(routed)
 
+    def finish(self, src: Source, result: dict[str, Any]) -> None:
+        self.journal.add(src.key, result["row"], result.get("identity"))
+        self.done[src.key] = result["row"]
+        self.reused += bool(result.get("reused"))
+        if self.bar is not None:
+            self.bar.update(1)
+
     def run(self) -> None:
+        if self.c is None:
+            for src in self.pending:
+                result = fetch_task(src, self.check.get(src.key))
+                self.finish(src, count_task(result) if "fetched" in result else result)
+            return
         for _ in range(self.window):
             self.submit_fetch()
         for fut in self.flow:
@@ -367,10 +496,7 @@ class _Flow:
                 continue
             if fetched is not None:
                 fetched.release()
-            self.journal.add(src.key, result["row"])
-            self.done[src.key] = result["row"]
-            if self.bar is not None:
-                self.bar.update(1)
+            self.finish(src, result)
             self.submit_fetch()
 
 
@@ -395,5 +521,14 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow(["" if row[c] is None else (str(int(row[c])) if c in INTEGERS else row[c]) for c in COLUMNS])
+        writer.writerow(["" if row[c] is None else (str(int(row[c])) if c in INTEGERS else _cell(row[c])) for c in COLUMNS])
     return buf.getvalue()
+
+
+# A text cell a spreadsheet would run as a formula starts with one of these (OWASP, "CSV Injection"): such a cell
+# is written after a single quote, which spreadsheets show as text and never evaluate.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value

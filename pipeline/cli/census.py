@@ -27,8 +27,9 @@ def census_command(list_path: str, out: str, workers: int, threads: int, schedul
     target = Path(out)
     if not out.strip():
         raise PipelineError("-o: names no file; name the CSV file to write")
-    if target.is_dir():
+    if target.is_dir() and not target.is_symlink():
         raise PipelineError(f"-o {out}: is a folder; name the CSV file to write")
+    run.check_output(target)
     if target.exists() and Path(list_path).exists() and target.resolve() == Path(list_path).resolve():
         raise PipelineError(f"-o {out}: is the list itself; name another file to write")
     sources = listing.read(list_path)
@@ -36,7 +37,8 @@ def census_command(list_path: str, out: str, workers: int, threads: int, schedul
         raise PipelineError(f"census list {list_path}: names no source")
     try:
         with progress.bar(None, "census", "repos", total=len(sources)) as bar:
-            done = run.census(sources, target, workers, threads, scheduler, bar=bar)
+            ticker = progress.Ticker(bar, "census", "sources", len(sources))
+            done = run.census(sources, target, workers, threads, scheduler, bar=ticker)
     except KeyboardInterrupt:
         raise PipelineError(
             f"census interrupted; the rows that finished are kept in {target}{run.JOURNAL_SUFFIX}/: "
@@ -44,8 +46,9 @@ def census_command(list_path: str, out: str, workers: int, threads: int, schedul
         ) from None
     fetched = sum(r["bytes_fetched"] or 0 for r in done.rows)
     resumed = f", {done.resumed:,} kept from the interrupted run" if done.resumed else ""
+    where = f"on {done.workers} workers" if done.workers else "in this process (a short list: no cluster)"
     return (
         f"census: {len(done.rows):,} sources, {done.counted:,} counted, {done.refused:,} refused{resumed}; "
-        f"{done.builds:,} architectures built on {done.workers} workers in {done.seconds:.1f} s; "
+        f"{done.builds:,} architectures built {where} in {done.seconds:.1f} s; "
         f"{fetched:,} bytes fetched; wrote {out}"
     )

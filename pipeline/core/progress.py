@@ -44,3 +44,29 @@ def hub_tqdm():
             super().__init__(*args, **kwargs)
 
     return Bars
+
+
+class Ticker:
+    """A bar that also says where it is, one line at most every `every` seconds, when the bar itself is not drawn
+    (stderr is not a terminal: a log, CI): a long run is never silent. HMP_PROGRESS=0 silences both."""
+
+    def __init__(self, inner: Any, desc: str, unit: str, total: int, every: float = 30.0):
+        import sys
+        import time
+
+        self.inner, self.desc, self.unit, self.total, self.every = inner, desc, unit, total, every
+        self.done, self.start = 0, time.monotonic()
+        self.next = self.start + every
+        self.lines = bool(getattr(inner, "disable", False)) and os.environ.get("HMP_PROGRESS") != "0"
+        self.err = sys.stderr
+
+    def update(self, n: int = 1) -> None:
+        import time
+
+        self.inner.update(n)
+        self.done += n
+        now = time.monotonic()
+        if self.lines and now >= self.next and self.done < self.total:
+            self.next = now + self.every
+            print(f"{self.desc}: {self.done:,} of {self.total:,} {self.unit} done, {now - self.start:.0f} s",
+                  file=self.err, flush=True)  # fmt: skip

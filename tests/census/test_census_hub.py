@@ -214,3 +214,21 @@ def test_a_scheduler_that_is_not_there_is_one_line(tmp_path):
     )
     assert proc.returncode != 0 and "--scheduler tcp://127.0.0.1:9: cannot connect" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.csv").exists()
+
+
+def test_every_request_has_an_overall_deadline(population, tmp_path):
+    """A hub that sends config.json (and the API's answer) one byte a second, with no Content-Length: each request is
+    cut at its deadline (HMP_RANGE_MIN_SECONDS plus what arrived at HMP_RANGE_MIN_RATE), not read for minutes."""
+    repo = next(r for r in population if hp.expected(r)["family"] == "llama" and not hp.expected(r)["refused"])
+    (tmp_path / "list.txt").write_text(f"{repo.repo_id}@{repo.sha}\n{repo.repo_id}@main\n")
+    with LocalHub(population) as hub:
+        hub.drip = {"/config.json": 1.0, f"/api/models/{repo.repo_id}/revision/main": 1.0}
+        env = {**_env(hub.endpoint, tmp_path / "hf"), "HMP_RANGE_MIN_SECONDS": "2"}
+        start = time.monotonic()
+        proc = _census(tmp_path / "list.txt", tmp_path / "out.csv", env)
+        took = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    pinned, branch = _rows(tmp_path / "out.csv")
+    assert "past this request's deadline" in pinned["error"] and "config.json" in pinned["error"]
+    assert "cannot resolve" in branch["error"] and "past this request's deadline" in branch["error"]
+    assert took < 60, took  # two answers of hundreds of bytes each at a byte a second would take minutes

@@ -278,15 +278,16 @@ def test_an_index_naming_a_file_outside_is_refused_in_words(tmp_path):
 def test_a_damaged_journal_is_counted_again(tmp_path):
     out = tmp_path / "out.csv"
     journal = run.Journal(out, every=1)
-    journal.dir.mkdir()
+    journal.add("2\tc/d\tmain", {"source": "c/d", "total": 5}, {"revision": "", "content": "x"})  # written by it
     (journal.dir / "rows-x.jsonl").write_text("{}")
-    (journal.dir / "rows-000001.jsonl").write_text(
+    (journal.dir / "rows-000001.jsonl").write_text(  # by hand: no MAC, or a wrong one
         json.dumps({"key": "1\ta/b\tmain", "row": {"source": "a/b", "total": "abc"}})
         + "\n"
-        + json.dumps({"key": "2\tc/d\tmain", "row": {"source": "c/d", "total": 5}})
+        + json.dumps({"key": "3\te/f\tmain", "row": {"source": "e/f", "total": 7}, "mac": "0" * 64})
         + "\n"
     )
-    assert list(journal.load({"1\ta/b\tmain", "2\tc/d\tmain"})) == ["2\tc/d\tmain"]
+    loaded = run.Journal(out, every=1).load({"1\ta/b\tmain", "2\tc/d\tmain", "3\te/f\tmain"})
+    assert loaded == {"2\tc/d\tmain": ({"source": "c/d", "total": 5}, {"revision": "", "content": "x"})}
     (tmp_path / "file.csv.partial").write_text("")
     with pytest.raises(Exception, match="journal's place holds a file"):
         run.Journal(tmp_path / "file.csv", 1).load(set())
@@ -323,3 +324,99 @@ def test_a_hub_that_does_not_answer_is_one_line_at_once(tmp_path):
     )
     assert proc.returncode != 0 and "cannot be reached" in proc.stderr and "HF_HUB_OFFLINE=1" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.csv").exists()
+
+
+# --- issue 27: the census never destroys what it does not own, never takes a planted row ---------------------------
+
+
+def test_the_output_must_be_a_regular_file_or_a_new_path(tmp_path):
+    (tmp_path / "real.csv").write_text("keep me\n")
+    os.symlink(tmp_path / "real.csv", tmp_path / "link.csv")
+    os.mkfifo(tmp_path / "fifo.csv")
+    for out, said in (
+        (Path("/dev/null"), "is not a regular file or a new path"),
+        (tmp_path / "fifo.csv", "is not a regular file or a new path"),
+        (tmp_path / "link.csv", "is a symbolic link"),
+    ):
+        with pytest.raises(Exception, match=said):
+            run.check_output(out)
+    assert (tmp_path / "real.csv").read_text() == "keep me\n" and Path("/dev/null").is_char_device()
+    run.check_output(tmp_path / "new.csv")
+    run.check_output(tmp_path / "real.csv")
+
+
+def test_a_linked_journal_is_never_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "rows-000000.jsonl").write_text("someone else's\n")
+    os.symlink(elsewhere, tmp_path / "out.csv.partial")
+    with pytest.raises(Exception, match="is a symbolic link"):
+        run.check_output(tmp_path / "out.csv")
+    run.Journal(tmp_path / "out.csv", 1).remove()
+    assert (elsewhere / "rows-000000.jsonl").read_text() == "someone else's\n"
+
+
+def _hmp_census(list_path: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipeline.cli.hmp", "census", str(list_path), "-o", str(out), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_a_resume_takes_a_journalled_row_only_for_the_source_it_counted(tmp_path):
+    from pipeline.census import fetch
+
+    a, b, c = (_gpt2_folder(tmp_path / n, n) for n in ("a", "b", "c"))
+    (tmp_path / "list.txt").write_text(f"{a}\n{b}\n{c}\n")
+    out = tmp_path / "out.csv"
+    journal = run.Journal(out, every=1)
+    sources = listing.read(tmp_path / "list.txt")
+    # a: journalled as counted, with its identity: kept. b: journalled, then its folder edited: counted again.
+    # c: a row planted by hand with a total of its own, no MAC: counted again.
+    for src in sources[:2]:
+        journal.add(src.key, {"source": src.source, "total": 1}, run.identity_of(fetch.fetch(src)))
+    journal.flush()
+    (b / "config.json").write_text(json.dumps({**gpt2_config(**GPT2_SMALL), "_name_or_path": "edited", "n_layer": 12}))
+    with (journal.dir / "rows-000009.jsonl").open("w") as fh:
+        fh.write(json.dumps({"key": sources[2].key, "row": {"source": str(c), "total": 42}}) + "\n")
+    proc = _hmp_census(tmp_path / "list.txt", out)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["total"] for r in rows] == ["1", str(GPT2_SMALL_TOTAL), str(GPT2_SMALL_TOTAL)]
+    assert "1 kept from the interrupted run" in proc.stdout and not journal.dir.exists()
+
+
+def test_a_short_census_runs_in_this_process_and_escapes_formulas(tmp_path):
+    a = _gpt2_folder(tmp_path / "a", "a")
+    (tmp_path / "list.txt").write_text(f'{a}\n=HYPERLINK("http://x","y")\n+1+1\n')
+    proc = _hmp_census(tmp_path / "list.txt", tmp_path / "out.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert "built in this process" in proc.stdout
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
+    assert int(rows[0]["total"]) == GPT2_SMALL_TOTAL
+    assert rows[1]["source"] == "'=HYPERLINK(\"http://x\",\"y\")" and rows[2]["source"] == "'+1+1"
+    assert rows[1]["error"] and rows[2]["error"]
+
+
+def test_a_folder_is_listed_not_walked(tmp_path):
+    from pipeline.census import fetch
+
+    big = tmp_path / "home"
+    (big / "deep" / "deeper").mkdir(parents=True)
+    (big / "deep" / "deeper" / "model.gguf").write_bytes(b"GGUF")
+    assert fetch._listed(big) == []  # a GGUF file below the folder is not the folder's
+    for i in range(fetch.MAX_LISTED + 1):
+        (big / f"f{i}").touch()
+    with pytest.raises(Exception, match="entries; not a checkpoint folder"):
+        fetch._listed(big)
+
+
+def test_a_long_census_says_where_it_is_when_no_bar_is_drawn(capsys, monkeypatch):
+    from pipeline.core import progress
+
+    monkeypatch.delenv("HMP_PROGRESS", raising=False)  # stderr here is not a terminal: tqdm draws nothing
+    with progress.bar(None, "census", "repos", total=3) as bar:
+        ticker = progress.Ticker(bar, "census", "sources", 3, every=0)
+        for _ in range(3):
+            ticker.update(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:2] == [line for line in lines[:2] if line.startswith("census: ")] and len(lines) == 2
+    assert lines[0].startswith("census: 1 of 3 sources done")

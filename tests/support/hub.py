@@ -342,6 +342,10 @@ class LocalHub:
             start, end = span
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        pause = next((s for suffix, s in self.drip.items() if urlsplit(h.path).path.endswith(suffix)), None)
+        if pause is not None and not head and status == 200:
+            self._drip(h, status, headers, read_range(data, start, end), pause)
+            return
         headers["Content-Length"] = str(end - start)
         self._status(h, status, headers)
         if head:
