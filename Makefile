@@ -31,7 +31,7 @@ setup: $(STAMP) $(PLOT_PAGE) ## create .venv/ and install the pinned dependencie
 
 run: $(STAMP) $(PLOT_PAGE) ## set up, then rebuild results/ and reports/ with dvc repro
 	dvc repro
-	@echo "Report: $$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["paths"]["report"])')"
+	@python -c 'import yaml, pathlib; p = yaml.safe_load(open("params.yaml"))["paths"]; print("Report: open " + pathlib.Path(p["report_html"]).resolve().as_uri() + " in a browser (self-contained, works offline); Markdown: " + p["report"])'
 
 plots: $(PLOT_PAGE) ## dvc.yaml's plots into dvc_plots/index.html, offline (REV=main: dvc plots diff against it)
 	dvc plots $(if $(REV),diff $(REV),show)

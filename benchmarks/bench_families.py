@@ -5,7 +5,10 @@ modelling module, which transformers loads lazily), timed apart; then what `hmp 
 (the meta-device build, the inventory, the MoE settings, the conventions and the cost table, the count
 stage's own functions), and the process's peak memory. Printed as median [min–max] of --runs runs.
 
-    python benchmarks/bench_families.py [--runs 3]
+    python benchmarks/bench_families.py [--runs 3] [--quick]
+
+--quick: one run of each model, a check that it runs (the models stay: each group is its own code path, and
+importing its modelling code, not its size, is what takes the time).
 
 Llama 4 Maverick's config is its published text_config (hidden 5120, 48 layers, 128 experts on every other
 layer, vocabulary 202,048) under transformers' default Llama 4 vision tower; the others are the shipped
@@ -92,8 +95,11 @@ print(imports, time.perf_counter() - t1, row["total"], row["active"], row["model
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per model (median [min–max] is printed)")
+    parser.add_argument("--runs", type=int, help="runs per model (median [min–max] is printed; default 3)")
+    parser.add_argument("--quick", action="store_true", help="one run: a check that it runs")
     args = parser.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
     load = MachineLoad()
     print(load.header)
     print(f"hmp count's work from a config, the largest model of each group; {args.runs} runs each\n")

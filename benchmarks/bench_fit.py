@@ -4,7 +4,9 @@ Each run is a fresh process: imports (torch, transformers and DeepSeek-V3's mode
 the whole plan `hmp fit` prints (the meta-device count, the cache layers, and the searches for the largest
 context and batch that fit), and the process's peak memory. Printed as median [min–max].
 
-    python benchmarks/bench_fit.py [--runs 3]
+    python benchmarks/bench_fit.py [--runs 3] [--quick]
+
+--quick: one run, a check that it runs (DeepSeek-V3 stays: from its config alone, it is the quick part).
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ print(imports, time.perf_counter() - t1, r["total_params"], r["bytes_per_gpu"], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs (median [min–max] is printed)")
+    parser.add_argument("--runs", type=int, help="runs (median [min–max] is printed; default 3)")
+    parser.add_argument("--quick", action="store_true", help="one run: a check that it runs")
     args = parser.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
     load = MachineLoad()
     imports, secs, rss, seen = [], [], [], set()
     for _ in range(args.runs):

@@ -12,7 +12,9 @@ its own peak RSS), median [min–max] over --runs runs:
   transformers' load_gguf_checkpoint(FILE, return_tensors=False), what it used for the config.
 The files are written into a temporary folder, removed when the benchmark ends.
 
-    python benchmarks/bench_gguf.py [--runs 3] [--vocab 262144]
+    python benchmarks/bench_gguf.py [--runs 3] [--vocab 262144] [--quick]
+
+--quick: one run on a 4,096-token vocabulary, a check that it runs (the figures are not the benchmark's).
 """
 
 from __future__ import annotations
@@ -67,9 +69,14 @@ def main() -> None:
     from tests.formats.test_gguf_file import write_vocab_gguf
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median [min–max] is printed)")
-    parser.add_argument("--vocab", type=int, default=262_144, help="tokens in the vocabulary (Gemma: 262,144)")
+    parser.add_argument("--runs", type=int, help="runs per figure (median [min–max] is printed; default 3)")
+    parser.add_argument("--vocab", type=int, help="tokens in the vocabulary (default Gemma's: 262,144)")
+    parser.add_argument("--quick", action="store_true", help="one run on a 4,096-token vocabulary")
     args = parser.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.vocab is None:
+        args.vocab = 4096 if args.quick else 262_144
     load = MachineLoad()  # before the runs: the load of everything else
     expected = formulas.llama_params(args.vocab, 8, 1, 16, 2, 1, tied=True)  # the file's closed form
     with tempfile.TemporaryDirectory(prefix="bench-gguf-") as tmp:

@@ -4,7 +4,9 @@ Each run is a fresh process that imports torch and transformers (timed apart), t
 the meta device from conf/model/deepseek-v3.yaml, takes the inventory and the total and active counts
 (the count stage's own functions), and reports its own peak memory. Printed as median [min–max].
 
-    python benchmarks/bench_moe.py [--runs 3]
+    python benchmarks/bench_moe.py [--runs 3] [--quick]
+
+--quick: one run, a check that it runs (DeepSeek-V3 stays: built on the meta device, it is the quick part).
 """
 
 from __future__ import annotations
@@ -46,8 +48,11 @@ print(imports, time.perf_counter() - t1, s["total"], s["active"])
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs (median [min–max] is printed)")
+    parser.add_argument("--runs", type=int, help="runs (median [min–max] is printed; default 3)")
+    parser.add_argument("--quick", action="store_true", help="one run: a check that it runs")
     args = parser.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
     load = MachineLoad()
     imports, counting, rss, totals = [], [], [], set()
     for _ in range(args.runs):

@@ -12,7 +12,10 @@ every cache filled.
 It starts with the load average and cores before the runs, and ends with what other processes used during them.
 The working tree is only read (copied with tests/support/repo_copy.py); nothing is written to it.
 
-    python benchmarks/bench_sweep.py [--runs 3] [--models 200]
+    python benchmarks/bench_sweep.py [--runs 3] [--models 200] [--quick]
+
+--quick: one run of a sweep of 4 models (Mixtral-, Pythia-, Llama- and Mamba-shaped; a fifth added), a check that
+it runs: the targets are for 200 models, and the results after adding one must still equal a cold run's.
 """
 
 from __future__ import annotations
@@ -75,9 +78,14 @@ def stage_times(repo: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median [min–max] is printed)")
-    parser.add_argument("--models", type=int, default=200, help="models in the sweep (one more is added)")
+    parser.add_argument("--runs", type=int, help="runs per figure (median [min–max] is printed; default 3)")
+    parser.add_argument("--models", type=int, help="models in the sweep (one more is added; default 200)")
+    parser.add_argument("--quick", action="store_true", help="one run of 4 models: a check that it runs")
     args = parser.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.models is None:
+        args.models = 4 if args.quick else 200
     entries = models(args.models + 1)
     name = f"bench-{args.models}"
     load = MachineLoad()  # before the runs: the load of everything else

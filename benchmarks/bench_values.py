@@ -13,7 +13,10 @@ what other processes used during the runs:
 Each timed figure is median [min–max] over --runs runs. The checkpoint is generated once into a
 folder under the project, .bench/ (HMP_BENCH_CACHE to move it; `make clean` removes it), and reused.
 
-    python benchmarks/bench_values.py [--runs 3] [--model gpt2-xl]
+    python benchmarks/bench_values.py [--runs 3] [--model gpt2-xl] [--quick]
+
+--quick: one run on a tiny GPT-2-shaped checkpoint (synthetic.SHAPES["tiny"], under 1 MB): every path above, the
+figures meaningless (the ≤ 2× targets are not met on so small a file), the counts still checked.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from measure import MachineLoad, Run, run_python, spread, timed  # noqa: E402
-from synthetic import gpt2_checkpoint  # noqa: E402
+from synthetic import POSITIONS, SHAPES, VOCAB, gpt2_checkpoint  # noqa: E402
 
 # Each snippet imports first, then times only its counting step, and prints "count seconds".
 COURSE = """
@@ -64,6 +67,7 @@ from pipeline.formats import safetensors_file
 from pipeline import formats
 from pipeline.model import reconcile
 from pipeline.model import inventory
+from pipeline.model import build, config_file
 t = time.perf_counter()
 folder = Path(sys.argv[1])
 model = build.build_meta(config_file.load_config(folder, "m"), "m")
@@ -146,9 +150,14 @@ def range_bytes(folder: Path) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median [min–max] is printed)")
-    parser.add_argument("--model", default="gpt2-xl", choices=["gpt2", "gpt2-xl"], help="which GPT-2 shapes")
+    parser.add_argument("--runs", type=int, help="runs per figure (median [min–max] is printed; default 3)")
+    parser.add_argument("--model", choices=sorted(SHAPES), help="which GPT-2 shapes (default gpt2-xl)")
+    parser.add_argument("--quick", action="store_true", help="one run on the tiny shapes: a check that it runs")
     args = parser.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.model is None:
+        args.model = "tiny" if args.quick else "gpt2-xl"
     load = MachineLoad()  # before the runs: the load of everything else
     folder = gpt2_checkpoint(args.model)
     weights = folder / "model.safetensors"
@@ -199,7 +208,8 @@ def main() -> None:
     print()
     print(f"(b) value statistics, page cache warm         {'time (s)':>19}  {'× raw read':>19}  target ≤ 2×")
     print(f"    {'raw read (cat file > /dev/null)':<42}{spread(reads):>19}  {'1.00':>19}")
-    wte = 50257 * (1600 if args.model == "gpt2-xl" else 768) * 4
+    shape = {"vocab_size": VOCAB, "n_positions": POSITIONS, **SHAPES[args.model]}
+    wte = shape["vocab_size"] * shape["n_embd"] * 4
     for label, rows, scale in (
         ("moments of every tensor (bins: 0)", moments, 1.0),
         ("embedding correlation (wte against itself)", corr, size / (2 * wte)),

@@ -20,7 +20,11 @@ from tests.support.checkpoints import gpt2_config, gpt2_hub_entries  # noqa: E40
 SHAPES = {
     "gpt2": {"n_embd": 768, "n_layer": 12, "n_head": 12},
     "gpt2-xl": {"n_embd": 1600, "n_layer": 48, "n_head": 25},
+    # the benchmarks' --quick mode: GPT-2's layout (masks, tied head, every tensor kind) at a few MB
+    "tiny": {"n_embd": 64, "n_layer": 2, "n_head": 2, "vocab_size": 1000, "n_positions": 128,
+             "bos_token_id": 999, "eos_token_id": 999},
 }
+VOCAB, POSITIONS = 50257, 1024  # GPT-2's, for the shapes that do not set their own
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("HMP_BENCH_CACHE", ROOT / ".bench"))
 
@@ -35,8 +39,8 @@ def gpt2_checkpoint(name: str = "gpt2-xl", dtype: str = "F32") -> Path:
     if done.exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    arch = {"vocab_size": 50257, "n_positions": 1024, **shape}
-    entries = gpt2_hub_entries(50257, 1024, shape["n_embd"], shape["n_layer"])
+    arch = {"vocab_size": VOCAB, "n_positions": POSITIONS, **shape}
+    entries = gpt2_hub_entries(arch["vocab_size"], arch["n_positions"], shape["n_embd"], shape["n_layer"])
     torch_dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[dtype]
     size = torch.tensor([], dtype=torch_dtype).element_size()
     header, offset = {}, 0

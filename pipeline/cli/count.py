@@ -68,10 +68,39 @@ def _entry_for(source: str, revision: str | None) -> dict[str, Any]:
         except OSError as exc:  # a folder that cannot be listed (no permission), a file system error
             raise PipelineError(f"{source}: cannot be read ({exc.strerror or first_line(exc)})") from None
         return entry
+    conf = conf_entry(source) if revision is None else None
+    if conf is not None:  # a model of the project's own conf/model/ (hmp count gpt2): counted as that entry is
+        return conf[1]
     looks_local = source.startswith((".", "/", "~")) or source.endswith((".json", ".gguf", ".safetensors"))
     if looks_local or not HUB_ID.fullmatch(source) or source.count("/") > 1:
         raise PipelineError(f"{source}: no such file or folder, and not a Hub id (owner/name)")
     return {"source": "hub", "hub_id": source, "revision": revision or "main"}
+
+
+# Where `hmp count NAME` looks for conf/model/NAME.yaml: the project in the working folder, then the project
+# this package was installed from (make setup installs it in place)
+CONF_MODELS = (Path("conf") / "model", Path(__file__).resolve().parents[2] / "conf" / "model")
+
+
+def conf_entry(source: str) -> tuple[Path, dict[str, Any]] | None:
+    """(the file, its entry) of a model the project's conf/model/ names, for a bare name (gpt2); else None. Relative
+    paths in the entry are the project's, so they are made absolute against that project's folder."""
+    import yaml
+
+    if not re.fullmatch(r"[A-Za-z0-9][\w-]*", source):
+        return None
+    for folder in CONF_MODELS:
+        path = folder / f"{source}.yaml"
+        if path.is_file():
+            entry = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(entry, dict):
+                raise PipelineError(f"{path}: not a model entry (a mapping of fields)")
+            root = path.resolve().parents[2]
+            for key in ("path", "config_path"):
+                if isinstance(entry.get(key), str) and not Path(entry[key]).expanduser().is_absolute():
+                    entry[key] = str(root / entry[key])
+            return path, entry
+    return None
 
 
 def count_source(source: str, revision: str | None = None, name: str | None = None, allow_pickle: bool = False) -> dict:
@@ -84,6 +113,8 @@ def count_source(source: str, revision: str | None = None, name: str | None = No
     from pipeline.values.ties import value_evidence
 
     entry = entry_for(source, revision, allow_pickle)
+    conf = conf_entry(source) if revision is None and not Path(source).expanduser().exists() else None
+    shown = name or shown_name(source)
     name = checked_name(name or _default_name(source), "--name")
     spec = params.model_spec(name, entry)
     with tempfile.TemporaryDirectory(prefix="hmp-") as tmp:
@@ -109,8 +140,9 @@ def count_source(source: str, revision: str | None = None, name: str | None = No
     split = splits.split(inv)
     course = split[(split["definition"] == "course") & (split["component"] == "all")]
     return {
-        "model": name,
-        "source": {k: v for k, v in record.items() if k in ("source", "hub_id", "revision", "path")},
+        "model": shown,
+        "source": {k: v for k, v in record.items() if k in ("source", "hub_id", "revision", "path")}
+        | ({"conf": str(conf[0])} if conf else {}),
         "from_cache": record["source"] == "hub" and _offline(),
         "summary": {k: _plain(v) for k, v in row.items()},
         "conventions": [{k: _plain(c[k]) for k in ("convention", "params", "definition")} for c in conv],
@@ -182,6 +214,17 @@ def _offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def shown_name(source: str) -> str:
+    """The model's name as the user knows it: a Hub id as written, else the file's or folder's own name
+    (meta-llama__Llama-3.1-8B of meta-llama__Llama-3.1-8B.json; the folder's name for a config.json)."""
+    path = Path(source.rstrip("/"))
+    if not path.exists() and HUB_ID.fullmatch(source) and source.count("/") == 1:
+        return source
+    if path.name == "config.json":
+        return path.resolve().parent.name or "model"
+    return (path.stem if path.suffix in (".gguf", ".json") else path.name) or "model"
+
+
 def _default_name(source: str) -> str:
     """A model name from its source: the last path part or Hub name, in the pipeline's name alphabet."""
     path = Path(source.rstrip("/"))
@@ -203,7 +246,7 @@ def text(result: dict, per_layer: bool = False) -> str:
     s = result["summary"]
     src = result["source"]
     where = {
-        "config": "its config alone (no weights)",
+        "config": "its config alone (no weights)" + (f", as {src['conf']} gives it" if src.get("conf") else ""),
         "path": f"{src.get('path')}",
         "hub": f"{src.get('hub_id')} @ {str(src.get('revision'))[:12]}"
         + (" (from the local Hub cache: HF_HUB_OFFLINE is set)" if result["from_cache"] else ""),
@@ -211,7 +254,7 @@ def text(result: dict, per_layer: bool = False) -> str:
     weights = "with weights" if s.get("checkpoint_tensors") is not None else "shapes only, no weights"
     total = int(s["total"])
     lines = [
-        f"{result['model']}: {total:,} parameters ({human(total)}), {s['model_type']}, {weights}",
+        f"{result['model']}: {total:,} parameters ({human(total)}), model type {s['model_type']}, {weights}",
         f"  from {where}",
         f"  counted as {s['model_class']} ({build.class_reason(s['class_from'])})",
     ]

@@ -22,7 +22,7 @@ DEFAULT_CONTEXT = 4096  # --context for a model whose positions set no limit (T5
 
 def fit_source(source: str, options: dict[str, Any]) -> dict:
     from pipeline import sources
-    from pipeline.cli.count import _default_name, checked_name, entry_for
+    from pipeline.cli.count import _default_name, checked_name, entry_for, shown_name
     from pipeline.core import params
     from pipeline.cost import cache, plan
     from pipeline.model import build
@@ -32,6 +32,7 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
     kv_bytes = plan.dtype_bytes(options["kv_dtype"], "--kv-dtype")
     w_bytes = plan.dtype_bytes(options["dtype"], "--dtype")
     entry = entry_for(source, options.get("revision"))
+    shown = options.get("name") or shown_name(source)
     name = checked_name(options.get("name") or _default_name(source), "--name")
     spec = params.model_spec(name, entry)
     with tempfile.TemporaryDirectory(prefix="hmp-") as tmp:
@@ -100,7 +101,7 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
     per_gpu, parts = need(context, batch)
     c = parts["cache"]
     out = {
-        "model": name,
+        "model": shown,
         "total_params": total,
         "weights_bytes": int(weights),
         "weights_bytes_per_gpu": int(weights_per_gpu),

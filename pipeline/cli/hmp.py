@@ -30,6 +30,7 @@ log = logging.getLogger("hmp")
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hmp", description="Exact parameter counts of any transformer.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("count", help="count a config.json, a checkpoint folder, a .gguf file or a Hub id")
     c.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
@@ -73,6 +74,19 @@ def main(argv: list[str] | None = None) -> None:
         _command(args)
     except PipelineError as exc:  # the stages' advice names model-file fields; here the user gave a source
         raise PipelineError(_for_hmp(str(exc))) from None
+
+
+def _version() -> str:
+    """hmp's version and the libraries that decide what a model builds to (never imported for it: metadata only)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "absent"
+
+    return f"hmp {of('how-many-params')} (transformers {of('transformers')}, torch {of('torch')})"
 
 
 PICKLE_HELP = "load .bin/.pt checkpoints with torch.load(weights_only=True) (pickle can run code)"

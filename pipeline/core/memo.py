@@ -2,8 +2,9 @@
 
 DVC reruns a stage when any of its inputs changed; the stage then asks this cache, model by model, whether it
 has done exactly this work before. An entry is keyed by the sha256 of everything the result depends on: the
-model's validated params entry, its files (provenance.json records each one's sha256), the settings the stage
-reads and the code (every source file of pipeline/, plus the torch and transformers versions), so an entry can
+model's validated params entry, its files as they are now (folder_state: the bytes of config.json and the other
+small files, each weight file's size and modification time), the settings the stage reads and the code the stage
+runs (code_version: the packages its dvc.yaml deps list, plus the torch and transformers versions), so an entry can
 only be reused where the work would give the same result.
 
 Entries are JSON files, `<paths.memo>/<stage>/<key>.json` (git-ignored, never pickle): the key, the payload and
@@ -37,10 +38,12 @@ MAX_ENTRIES = 4096  # per stage: a few sweeps of a few hundred models, a few ten
 
 
 @functools.cache
-def code_version() -> str:
-    """sha256 of every source file under pipeline/ (path and bytes) and of the libraries' versions."""
+def code_version(stage: str | None = None) -> str:
+    """sha256 of the code a stage runs and of the libraries' versions: the pipeline/ paths its dvc.yaml deps list
+    (its module and the packages it imports; tests/test_architecture.py holds those equal), so an edit elsewhere in
+    the package keeps its entries; every source file under pipeline/ for anything else (or without dvc.yaml)."""
     h = hashlib.sha256()
-    for path in sorted(CODE_ROOT.rglob("*.py")):
+    for path in _code_files(stage):
         h.update(path.relative_to(CODE_ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     for dist in LIBRARIES:
         try:
@@ -49,6 +52,49 @@ def code_version() -> str:
             version = "absent"
         h.update(f"{dist}=={version}\0".encode())
     return h.hexdigest()
+
+
+def _code_files(stage: str | None) -> list[Path]:
+    roots = [CODE_ROOT]
+    dvc_yaml = CODE_ROOT.parent / "dvc.yaml"
+    if stage is not None and dvc_yaml.is_file():
+        import yaml
+
+        try:
+            spec = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}).get(stage)
+        except (OSError, yaml.YAMLError):
+            spec = None
+        deps = (spec or {}).get("deps") or []
+        listed = [CODE_ROOT.parent / d for d in deps if isinstance(d, str) and d.startswith("pipeline/")]
+        roots = listed or roots
+    files = {f for r in roots for f in ([r] if r.is_file() else r.rglob("*.py"))}
+    return sorted(files)
+
+
+def folder_state(folder: str | os.PathLike) -> list[Any]:
+    """What a stage reads of a model folder, as a key: the bytes of its small files (config.json, provenance.json,
+    an index: hashed whole) and each weight file's name, size and modification time (an edit in place changes
+    them; hashing gigabytes for a key would cost what the work costs)."""
+    out: list[Any] = []
+    root = Path(folder)
+    try:
+        paths = sorted(p for p in root.rglob("*") if p.is_file())
+    except OSError:
+        return out
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        name = path.relative_to(root).as_posix()
+        if path.suffix == ".json" and st.st_size <= SMALL_FILE:
+            out.append([name, file_digest(path)])
+        else:
+            out.append([name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+SMALL_FILE = 64 << 20  # a JSON file up to this size is hashed whole into a key
 
 
 def _plain(value: Any) -> Any:
@@ -106,15 +152,16 @@ def frame_from_plain(obj: dict[str, Any]) -> pd.DataFrame:
 class Memo:
     """One stage's entries. get() and put() never raise for a bad entry or a folder that cannot be written."""
 
-    def __init__(self, root: str | os.PathLike, stage: str) -> None:
+    def __init__(self, root: str | os.PathLike, stage: str, code: str | None = None) -> None:
         self.dir = Path(root) / stage
         self.stage = stage
+        self.code = code or stage  # the DVC stage whose code decides these entries (code_version)
         self.hits = 0
         self.misses = 0
 
     def key(self, *parts: Any) -> str:
         """The key of a result that depends on parts (and, always, on this stage and the code)."""
-        return digest(self.stage, code_version(), *parts)
+        return digest(self.stage, code_version(self.code), *parts)
 
     def get(self, key: str) -> Any | None:
         """The payload stored under key, or None (missing, unreadable, corrupt, or another key's)."""

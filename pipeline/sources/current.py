@@ -22,7 +22,7 @@ PROVENANCE = "provenance.json"
 
 def entry_key(spec: ModelSpec) -> str:
     """What a folder depends on besides its source files: the validated entry and the code."""
-    return memo.digest("download", memo.code_version(), spec)
+    return memo.digest("download", memo.code_version("download"), spec)
 
 
 def _stat(path: Path) -> dict[str, Any] | None:

@@ -45,7 +45,7 @@ def value_tables(cfg: params.Params, cache: memo.Memo) -> tuple[pd.DataFrame, pd
             if loaded.fmt not in ("safetensors", "gguf"):  # no weights, or range reads that fetched only the embeddings
                 continue
             prov = json.loads((folder / "provenance.json").read_text())
-            key = cache.key("values", prov, memo.file_digest(_inventory_file(cfg, name)), v)
+            key = cache.key("values", prov, memo.folder_state(folder), memo.file_digest(_inventory_file(cfg, name)), v)
             found = cache.fetch(key, _frames)
             if found is None:
                 found = _frames(cache.put(key, [memo.frame_to_plain(f) for f in _distributions(cfg, name, loaded)]))

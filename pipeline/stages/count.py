@@ -62,7 +62,8 @@ def main() -> None:
 
     def one(name: str, spec: params.ModelSpec) -> tuple[str, dict, list, pd.DataFrame, pd.DataFrame]:
         note = marked.get(name, "")
-        key = cache.key(spec, provenance(cfg.models_dir(name), name), cfg.cost, note)
+        folder = cfg.models_dir(name)
+        key = cache.key(spec, provenance(folder, name), memo.folder_state(folder), cfg.cost, note)
         found = cache.fetch(key, _decoded)
         if found is None:
             found = _decoded(cache.put(key, count_one(cfg, name, spec, note)))
@@ -75,7 +76,7 @@ def main() -> None:
     conv = [c for _, _, mine, *_ in counted.values() for c in mine]
     costs = [table for _, _, _, table, _ in counted.values()]
     curves = [curve for *_, curve in counted.values() if not curve.empty]
-    grids = memo.Memo(cfg.paths["memo"], "whatif")  # the grid, counted on the meta device, also needs torch
+    grids = memo.Memo(cfg.paths["memo"], "whatif", code="count")  # the grid, counted on the meta device, also needs torch
     key = grids.key(cfg.whatif)
     grid = grids.fetch(key, memo.frame_from_plain)
     if grid is None:

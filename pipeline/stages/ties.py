@@ -33,7 +33,7 @@ def evidence(cfg: params.Params, name: str, inv: pd.DataFrame, cache: memo.Memo)
         return value_evidence(folder, inv, name, chunk, auto_class)
     prov = json.loads((folder / "provenance.json").read_text())
     inv_file = Path(cfg.paths["inventory"]) / f"{name}.csv"
-    key = cache.key(prov, memo.file_digest(inv_file), chunk, auto_class)
+    key = cache.key(prov, memo.folder_state(folder), memo.file_digest(inv_file), chunk, auto_class)
     found = cache.fetch(key, _decoded)
     if found is None:
         found = value_evidence(folder, inv, name, chunk, auto_class)

@@ -57,12 +57,25 @@ def test_count_a_config_json_gives_gpt2_smalls_published_figures(tmp_path):
     assert got["weights_and_biases"] == {"weight": 124_439_808 - 102_144, "bias": 102_144}
     assert got["tie"]["declared_tied"] and got["tie"]["structural_tied"] and got["tie"]["pearson_r"] is None
     text = hmp("count", str(config), "--per-layer", cwd=tmp_path).stdout
-    assert text.startswith("gpt2: 124,439,808 parameters (124.4M), gpt2, shapes only, no weights")
+    assert text.startswith("gpt2: 124,439,808 parameters (124.4M), model type gpt2, shapes only, no weights")
     assert "torchinfo summary()" in text and "163,037,184" in text and "0.0821 %" in text
     # --per-layer: 12 blocks of 12d² + 13d = 7,087,872 at d = 768, the last running total the whole model
     blocks = [line for line in text.splitlines() if line.startswith("transformer.h.")]
     assert len(blocks) == 12 and all("7,087,872" in line for line in blocks)
     assert text.rstrip().splitlines()[-1].split()[-1] == "124,439,808"
+
+
+def test_a_name_of_conf_model_counts_as_that_entry_and_names_keep_their_spelling(tmp_path):
+    """hmp count gpt2, offline: the project's own conf/model/gpt2.yaml (issue 27); a file's name as it is written."""
+    done = hmp("count", "gpt2", "--json", cwd=tmp_path)  # no conf/ here: the project hmp was installed from
+    got = json.loads(done.stdout)
+    assert got["summary"]["total"] == 124_439_808 and got["source"]["conf"].endswith("conf/model/gpt2.yaml")
+    assert "as " in hmp("count", "gpt2", cwd=tmp_path).stdout.splitlines()[1]
+    named = tmp_path / "meta-llama__Llama-3.1-8B.json"
+    named.write_text((PUBLISHED / "meta-llama--Meta-Llama-3-8B.json").read_text())
+    assert json.loads(hmp("count", str(named), "--json", cwd=tmp_path).stdout)["model"] == "meta-llama__Llama-3.1-8B"
+    version = hmp("--version", cwd=tmp_path).stdout
+    assert version.startswith("hmp 0.") and "transformers 5." in version
 
 
 def test_count_a_safetensors_folder_with_weights(tmp_path):
