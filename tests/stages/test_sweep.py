@@ -107,6 +107,22 @@ def test_a_corrupt_cache_entry_is_recomputed_never_trusted(workdir, monkeypatch,
     assert _outputs(workdir) == first
 
 
+def test_a_model_folder_edited_in_place_is_counted_again_not_taken_from_the_cache(workdir, monkeypatch, caplog):
+    """The cache is keyed on what the count reads (issue 27): provenance.json's hashes alone would give the old total."""
+    _run(monkeypatch, tiny_params())
+    config = workdir / "data/models/tiny/config.json"
+    d = TINY["n_embd"]
+    config.write_text(json.dumps({**json.loads(config.read_text()), "n_layer": TINY["n_layer"] + 1}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        count.main()
+    assert "2 models: 1 computed, 1 from the cache (data/memo/count)" in _said(caplog, "count")
+    summary = pd.read_csv(workdir / "results/summary.csv").set_index("model")
+    assert summary.loc["tiny", "total"] - summary.loc["tiny-untied", "total"] == 12 * d * d + 13 * d - (
+        TINY["vocab_size"] * d
+    )
+
+
 def test_a_changed_source_folder_is_materialised_again(workdir, monkeypatch, caplog):
     folder = workdir / "src"
     folder.mkdir()
