@@ -65,9 +65,6 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORME
 
 
 def main() -> None:
-    from pipeline.model import formulas
-    from tests.formats.test_gguf_file import write_vocab_gguf
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, help="runs per figure (median [min–max] is printed; default 3)")
     parser.add_argument("--vocab", type=int, help="tokens in the vocabulary (default Gemma's: 262,144)")
@@ -77,6 +74,9 @@ def main() -> None:
         args.runs = 1 if args.quick else 3
     if args.vocab is None:
         args.vocab = 4096 if args.quick else 262_144
+    from pipeline.model import formulas  # after the arguments: --help answers without importing torch
+    from tests.formats.test_gguf_file import write_vocab_gguf
+
     load = MachineLoad()  # before the runs: the load of everything else
     expected = formulas.llama_params(args.vocab, 8, 1, 16, 2, 1, tied=True)  # the file's closed form
     with tempfile.TemporaryDirectory(prefix="bench-gguf-") as tmp:

@@ -8,7 +8,10 @@ Prints one table, each figure as median [min–max] over --runs runs, interleave
 It starts with the load average and cores before the runs, and ends with what other processes used during them.
 The working tree is only read (copied with tests/repo_copy.py); nothing is written to it.
 
-    python benchmarks/bench_pipeline.py [--runs 3]
+    python benchmarks/bench_pipeline.py [--runs 3] [--quick]
+
+--quick: one run, a check that it runs (the sweep stays the default one: the warm run is warm from the committed
+dvc.lock, which is that sweep's).
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ TARGETS = {"repro": 45.0, "noop": 5.0, "rss_mib": 1024.0}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median [min–max] is printed)")
+    parser.add_argument("--runs", type=int, help="runs per figure (median [min–max] is printed; default 3)")
+    parser.add_argument("--quick", action="store_true", help="one run: a check that it runs")
     args = parser.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
     load = MachineLoad()  # before the runs: the load of everything else
     warm, noop, cold, rss, changed = [], [], [], [], set()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:

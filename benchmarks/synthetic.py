@@ -20,9 +20,17 @@ from tests.support.checkpoints import gpt2_config, gpt2_hub_entries  # noqa: E40
 SHAPES = {
     "gpt2": {"n_embd": 768, "n_layer": 12, "n_head": 12},
     "gpt2-xl": {"n_embd": 1600, "n_layer": 48, "n_head": 25},
-    # the benchmarks' --quick mode: GPT-2's layout (masks, tied head, every tensor kind) at a few MB
-    "tiny": {"n_embd": 64, "n_layer": 2, "n_head": 2, "vocab_size": 1000, "n_positions": 128,
-             "bos_token_id": 999, "eos_token_id": 999},
+    # the benchmarks' --quick mode: GPT-2's layout (masks, tied head, every tensor kind) under 1 MB; token ids
+    # inside its vocabulary (GPT-2's 50256 would lie outside)
+    "tiny": {
+        "n_embd": 64,
+        "n_layer": 2,
+        "n_head": 2,
+        "vocab_size": 1000,
+        "n_positions": 128,
+        "bos_token_id": 999,
+        "eos_token_id": 999,
+    },
 }
 VOCAB, POSITIONS = 50257, 1024  # GPT-2's, for the shapes that do not set their own
 ROOT = Path(__file__).resolve().parents[1]

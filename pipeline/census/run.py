@@ -217,7 +217,9 @@ class Journal:
                 done[item["key"]] = (item["row"], identity if isinstance(identity, dict) else None)
             self.batches = max(self.batches, number + 1)
         if forged:
-            log.warning("census: %d journalled rows were not written by this census (edited or damaged): counted again", forged)
+            log.warning(
+                "census: %d journalled rows were not written by this census (edited or damaged): counted again", forged
+            )
         return done
 
     def add(self, key: str, row: dict[str, Any], identity: Any = None) -> None:
@@ -405,7 +407,10 @@ def identity_of(fetched: Any) -> dict[str, Any]:
     parts = {
         "headers": {k: [v["size"], v["data_start"], v["header"]] for k, v in sorted(fetched.headers.items())},
         "gguf": {k: [hashlib.sha256(b).hexdigest(), size] for k, (b, size) in sorted(fetched.gguf.items())},
-        "states": {f: {t: hashlib.sha256(b).hexdigest() for t, b in sorted(v.items())} for f, v in sorted(fetched.states.items())},
+        "states": {
+            f: {t: hashlib.sha256(b).hexdigest() for t, b in sorted(v.items())}
+            for f, v in sorted(fetched.states.items())
+        },
         "index_total": repr(fetched.index_total),
     }
     digest.update(json.dumps(parts, sort_keys=True, default=repr).encode())
@@ -521,7 +526,9 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow(["" if row[c] is None else (str(int(row[c])) if c in INTEGERS else _cell(row[c])) for c in COLUMNS])
+        writer.writerow(
+            ["" if row[c] is None else (str(int(row[c])) if c in INTEGERS else _cell(row[c])) for c in COLUMNS]
+        )
     return buf.getvalue()
 
 

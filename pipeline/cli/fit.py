@@ -119,8 +119,9 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
         "max_context": plan.largest(lambda n: need(n, batch)[0] <= gpu, limit or MAX_SEARCH),
         "max_batch": plan.largest(lambda n: need(context, n)[0] <= gpu, MAX_SEARCH),
         "context": context,
-        "context_from": "--context" if given is not None else (f"the model's own ({limit_from})" if limit else
-                                                               f"{DEFAULT_CONTEXT:,} ({limit_from})"),
+        "context_from": "--context"
+        if given is not None
+        else (f"the model's own ({limit_from})" if limit else f"{DEFAULT_CONTEXT:,} ({limit_from})"),
         "max_positions": limit,
         "latent_attention": latent,
         "training": train or None,
@@ -137,7 +138,9 @@ def fit_text(r: dict) -> str:
     from pipeline.report.text import gib
 
     tp, batch = r["tp"], r["batch"]
-    split = f" ({gib(r['weights_bytes_per_gpu'])} per GPU: split by heads, columns, rows and vocabulary; norms replicated)"
+    split = (
+        f" ({gib(r['weights_bytes_per_gpu'])} per GPU: split by heads, columns, rows and vocabulary; norms replicated)"
+    )
     if r["latent_attention"]:
         kv_formula = "latent + rotary key per attention layer and token (multi-head latent attention)"
     else:
@@ -172,7 +175,8 @@ def fit_text(r: dict) -> str:
         ),
         *(
             [
-                f"  optimizer + gradients  {gib(r['optimizer_and_gradient_bytes']):>12}  mixed-precision Adam, 16 B per "
+                f"  optimizer + gradients  {gib(r['optimizer_and_gradient_bytes']):>12}  mixed-precision Adam, "
+                "16 B per "
                 "trainable parameter (ZeRO, Rajbhandari et al. 2020)",
                 f"  activations            {gib(r['activation_bytes']):>12}  sbh(34 + 5as/h) per layer, 2sbh with "
                 "checkpointing (Korthikanti et al. 2022)",

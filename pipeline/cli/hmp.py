@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--batch", type=int, default=1, help="sequences at once (default: 1)")
     f.add_argument("--dtype", default="bfloat16", help="the weights' dtype (default: bfloat16)")
     f.add_argument("--kv-dtype", default="bfloat16", help="the KV cache's dtype (default: bfloat16)")
-    f.add_argument("--gpu-memory", default="80GB", help="memory of one GPU with its unit: 80GB, 24GiB, 24G (default: 80GB)")
+    f.add_argument(
+        "--gpu-memory", default="80GB", help="memory of one GPU with its unit: 80GB, 24GiB, 24G (default: 80GB)"
+    )
     f.add_argument("--gpus", type=int, default=1, help="GPUs (default: 1)")
     f.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default: 1)")
     f.add_argument("--ep", type=int, default=1, help="expert-parallel degree for routed experts (default: 1)")

@@ -258,7 +258,9 @@ def model_info(hub_id: str, revision: str | None = None) -> Any:
     except FileNotFoundError:
         raise PipelineError(f"{url}: HTTP 404: no such repository or revision") from None
     except (ValueError, TypeError) as exc:
-        raise PipelineError(f"{url}: the Hub API's answer is not a repository's description ({first_line(exc)})") from None
+        raise PipelineError(
+            f"{url}: the Hub API's answer is not a repository's description ({first_line(exc)})"
+        ) from None
 
 
 def read_header(rf: RangeFile, guess: int = 0) -> tuple[int, dict]:

@@ -79,8 +79,6 @@ def _model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type
     else the first auto class of FALLBACK that has one. An explicit auto_class picks that auto class's
     class; an encoder-decoder is never counted as its decoder alone.
     """
-    import transformers
-    from transformers import PreTrainedModel
 
     kind = type(config).__name__
     encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
@@ -183,7 +181,8 @@ def _named_class(config: Any, name: str, wanted: str) -> tuple[type, str]:
             return built, f"converted:{auto_class}:{wanted}:{kind}"
     also = f", and no auto class of its kind has a class for the {kind} transformers read it as" if how else ""
     raise PipelineError(
-        f"model '{name}': config.json names the class {wanted}, which takes a {expected.__name__}, not this {kind}{also}"
+        f"model '{name}': config.json names the class {wanted}, which takes a {expected.__name__}, "
+        f"not this {kind}{also}"
     )
 
 

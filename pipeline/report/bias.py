@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.report.base import Data, Figure, Section
-from pipeline.report.plotting import save, setup
+from pipeline.report.plotting import SMALL, save, setup
 from pipeline.report.text import md_table, whole
 
 ROLE_LABELS = {
@@ -80,7 +80,7 @@ def bias_share(shares: pd.DataFrame, path: Path, dpi: int) -> None:
     ax.set_ylabel("")
     ax.set_title(f"Biases as a share of all parameters (at most {data['percent'].max():.4f} %)")
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.4f %%", fontsize="x-small", padding=2)
+        ax.bar_label(container, fmt="%.4f %%", fontsize=SMALL, padding=2)
     ax.margins(x=0.25)
     ax.legend(title="definition", fontsize="small")
     save(fig, path, dpi)

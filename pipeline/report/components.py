@@ -10,7 +10,7 @@ import pandas as pd
 from pipeline.core import params
 from pipeline.model import inventory
 from pipeline.report.base import Data, Figure, Section
-from pipeline.report.plotting import COMPONENT_LABELS, legend_outside, setup
+from pipeline.report.plotting import COMPONENT_LABELS, SMALL, legend_outside, setup, text_width
 from pipeline.report.text import md_table, percent, whole
 
 
@@ -54,7 +54,7 @@ def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
     wide = wide.reindex(columns=[c for c in COMPONENT_LABELS if c in wide.columns]).fillna(0)
     wide = 100 * wide.div(wide.sum(axis=1), axis=0)
     wide = wide.rename(columns=COMPONENT_LABELS)
-    fig, ax = plt.subplots(figsize=(8, 0.8 * len(wide) + 1.8))
+    fig, ax = plt.subplots(figsize=(8, 1.0 * len(wide) + 1.8))
     # one distinct colour per component drawn: colorblind's 10 while they suffice, else tab20's 20
     colors = sns.color_palette("colorblind" if len(wide.columns) <= 10 else "tab20", n_colors=len(wide.columns))
     palette = dict(zip(wide.columns, colors, strict=True))
@@ -62,17 +62,18 @@ def components(by_component: pd.DataFrame, path: Path, dpi: int) -> None:
     for column in wide.columns:
         ax.barh(wide.index, wide[column], left=left, label=column, color=palette[column], height=0.6)
         left += wide[column]
-    for y, (_, shares) in enumerate(wide.iterrows()):  # label parts of at least 4 % inside, the others below
+    ax.set_xlim(0, 100)
+    for y, (_, shares) in enumerate(wide.iterrows()):  # label each part inside its bar where the label fits
         start, small = 0.0, []
         for part, value in shares.items():
-            if value >= 4:
-                ax.text(start + value / 2, y, f"{value:.1f} %", ha="center", va="center", fontsize="x-small")
-            elif value > 0:
-                small.append(f"{part} {value:.2g} %")
+            label = ax.text(start + value / 2, y, f"{value:.1f} %", ha="center", va="center", fontsize=SMALL)
+            if value <= 0 or text_width(fig, ax, label) + 1.0 > value:  # it would spill out: said below instead
+                label.remove()
+                if value > 0:
+                    small.append(f"{part} {value:.2g} %")
             start += value
         if small:  # wrapped, so a sweep of many kinds of model keeps its notes under its own bar
-            note = textwrap.fill("also: " + ", ".join(small), width=105)
-            ax.text(0, y + 0.34, note, ha="left", va="top", fontsize="xx-small", linespacing=1.0)
+            note = textwrap.fill("also: " + ", ".join(small), width=80)
+            ax.text(0, y + 0.34, note, ha="left", va="top", fontsize=SMALL, linespacing=1.0)
     ax.invert_yaxis()
-    ax.set_xlim(0, 100)
     legend_outside(fig, ax, "share of the model's parameters (%)", "Where the parameters are", path, dpi)

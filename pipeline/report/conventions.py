@@ -8,7 +8,7 @@ import pandas as pd
 
 from pipeline.model import conventions as counting
 from pipeline.report.base import Data, Figure, Section
-from pipeline.report.plotting import legend_outside, setup
+from pipeline.report.plotting import SMALL, legend_outside, plain_log_ticks, setup
 from pipeline.report.text import cell, human, md_table, whole
 
 CONVENTION_LABELS = {
@@ -151,17 +151,18 @@ def conventions(conv: pd.DataFrame, labels: dict[str, str], path: Path, dpi: int
     data = conv[conv["convention"].isin(labels) & conv["params"].notna()].assign(
         convention=lambda t: t["convention"].map(labels), millions=lambda t: t["params"].astype(float) / 1e6
     )
-    fig, ax = plt.subplots(figsize=(8.5, 0.45 * data["convention"].nunique() * data["model"].nunique() ** 0.5 + 2))
+    fig, ax = plt.subplots(figsize=(5.5, 0.45 * data["convention"].nunique() * data["model"].nunique() ** 0.5 + 2))
     # points, not bars: on a log axis a bar's length would mean nothing
     sns.stripplot(
         data=data, y="convention", x="millions", hue="model", ax=ax, palette="colorblind", orient="h",
         jitter=False, dodge=data["model"].nunique() > 1, size=7,
     )  # fmt: skip
     ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
     if data["model"].nunique() <= 2:  # few models: each point says its number
         for _, r in data.iterrows():
             ax.annotate(f"{r['millions']:,.1f}M", (r["millions"], r["convention"]), xytext=(6, 0),
-                        textcoords="offset points", va="center", fontsize="xx-small")  # fmt: skip
+                        textcoords="offset points", va="center", fontsize=SMALL)  # fmt: skip
     ax.grid(axis="y", linestyle=":", linewidth=0.6)
     legend_outside(
         fig,
@@ -170,5 +171,5 @@ def conventions(conv: pd.DataFrame, labels: dict[str, str], path: Path, dpi: int
         "One model, many counts: each convention and the tool that prints it",
         path,
         dpi,
-        legend="x-small",
+        legend=SMALL,
     )

@@ -10,7 +10,7 @@ import pandas as pd
 from pipeline.core import params
 from pipeline.cost import estimates
 from pipeline.report.base import Data, Figure, Section
-from pipeline.report.plotting import legend_outside, log_log, setup
+from pipeline.report.plotting import SMALL, legend_outside, log_log, plain_log_ticks, setup
 from pipeline.report.text import gib, human, md_table, whole
 
 
@@ -174,9 +174,11 @@ def _fit_lines(d: Data) -> str:
 
 def memory_against_context(fit: pd.DataFrame, gpu: str, path: Path, dpi: int) -> None:
     """Log-log: inference bytes against context per model, with one GPU's memory as a horizontal line."""
+    import matplotlib.ticker as mticker
+
     plt, sns = setup()
     data = fit.assign(gib=fit["inference_bytes"].astype(float) / 2**30)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.lineplot(data=data, x="context", y="gib", hue="model", marker="o", markersize=3, ax=ax, palette="colorblind")
     ax.axhline(float(fit["gpu_memory_bytes"].iloc[0]) / 2**30, color="black", linestyle="--", linewidth=1)
     ax.annotate(
@@ -184,10 +186,13 @@ def memory_against_context(fit: pd.DataFrame, gpu: str, path: Path, dpi: int) ->
         (data["context"].min(), float(fit["gpu_memory_bytes"].iloc[0]) / 2**30),
         xytext=(2, 4),
         textcoords="offset points",
-        fontsize="x-small",
+        fontsize=SMALL,
     )
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 128, 256, ... not 2^7
     ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis)
+    ax.set_ylim(top=float(fit["gpu_memory_bytes"].iloc[0]) / 2**30 * 1.8)  # room for the GPU's label above its line
     legend_outside(fig, ax, "context (tokens)", "Inference memory against context", path, dpi, ylabel="GiB (bfloat16)")
 
 
@@ -204,9 +209,10 @@ def cost(table: pd.DataFrame, training_label: str, path: Path, dpi: int) -> None
     data = table[table["quantity"].isin(labels)].assign(
         what=lambda t: t["quantity"].map(labels), gib=lambda t: t["value"].astype(float) / 2**30
     )
-    fig, ax = plt.subplots(figsize=(8, 0.9 * data["model"].nunique() + 2))
+    fig, ax = plt.subplots(figsize=(6, 0.9 * data["model"].nunique() + 2))
     sns.barplot(data=data, y="model", x="gib", hue="what", ax=ax, palette="colorblind", orient="h")
     ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
     legend_outside(fig, ax, "GiB (log scale)", "Memory: the weights in each dtype, and training", path, dpi)
 
 
@@ -219,9 +225,9 @@ def published(table: pd.DataFrame, path: Path, dpi: int) -> None:
     plt, sns = setup()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.lineplot(data=table, x="non_embedding", y="value", hue="benchmark", marker="o", ax=ax, palette="colorblind")
-    for _, r in table.iterrows():
+    for _, r in table.loc[table.groupby("model")["value"].idxmax()].iterrows():  # each model named once, on top
         where = (r["non_embedding"], r["value"])
-        ax.annotate(r["model"], where, fontsize="x-small", xytext=(4, 3), textcoords="offset points")
+        ax.annotate(r["model"], where, fontsize=SMALL, xytext=(4, 5), textcoords="offset points")
     for _, part in table.groupby("benchmark"):  # loss = c·N^-α, dashed
         alpha, c = power_law(list(part["non_embedding"]), list(part["value"]))
         xs = np.geomspace(part["non_embedding"].min(), part["non_embedding"].max(), 50)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from pipeline.core import params, sizes
 from pipeline.report.base import Data, Figure, Section
-from pipeline.report.plotting import log_log, setup
+from pipeline.report.plotting import SMALL, log_log, setup
 from pipeline.report.text import human, md_table, whole
 
 ACTIVE_CONVENTIONS = {
@@ -121,7 +121,7 @@ def total_active(data: pd.DataFrame, path: Path, dpi: int) -> None:
         ax.annotate(
             r["model"],
             (r["total"], r["active_per_token"]),
-            fontsize="x-small",
+            fontsize=SMALL,
             xytext=(5, 4),
             textcoords="offset points",
         )

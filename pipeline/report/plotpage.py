@@ -23,7 +23,8 @@ PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")  # what DVC's rende
 
 # After the libraries: draw as SVG (marks a reader or a test can inspect), keep the export and source actions but
 # not "Open in Vega Editor" (a website), put a sentence where a plot has no rows or fails, and once every plot has
-# settled count them on <body> (data-plots, -drawn, -empty, -failed, -images, -images-loaded).
+# settled count them on <body> (data-plots, -drawn, -empty, -failed, -images, -images-loaded), with the elements
+# that reach past the window's right edge (data-overflow).
 SCRIPT = """(() => {
   const embed = window.vegaEmbed, pending = [], count = {plots: 0, drawn: 0, empty: 0, failed: 0};
   const say = (div, text) => { const p = document.createElement("p"); p.className = "note"; p.textContent = text;
@@ -45,14 +46,23 @@ SCRIPT = """(() => {
     return drawn;
   };
   addEventListener("load", () => Promise.allSettled(pending).then(() => {
-    const images = [...document.images];
+    const images = [...document.images], w = document.documentElement.clientWidth;
+    const overflow = [...document.querySelectorAll("body > div, table, img, svg")]
+      .filter((e) => e.getBoundingClientRect().right > w + 1).length + (document.documentElement.scrollWidth > w + 1);
     Object.assign(document.body.dataset, count,
-                  {images: images.length, imagesLoaded: images.filter((i) => i.naturalWidth > 0).length});
+                  {images: images.length, imagesLoaded: images.filter((i) => i.naturalWidth > 0).length, overflow});
   }));
 })();"""
 
+# Every plot fits the window: DVC's image plots (a box per revision, side by side, nowrap in its inline styles) share
+# the page's width, each PNG scaled down into its box, so `dvc plots diff` never runs wider than the screen.
 STYLE = """body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #1f2328; }
-body > div { margin: 0 0 2em; } .note { color: #57606a; font-style: italic; } table { border-spacing: 15px; }"""
+body > div { margin: 0 0 2em; max-width: 100%; overflow-x: auto; } .note { color: #57606a; font-style: italic; }
+table { border-spacing: 15px; width: 100%; table-layout: fixed; } td, th { overflow: hidden; }
+img { max-width: 100%; height: auto; }
+body > div:has(> div > img) { display: flex !important; flex-wrap: wrap; white-space: normal !important; }
+body > div:has(> div > img) > p { flex-basis: 100%; }
+body > div:has(> div > img) > div { flex: 1 1 0; min-width: 0; }"""
 
 
 def vega_lite_version(available: list[str]) -> str:

@@ -31,6 +31,44 @@ COMPONENT_LABELS = {
 }
 
 
+# The smallest text a figure writes: seaborn's notebook "small" (10 pt), about 10 px or more on the report's page
+# at 800 px wide; "x-small" and below read as 6 to 8 px there.
+SMALL = "small"
+
+
+def keep_inside(fig, ax, texts: list) -> None:
+    """Widen a linear x axis until every text (bar labels, annotations placed in points from a data point) ends
+    inside the axes: a label must never run past the frame. Repeated, since a wider axis moves the texts too."""
+    texts = [t for t in texts if t is not None and t.get_text()]
+    for _ in range(4):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        left, right = ax.get_xlim()
+        frame = ax.get_window_extent(renderer)
+        over = max((t.get_window_extent(renderer).x1 - frame.x1 for t in texts), default=0.0)
+        if over <= 0:
+            return
+        ax.set_xlim(left, right + (right - left) * (over + 6) / frame.width)
+
+
+def text_width(fig, ax, text) -> float:
+    """A text's width in the x axis's data units (linear axis)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    left, right = ax.get_xlim()
+    return text.get_window_extent(renderer).width * (right - left) / ax.get_window_extent(renderer).width
+
+
+def plain_log_ticks(axis) -> None:
+    """Ticks of a log axis at 1, 2 and 5 of each decade, as plain numbers (100, 200, 500, 1,000): more than the two
+    powers of ten a short range would show."""
+    import matplotlib.ticker as mticker
+
+    axis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.2g}"))
+    axis.set_minor_locator(mticker.NullLocator())
+
+
 def save(fig, path: Path, dpi: int) -> None:
     import matplotlib.pyplot as plt
 
@@ -68,7 +106,7 @@ def log_log(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize="x-small", loc=legend)
+    ax.legend(fontsize=SMALL, loc=legend)
     save(fig, path, dpi)
 
 

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -147,19 +148,65 @@ STYLE = """
 body { font: 16px/1.55 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 980px; margin: 2em auto;
        padding: 0 1em; color: #1f2328; }
 h1, h2, h3 { line-height: 1.25; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .3em; margin-top: 2em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 14px; display: block; overflow-x: auto; }
-th, td { border: 1px solid #d0d7de; padding: 4px 10px; } th { background: #f6f8fa; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 14px; display: block; overflow-x: auto; max-width: 100%; }
+th, td { border: 1px solid #d0d7de; padding: 4px 8px; overflow-wrap: normal; hyphens: manual; }
+th { background: #f6f8fa; }
+.k { white-space: nowrap; }
+@media (max-width: 900px) { body { font-size: 15px; } table { font-size: 13px; } th, td { padding: 3px 6px; } }
 td { font-variant-numeric: tabular-nums; } code { background: #f6f8fa; padding: 0 .25em; border-radius: 4px; }
 img { max-width: 100%; height: auto; }
 """
 
 
-# Set once every figure has decoded: a reader (or a test in a headless browser) can see that all loaded.
+# Set once every figure has decoded: a reader (or a test in a headless browser) can see that all loaded, and
+# how many tables, figures or blocks are wider than the page (cut off, or scrolled sideways) at this width.
 LOADED = (
-    "<script>addEventListener('load',()=>{const i=[...document.images];"
-    "document.body.dataset.figures=i.length;document.body.dataset.loaded=i.filter(x=>x.naturalWidth>0).length})"
+    "<script>addEventListener('load',()=>{const i=[...document.images],w=document.documentElement.clientWidth;"
+    "document.body.dataset.figures=i.length;document.body.dataset.loaded=i.filter(x=>x.naturalWidth>0).length;"
+    "document.body.dataset.overflow=[...document.querySelectorAll('table,img,pre,p,h1,h2,h3')].filter(e=>"
+    "e.scrollWidth>e.clientWidth+1||e.getBoundingClientRect().right>w+1).length"
+    "+(document.documentElement.scrollWidth>w+1?1:0)})"
     "</script>"
 )
+
+
+# Table cells wrap only between tokens: a number and its unit (474.7 MiB, 0.0821 %) or its share in brackets
+# (102,144 (0.0821 %)) are joined by a no-break space,
+# and a hyphenated name (gpt2-medium, non-emb.) is kept whole, so no cell ever breaks a token in two.
+UNIT = re.compile(r"(?<=[\d)]) (%|[KMGT]i?B|B|M|\()(?=[\s\d)<,;]|$)")  # 474.7 MiB; 0.0821 %; 102,144 (0.08 %)
+HYPHENATED = re.compile(r"(?<![\w&;-])([\w.]+(?:-[\w.]+)+)")
+
+
+def _unbreakable(match: re.Match) -> str:
+    tag, attrs, inner = match.group(1), match.group(2) or "", match.group(3)
+    parts = re.split(r"(<[^>]+>)", inner)  # text between tags only: never inside a tag or an attribute
+    for i in range(0, len(parts), 2):
+        text = UNIT.sub("\u00a0\\1", parts[i])
+        parts[i] = HYPHENATED.sub(r'<span class="k">\1</span>', text)
+    return f"<{tag}{attrs}>{''.join(parts)}</{tag}>"
+
+
+# The most columns one HTML table shows: a wider table (the conventions of every model: a dozen exact counts) is cut
+# into tables of this many, each repeating the first column, so that every one fits a page 800 px wide.
+MAX_COLUMNS = 5
+
+
+def _narrow(match: re.Match) -> str:
+    rows = re.findall(r"<tr>(.*?)</tr>", match.group(1), flags=re.DOTALL)
+    cells = [re.findall(r"<(t[hd])((?: [^>]*)?)>(.*?)</\1>", row, flags=re.DOTALL) for row in rows]
+    width = max((len(c) for c in cells), default=0)
+    if width <= MAX_COLUMNS or not cells or any(len(c) != width for c in cells):
+        return match.group(0)
+    out = []
+    for start in range(1, width, MAX_COLUMNS - 1):
+        keep = [0, *range(start, min(width, start + MAX_COLUMNS - 1))]
+        head = "".join(f"<{t}{a}>{x}</{t}>" for t, a, x in (cells[0][k] for k in keep))
+        body = "".join(
+            "<tr>" + "".join(f"<{t}{a}>{x}</{t}>" for t, a, x in (row[k] for k in keep)) + "</tr>\n"
+            for row in cells[1:]
+        )
+        out.append(f"<table>\n<thead>\n<tr>{head}</tr>\n</thead>\n<tbody>\n{body}</tbody>\n</table>")
+    return "\n".join(out)
 
 
 def to_html(markdown: str, figures: dict[str, bytes], title: str = "How many parameters?") -> str:
@@ -179,6 +226,8 @@ def to_html(markdown: str, figures: dict[str, bytes], title: str = "How many par
         return f'src="data:image/png;base64,{base64.b64encode(figures[src]).decode()}"'
 
     body = re.sub(r'src="([^"]+)"', embed, body)
+    body = re.sub(r"<(td|th)( [^>]*)?>(.*?)</\1>", _unbreakable, body, flags=re.DOTALL)
+    body = re.sub(r"<table>(.*?)</table>", _narrow, body, flags=re.DOTALL)
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>\n'

@@ -10,7 +10,7 @@ import pandas as pd
 from pipeline.core import params, sizes
 from pipeline.model import formulas
 from pipeline.report.base import Data, Figure, Section
-from pipeline.report.plotting import save, setup
+from pipeline.report.plotting import SMALL, keep_inside, save, setup
 from pipeline.report.text import fetched, human, md_table, nbytes, whole
 
 
@@ -145,8 +145,8 @@ def totals(summary: pd.DataFrame, path: Path, dpi: int) -> None:
         else f"{(r['total'] - r['stated_params']) / 1e6:+,.1f}M against the stated size"
         for _, r in summary.iterrows()
     ]
-    ax.bar_label(ax.containers[0], labels=gaps, padding=3, fontsize="x-small")  # the gap, the point of the table
-    ax.margins(x=0.35)
+    labels = ax.bar_label(ax.containers[0], labels=gaps, padding=3, fontsize=SMALL)  # the gap, the table's point
+    keep_inside(fig, ax, labels)
     ax.set_xlabel("parameters (millions)")
     ax.set_ylabel("")
     ax.set_title("Exact totals against the stated sizes")

@@ -9,7 +9,7 @@ import pandas as pd
 from pipeline.report import plotdata
 from pipeline.report.base import Data, Figure, Section
 from pipeline.report.plotdata import rebinned
-from pipeline.report.plotting import save, setup
+from pipeline.report.plotting import SMALL, save, setup
 from pipeline.report.text import md_table, whole
 
 
@@ -106,7 +106,7 @@ def distributions(hists: pd.DataFrame, bins: int, path: Path, dpi: int) -> None:
         if not curves.empty:
             sns.lineplot(data=curves, x="value", y="density", hue="model", ax=ax, palette="colorblind", linewidth=1.2)
             ax.set_yscale("log")
-            ax.legend(fontsize="x-small")
+            ax.legend(fontsize=SMALL)
         ones = part[part["single"].notna()].drop_duplicates("model")
         notes += [f"{group.replace('_', ' ')} of {r['model']}: all {r['single']:.4g}" for _, r in ones.iterrows()]
         ax.set_xlabel("parameter value")

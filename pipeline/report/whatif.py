@@ -8,7 +8,7 @@ import pandas as pd
 
 from pipeline.core import params
 from pipeline.report.base import Data, Figure, Section
-from pipeline.report.plotting import log_log, setup
+from pipeline.report.plotting import SMALL, log_log, setup
 
 
 def whatif_section(cfg: params.Params, fig: str) -> str:
@@ -59,7 +59,7 @@ def whatif(grid: pd.DataFrame, shipped: pd.DataFrame, path: Path, dpi: int) -> N
     ax.scatter(shipped["twelve_l_d2"], shipped["params"], color="black", zorder=5, s=30, label="models in the sweep")
     for _, r in shipped.iterrows():
         ax.annotate(
-            r["model"], (r["twelve_l_d2"], r["params"]), fontsize="x-small", xytext=(4, -10), textcoords="offset points"
+            r["model"], (r["twelve_l_d2"], r["params"]), fontsize=SMALL, xytext=(4, -10), textcoords="offset points"
         )
     title = "Parameters against 12·L·d²: the gap is embeddings, biases and norms"
     log_log(fig, ax, "12·L·d² (attention and MLP matrices of a GPT-2 block)", "unique parameters", title, path, dpi)

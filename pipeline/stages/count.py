@@ -76,7 +76,9 @@ def main() -> None:
     conv = [c for _, _, mine, *_ in counted.values() for c in mine]
     costs = [table for _, _, _, table, _ in counted.values()]
     curves = [curve for *_, curve in counted.values() if not curve.empty]
-    grids = memo.Memo(cfg.paths["memo"], "whatif", code="count")  # the grid, counted on the meta device, also needs torch
+    grids = memo.Memo(
+        cfg.paths["memo"], "whatif", code="count"
+    )  # the grid, counted on the meta device, also needs torch
     key = grids.key(cfg.whatif)
     grid = grids.fetch(key, memo.frame_from_plain)
     if grid is None:

@@ -392,7 +392,7 @@ def test_a_short_census_runs_in_this_process_and_escapes_formulas(tmp_path):
     assert "built in this process" in proc.stdout
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
     assert int(rows[0]["total"]) == GPT2_SMALL_TOTAL
-    assert rows[1]["source"] == "'=HYPERLINK(\"http://x\",\"y\")" and rows[2]["source"] == "'+1+1"
+    assert rows[1]["source"] == '\'=HYPERLINK("http://x","y")' and rows[2]["source"] == "'+1+1"
     assert rows[1]["error"] and rows[2]["error"]
 
 

@@ -133,7 +133,9 @@ def test_a_config_files_unknown_keys_are_listed_never_refused(tmp_path):
     # n_layre is not read: GPT-2 keeps its default 12 layers, 124,439,808 (the course's figure)
     assert row["total"] == 124_439_808 and "n_layre" in row["ignored_fields"].split(";")
     # the same key typed in the architecture block over that file is a typo
-    with pytest.raises(PipelineError, match=r"architecture\.n_layre is not a field of GPT2Config \(did you mean n_layer"):
+    with pytest.raises(
+        PipelineError, match=r"architecture\.n_layre is not a field of GPT2Config \(did you mean n_layer"
+    ):
         _count({"config_path": str(odd), "architecture": {"n_layre": 6}}, tmp_path / "t")
 
 
@@ -175,7 +177,9 @@ def test_a_class_transformers_lacks_is_built_as_its_auto_classes_build_the_confi
     assert (row["model_class"], row["class_from"]) == ("GPT2LMHeadModel", "fallback:causal_lm:named:GPT2Turbo")
     assert row["total"] == 124_439_808  # the course's GPT-2 small
     # the same name typed in an architecture block is a person's typo: refused, with the nearest class
-    with pytest.raises(PipelineError, match=r"architecture\.architectures names the class GPT2Turbo, which transformers"):
+    with pytest.raises(
+        PipelineError, match=r"architecture\.architectures names the class GPT2Turbo, which transformers"
+    ):
         _count({"source": "config", "architecture": {**gpt2, "architectures": ["GPT2Turbo"]}}, tmp_path / "t")
     # a class transformers has, for another config, over a file transformers read as it is: a contradiction
     with pytest.raises(PipelineError, match="names the class LlamaForCausalLM, which takes a LlamaConfig"):

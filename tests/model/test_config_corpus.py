@@ -164,7 +164,12 @@ MINISTRAL_8B = {
 }  # fmt: skip
 ISSUE_27 = {
     "gemma-3-4b-it": (GEMMA_3_4B_IT, 4_300_079_472, "Gemma3ForConditionalGeneration", "architectures"),
-    "Ministral-8B": (MINISTRAL_8B, 8_019_808_256, "MinistralForCausalLM", "converted:causal_lm:MistralForCausalLM:MinistralConfig"),
+    "Ministral-8B": (
+        MINISTRAL_8B,
+        8_019_808_256,
+        "MinistralForCausalLM",
+        "converted:causal_lm:MistralForCausalLM:MinistralConfig",
+    ),
     "Kimi-K2": (
         json.loads((CORPUS / "moonshotai--Kimi-K2-Instruct.json").read_text()),
         1_026_408_209_408,

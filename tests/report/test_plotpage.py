@@ -46,9 +46,10 @@ def _vega_plots(repo: Path) -> dict[str, Path]:
     return plots
 
 
-def _drawn(page: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """Chromium's DOM once every plot settled: the counts on <body>, and each plot div's DOM by its state."""
-    dom = _browser("--dump-dom", page=page).stdout
+def _drawn(page: Path, width: int = 1280) -> tuple[dict[str, str], dict[str, str]]:
+    """Chromium's DOM once every plot settled, in a window width px wide: the counts on <body>, and each plot div's
+    DOM by its state."""
+    dom = _browser("--dump-dom", f"--window-size={width},900", page=page).stdout
     body = dict(re.findall(r'data-([a-z-]+)="(\d+)"', re.search(r"<body[^>]*data-plots[^>]*>", dom).group(0)))
     parts = re.split(r'(?=<div id="[^"]*"[^>]*data-plot=")', dom)[1:]
     divs = {re.match(r'<div id="([^"]*)"', p).group(1): p for p in parts}
@@ -84,7 +85,9 @@ def test_dvc_plots_show_draws_every_plot_offline(repo, tmp_path):
         "failed": "0",
         "images": str(len(images)),
         "images-loaded": str(len(images)),
+        "overflow": "0",  # nothing reaches past the window's right edge (issue 27)
     }
+    assert _drawn(tmp_path / "show" / "index.html", 800)[0]["overflow"] == "0"
     assert len(divs) == len(plots)
     for name, div in divs.items():
         if 'data-plot="drawn"' in div:
@@ -113,6 +116,8 @@ def test_dvc_plots_diff_overlays_the_committed_results_and_a_tiny_sweep_with_wei
 
     body, divs = _drawn(tmp_path / "diff" / "index.html")
     assert (body["plots"], body["drawn"], body["failed"]) == (str(len(plots)), str(len(plots)), "0")
+    for width in (1280, 800):  # two revisions side by side still fit the screen (issue 27)
+        assert _drawn(tmp_path / "diff" / "index.html", width)[0]["overflow"] == "0", width
     for name, div in divs.items():
         assert "HEAD" in div and "workspace" in div, f"{name}: both revisions in the legend"
     head = pd.read_csv(io.StringIO(sh("git", "show", "HEAD:reports/plots/totals.csv", cwd=repo).stdout))

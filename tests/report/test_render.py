@@ -104,3 +104,49 @@ def test_an_override_that_changes_the_architecture_is_marked_and_loses_its_state
     conv = pd.read_csv(workdir / "results/conventions.csv")
     assert conv.loc[conv["convention"] == "stated", "params"].isna().all()
     assert json.loads((workdir / "results/metrics.json").read_text()) == {"gpt2": int(s["total"])}
+
+
+def _kept(monkeypatch, module) -> list:
+    """Figures a report module draws, kept open instead of saved (its save() replaced)."""
+    figs = []
+    monkeypatch.setattr(module, "save", lambda fig, path, dpi: figs.append(fig))
+    return figs
+
+
+def test_no_label_runs_past_its_axes_or_out_of_its_bar(monkeypatch, tmp_path):
+    """Issue 27: the gap labels of "Exact totals" end inside the axes; a share too narrow for its label in "Where the
+    parameters are" is said below its bar, never spilled over its neighbours."""
+    import pandas as pd
+
+    from pipeline.report import components, plotting, totals
+
+    figs = _kept(monkeypatch, totals)
+    summary = pd.DataFrame({"model": ["a", "b-long-name"], "total": [124_439_808, 1_557_611_200],
+                            "stated_params": [117_000_000, 1_542_000_000]})  # fmt: skip
+    totals.totals(summary, tmp_path / "t.png", 110)
+    (fig,) = figs
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(r)
+    labels = [t for t in ax.texts if t.get_text()]
+    assert labels and all(t.get_window_extent(r).x1 <= frame.x1 for t in labels)
+    monkeypatch.setattr(components, "legend_outside", lambda fig, ax, *a, **k: figs.append(fig))
+    parts = pd.DataFrame({"model": ["m"] * 4, "component": ["token_embedding", "attention", "mlp", "layer_norm"],
+                          "params": [52, 300, 640, 8]})  # fmt: skip
+    components.components(parts, tmp_path / "c.png", 110)
+    fig = figs[-1]
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    to_px = ax.transData.transform
+    inside = [t for t in ax.texts if t.get_text().endswith(" %") and not t.get_text().startswith("also")]
+    assert {t.get_text() for t in inside} == {"30.0 %", "64.0 %"}  # 5.2 % and 0.8 % do not fit their bars
+    for t in inside:
+        share = float(t.get_text().split()[0])
+        box, centre = t.get_window_extent(r), t.get_position()[0]
+        left, right = to_px((centre - share / 2, 0))[0], to_px((centre + share / 2, 0))[0]
+        assert left <= box.x0 and box.x1 <= right, t.get_text()
+    note = next(t.get_text() for t in ax.texts if t.get_text().startswith("also"))
+    assert "token embedding 5.2 %" in note and "layer norm 0.8 %" in note
+    assert plotting.SMALL == "small"

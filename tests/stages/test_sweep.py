@@ -108,7 +108,7 @@ def test_a_corrupt_cache_entry_is_recomputed_never_trusted(workdir, monkeypatch,
 
 
 def test_a_model_folder_edited_in_place_is_counted_again_not_taken_from_the_cache(workdir, monkeypatch, caplog):
-    """The cache is keyed on what the count reads (issue 27): provenance.json's hashes alone would give the old total."""
+    """The cache is keyed on what the count reads (issue 27): provenance.json's hashes alone gave the old total."""
     _run(monkeypatch, tiny_params())
     config = workdir / "data/models/tiny/config.json"
     d = TINY["n_embd"]
