@@ -129,6 +129,24 @@ def check(rows: list[dict], repos: list) -> tuple[int, int, int]:
     return exact, refused, wrong
 
 
+SMALL_TARGET = 15.0  # seconds for a census of 3 tiny local folders on 2 cores (issue 27)
+
+
+def small(tmp: Path, env: dict) -> None:
+    """A census of three tiny local folders, as a user trying the command first runs it: wall time of the whole
+    `hmp census` process (imports included), against SMALL_TARGET."""
+    from tests.support.checkpoints import tiny_checkpoint
+
+    folders = [tiny_checkpoint(tmp / "small" / f"m{i}", seed=i) for i in range(3)]
+    (tmp / "small.txt").write_text("".join(f"{f}\n" for f in folders))
+    r = census(tmp / "small.txt", tmp / "small.csv", env, 2)
+    rows = list(csv.DictReader(io.StringIO((tmp / "small.csv").read_text())))
+    counted = sum(1 for row in rows if not row["error"])
+    verdict = "ok" if r["seconds"] < SMALL_TARGET else "MISSED"
+    print(f"a census of 3 local folders: {r['seconds']:.1f} s, peak {r['pss']:.0f} MiB PSS, {counted} of 3 counted "
+          f"(target < {SMALL_TARGET:g} s: {verdict}); it said: {r['stdout']}\n")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repos", type=int, help="repositories in the hub and the list (default 2000)")
@@ -166,6 +184,7 @@ def main() -> None:
         }
         repos = hp.population(args.repos)
         print(load.header)
+        small(tmp, env)
         print(f"hmp census of {args.repos:,} repositories on the local hub at {args.latency * 1000:g} ms a request\n")
         print(f"{'workers':>7s} {'seconds':>8s} {'repos/s':>8s} {'peak PSS MiB':>13s} {'peak RSS MiB':>13s}  counts")
         runs = {}
