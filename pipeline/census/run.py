@@ -14,59 +14,24 @@ ends with the same bytes as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import hmac
-import io
-import json
 import logging
 import os
 import re
-import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.census import journal, rows
+from pipeline.census.journal import Journal, check_output, identity_of
 from pipeline.census.listing import Source
 from pipeline.core import atomic
 from pipeline.core.errors import PipelineError, first_line
 
 log = logging.getLogger("census")
 
-COLUMNS = [
-    "source",  # as listed
-    "revision",  # the commit read (a branch resolved through the Hub API); '' for a local folder
-    "total",  # unique parameters of the class built, every one accounted for in the headers
-    "active",  # parameters one token uses (MoE: k of E routed experts); the total for a dense model
-    "error",  # why the source was not counted, in one line; empty when it was
-    "flags",  # ;-joined: refused_at_list|fetch|count with unavailable|invalid; index_|hub_absurd|implausible_claim
-    "model_type",
-    "model_class",  # the transformers class built on the meta device
-    "architecture",  # hash of the config's content: repositories sharing it share one build
-    "format",  # safetensors | gguf | config only
-    "quant_method",
-    "bits_per_param",  # checkpoint bytes × 8 / total
-    "n_experts",
-    "experts_per_token",
-    "checkpoint_bytes",  # the weight files' sizes, from the server's Content-Range (no byte of data read)
-    "header_sum",  # what a naive sum of the header's shapes gives (packed words, buffers and copies included)
-    "buffers",  # values of tensors stored that are not parameters (GPT-2's causal masks)
-    "tied_copies",  # values of a tied head stored a second time
-    "extra",  # values of stored blocks the class does not build (MTP layers)
-    "index_total",  # model.safetensors.index.json's metadata.total_parameters, as written
-    "index_vs_exact",  # index_total minus total
-    "index_explained",  # the difference in words
-    "hub_total",  # the Hub API's figure: the list's hub_total, else safetensors.total when the API was asked
-    "hub_vs_exact",
-    "hub_explained",
-    "bytes_fetched",  # body bytes received for this source (config, index, headers)
-    "requests",  # HTTP requests (or local reads) made for it
-]
-INTEGERS = {"total", "active", "n_experts", "experts_per_token", "checkpoint_bytes", "header_sum", "buffers"}
-INTEGERS |= {"tied_copies", "extra", "index_vs_exact", "hub_vs_exact", "bytes_fetched", "requests"}
-JOURNAL_SUFFIX = ".partial"
 # The Dask worker resource a count takes: one count at a time per worker (counting is CPU work under the GIL),
 # so a worker's other threads stay free for fetches. A cluster's workers declare it with `--resources counter=1`;
 # without it a worker still counts one at a time (a lock), but a waiting count then holds a thread.
@@ -142,122 +107,6 @@ def _reason(exc: BaseException) -> str:
     text = count.reason(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {first_line(exc)}"
     text = " ".join(_short(text).split())
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
-
-
-# --- the journal ------------------------------------------------------------------------------
-
-
-class Journal:
-    """Finished rows, batch by batch, in OUT.partial/: each batch one file, written whole or not at all.
-
-    Each row is journalled with the identity of what it counted (identity_of) and a MAC under a key kept in the
-    journal's folder (created 0600 with it): a row written or edited by hand, or damaged, fails its MAC and is
-    counted again; a row whose source changed since fails its identity when the source is read again. The
-    folder is never a link, and nothing in it is followed: only regular files named rows-*.jsonl are read or
-    removed.
-    """
-
-    def __init__(self, out: Path, every: int):
-        self.dir = out.with_name(out.name + JOURNAL_SUFFIX)
-        self.every = every
-        self.pending: list[dict[str, Any]] = []
-        self.last = time.monotonic()
-        self.batches = 0
-        self._key: bytes | None = None
-
-    def _files(self) -> list[Path]:
-        """The journal's batch files: regular files only (a link or a folder named rows-*.jsonl is left alone)."""
-        return [p for p in sorted(self.dir.glob("rows-*.jsonl")) if stat.S_ISREG(os.lstat(p).st_mode)]
-
-    def _secret(self, create: bool) -> bytes | None:
-        if self._key is None:
-            path = self.dir / "key"
-            try:
-                if stat.S_ISREG(os.lstat(path).st_mode):
-                    self._key = path.read_bytes()
-            except FileNotFoundError:
-                if create:
-                    self.dir.mkdir(exist_ok=True)
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                    with os.fdopen(fd, "wb") as fh:
-                        fh.write(os.urandom(32))
-                    self._key = path.read_bytes()
-        return self._key
-
-    def _mac(self, key: str, row: dict[str, Any], identity: Any) -> str:
-        secret = self._secret(create=True)
-        text = json.dumps([key, row, identity], sort_keys=True).encode()
-        return hmac.new(secret, text, hashlib.sha256).hexdigest()
-
-    def load(self, keys: set[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
-        """The rows journalled by an earlier run for sources still listed, each with what it counted: (row, identity).
-        A damaged batch file is dropped, and a row whose MAC does not hold is counted again."""
-        done: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
-        if self.dir.is_symlink() or (self.dir.exists() and not self.dir.is_dir()):
-            raise PipelineError(f"{self.dir}: the census journal's place holds a file or a link; move it away")
-        if not self.dir.is_dir():
-            return done
-        secret, forged = self._secret(create=False), 0
-        for path in self._files():
-            try:
-                number = int(path.stem.split("-", 1)[1])
-                batch = [json.loads(line) for line in path.read_text().splitlines()]
-            except (OSError, ValueError, IndexError):
-                log.warning("census: %s cannot be read; its rows are counted again", path)
-                continue
-            for item in batch:
-                if not (isinstance(item, dict) and item.get("key") in keys and _sound(item.get("row"))):
-                    continue
-                identity = item.get("identity")
-                mac = hmac.new(secret, json.dumps([item["key"], item["row"], identity], sort_keys=True).encode(),
-                               hashlib.sha256).hexdigest() if secret else ""  # fmt: skip
-                if not secret or not hmac.compare_digest(mac, str(item.get("mac", ""))):
-                    forged += 1
-                    continue
-                done[item["key"]] = (item["row"], identity if isinstance(identity, dict) else None)
-            self.batches = max(self.batches, number + 1)
-        if forged:
-            log.warning(
-                "census: %d journalled rows were not written by this census (edited or damaged): counted again", forged
-            )
-        return done
-
-    def add(self, key: str, row: dict[str, Any], identity: Any = None) -> None:
-        self.pending.append({"key": key, "row": row, "identity": identity, "mac": self._mac(key, row, identity)})
-        if len(self.pending) >= self.every or time.monotonic() - self.last > 5:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            text = "".join(json.dumps(item, sort_keys=True) + "\n" for item in self.pending)
-            atomic.write_text(self.dir / f"rows-{self.batches:06d}.jsonl", text)
-            self.batches += 1
-            self.pending = []
-        self.last = time.monotonic()
-
-    def remove(self) -> None:
-        if self.dir.is_symlink() or not self.dir.is_dir():
-            return
-        for path in [*self._files(), self.dir / "key"]:
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISREG(os.lstat(path).st_mode):
-                    path.unlink()
-        with contextlib.suppress(OSError):
-            self.dir.rmdir()
-
-
-def _sound(row: Any) -> bool:
-    """A journalled row as this census writes them: its integers integers, its text text (else it is redone)."""
-    if not isinstance(row, dict) or not isinstance(row.get("source"), str):
-        return False
-    for column, value in row.items():
-        if value is None:
-            continue
-        if column in INTEGERS and (not isinstance(value, int) or isinstance(value, bool)):
-            return False
-        if column not in INTEGERS and not isinstance(value, str | int | float) or isinstance(value, bool):
-            return False
-    return True
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -341,11 +190,11 @@ def census(
     start = time.monotonic()
     check_output(out)
     _hub_answers(sources)
-    journal = Journal(out, every)
-    kept = journal.load({s.key for s in sources})
+    book = Journal(out, every)  # the journal of this output
+    kept = book.load({s.key for s in sources})
     # a journalled row is taken only for the same source as it was: a commit read again as it was, anything else
     # read again (headers only) and taken when what it counted is byte for byte what is there now
-    done = {s.key: kept[s.key][0] for s in sources if s.key in kept and _immutable(s, kept[s.key][1])}
+    done = {s.key: kept[s.key][0] for s in sources if s.key in kept and journal.immutable(s, kept[s.key][1])}
     check = {s.key: kept[s.key] for s in sources if s.key in kept and s.key not in done}
     todo = [s for s in sources if s.key not in done]
     builds = n_workers = 0
@@ -353,68 +202,22 @@ def census(
     if todo:
         in_process = scheduler is None and len(todo) <= IN_PROCESS
         with contextlib.nullcontext() if in_process else client(scheduler, workers, threads) as c:
-            flow = _Flow(c, todo, journal, done, bar, check)
+            flow = _Flow(c, todo, book, done, bar, check)
             n_workers = 0 if in_process else len(flow.owners)
             try:
                 flow.run()
             finally:
-                journal.flush()  # what finished is kept, also when the census is interrupted
+                book.flush()  # what finished is kept, also when the census is interrupted
             builds = builds_here() if in_process else sum(c.run(builds_here).values())
         resumed += flow.reused
-    rows = [_complete(done[s.key]) for s in sources]
-    atomic.write_text(out, to_csv(rows))
-    journal.remove()
-    refused = sum(1 for r in rows if r["error"])
-    return Done(rows, len(rows) - refused, refused, resumed, builds, n_workers, time.monotonic() - start)
+    done_rows = [rows.complete(done[s.key]) for s in sources]
+    atomic.write_text(out, rows.to_csv(done_rows))
+    book.remove()
+    refused = sum(1 for r in done_rows if r["error"])
+    return Done(done_rows, len(done_rows) - refused, refused, resumed, builds, n_workers, time.monotonic() - start)
 
 
 IN_PROCESS = 8  # a list this short is counted in this process: a cluster's start and its workers' imports cost more
-
-
-def check_output(out: Path) -> None:
-    """OUT must be a regular file or a new path: the final rename would replace whatever is there (a device, as
-    root; a link), and OUT.partial must be a folder of the census's own, never a link to somewhere else."""
-    for path, what in ((out, "-o"), (out.with_name(out.name + JOURNAL_SUFFIX), "the census journal")):
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise PipelineError(f"{what} {path}: cannot be looked at ({exc.strerror})") from None
-        if stat.S_ISLNK(st.st_mode):
-            raise PipelineError(f"{what} {path}: is a symbolic link; name the file itself (a link is never followed)")
-        wanted = stat.S_ISDIR if path != out else stat.S_ISREG
-        if not wanted(st.st_mode):
-            kind = "a regular file or a new path" if path == out else "a folder the census made"
-            raise PipelineError(f"{what} {path}: is not {kind}; nothing was written")
-
-
-def _immutable(src: Source, identity: dict[str, Any] | None) -> bool:
-    """A journalled row of this source stands as it is: a Hub repository listed at the very commit it read (a commit
-    never changes); anything else, a branch or a local folder, is read again and compared (identity_of)."""
-    pinned = src.kind == "hub" and SHA.fullmatch(src.revision or "") is not None
-    return pinned and identity is not None and identity.get("revision") == src.revision
-
-
-SHA = re.compile(r"[0-9a-f]{40}")
-
-
-def identity_of(fetched: Any) -> dict[str, Any]:
-    """What a row counted, as it was read: the commit (Hub) and a digest of config.json, every header and quant
-    state, and each file's size. Two reads of the same files give the same identity; any edit, another."""
-    digest = hashlib.sha256()
-    digest.update(fetched.fmt.encode() + b"\0" + fetched.config + b"\0")
-    parts = {
-        "headers": {k: [v["size"], v["data_start"], v["header"]] for k, v in sorted(fetched.headers.items())},
-        "gguf": {k: [hashlib.sha256(b).hexdigest(), size] for k, (b, size) in sorted(fetched.gguf.items())},
-        "states": {
-            f: {t: hashlib.sha256(b).hexdigest() for t, b in sorted(v.items())}
-            for f, v in sorted(fetched.states.items())
-        },
-        "index_total": repr(fetched.index_total),
-    }
-    digest.update(json.dumps(parts, sort_keys=True, default=repr).encode())
-    return {"revision": fetched.revision, "content": digest.hexdigest()}
 
 
 def _hub_answers(sources: list[Source]) -> None:
@@ -514,28 +317,3 @@ LOST = "the worker processes it ran on died each time it was tried (too big, or 
 
 def _first(src: Source) -> dict[str, Any]:
     return {"source": src.source, "revision": src.revision, "hub_total": src.hub_total}
-
-
-def _complete(row: dict[str, Any]) -> dict[str, Any]:
-    return {column: row.get(column) for column in COLUMNS} | {"error": row.get("error") or ""}
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    """The census as CSV text: integers as integers, empty for none, the same bytes for the same rows."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow(
-            ["" if row[c] is None else (str(int(row[c])) if c in INTEGERS else _cell(row[c])) for c in COLUMNS]
-        )
-    return buf.getvalue()
-
-
-# A text cell a spreadsheet would run as a formula starts with one of these (OWASP, "CSV Injection"): such a cell
-# is written after a single quote, which spreadsheets show as text and never evaluate.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: Any) -> Any:
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value

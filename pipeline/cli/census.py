@@ -19,7 +19,7 @@ log = logging.getLogger("census")
 
 def census_command(list_path: str, out: str, workers: int, threads: int, scheduler: str | None) -> str:
     """Run the census; the summary line hmp prints."""
-    from pipeline.census import listing, run
+    from pipeline.census import journal, listing, run
     from pipeline.core import progress
 
     if workers < 1 or threads < 1:
@@ -29,7 +29,7 @@ def census_command(list_path: str, out: str, workers: int, threads: int, schedul
         raise PipelineError("-o: names no file; name the CSV file to write")
     if target.is_dir() and not target.is_symlink():
         raise PipelineError(f"-o {out}: is a folder; name the CSV file to write")
-    run.check_output(target)
+    journal.check_output(target)
     if target.exists() and Path(list_path).exists() and target.resolve() == Path(list_path).resolve():
         raise PipelineError(f"-o {out}: is the list itself; name another file to write")
     sources = listing.read(list_path)
@@ -41,7 +41,7 @@ def census_command(list_path: str, out: str, workers: int, threads: int, schedul
             done = run.census(sources, target, workers, threads, scheduler, bar=ticker)
     except KeyboardInterrupt:
         raise PipelineError(
-            f"census interrupted; the rows that finished are kept in {target}{run.JOURNAL_SUFFIX}/: "
+            f"census interrupted; the rows that finished are kept in {target}{journal.SUFFIX}/: "
             "run the same command again to go on"
         ) from None
     fetched = sum(r["bytes_fetched"] or 0 for r in done.rows)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.census import listing, run
+from pipeline.census import listing, rows, run
 from pipeline.core import atomic, params, progress
 from pipeline.core.errors import PipelineError
 from pipeline.core.errors import run as run_stage
@@ -26,7 +26,7 @@ def main() -> None:
         raise PipelineError("params.yaml: missing top-level key 'census' (run make params)")
     settings, out = cfg.census, Path(cfg.paths["census"])
     if not settings["list"]:
-        atomic.write_text(out, run.to_csv([]))
+        atomic.write_text(out, rows.to_csv([]))
         log.info("census: census.list is empty, so there is no census; wrote the header of %s", out)
         return
     sources = listing.read(settings["list"])

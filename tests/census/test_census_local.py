@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.census import explain, listing, run
+from pipeline.census import journal as journal_
+from pipeline.census import rows as rows_
 from tests.support.checkpoints import GPT2_SMALL, gpt2_config, gpt2_hub_entries, write_sparse_safetensors
 
 V, P, D, L = 50257, 1024, 768, 12
@@ -99,7 +101,7 @@ def test_one_row_per_listed_source_in_the_list_order(census):
         "not a repo id",
         str(root / "ft0"),
     ]
-    assert list(rows[0]) == run.COLUMNS
+    assert list(rows[0]) == rows_.COLUMNS
 
 
 def test_every_counted_row_is_exact(census):
@@ -144,7 +146,7 @@ def test_a_bad_source_is_a_row_with_its_reason(census):
 
 def test_the_journal_is_gone_once_the_csv_is_written(census):
     _, _, _, out = census
-    assert not out.with_name(out.name + run.JOURNAL_SUFFIX).exists()
+    assert not out.with_name(out.name + journal_.SUFFIX).exists()
 
 
 # --- the pieces, without a cluster -----------------------------------------------------------
@@ -209,9 +211,9 @@ def test_explain_flags_what_cannot_be_true():
 
 
 def test_csv_is_the_same_bytes_for_the_same_rows():
-    rows = [run._complete({"source": "a", "total": 5, "bits_per_param": 16.0}), run._complete({"source": "b"})]
-    assert run.to_csv(rows) == run.to_csv(json.loads(json.dumps(rows)))
-    assert run.to_csv(rows).splitlines()[1].startswith("a,,5,,")
+    rows = [rows_.complete({"source": "a", "total": 5, "bits_per_param": 16.0}), rows_.complete({"source": "b"})]
+    assert rows_.to_csv(rows) == rows_.to_csv(json.loads(json.dumps(rows)))
+    assert rows_.to_csv(rows).splitlines()[1].startswith("a,,5,,")
 
 
 # --- hostile lists and folders, without a cluster --------------------------------------------
@@ -277,7 +279,7 @@ def test_an_index_naming_a_file_outside_is_refused_in_words(tmp_path):
 
 def test_a_damaged_journal_is_counted_again(tmp_path):
     out = tmp_path / "out.csv"
-    journal = run.Journal(out, every=1)
+    journal = journal_.Journal(out, every=1)
     journal.add("2\tc/d\tmain", {"source": "c/d", "total": 5}, {"revision": "", "content": "x"})  # written by it
     (journal.dir / "rows-x.jsonl").write_text("{}")
     (journal.dir / "rows-000001.jsonl").write_text(  # by hand: no MAC, or a wrong one
@@ -286,11 +288,11 @@ def test_a_damaged_journal_is_counted_again(tmp_path):
         + json.dumps({"key": "3\te/f\tmain", "row": {"source": "e/f", "total": 7}, "mac": "0" * 64})
         + "\n"
     )
-    loaded = run.Journal(out, every=1).load({"1\ta/b\tmain", "2\tc/d\tmain", "3\te/f\tmain"})
+    loaded = journal_.Journal(out, every=1).load({"1\ta/b\tmain", "2\tc/d\tmain", "3\te/f\tmain"})
     assert loaded == {"2\tc/d\tmain": ({"source": "c/d", "total": 5}, {"revision": "", "content": "x"})}
     (tmp_path / "file.csv.partial").write_text("")
     with pytest.raises(Exception, match="journal's place holds a file"):
-        run.Journal(tmp_path / "file.csv", 1).load(set())
+        journal_.Journal(tmp_path / "file.csv", 1).load(set())
 
 
 @pytest.mark.parametrize("address", ["nonsense", "tcp://127.0.0.1", "http://127.0.0.1:80"])
@@ -339,10 +341,10 @@ def test_the_output_must_be_a_regular_file_or_a_new_path(tmp_path):
         (tmp_path / "link.csv", "is a symbolic link"),
     ):
         with pytest.raises(Exception, match=said):
-            run.check_output(out)
+            journal_.check_output(out)
     assert (tmp_path / "real.csv").read_text() == "keep me\n" and Path("/dev/null").is_char_device()
-    run.check_output(tmp_path / "new.csv")
-    run.check_output(tmp_path / "real.csv")
+    journal_.check_output(tmp_path / "new.csv")
+    journal_.check_output(tmp_path / "real.csv")
 
 
 def test_a_linked_journal_is_never_followed(tmp_path):
@@ -351,8 +353,8 @@ def test_a_linked_journal_is_never_followed(tmp_path):
     (elsewhere / "rows-000000.jsonl").write_text("someone else's\n")
     os.symlink(elsewhere, tmp_path / "out.csv.partial")
     with pytest.raises(Exception, match="is a symbolic link"):
-        run.check_output(tmp_path / "out.csv")
-    run.Journal(tmp_path / "out.csv", 1).remove()
+        journal_.check_output(tmp_path / "out.csv")
+    journal_.Journal(tmp_path / "out.csv", 1).remove()
     assert (elsewhere / "rows-000000.jsonl").read_text() == "someone else's\n"
 
 
@@ -367,12 +369,12 @@ def test_a_resume_takes_a_journalled_row_only_for_the_source_it_counted(tmp_path
     a, b, c = (_gpt2_folder(tmp_path / n, n) for n in ("a", "b", "c"))
     (tmp_path / "list.txt").write_text(f"{a}\n{b}\n{c}\n")
     out = tmp_path / "out.csv"
-    journal = run.Journal(out, every=1)
+    journal = journal_.Journal(out, every=1)
     sources = listing.read(tmp_path / "list.txt")
     # a: journalled as counted, with its identity: kept. b: journalled, then its folder edited: counted again.
     # c: a row planted by hand with a total of its own, no MAC: counted again.
     for src in sources[:2]:
-        journal.add(src.key, {"source": src.source, "total": 1}, run.identity_of(fetch.fetch(src)))
+        journal.add(src.key, {"source": src.source, "total": 1}, journal_.identity_of(fetch.fetch(src)))
     journal.flush()
     (b / "config.json").write_text(json.dumps({**gpt2_config(**GPT2_SMALL), "_name_or_path": "edited", "n_layer": 12}))
     with (journal.dir / "rows-000009.jsonl").open("w") as fh:
