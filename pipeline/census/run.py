@@ -145,6 +145,9 @@ def client(scheduler: str | None, workers: int, threads: int) -> Iterator[Any]:
         dashboard_address="127.0.0.1:0",  # its status page on a free port, never a fixed one two runs would share
         silence_logs=logging.ERROR,
         resources={COUNTER: 1},
+        # no memory manager: a census task holds headers of kilobytes, and pausing or restarting a worker when the
+        # machine is short of memory (other processes' pages counted against it) would leave its tasks waiting
+        memory_limit=0,
     )
     with cluster, Client(cluster) as c:
         yield c
@@ -208,7 +211,7 @@ def census(
                 flow.run()
             finally:
                 book.flush()  # what finished is kept, also when the census is interrupted
-            builds = builds_here() if in_process else sum(c.run(builds_here).values())
+            builds = builds_here() if in_process else _builds(c)
         resumed += flow.reused
     done_rows = [rows.complete(done[s.key]) for s in sources]
     atomic.write_text(out, rows.to_csv(done_rows))
@@ -218,6 +221,28 @@ def census(
 
 
 IN_PROCESS = 8  # a list this short is counted in this process: a cluster's start and its workers' imports cost more
+
+
+ASK_SECONDS = 30  # the most the census waits for its workers to say how many architectures they built
+
+
+def _builds(c: Any) -> int:
+    """Architectures the workers built, asked of them all at once, within ASK_SECONDS (a worker that does not
+    answer, busy or gone, must not keep a finished census waiting): -1 when they do not all answer."""
+    import threading
+
+    got: dict[str, int] = {}
+
+    def ask() -> None:
+        got["builds"] = sum(c.run(builds_here).values())
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(ASK_SECONDS)
+    if "builds" not in got:
+        log.warning("census: the workers did not say within %d s how many architectures they built", ASK_SECONDS)
+        return -1
+    return got["builds"]
 
 
 def _hub_answers(sources: list[Source]) -> None:

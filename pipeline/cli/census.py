@@ -49,6 +49,7 @@ def census_command(list_path: str, out: str, workers: int, threads: int, schedul
     where = f"on {done.workers} workers" if done.workers else "in this process (a short list: no cluster)"
     return (
         f"census: {len(done.rows):,} sources, {done.counted:,} counted, {done.refused:,} refused{resumed}; "
-        f"{done.builds:,} architectures built {where} in {done.seconds:.1f} s; "
+        f"{f'{done.builds:,}' if done.builds >= 0 else 'an unknown number of'} architectures built {where} in "
+        f"{done.seconds:.1f} s; "
         f"{fetched:,} bytes fetched; wrote {out}"
     )
