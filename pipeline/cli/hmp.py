@@ -138,6 +138,15 @@ def _say(answer: str) -> None:
         raise PipelineError(f"cannot write the answer to stdout ({exc.strerror or first_line(exc)})") from None
 
 
+def _stack_on_request() -> None:
+    """`kill -USR1 <pid>` prints where every thread of a running hmp is (a census that seems stuck), and it goes on."""
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
 def entry_point() -> None:
     """The console script: one-line errors, never a traceback (as the stages)."""
     import os
@@ -145,6 +154,7 @@ def entry_point() -> None:
     from pipeline.core.errors import run
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its config notes are not the answer either
+    _stack_on_request()
     try:
         run(lambda: main(sys.argv[1:]), level=logging.WARNING)  # the stages' progress lines are not the answer
     except BrokenPipeError:

@@ -41,9 +41,18 @@ def _env(endpoint: str, home: Path, offline: bool = False) -> dict:
 
 def _census(list_path: Path, out: Path, env: dict, *args: str, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pipeline.cli.hmp", "census", str(list_path), "-o", str(out), *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     if kw.get("background"):
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        return proc
+    try:
+        out, err = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:  # where it waits: hmp prints every thread's stack on SIGUSR1
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"hmp census took over 900 s; its threads:\n{err.decode(errors='replace')[-6000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out.decode(), err.decode())
 
 
 def _rows(out: Path) -> list[dict]:
