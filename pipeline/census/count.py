@@ -201,5 +201,7 @@ def _with_claims(f: Fetched, row: dict[str, Any], facts: dict[str, Any]) -> dict
 
 def reason(exc: BaseException) -> str:
     """A row's error: one line, without the library's model name (the row names its source)."""
-    text = first_line(exc) if not isinstance(exc, PipelineError) else str(exc).splitlines()[0]
-    return text.replace(f"model '{NAME}': ", "").strip()
+    if isinstance(exc, PipelineError):
+        text = exc.message if exc.model == NAME else str(exc)
+        return text.splitlines()[0].strip() if text.strip() else type(exc).__name__
+    return first_line(exc).strip()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.census.listing import Source
-from pipeline.core.errors import PipelineError, first_line
+from pipeline.core.errors import UNAVAILABLE, PipelineError, first_line
 from pipeline.formats import gguf_file, remote, safetensors_file
 from pipeline.formats.entries import plain_name, regular_file
 
@@ -113,7 +113,9 @@ class Repo:
         try:
             info = remote.model_info(self.src.hub_id, self.src.revision)  # bounded in time and bytes
         except PipelineError as exc:  # missing, gated, unreachable, too slow
-            raise PipelineError(f"cannot resolve {self.src.hub_id}@{self.src.revision} ({_said(exc)})") from None
+            raise PipelineError(
+                f"cannot resolve {self.src.hub_id}@{self.src.revision} ({_said(exc)})", kind=UNAVAILABLE
+            ) from None
         self.siblings = sorted(s.rfilename for s in info.siblings or []) if info.siblings is not None else None
         total = getattr(getattr(info, "safetensors", None), "total", None)
         self.api_total = total if isinstance(total, int | float) and not isinstance(total, bool) else None
@@ -163,7 +165,9 @@ class Repo:
         try:
             info = remote.model_info(self.src.hub_id, self.revision)
         except PipelineError as exc:
-            raise PipelineError(f"cannot list {self.src.hub_id}@{self.revision} ({_said(exc)})") from None
+            raise PipelineError(
+                f"cannot list {self.src.hub_id}@{self.revision} ({_said(exc)})", kind=UNAVAILABLE
+            ) from None
         return sorted(s.rfilename for s in info.siblings or [])
 
 
@@ -187,7 +191,7 @@ def _listed(folder: Path) -> list[str]:
 def fetch(src: Source) -> Fetched:
     """Read one source's config.json and headers (or a GGUF header); a PipelineError says why it cannot be."""
     if src.kind == "bad":
-        raise PipelineError(src.problem)
+        raise PipelineError(src.problem, kind=src.problem_kind)
     if src.kind == "path" and Path(src.source).expanduser().is_file():
         if not src.source.endswith(".gguf"):
             raise PipelineError("a local file in a census list must be a .gguf file; list a checkpoint folder")
@@ -202,7 +206,7 @@ def fetch(src: Source) -> Fetched:
         else:
             _checkpoint(repo, out)
     except FileNotFoundError as exc:
-        raise PipelineError(f"{_short(str(exc.args[0]))} not found") from None
+        raise PipelineError(f"{_short(str(exc.args[0]))} not found", kind=UNAVAILABLE) from None
     out.bytes_fetched = repo.bytes_fetched
     out.requests = sum(getattr(f, "requests", 0) for f in list(repo.opened.values())) + repo.api_requests
     return out
@@ -355,7 +359,8 @@ def _cached_snapshot(src: Source) -> Path:
     folder = repo_dir / "snapshots" / revision
     if not revision or not folder.is_dir():
         raise PipelineError(
-            f"HF_HUB_OFFLINE is set and {src.hub_id}@{src.revision} is not in the cache {constants.HF_HUB_CACHE}"
+            f"HF_HUB_OFFLINE is set and {src.hub_id}@{src.revision} is not in the cache {constants.HF_HUB_CACHE}",
+            kind=UNAVAILABLE,
         )
     return folder
 

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import UNAVAILABLE, PipelineError
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 # a path inside a repository (a GGUF file of a repo holding several): plain names joined by '/', no '..'
@@ -38,6 +38,7 @@ class Source:
     file: str = ""  # a .gguf file inside the repository, when the source names one
     hub_total: str = ""  # the Hub API's figure as the list gives it (text: kept exactly, judged later)
     problem: str = ""  # why this line is not a source (kind bad)
+    problem_kind: str = "invalid"  # the problem's PipelineError kind: 'unavailable' when what it names is not there
 
     @property
     def key(self) -> str:
@@ -117,8 +118,8 @@ def _from_csv(lines: list[str], path: Path) -> list[Source]:
     return out
 
 
-def _bad(line: int, text: str, problem: str) -> Source:
-    return Source(line, text, "", "bad", problem=problem)
+def _bad(line: int, text: str, problem: str, kind: str = "invalid") -> Source:
+    return Source(line, text, "", "bad", problem=problem, problem_kind=kind)
 
 
 def source(line: int, text: str, revision: str = "", hub_total: str = "") -> Source:
@@ -132,9 +133,9 @@ def source(line: int, text: str, revision: str = "", hub_total: str = "") -> Sou
     exists = _exists(text)
     if text.startswith((".", "/", "~")) or exists:
         if revision:
-            return _bad(line, text, "a revision applies to a Hub id, not to a local folder")
+            return _bad(line, text, "a revision applies to a Hub id, not to a local folder", UNAVAILABLE)
         if not exists:
-            return _bad(line, text, "no such file or folder")
+            return _bad(line, text, "no such file or folder", UNAVAILABLE)
         return Source(line, text, "", "path", hub_total=hub_total)
     parts = text.split("/")
     hub_id, file = "/".join(parts[:2]), "/".join(parts[2:])

@@ -36,13 +36,6 @@ log = logging.getLogger("census")
 # so a worker's other threads stay free for fetches. A cluster's workers declare it with `--resources counter=1`;
 # without it a worker still counts one at a time (a lock), but a waiting count then holds a thread.
 COUNTER = "counter"
-# A reason that says the files could not be had (missing, gated, offline, unreachable), not that they are wrong
-# (anchored where the library writes them: `<url or file>: HTTP 403 ...`, never inside a tensor's name)
-UNAVAILABLE = re.compile(
-    r"^(cannot resolve |cannot list |HF_HUB_OFFLINE is set|no such file or folder$|a revision applies|"
-    r"\S+ not found$|\S+: (HTTP (401|403|404)\b|cannot connect|no answer within|the transfer broke off|"
-    r"HF_HUB_OFFLINE is set))"
-)
 MAX_REASON = 400  # characters of a row's error (a crafted name could make it any length)
 
 
@@ -60,7 +53,7 @@ def fetch_task(src: Source, kept: tuple[dict[str, Any], dict[str, Any]] | None =
     except Exception as exc:  # noqa: BLE001 - a repository never stops the census: its reason is its row
         where = "list" if src.kind == "bad" else "fetch"
         reason = _reason(exc)
-        kind = "unavailable" if UNAVAILABLE.search(reason) else "invalid"
+        kind = exc.kind if isinstance(exc, PipelineError) else "invalid"  # by the error's kind, never its words
         return {"row": {**row, "error": reason, "flags": f"refused_at_{where};{kind}"}}
     identity = identity_of(fetched)
     if kept is not None and kept[1] == identity:

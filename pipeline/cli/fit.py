@@ -49,7 +49,7 @@ def fit_source(source: str, options: dict[str, Any]) -> dict:
         raise PipelineError(f"--ep {ep}: an expert-parallel degree is at least 1")
     if ep > 1 and (not n_experts or int(n_experts) % ep or gpus % ep):
         raise PipelineError(
-            f"model '{name}': --ep {ep} must divide its routed experts ({n_experts or 'none'}) and --gpus {gpus}"
+            f"--ep {ep} must divide its routed experts ({n_experts or 'none'}) and --gpus {gpus}", model=name
         )
     text = cache.text_config(config)
     limit, limit_from = cache.max_positions(model, config)

@@ -11,9 +11,32 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+UNAVAILABLE = "unavailable"  # PipelineError.kind of an input that could not be had (the other kind: "invalid")
+
 
 class PipelineError(Exception):
-    """A problem with the user's input. Reported as one line, never as a traceback."""
+    """A problem with the user's input, as data, reported as one line (str()), never as a traceback.
+
+    message: what was wrong, and where (a file, a field); model: which model, or None; kind: 'invalid' (the input
+    is wrong: a refusal) or 'unavailable' (it could not be had: missing, gated, offline, unreachable). The one
+    line names the model first, here and nowhere else: "model 'NAME': message".
+    """
+
+    def __init__(self, message: str = "", *, model: str | None = None, kind: str = "invalid") -> None:
+        self.message, self.model, self.kind = str(message), model, kind
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        if self.model is None:
+            return self.message
+        shown = self.model if self.model.isprintable() else repr(self.model)[1:-1]  # a name with a newline: escaped
+        return f"model '{shown}': {self.message}"
+
+    def named(self, model: str) -> PipelineError:
+        """This error naming model, when it names none yet (the same error when it does)."""
+        if self.model is not None:
+            return self
+        return PipelineError(self.message, model=model, kind=self.kind)
 
 
 class PipelineErrors(PipelineError):
@@ -39,7 +62,7 @@ def collect(items: Iterable[tuple[str, Any]], work: Callable[[str, Any], Any]) -
         try:
             results[name] = work(name, item)
         except PipelineError as exc:  # named by its model once (the model's own checks name it already)
-            errors.append(exc if str(exc).startswith("model ") else PipelineError(f"model '{name}': {exc}"))
+            errors.append(exc.named(name))
     if len(errors) == 1:
         raise errors[0]
     if errors:
@@ -77,9 +100,9 @@ def about(model: str) -> Iterator[None]:
     try:
         yield
     except PipelineError as exc:
-        if str(exc).startswith(f"model '{model}'"):
+        if exc.model is not None:
             raise
-        raise PipelineError(f"model '{model}': {exc}") from None
+        raise exc.named(model) from None
 
 
 MAX_LINE = 400  # a message longer than this is cut: one line stays readable
@@ -96,28 +119,36 @@ def first_line(exc: BaseException) -> str:
     return line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…"
 
 
-def read_json(path: str | Path, owner: str, missing: str = "is missing") -> Any:
-    """A JSON file's content, or a PipelineError naming owner and path."""
+def read_json(path: str | Path, owner: str = "", missing: str = "is missing", model: str | None = None) -> Any:
+    """A JSON file's content, or a PipelineError naming model (or owner) and path."""
     path = Path(path)
+    said = f"{owner}: {path}" if owner else f"{path}"
+
+    def refuse(what: str, kind: str = "invalid") -> PipelineError:
+        return PipelineError(f"{said} {what}", model=model, kind=kind)
+
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise PipelineError(f"{owner}: {path} {missing}") from None
+        raise refuse(missing, "unavailable") from None
     except IsADirectoryError:
-        raise PipelineError(f"{owner}: {path} is a folder, not a JSON file") from None
+        raise refuse("is a folder, not a JSON file") from None
     except OSError as exc:
-        raise PipelineError(f"{owner}: {path} cannot be read ({exc.strerror or first_line(exc)})") from None
+        raise refuse(f"cannot be read ({exc.strerror or first_line(exc)})", "unavailable") from None
     except UnicodeDecodeError:
-        raise PipelineError(f"{owner}: {path} is not UTF-8 text") from None
+        raise refuse("is not UTF-8 text") from None
     except RecursionError:
-        raise PipelineError(f"{owner}: {path} is nested too deeply to be a config") from None
+        raise refuse("is nested too deeply to be a config") from None
     except json.JSONDecodeError as exc:
-        raise PipelineError(f"{owner}: {path} is not valid JSON ({exc.msg})") from None
+        raise refuse(f"is not valid JSON ({exc.msg})") from None
 
 
-def read_json_object(path: str | Path, owner: str, missing: str = "is missing") -> dict[str, Any]:
+def read_json_object(
+    path: str | Path, owner: str = "", missing: str = "is missing", model: str | None = None
+) -> dict[str, Any]:
     """read_json for a file that must hold a JSON object (config.json, an index)."""
-    data = read_json(path, owner, missing)
+    data = read_json(path, owner, missing, model)
     if not isinstance(data, dict):
-        raise PipelineError(f"{owner}: {path} holds a JSON {type(data).__name__}, not an object")
+        said = f"{owner}: {path}" if owner else f"{path}"
+        raise PipelineError(f"{said} holds a JSON {type(data).__name__}, not an object", model=model)
     return data

@@ -82,10 +82,10 @@ def validate_architecture(
     must hold numbers where sizes go; the file's own values are bounded, never second-guessed (sizes.check_sizes).
     """
     if not isinstance(arch, dict) or not arch:
-        raise PipelineError(f"model '{name}': architecture must be a mapping of config.json fields")
+        raise PipelineError("architecture must be a mapping of config.json fields", model=name)
     if typed is None:
         if not arch.get("model_type"):
-            raise PipelineError(f"model '{name}': architecture.model_type is missing")
+            raise PipelineError("architecture.model_type is missing", model=name)
         check_sizes(name, arch)
     else:  # a config.json file under the block: the file decides its class (config_file.load_config)
         check_sizes(name, {k: arch[k] for k in typed if k in arch})
@@ -95,7 +95,7 @@ def validate_architecture(
 
 def _merged(name: str, values: dict[str, Any]) -> dict[str, Any]:
     """config_path's fields with the architecture block's on top."""
-    base = read_json_object(Path(values["config_path"]), f"model '{name}': config_path")
+    base = read_json_object(Path(values["config_path"]), "config_path", model=name)
     return {**base, **(values["architecture"] or {})}
 
 
@@ -104,8 +104,8 @@ def _named_spec(name: str, entry: Any) -> ModelSpec:
     if not NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
         shown = name if len(name) <= MAX_NAME else name[:MAX_NAME] + "…"
         raise PipelineError(
-            f"model {shown!r}: a model name is 1 to {MAX_NAME} letters, digits, '-' and '_' (no '.'), "
-            "starting with a letter or digit"
+            f"a model name is 1 to {MAX_NAME} letters, digits, '-' and '_' (no '.'), starting with a letter or digit",
+            model=shown,
         )
     return model_spec(name, entry)
 
@@ -113,25 +113,25 @@ def _named_spec(name: str, entry: Any) -> ModelSpec:
 def model_spec(name: str, entry: Any) -> ModelSpec:
     """Validate one model entry (its name is checked where it becomes a folder name, in from_dict)."""
     if not isinstance(entry, dict):
-        raise PipelineError(f"model '{name}': expected a mapping of model fields, got {entry!r}")
+        raise PipelineError(f"expected a mapping of model fields, got {entry!r}", model=name)
     try:
         values = ModelEntry.model_validate(entry).model_dump()
     except ValidationError as exc:
-        raise PipelineError(f"model '{name}': {_schema_error(exc, ModelEntry, entry)}") from None
+        raise PipelineError(f"{_schema_error(exc, ModelEntry, entry)}", model=name) from None
     written = tuple(values["architecture"] or ())
     source = values["source"]
     if source == "path" and not values["path"]:
-        raise PipelineError(f"model '{name}': source: path needs the field path (a folder with config.json)")
+        raise PipelineError("source: path needs the field path (a folder with config.json)", model=name)
     if source == "hub" and not values["hub_id"]:
-        raise PipelineError(f"model '{name}': source: hub needs the field hub_id")
+        raise PipelineError("source: hub needs the field hub_id", model=name)
     if source == "config" and values["architecture"] is None and not values["config_path"]:
-        raise PipelineError(f"model '{name}': source: config needs an architecture block or a config_path")
+        raise PipelineError("source: config needs an architecture block or a config_path", model=name)
     if source == "config" and values["config_path"]:
         values["architecture"] = validate_architecture(name, _merged(name, values), written, values["config_path"])
     elif source == "config" or values["architecture"] is not None:
         values["architecture"] = validate_architecture(name, values["architecture"])
     if values["fetch"] == "range" and source != "hub":
-        raise PipelineError(f"model '{name}': fetch: range reads from the Hub, so it needs source: hub")
+        raise PipelineError("fetch: range reads from the Hub, so it needs source: hub", model=name)
     for field_ in ("stated_size", "stated_active"):
         if values[field_] is not None:
             parse_size(values[field_], name)

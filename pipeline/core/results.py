@@ -32,7 +32,7 @@ def summary(cfg: Params) -> pd.DataFrame:
     table = _read(Path(cfg.paths["summary"]), "the count stage writes it").set_index("model", drop=False)
     missing = [name for name in cfg.models if name not in table.index]
     if missing:
-        raise PipelineError(f"{cfg.paths['summary']}: no row for model '{missing[0]}' (run the count stage)")
+        raise PipelineError(f"{cfg.paths['summary']} has no row for it (run the count stage)", model=missing[0])
     return table.loc[list(cfg.models)]
 
 

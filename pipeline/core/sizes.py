@@ -89,7 +89,7 @@ def parse_size(text: Any, model: str) -> int:
     """Parse a stated size such as 117M, 1.5B or 1542M into an integer count of parameters."""
     m = _SIZE_RE.match(str(text))
     if not m:
-        raise PipelineError(f"model '{model}': stated_size={text!r} is not a size like 117M or 1.5B")
+        raise PipelineError(f"stated_size={text!r} is not a size like 117M or 1.5B", model=model)
     number, unit = m.groups()
     whole, _, frac = number.partition(".")
     scale = _UNITS[unit.upper()]
@@ -181,7 +181,7 @@ def check_sizes(name: str, arch: dict[str, Any], where: str = "architecture.", t
     downloaded file's (typed=False) only where transformers reads it as a size (the config and its *_config
     sub-configs): Cohere's ASR config carries a vocab_size of 'None' in a dict transformers never builds from."""
     for problem in _size_problems(arch, "", True, typed=typed):
-        raise PipelineError(f"model '{name}': {where}{problem}")
+        raise PipelineError(f"{where}{problem}", model=name)
     again = where if where.endswith(".") else ""  # a file's path (`config.json: `) is said once per line
     for path, node in _sub_configs(arch, ""):
         prefix = f"{path}." if path else ""
@@ -190,14 +190,15 @@ def check_sizes(name: str, arch: dict[str, Any], where: str = "architecture.", t
             w, h = node.get(width), node.get(heads)
             if _whole_number(w) and _whole_number(h) and w > 0 and h > 0 and not heads_only and w % h:
                 raise PipelineError(
-                    f"model '{name}': {where}{prefix}{width}={w} is not divisible by {again}{prefix}{heads}={h}"
+                    f"{where}{prefix}{width}={w} is not divisible by {again}{prefix}{heads}={h}", model=name
                 )
         for heads, kv in HEADS_KV:
             q, k = node.get(heads), node.get(kv)
             if _whole_number(q) and _whole_number(k) and k > 0 and q % k:
                 raise PipelineError(
-                    f"model '{name}': {where}{prefix}{heads}={q} is not a multiple of {again}{prefix}{kv}={k} "
-                    "(each key/value head serves a whole number of query heads)"
+                    f"{where}{prefix}{heads}={q} is not a multiple of {again}{prefix}{kv}={k} "
+                    "(each key/value head serves a whole number of query heads)",
+                    model=name,
                 )
 
 

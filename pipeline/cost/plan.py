@@ -138,13 +138,13 @@ def activation_bytes(
 def tensor_parallel_check(config: Any, tp: int, name: str) -> None:
     """Megatron splits attention by heads: the degree must divide the query and the KV heads."""
     if tp < 1:
-        raise PipelineError(f"model '{name}': --tp {tp}: a tensor-parallel degree is at least 1")
+        raise PipelineError(f"--tp {tp}: a tensor-parallel degree is at least 1", model=name)
     text = cache.text_config(config)
     heads = getattr(text, "num_attention_heads", None)
     kv = getattr(text, "num_key_value_heads", None) or heads
     for label, value in (("attention heads", heads), ("key/value heads", kv)):
         if isinstance(value, int) and value % tp:
-            raise PipelineError(f"model '{name}': --tp {tp} does not divide its {value} {label}")
+            raise PipelineError(f"--tp {tp} does not divide its {value} {label}", model=name)
 
 
 def largest(ok, high: int) -> int:

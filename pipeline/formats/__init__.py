@@ -46,7 +46,7 @@ def load(folder: Path, name: str) -> Loaded:
     entries, fmt = load_entries(folder)
     if not entries:
         return Loaded(quant.Regrouped([], [], 0), fmt)
-    config = read_json_object(folder / "config.json", f"model '{name}'")
+    config = read_json_object(folder / "config.json", model=name)
 
     def read(e: Entry) -> bytes:
         if e.end - e.begin > MAX_STATE_BYTES:

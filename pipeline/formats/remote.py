@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import PipelineError, first_line, read_json_object
+from pipeline.core.errors import UNAVAILABLE, PipelineError, first_line, read_json_object
 from pipeline.formats import safetensors_file
 from pipeline.formats.entries import Entry, plain_name, regular_file
 
@@ -101,22 +101,30 @@ class RangeFile:
         except (RepositoryNotFoundError, GatedRepoError) as exc:
             raise PipelineError(
                 f"{self.url}: HTTP {exc.response.status_code}: no such repository, or it is private or gated "
-                "(set HF_TOKEN to a token that may read it)"
+                "(set HF_TOKEN to a token that may read it)",
+                kind=UNAVAILABLE,
             ) from None
         except RevisionNotFoundError:
-            raise PipelineError(f"{self.url}: HTTP 404: the repository has no such revision") from None
+            raise PipelineError(
+                f"{self.url}: HTTP 404: the repository has no such revision", kind=UNAVAILABLE
+            ) from None
         except HfHubHTTPError as exc:
             status, reason = exc.response.status_code, exc.response.reason_phrase
             said = f" ({exc.server_message.strip().splitlines()[0]})" if (exc.server_message or "").strip() else ""
             if status in (401, 403):
                 said += "; set HF_TOKEN to a token that may read it"
-            raise PipelineError(f"{self.url}: HTTP {status} {reason}{said}") from None
+            kind = UNAVAILABLE if status in (401, 403, 404) else "invalid"
+            raise PipelineError(f"{self.url}: HTTP {status} {reason}{said}", kind=kind) from None
         except OfflineModeIsEnabled:
-            raise PipelineError(f"{self.url}: HF_HUB_OFFLINE is set, so the Hub is not asked") from None
+            raise PipelineError(
+                f"{self.url}: HF_HUB_OFFLINE is set, so the Hub is not asked", kind=UNAVAILABLE
+            ) from None
         except httpx.TimeoutException:
-            raise PipelineError(f"{self.url}: no answer within {self.timeout:g} s (HF_HUB_DOWNLOAD_TIMEOUT)") from None
+            raise PipelineError(
+                f"{self.url}: no answer within {self.timeout:g} s (HF_HUB_DOWNLOAD_TIMEOUT)", kind=UNAVAILABLE
+            ) from None
         except httpx.HTTPError as exc:
-            raise PipelineError(f"{self.url}: cannot connect ({first_line(exc)})") from None
+            raise PipelineError(f"{self.url}: cannot connect ({first_line(exc)})", kind=UNAVAILABLE) from None
 
     def _body(self, resp: Any, limit: int, expected: int | None, progress: Any = None) -> bytes:
         """The response body, at most limit bytes, each received byte counted, within deadline(expected); for a
@@ -154,7 +162,7 @@ class RangeFile:
                     )
         except httpx.HTTPError as exc:
             raise PipelineError(
-                f"{self.url}: the transfer broke off after {len(data)} bytes ({first_line(exc)})"
+                f"{self.url}: the transfer broke off after {len(data)} bytes ({first_line(exc)})", kind=UNAVAILABLE
             ) from None
         return bytes(data)
 
@@ -230,7 +238,7 @@ def resolve_revision(hub_id: str, revision: str) -> str:
     try:
         sha = model_info(hub_id, revision).sha
     except PipelineError as exc:
-        raise PipelineError(f"cannot resolve {hub_id}@{revision} ({exc})") from None
+        raise PipelineError(f"cannot resolve {hub_id}@{revision} ({exc})", kind=exc.kind) from None
     if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{40}", sha):
         raise PipelineError(f"cannot resolve {hub_id}@{revision} (the Hub API named no commit)")
     return sha
@@ -256,7 +264,7 @@ def model_info(hub_id: str, revision: str | None = None) -> Any:
         data = json.loads(rf.read_all(MAX_API_ANSWER))
         return ModelInfo(**data)
     except FileNotFoundError:
-        raise PipelineError(f"{url}: HTTP 404: no such repository or revision") from None
+        raise PipelineError(f"{url}: HTTP 404: no such repository or revision", kind=UNAVAILABLE) from None
     except (ValueError, TypeError) as exc:
         raise PipelineError(
             f"{url}: the Hub API's answer is not a repository's description ({first_line(exc)})"

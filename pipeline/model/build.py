@@ -67,7 +67,7 @@ def model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type,
         cls, how = _model_class(config, name, auto_class)
         getattr(cls, "config_class", None)
     except ImportError as exc:
-        raise PipelineError(f"model '{name}': the model class cannot be loaded: {first_line(exc)}") from None
+        raise PipelineError(f"the model class cannot be loaded: {first_line(exc)}", model=name) from None
     return cls, how
 
 
@@ -85,12 +85,13 @@ def _model_class(config: Any, name: str, auto_class: str = "auto") -> tuple[type
     if auto_class != "auto":
         if auto_class == "causal_lm" and encoder_decoder:
             raise PipelineError(
-                f"model '{name}': {kind} is an encoder-decoder; auto_class: causal_lm would count its decoder "
-                "alone; use auto_class: auto or seq2seq_lm"
+                f"{kind} is an encoder-decoder; auto_class: causal_lm would count its decoder "
+                "alone; use auto_class: auto or seq2seq_lm",
+                model=name,
             )
         cls = _mapped(auto_class, config)
         if cls is None:
-            raise PipelineError(f"model '{name}': auto_class: {auto_class} has no class for {kind}")
+            raise PipelineError(f"auto_class: {auto_class} has no class for {kind}", model=name)
         return cls, f"auto_class:{auto_class}"
     named = getattr(config, "architectures", None) or []
     if named:
@@ -138,7 +139,7 @@ def _model_class_by_kind(config: Any, name: str, encoder_decoder: bool) -> tuple
         cls = _mapped(attr, config, getattr(modeling_auto, attr))
         if cls is not None and not _for_a_sub_config(cls, config):
             return cls, f"fallback:{attr.removeprefix('MODEL_FOR_').removesuffix('_MAPPING').lower()}"
-    raise PipelineError(f"model '{name}': transformers has no model class for {kind}")
+    raise PipelineError(f"transformers has no model class for {kind}", model=name)
 
 
 def _named_class(config: Any, name: str, wanted: str) -> tuple[type, str]:
@@ -160,16 +161,17 @@ def _named_class(config: Any, name: str, wanted: str) -> tuple[type, str]:
         cls = getattr(transformers, wanted)
     except AttributeError:
         raise PipelineError(
-            f"model '{name}': config.json names the class {wanted}, which transformers "
+            f"config.json names the class {wanted}, which transformers "
             f"{transformers.__version__} does not have (code shipped with a model is never run); "
-            f"set auto_class to one of {', '.join(AUTO_CLASSES)} to count it as that kind of model"
+            f"set auto_class to one of {', '.join(AUTO_CLASSES)} to count it as that kind of model",
+            model=name,
         ) from None
     except Exception as exc:  # a class needing an optional package (timm, ...)
         raise PipelineError(
-            f"model '{name}': the class {wanted} cannot be loaded: {type(exc).__name__}: {first_line(exc)}"
+            f"the class {wanted} cannot be loaded: {type(exc).__name__}: {first_line(exc)}", model=name
         ) from None
     if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
-        raise PipelineError(f"model '{name}': config.json's architectures names {wanted}, not a model class")
+        raise PipelineError(f"config.json's architectures names {wanted}, not a model class", model=name)
     expected = getattr(cls, "config_class", None)
     text = config.sub_configs.get("text_config")
     how, said = config_file.read_as(config) or ("", "")
@@ -181,8 +183,7 @@ def _named_class(config: Any, name: str, wanted: str) -> tuple[type, str]:
             return built, f"converted:{auto_class}:{wanted}:{kind}"
     also = f", and no auto class of its kind has a class for the {kind} transformers read it as" if how else ""
     raise PipelineError(
-        f"model '{name}': config.json names the class {wanted}, which takes a {expected.__name__}, "
-        f"not this {kind}{also}"
+        f"config.json names the class {wanted}, which takes a {expected.__name__}, not this {kind}{also}", model=name
     )
 
 
@@ -292,7 +293,7 @@ def build_meta_reading(config: Any, name: str, auto_class: str = "auto") -> tupl
                 model = cls._from_config(config)
         except Exception as exc:  # transformers' boundary: an impossible config raises many types
             raise PipelineError(
-                f"model '{name}': cannot build the architecture: {type(exc).__name__}: {first_line(exc)}"
+                f"cannot build the architecture: {type(exc).__name__}: {first_line(exc)}", model=name
             ) from None
         finally:
             PretrainedConfig.__getattribute__ = original

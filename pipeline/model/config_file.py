@@ -27,7 +27,7 @@ def load_config(model_dir: str | Path, name: str, written: tuple[str, ...] = (),
 
     del config_path  # a config_path file's keys are a downloaded file's: listed, never refused
     path = Path(model_dir) / "config.json"
-    raw = read_json_object(path, f"model '{name}'", "is missing (run the download stage)")
+    raw = read_json_object(path, missing="is missing (run the download stage)", model=name)
     sizes.check_sizes(name, raw, where=f"{path}: ", typed=False)
     own = _own_config_class(raw, name, path)
     try:
@@ -38,7 +38,7 @@ def load_config(model_dir: str | Path, name: str, written: tuple[str, ...] = (),
         else:  # the named class's own config class, from the file's fields (no model_type, no code pointers)
             config = own.from_dict({k: v for k, v in raw.items() if k not in ("model_type", "auto_map")})
     except Exception as exc:  # transformers' boundary: a hostile or odd config raises many types
-        raise PipelineError(f"model '{name}': {path}: {type(exc).__name__}: {first_line(exc)}") from None
+        raise PipelineError(f"{path}: {type(exc).__name__}: {first_line(exc)}", model=name) from None
     said = str(raw.get("model_type") or "")
     if own is not None or said != getattr(type(config), "model_type", said):
         _READ_AS[id(config)] = ("own" if own is not None else "converted", said)
@@ -53,15 +53,17 @@ def load_config(model_dir: str | Path, name: str, written: tuple[str, ...] = (),
         close = difflib.get_close_matches(str(typed_class[0]), [n for n in dir(transformers) if n[:1].isupper()], 1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise PipelineError(
-            f"model '{name}': architecture.architectures names the class {typed_class[0]}, which transformers "
-            f"{transformers.__version__} does not have{hint} (code shipped with a model is never run)"
+            f"architecture.architectures names the class {typed_class[0]}, which transformers "
+            f"{transformers.__version__} does not have{hint} (code shipped with a model is never run)",
+            model=name,
         )
     for key in written:
         hint = likely_typo(config, key, raw)
         if hint:
             raise PipelineError(
-                f"model '{name}': architecture.{key} is not a field of {type(config).__name__} "
-                f"(did you mean {hint}?); transformers would ignore it"
+                f"architecture.{key} is not a field of {type(config).__name__} "
+                f"(did you mean {hint}?); transformers would ignore it",
+                model=name,
             )
     return config
 
@@ -87,7 +89,7 @@ def _own_config_class(raw: dict[str, Any], name: str, path: Path) -> type | None
 
     model_type = raw.get("model_type")
     if model_type is not None and not isinstance(model_type, str):
-        raise PipelineError(f"model '{name}': {path}: model_type={model_type!r} is not a string")
+        raise PipelineError(f"{path}: model_type={model_type!r} is not a string", model=name)
     if model_type in CONFIG_MAPPING_NAMES:
         return None
     named = raw.get("architectures")
@@ -99,14 +101,15 @@ def _own_config_class(raw: dict[str, Any], name: str, path: Path) -> type | None
     has = f" and names the class {wanted}, which transformers does not have" if wanted else " and names no class"
     if raw.get("auto_map"):
         raise PipelineError(
-            f"model '{name}': {path} has {what}{has}: it needs the code shipped with the model "
-            "(auto_map, trust_remote_code), which is never run"
+            f"{path} has {what}{has}: it needs the code shipped with the model "
+            "(auto_map, trust_remote_code), which is never run",
+            model=name,
         )
     if not model_type:
-        raise PipelineError(f"model '{name}': {path} has no model_type{has}")
+        raise PipelineError(f"{path} has no model_type{has}", model=name)
     raise PipelineError(
-        f"model '{name}': model_type={model_type!r} is not built into transformers{has} "
-        "(code shipped with a model is never run)"
+        f"model_type={model_type!r} is not built into transformers{has} (code shipped with a model is never run)",
+        model=name,
     )
 
 

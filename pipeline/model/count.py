@@ -70,7 +70,7 @@ def provenance(model_dir: Path, name: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise PipelineError(f"model '{name}': {path} is missing (run the download stage)") from None
+        raise PipelineError(f"{path} is missing (run the download stage)", model=name) from None
 
 
 def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict]:
@@ -122,15 +122,15 @@ def build_counted(
     try:
         inv = inventory.inventory(model, name)
     except PipelineError as exc:  # say which class was built, also when it cannot be counted
-        raise PipelineError(f"model '{name}': {cls.__name__} ({build.class_reason(class_from)}): {exc}") from None
+        raise PipelineError(f"{cls.__name__} ({build.class_reason(class_from)}): {exc}", model=name) from None
     n_experts, top_k = moe.settings(config, moe.structure(model), name, dict(model.named_modules()))
     stacked = inv.loc[inv["component"] == "experts", ["name", "experts"]]
     for pname, count_ in stacked.itertuples(index=False):
         if count_ != n_experts:
-            raise PipelineError(f"model '{name}': {pname} stacks {count_} experts, the config says {n_experts}")
+            raise PipelineError(f"{pname} stacks {count_} experts, the config says {n_experts}", model=name)
     total = int(inventory.parameters(inv)["numel"].sum())
     if total > MAX_PARAMS:
-        raise PipelineError(f"model '{name}': {total:,} parameters, more than the {MAX_PARAMS:,} counted at most")
+        raise PipelineError(f"{total:,} parameters, more than the {MAX_PARAMS:,} counted at most", model=name)
     input_name, output_name = inventory.embedding_names(model)
     return Built(
         config, cls, class_from, model, read, raw, tie_note, inv, n_experts, top_k, total, input_name, output_name
@@ -159,8 +159,7 @@ def weigh(built: Built, loaded: formats.Loaded, name: str, inventory_rows: bool 
     from_architecture = int(inventory.parameters(inv)["numel"].sum()) if inventory_rows else built.total
     if from_checkpoint != from_architecture:  # reconcile() makes this impossible; never pick one silently
         raise PipelineError(
-            f"model '{name}': the checkpoint holds {from_checkpoint:,} parameters, "
-            f"the architecture {from_architecture:,}"
+            f"the checkpoint holds {from_checkpoint:,} parameters, the architecture {from_architecture:,}", model=name
         )
     return Weighed(inv, rec, regrouped.header_sum, buffers, extra)
 
@@ -229,4 +228,4 @@ def _text_field(config: Any, field: str) -> int | None:
 def _raw_config(model_dir: Path, name: str) -> dict:
     from pipeline.core.errors import read_json_object
 
-    return read_json_object(Path(model_dir) / "config.json", f"model '{name}'")
+    return read_json_object(Path(model_dir) / "config.json", model=name)

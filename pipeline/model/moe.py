@@ -115,17 +115,18 @@ def settings(
     _, n_experts = _field(config, EXPERT_COUNT_FIELDS)
     if n_experts is None:
         raise PipelineError(
-            f"model '{name}': it has routed experts but its config gives no expert count "
-            f"(one of {', '.join(EXPERT_COUNT_FIELDS)})"
+            f"it has routed experts but its config gives no expert count (one of {', '.join(EXPERT_COUNT_FIELDS)})",
+            model=name,
         )
     top_k = _routed_k(model_modules) if model_modules is not None else None
     if top_k is None:
         _, top_k = _field(config, TOP_K_FIELDS)
     if top_k is None:
         raise PipelineError(
-            f"model '{name}': it has routed experts but its config says not how many each token uses "
-            f"(one of {', '.join(TOP_K_FIELDS)})"
+            "it has routed experts but its config says not how many each token uses "
+            f"(one of {', '.join(TOP_K_FIELDS)})",
+            model=name,
         )
     if top_k > n_experts:
-        raise PipelineError(f"model '{name}': {top_k} experts per token, but only {n_experts} experts")
+        raise PipelineError(f"{top_k} experts per token, but only {n_experts} experts", model=name)
     return n_experts, top_k

@@ -32,7 +32,7 @@ def reconcile_gguf(model: torch.nn.Module, stored: list[Entry], arch: str, name:
         names = get_gguf_hf_weights_map(model, processor)
     except Exception as exc:  # transformers' boundary (an architecture gguf's tables do not know)
         why = f"{type(exc).__name__}: {first_line(exc)}"
-        raise PipelineError(f"model '{name}': GGUF names cannot be mapped ({why})") from None
+        raise PipelineError(f"GGUF names cannot be mapped ({why})", model=name) from None
     by_id: dict[int, str] = {}
     canonical, shapes = {}, {}
     for pname, p in model.named_parameters(remove_duplicate=False):
@@ -60,9 +60,7 @@ def reconcile_gguf(model: torch.nn.Module, stored: list[Entry], arch: str, name:
             f"missing: {', '.join(missing[:6])}" if missing else "",
             f"GGUF tensors with no parameter: {', '.join(unexpected[:6])}" if unexpected else "",
         ]
-        raise PipelineError(
-            f"model '{name}': GGUF does not match the architecture: {' | '.join(p for p in parts if p)}"
-        )
+        raise PipelineError(f"GGUF does not match the architecture: {' | '.join(p for p in parts if p)}", model=name)
     return Reconciled(
         key_of={p: ";".join(e.key for e in group) for p, group in sources.items()},
         buffers=[],
@@ -292,7 +290,7 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
         keys = [e.key for e in sorted(unexpected, key=lambda e: -e.numel)]
         problems.append(f"unexpected keys: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}")
     if problems:
-        raise PipelineError(f"model '{name}': checkpoint does not match the architecture: {' | '.join(problems)}")
+        raise PipelineError(f"checkpoint does not match the architecture: {' | '.join(problems)}", model=name)
     return Reconciled(
         key_of=key_of,
         buffers=buffers,

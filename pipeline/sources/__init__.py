@@ -59,9 +59,10 @@ def _gguf_beside_config(spec: ModelSpec, folder: Path, files: list[str]) -> list
         return []
     if not files and not spec.config_only:
         raise PipelineError(
-            f"model '{spec.name}': {folder} holds config.json and {', '.join(ggufs)} but no safetensors, so what "
+            f"{folder} holds config.json and {', '.join(ggufs)} but no safetensors, so what "
             f"to count is ambiguous; name the .gguf file itself ({folder / ggufs[0]}) to count it, or set "
-            "config_only: true to count config.json alone"
+            "config_only: true to count config.json alone",
+            model=spec.name,
         )
     counted = ", ".join(files) if files else "config.json alone (config_only)"
     log.warning("%s: %s not counted: %s is (name the .gguf file to count it)", spec.name, ", ".join(ggufs), counted)
@@ -96,7 +97,7 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
         if spec.source == "path":
             folder = Path(spec.path)
             if not folder.is_dir():
-                raise PipelineError(f"model '{spec.name}': path {folder} is not a folder")
+                raise PipelineError(f"path {folder} is not a folder", model=spec.name)
         else:
             folder, revision = fetch_hub(spec)
         check_architecture(spec, folder / "config.json")
@@ -106,8 +107,9 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
         not_counted = _gguf_beside_config(spec, folder, files)
         if not files and not spec.config_only:
             raise PipelineError(
-                f"model '{spec.name}': {folder} has config.json but no weights (*.safetensors); "
-                "set config_only: true to count it from its config alone"
+                f"{folder} has config.json but no weights (*.safetensors); "
+                "set config_only: true to count it from its config alone",
+                model=spec.name,
             )
         if fmt == "safetensors":
             safetensors_file.read_checkpoint(folder, files)

@@ -17,7 +17,7 @@ def check_architecture(spec: ModelSpec, config_path: Path, config: dict | None =
     config is the file's content when it does not come from config_path itself (a GGUF file's metadata).
     """
     if config is None:
-        config = read_json_object(entries.regular_file(config_path), f"model '{spec.name}'")
+        config = read_json_object(entries.regular_file(config_path), model=spec.name)
     arch = spec.architecture or {}
     defaults = _class_defaults(config) if any(key not in config for key in arch) else {}
     for key, value in arch.items():
@@ -26,12 +26,10 @@ def check_architecture(spec: ModelSpec, config_path: Path, config: dict | None =
                 continue
             default = f" (its default is {defaults[key]!r})" if key in defaults else ""
             raise PipelineError(
-                f"model '{spec.name}': architecture.{key}={value!r} but {config_path} has no field {key}{default}"
+                f"architecture.{key}={value!r} but {config_path} has no field {key}{default}", model=spec.name
             )
         if config[key] != value:
-            raise PipelineError(
-                f"model '{spec.name}': architecture.{key}={value!r} but {config_path} says {config[key]!r}"
-            )
+            raise PipelineError(f"architecture.{key}={value!r} but {config_path} says {config[key]!r}", model=spec.name)
 
 
 def _class_defaults(config: dict) -> dict:

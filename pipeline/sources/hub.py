@@ -97,23 +97,25 @@ def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
                 else "pre-fill the cache and set HF_HUB_OFFLINE=1"
             )
             raise PipelineError(
-                f"model '{spec.name}': {offline} and {where} is not in the cache {cache}; {fix}, or use source: config"
+                f"{offline} and {where} is not in the cache {cache}; {fix}, or use source: config", model=spec.name
             ) from None
         cause = f" ({first_line(exc.__cause__)})" if exc.__cause__ else ""  # it answered the probe, then failed
         raise PipelineError(
-            f"model '{spec.name}': the Hub at {constants.ENDPOINT} did not serve {where}{cause} and it is not in "
-            f"the cache {cache}; try again, or pre-fill the cache and set HF_HUB_OFFLINE=1, or use source: config"
+            f"the Hub at {constants.ENDPOINT} did not serve {where}{cause} and it is not in "
+            f"the cache {cache}; try again, or pre-fill the cache and set HF_HUB_OFFLINE=1, or use source: config",
+            model=spec.name,
         ) from None
     except (RepositoryNotFoundError, GatedRepoError):
         raise PipelineError(
-            f"model '{spec.name}': hub_id {spec.hub_id} is not a repository the Hub serves "
-            "(or it is private or gated: set HF_TOKEN to a token that may read it)"
+            f"hub_id {spec.hub_id} is not a repository the Hub serves "
+            "(or it is private or gated: set HF_TOKEN to a token that may read it)",
+            model=spec.name,
         ) from None
     except RevisionNotFoundError:
-        raise PipelineError(f"model '{spec.name}': revision {revision} not found in {spec.hub_id}") from None
+        raise PipelineError(f"revision {revision} not found in {spec.hub_id}", model=spec.name) from None
     except (OSError, ValueError) as exc:
         raise PipelineError(
-            f"model '{spec.name}': cannot fetch {where} ({first_line(exc)}); use source: config, or pre-fill the cache"
+            f"cannot fetch {where} ({first_line(exc)}); use source: config, or pre-fill the cache", model=spec.name
         ) from None
     if offline and not constants.is_offline_mode():
         log.warning("%s: %s; %s is taken from the cache", spec.name, offline, where)
@@ -132,13 +134,14 @@ def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
 
     if offline := hub_offline_reason():
         raise PipelineError(
-            f"model '{spec.name}': {offline} and fetch: range reads {spec.hub_id} from the Hub; use fetch: download "
-            f"with a pre-filled cache {constants.HF_HUB_CACHE} and HF_HUB_OFFLINE=1, or source: config"
+            f"{offline} and fetch: range reads {spec.hub_id} from the Hub; use fetch: download "
+            f"with a pre-filled cache {constants.HF_HUB_CACHE} and HF_HUB_OFFLINE=1, or source: config",
+            model=spec.name,
         )
     try:
         sha = remote.resolve_revision(spec.hub_id, spec.revision or "main")
     except PipelineError as exc:
-        raise PipelineError(f"model '{spec.name}': {exc}; use source: config, or pre-fill the cache") from None
+        raise PipelineError(f"{exc}; use source: config, or pre-fill the cache", model=spec.name) from None
     headers = remote.hub_headers()
     opened: dict[str, remote.RangeFile] = {}
 
@@ -166,9 +169,9 @@ def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
             safetensors_file.entries_from_header(header, data_start, name, rf(name).size, rf(name).url)
             stored[name] = {"size": rf(name).size, "data_start": data_start, "header": header}
     except FileNotFoundError as exc:
-        raise PipelineError(f"model '{spec.name}': {exc.args[0]} not found on the Hub") from None
+        raise PipelineError(f"{exc.args[0]} not found on the Hub", model=spec.name) from None
     except PipelineError as exc:
-        raise PipelineError(f"model '{spec.name}': {exc}; use source: config, or pre-fill the cache") from None
+        raise PipelineError(f"{exc}; use source: config, or pre-fill the cache", model=spec.name) from None
     check_architecture(spec, out / "config.json")
     remote.write_headers(out, stored)
     # Which tensors are the embeddings: the model's own accessors on the meta-built architecture.

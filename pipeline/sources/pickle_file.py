@@ -23,10 +23,10 @@ def pickle_to_safetensors(spec: ModelSpec, folder: Path, files: list[str], out: 
             state = torch.load(folder / name, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:  # torch raises many types for a file it cannot unpickle safely
             raise PipelineError(
-                f"model '{spec.name}': {folder / name}: not loadable with weights_only=True ({first_line(exc)})"
+                f"{folder / name}: not loadable with weights_only=True ({first_line(exc)})", model=spec.name
             ) from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise PipelineError(f"model '{spec.name}': {folder / name}: not a state dict of tensors")
+            raise PipelineError(f"{folder / name}: not a state dict of tensors", model=spec.name)
         for key, tensor in state.items():
             ident = (
                 tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size(),

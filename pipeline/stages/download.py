@@ -54,7 +54,7 @@ def main() -> None:
     cfg = params.load()
     for name in args.models:
         if name not in cfg.models:
-            raise PipelineError(f"model '{name}': not in params.yaml models (have: {', '.join(cfg.models)})")
+            raise PipelineError(f"not in params.yaml models (have: {', '.join(cfg.models)})", model=name)
     chosen = {name: cfg.models[name] for name in args.models} if args.models else cfg.models
     root = Path(cfg.paths["models"])
     atomic.clean_leftovers(root)  # temp folders a killed run left, also beside folders kept as they are

@@ -30,7 +30,7 @@ def value_evidence(
     if not inv["is_input_embedding"].any():  # a vision or audio encoder reads pixels or audio, not tokens
         return {"stored_separately": False, "method": "no token embedding in this architecture"}
     if not in_key:
-        raise PipelineError(f"model '{name}': the input embedding is not in the checkpoint")
+        raise PipelineError("the input embedding is not in the checkpoint", model=name)
     if fmt == "remote":  # only the embedding matrices were fetched, into one local file
         entries = safetensors_file.read_entries(model_dir / remote.EMBEDDINGS)
     by_key = {e.key: e for e in entries}

@@ -83,13 +83,14 @@ def regroup(entries: list[Entry], config: dict[str, Any], name: str, read: Reade
     method = q["quant_method"]
     if method not in METHODS:
         raise PipelineError(
-            f"model '{name}': quant_method {method!r} has no layout rule (known: {', '.join(METHODS)}); "
-            "its packed tensors would be counted as parameters"
+            f"quant_method {method!r} has no layout rule (known: {', '.join(METHODS)}); "
+            "its packed tensors would be counted as parameters",
+            model=name,
         )
     try:
         check_config(q)
     except PipelineError as exc:
-        raise PipelineError(f"model '{name}': {exc}") from None
+        raise PipelineError(f"{exc}", model=name) from None
     by_key = {e.key: e for e in entries}
     candidates: dict[str, dict[str, Entry]] = {}  # module -> {metadata suffix: entry}, built once
     for e in entries:
@@ -108,7 +109,7 @@ def regroup(entries: list[Entry], config: dict[str, Any], name: str, read: Reade
             try:
                 shape = layout.rule(e, candidates.get(module, {}), q, read)
             except PipelineError as exc:
-                raise PipelineError(f"model '{name}': {exc}") from None
+                raise PipelineError(f"{exc}", model=name) from None
             done.add(e.key)
             quantized.add(module)
             if shape is None:
@@ -136,6 +137,7 @@ def require_packed(regrouped: Regrouped, name: str) -> None:
         looked = " or ".join(f"*.{layout.weight}" for layout in METHODS[regrouped.method].layouts)
         dtypes = ", ".join(sorted({e.dtype for e in regrouped.entries}))
         raise PipelineError(
-            f"model '{name}': its quantization_config says {regrouped.method}, but no tensor is packed or "
-            f"quantized (no {looked} in a quantized dtype; every tensor is {dtypes})"
+            f"its quantization_config says {regrouped.method}, but no tensor is packed or "
+            f"quantized (no {looked} in a quantized dtype; every tensor is {dtypes})",
+            model=name,
         )
