@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, sys.argv[1])
 t0 = time.perf_counter()
 import torch, transformers, yaml
-from pipeline.cli.fit import fit_source
+from pipeline.answers import fit
 transformers.DeepseekV3ForCausalLM  # the family's module, loaded lazily
 imports = time.perf_counter() - t0
 entry = yaml.safe_load((Path(sys.argv[1]) / "conf/model/deepseek-v3.yaml").read_text())
@@ -39,7 +39,7 @@ config.write_text(json.dumps(entry["architecture"]))
 options = {"context": 32768, "batch": 8, "dtype": "bfloat16", "kv_dtype": "bfloat16", "gpu_memory": "80GB",
            "gpus": 32, "tp": 8, "ep": 32, "train": None, "lora_rank": 16, "lora_targets": [], "checkpointing": False}
 t1 = time.perf_counter()
-r = fit_source(str(config), options)
+r = fit.plan(str(config), fit.FitOptions.of(options)).as_json()
 print(imports, time.perf_counter() - t1, r["total_params"], r["bytes_per_gpu"], r["max_context"], r["max_batch"])
 """
 

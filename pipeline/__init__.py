@@ -2,8 +2,10 @@
 
 The packages are floors; each may import its own and those below it (tests/test_architecture.py checks):
 
-    cli/      hmp, a thin door into the same library the stages call
+    cli/      hmp, a thin door: parses options, calls answers/, prints the answer
     stages/   one thin module per DVC stage, named as the stage: download, count, ties, bias, census, report
+    answers/  one library call per question a door asks (count a source, plan its memory, add it to the
+              sweep), each returning a typed answer
     report/   the report as sections (text and figure together), its renderer, plot data, offline plots page
     census/   many repositories counted from their headers alone, on Dask distributed, resumably (hmp census)
     sources/  where a model's files come from: its config, a local folder, the Hub (whole files or ranges)

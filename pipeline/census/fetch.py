@@ -206,7 +206,7 @@ def fetch(src: Source) -> Fetched:
         else:
             _checkpoint(repo, out)
     except FileNotFoundError as exc:
-        raise PipelineError(f"{_short(str(exc.args[0]))} not found", kind=UNAVAILABLE) from None
+        raise PipelineError(f"{short(str(exc.args[0]))} not found", kind=UNAVAILABLE) from None
     out.bytes_fetched = repo.bytes_fetched
     out.requests = sum(getattr(f, "requests", 0) for f in list(repo.opened.values())) + repo.api_requests
     return out
@@ -248,8 +248,8 @@ def _header(repo: Repo, name: str) -> dict:
     rf = repo.file(name)
     data_start, header = remote.read_header(rf, HEADER_GUESS)
     if rf.size is None:
-        raise PipelineError(f"{_short(rf.url)}: the server did not say how long the file is (Content-Range)")
-    safetensors_file.entries_from_header(header, data_start, name, rf.size, _short(rf.url))
+        raise PipelineError(f"{short(rf.url)}: the server did not say how long the file is (Content-Range)")
+    safetensors_file.entries_from_header(header, data_start, name, rf.size, short(rf.url))
     return {"size": rf.size, "data_start": data_start, "header": header}
 
 
@@ -333,11 +333,11 @@ def _gguf_header(rf: Any) -> tuple[bytes, int]:
     take = min(GGUF_FIRST_READ, rf.size)
     while True:
         data = rf.read(0, take)
-        header = gguf_header.parse_prefix(data, rf.size, _short(rf.url))
+        header = gguf_header.parse_prefix(data, rf.size, short(rf.url))
         if header is not None:
             return data[: header.data_start], rf.size
         if take >= GGUF_MAX_HEADER:
-            raise PipelineError(f"{_short(rf.url)}: no GGUF header ends in its first {take:,} bytes")
+            raise PipelineError(f"{short(rf.url)}: no GGUF header ends in its first {take:,} bytes")
         take = min(take * 4, rf.size, GGUF_MAX_HEADER)
 
 
@@ -365,7 +365,7 @@ def _cached_snapshot(src: Source) -> Path:
     return folder
 
 
-def _short(url: str) -> str:
+def short(url: str) -> str:
     """A URL without the endpoint (so a row does not depend on which host or port served it)."""
     from huggingface_hub import constants
 
@@ -374,5 +374,5 @@ def _short(url: str) -> str:
 
 def _said(exc: BaseException) -> str:
     if isinstance(exc, PipelineError):
-        return _short(first_line(exc))
-    return _short(f"{type(exc).__name__}: {first_line(exc)}")
+        return short(first_line(exc))
+    return short(f"{type(exc).__name__}: {first_line(exc)}")

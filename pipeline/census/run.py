@@ -95,10 +95,10 @@ def builds_here() -> int:
 
 def _reason(exc: BaseException) -> str:
     from pipeline.census import count
-    from pipeline.census.fetch import _short
+    from pipeline.census.fetch import short
 
     text = count.reason(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {first_line(exc)}"
-    text = " ".join(_short(text).split())
+    text = " ".join(short(text).split())
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 

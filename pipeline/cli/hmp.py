@@ -18,11 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 
-from pipeline.cli.add import add
-from pipeline.cli.count import count_source, text
 from pipeline.core.errors import PipelineError, first_line
 
 log = logging.getLogger("hmp")
@@ -74,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         _command(args)
-    except PipelineError as exc:  # the stages' advice names model-file fields; here the user gave a source
-        raise PipelineError(_for_hmp(str(exc))) from None
+    except PipelineError as exc:  # its advice as an hmp user takes it: options, not model-file fields
+        raise exc.said_to("hmp") from None
 
 
 def _version() -> str:
@@ -92,26 +89,15 @@ def _version() -> str:
 
 
 PICKLE_HELP = "load .bin/.pt checkpoints with torch.load(weights_only=True) (pickle can run code)"
-# The stages' advice, as an hmp user can follow it: options instead of model-file fields
-HMP_ADVICE = (
-    (r"\buse source: config\b", "use its config.json instead"),
-    (r"set allow_pickle: true in the model config", "pass --allow-pickle"),
-    (r"set config_only: true to count it from its config alone", "give its config.json to count it alone"),
-)
-
-
-def _for_hmp(message: str) -> str:
-    for pattern, advice in HMP_ADVICE:
-        message = re.sub(pattern, advice, message)
-    return message
 
 
 def _command(args: argparse.Namespace) -> None:
     if args.command == "fit":
-        from pipeline.cli.fit import fit_source, fit_text
+        from pipeline.answers import fit
+        from pipeline.cli.fit import fit_text
 
-        options = {**vars(args), "lora_targets": [t.strip() for t in args.lora_targets.split(",") if t.strip()]}
-        result = fit_source(args.source, options)
+        targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+        result = fit.plan(args.source, fit.FitOptions.of({**vars(args), "lora_targets": targets})).as_json()
         _say(json.dumps(result, indent=2) if args.json else fit_text(result))
         return
     if args.command == "census":
@@ -120,9 +106,14 @@ def _command(args: argparse.Namespace) -> None:
         _say(census_command(args.list, args.output, args.workers, args.threads, args.scheduler))
         return
     if args.command == "count":
-        result = count_source(args.source, args.revision, args.name, args.allow_pickle)
+        from pipeline.answers.count import count
+        from pipeline.cli.count import text
+
+        result = count(args.source, args.revision, args.name, args.allow_pickle).as_json()
         _say(json.dumps(result, indent=2) if args.json else text(result, args.per_layer))
     else:
+        from pipeline.answers.add import add
+
         written = add(args.name, args.source, args.revision, args.sweep, args.stated_size, args.allow_pickle)
         _say(f"added {args.name}: wrote {', '.join(str(p) for p in written)}; now run `dvc repro`")
 

@@ -13,6 +13,23 @@ from typing import Any
 
 UNAVAILABLE = "unavailable"  # PipelineError.kind of an input that could not be had (the other kind: "invalid")
 
+# The way forward an error offers, as each door's user takes it: a stage's user edits a model file's fields, an
+# hmp user passes options. {advice: (joiner, for the stages, for hmp)}; PipelineError(advice=...) names one.
+ADVICE = {
+    "config_source": (", or ", "use source: config", "use its config.json instead"),
+    "allow_pickle": (
+        "; ",
+        "set allow_pickle: true in the model config to load it with torch.load(weights_only=True)",
+        "pass --allow-pickle to load it with torch.load(weights_only=True)",
+    ),
+    "config_only": (
+        "; ",
+        "set config_only: true to count it from its config alone",
+        "give its config.json to count it alone",
+    ),
+}
+DOORS = ("stage", "hmp")
+
 
 class PipelineError(Exception):
     """A problem with the user's input, as data, reported as one line (str()), never as a traceback.
@@ -22,21 +39,48 @@ class PipelineError(Exception):
     line names the model first, here and nowhere else: "model 'NAME': message".
     """
 
-    def __init__(self, message: str = "", *, model: str | None = None, kind: str = "invalid") -> None:
-        self.message, self.model, self.kind = str(message), model, kind
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        model: str | None = None,
+        kind: str = "invalid",
+        advice: str | None = None,
+        door: str = "stage",
+    ) -> None:
+        if advice is not None and advice not in ADVICE:
+            raise ValueError(f"no advice {advice!r}")
+        self.message, self.model, self.kind, self.advice, self.door = str(message), model, kind, advice, door
         super().__init__(self.message)
 
     def __str__(self) -> str:
+        text = self.message
+        if self.advice is not None:
+            joiner, *said = ADVICE[self.advice]
+            text += joiner + said[DOORS.index(self.door)]
         if self.model is None:
-            return self.message
+            return text
         shown = self.model if self.model.isprintable() else repr(self.model)[1:-1]  # a name with a newline: escaped
-        return f"model '{shown}': {self.message}"
+        return f"model '{shown}': {text}"
+
+    def _copy(self, **changes: Any) -> PipelineError:
+        fields = {"model": self.model, "kind": self.kind, "advice": self.advice, "door": self.door} | changes
+        return PipelineError(self.message, **fields)
 
     def named(self, model: str) -> PipelineError:
         """This error naming model, when it names none yet (the same error when it does)."""
-        if self.model is not None:
-            return self
-        return PipelineError(self.message, model=model, kind=self.kind)
+        return self if self.model is not None else self._copy(model=model)
+
+    def reworded(self, message: str) -> PipelineError:
+        """This error with another message (a temporary path named as the user's own), all else kept."""
+        copy = self._copy()
+        copy.message = message
+        copy.args = (message,)
+        return copy
+
+    def said_to(self, door: str) -> PipelineError:
+        """This error with its advice as the door's user takes it ("hmp": options, not model-file fields)."""
+        return self._copy(door=door)
 
 
 class PipelineErrors(PipelineError):
@@ -46,6 +90,9 @@ class PipelineErrors(PipelineError):
         self.errors = errors
         self.total = total
         super().__init__(f"{len(errors)} of {total} models refused: " + "; ".join(str(e) for e in errors))
+
+    def said_to(self, door: str) -> PipelineErrors:
+        return PipelineErrors([e.said_to(door) for e in self.errors], self.total)
 
     def lines(self) -> list[str]:
         return [str(e) for e in self.errors] + [

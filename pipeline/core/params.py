@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline.core.errors import PipelineError, collect, first_line, read_json_object
-from pipeline.core.schema import PATH_KEYS, SECTIONS, ModelEntry, _schema_error
+from pipeline.core.schema import PATH_KEYS, SECTIONS, ModelEntry, schema_error
 from pipeline.core.sizes import check_sizes, parse_size
 
 PARAMS_FILE = Path("params.yaml")
@@ -117,7 +117,7 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
     try:
         values = ModelEntry.model_validate(entry).model_dump()
     except ValidationError as exc:
-        raise PipelineError(f"{_schema_error(exc, ModelEntry, entry)}", model=name) from None
+        raise PipelineError(f"{schema_error(exc, ModelEntry, entry)}", model=name) from None
     written = tuple(values["architecture"] or ())
     source = values["source"]
     if source == "path" and not values["path"]:
@@ -148,7 +148,7 @@ def _section(raw: dict[str, Any], section: str) -> dict[str, Any]:
     try:
         schema.model_validate(data)
     except ValidationError as exc:
-        raise PipelineError(f"params.yaml: {_schema_error(exc, schema, data, f'{section}.')}") from None
+        raise PipelineError(f"params.yaml: {schema_error(exc, schema, data, f'{section}.')}") from None
     return dict(data)
 
 

@@ -13,7 +13,7 @@ from pipeline.core.sizes import MAX_LAYERS
 
 
 # The declared schemas (pydantic): each field's type, range or choices and default, in one place. Our
-# own code only turns pydantic's first error into the pipeline's one line (_schema_error), and keeps
+# own code only turns pydantic's first error into the pipeline's one line (schema_error), and keeps
 # the rules between fields and against transformers' config classes (model_spec, validate_architecture).
 class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -123,7 +123,7 @@ def _bounds(annotation: Any) -> tuple[int, int]:
     return low, high
 
 
-def _schema_error(exc: ValidationError, schema: type[BaseModel], data: dict, prefix: str = "") -> str:
+def schema_error(exc: ValidationError, schema: type[BaseModel], data: dict, prefix: str = "") -> str:
     """pydantic's first error as the pipeline's one line: which key, the value given, what it must be."""
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a misspelt key explains the rest
     err = errors[0]

@@ -195,7 +195,7 @@ def _transformers_config(meta: dict[str, Field], tensor_names: list[str], where:
     tests/formats/test_gguf_file.py holds them equal. Only the values the config uses are decoded.
     """
     from transformers.integrations import GGUF_CONFIG_DEFAULTS_MAPPING
-    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES, GGUF_TO_TRANSFORMERS_MAPPING
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     def read_field(key: str) -> list[Any]:
         return _items(meta[key], key, where) if key in meta else []
@@ -207,7 +207,41 @@ def _transformers_config(meta: dict[str, Field], tensor_names: list[str], where:
     model_name = read_field("general.name")
     config: dict[str, Any] = {}
 
-    updated_architecture = None
+    updated_architecture = _renamed(architecture, model_name, config)
+
+    if "stablelm" in architecture:  # its biases and parallel residual are read off the tensor names
+        bias_names = {"attn_q.bias", "attn_k.bias", "attn_v.bias"}
+        config["use_qkv_bias"] = any(b in name for name in tensor_names for b in bias_names)
+        config["use_parallel_residual"] = not any("ffn_norm" in name for name in tensor_names)
+
+    if architecture not in GGUF_SUPPORTED_ARCHITECTURES and updated_architecture not in GGUF_SUPPORTED_ARCHITECTURES:
+        raise PipelineError(
+            f"{where}: no architecture transformers can read (GGUF model with architecture {architecture} "
+            "is not supported yet)"
+        )
+
+    # untied when an output.weight is stored, in any shard (falcon and bloom are tied regardless)
+    config["tie_word_embeddings"] = "output.weight" not in tensor_names or architecture in ("falcon", "bloom")
+
+    defaults = GGUF_CONFIG_DEFAULTS_MAPPING.get(
+        updated_architecture, GGUF_CONFIG_DEFAULTS_MAPPING.get(architecture) or {}
+    )
+    for key, value in defaults.items():
+        config.setdefault(key, value)
+
+    tokens = _table_values(meta, architecture, updated_architecture, config, where)
+    _family_fixes(meta, updated_architecture, config, where)
+
+    if "vocab_size" not in config and tokens is not None:  # transformers: len(tokenizer.ggml.tokens)
+        # a 1-item list is its item in transformers, so then the length is that string's
+        config["vocab_size"] = (
+            len(_value(tokens, "tokenizer.ggml.tokens", where)) if tokens.count == 1 else tokens.count
+        )
+    return config
+
+
+def _renamed(architecture: str, model_name: list[Any], config: dict[str, Any]) -> str:
+    """The model type transformers reads a GGUF architecture as (and the T5 flags it sets on the way)."""
     if "llama" in architecture and "mistral" in model_name:  # llama.cpp files Mistral under llama
         updated_architecture = "mistral"
     elif "t5" in architecture or "t5encoder" in architecture:
@@ -231,25 +265,14 @@ def _transformers_config(meta: dict[str, Field], tensor_names: list[str], where:
     elif "minimax-m2" in architecture:
         updated_architecture = "minimax_m2"
 
-    if "stablelm" in architecture:  # its biases and parallel residual are read off the tensor names
-        bias_names = {"attn_q.bias", "attn_k.bias", "attn_v.bias"}
-        config["use_qkv_bias"] = any(b in name for name in tensor_names for b in bias_names)
-        config["use_parallel_residual"] = not any("ffn_norm" in name for name in tensor_names)
+    return updated_architecture
 
-    if architecture not in GGUF_SUPPORTED_ARCHITECTURES and updated_architecture not in GGUF_SUPPORTED_ARCHITECTURES:
-        raise PipelineError(
-            f"{where}: no architecture transformers can read (GGUF model with architecture {architecture} "
-            "is not supported yet)"
-        )
 
-    # untied when an output.weight is stored, in any shard (falcon and bloom are tied regardless)
-    config["tie_word_embeddings"] = "output.weight" not in tensor_names or architecture in ("falcon", "bloom")
-
-    defaults = GGUF_CONFIG_DEFAULTS_MAPPING.get(
-        updated_architecture, GGUF_CONFIG_DEFAULTS_MAPPING.get(architecture) or {}
-    )
-    for key, value in defaults.items():
-        config.setdefault(key, value)
+def _table_values(
+    meta: dict[str, Field], architecture: str, updated_architecture: str, config: dict[str, Any], where: Path
+) -> Field | None:
+    """Every metadata value transformers' table maps to a config field, into config; the token list's field."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_TO_TRANSFORMERS_MAPPING
 
     tables = GGUF_TO_TRANSFORMERS_MAPPING["config"]
     tokenizer_table = GGUF_TO_TRANSFORMERS_MAPPING["tokenizer"]
@@ -267,6 +290,11 @@ def _transformers_config(meta: dict[str, Field], tensor_names: list[str], where:
             value = value.replace(architecture, updated_architecture)
         config[target] = value
 
+    return tokens
+
+
+def _family_fixes(meta: dict[str, Field], updated_architecture: str, config: dict[str, Any], where: Path) -> None:
+    """transformers' fix-ups of the config of some families, in its order."""
     if config["model_type"] == "gemma3":  # the GGUF holds the text backbone only
         config["model_type"] = "gemma3_text"
     if config["model_type"] == "gemma4":
@@ -282,24 +310,22 @@ def _transformers_config(meta: dict[str, Field], tensor_names: list[str], where:
         config["block_auto_adjust_ff_dim"] = False
         config["full_attn_idxs"] = [i for i, n in enumerate(kv_heads) if n > 0]
     if updated_architecture == "gpt_oss" and "gpt-oss.rope.scaling.type" in meta:
-        # transformers reads these through `field.parts[0]`, which in gguf's reader is the key's length, not
-        # the value (so it gives rope_type 25); the values themselves are what it means to read
-        rope = {"rope_type": _value(meta["gpt-oss.rope.scaling.type"], "gpt-oss.rope.scaling.type", where)}
-        for key, field in meta.items():
-            suffix = key.removeprefix("gpt-oss.rope.scaling.")
-            if suffix == key or suffix == "type":
-                continue
-            value = _value(field, key, where)
-            if suffix in ("factor", "attention_factor", "beta_fast", "beta_slow"):
-                value = float(value)
-            elif suffix in ("original_context_length", "original_max_position_embeddings"):
-                suffix, value = "original_max_position_embeddings", int(value)
-            rope[suffix] = value
-        config["rope_scaling"] = rope
+        config["rope_scaling"] = _gpt_oss_rope(meta, where)
 
-    if "vocab_size" not in config and tokens is not None:  # transformers: len(tokenizer.ggml.tokens)
-        # a 1-item list is its item in transformers, so then the length is that string's
-        config["vocab_size"] = (
-            len(_value(tokens, "tokenizer.ggml.tokens", where)) if tokens.count == 1 else tokens.count
-        )
-    return config
+
+def _gpt_oss_rope(meta: dict[str, Field], where: Path) -> dict[str, Any]:
+    """gpt-oss's rope scaling, as its GGUF metadata says it."""
+    # transformers reads these through `field.parts[0]`, which in gguf's reader is the key's length, not
+    # the value (so it gives rope_type 25); the values themselves are what it means to read
+    rope = {"rope_type": _value(meta["gpt-oss.rope.scaling.type"], "gpt-oss.rope.scaling.type", where)}
+    for key, field in meta.items():
+        suffix = key.removeprefix("gpt-oss.rope.scaling.")
+        if suffix == key or suffix == "type":
+            continue
+        value = _value(field, key, where)
+        if suffix in ("factor", "attention_factor", "beta_fast", "beta_slow"):
+            value = float(value)
+        elif suffix in ("original_context_length", "original_max_position_embeddings"):
+            suffix, value = "original_max_position_embeddings", int(value)
+        rope[suffix] = value
+    return rope

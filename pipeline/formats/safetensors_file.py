@@ -263,8 +263,7 @@ def weight_files(folder: Path, allow_pickle: bool = False) -> tuple[list[str], s
     if pickles:
         if not allow_pickle:
             raise PipelineError(
-                f"{folder / pickles[0]}: pickle checkpoint refused (pickle can run code); "
-                "set allow_pickle: true in the model config to load it with torch.load(weights_only=True)"
+                f"{folder / pickles[0]}: pickle checkpoint refused (pickle can run code)", advice="allow_pickle"
             )
         return [regular_file(folder / name).name for name in pickles], "pickle"
     return [], ""

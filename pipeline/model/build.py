@@ -39,15 +39,19 @@ def _mapping(auto_class: str) -> Any:
 
 def _mapped(auto_class: str, config: Any, mapping: Any = None) -> type | None:
     """The class transformers' auto class auto_class builds for config, or None when it has none."""
-    from transformers.models.auto.auto_factory import _get_model_class
-
     mapping = _mapping(auto_class) if mapping is None else mapping
     try:
         if type(config) not in mapping:
             return None
-        return _get_model_class(config, mapping)  # picks among several classes by `architectures`, as from_config
+        found = mapping[type(config)]
     except Exception as exc:  # a class whose module needs an optional package (ImportError) and the like
         raise PipelineError(f"cannot load the model class: {type(exc).__name__}: {first_line(exc)}") from None
+    if not isinstance(found, list | tuple):
+        return found
+    # several classes for one config: the one `architectures` names, else the first, as from_config picks
+    # (transformers.models.auto.auto_factory._get_model_class, 5.x)
+    named = {cls.__name__: cls for cls in found}
+    return next((named[a] for a in getattr(config, "architectures", None) or [] if a in named), found[0])
 
 
 def is_base_class(cls: type, config: Any) -> bool:

@@ -187,116 +187,147 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
     parameter: transformers lists it in _keys_to_ignore_on_load_unexpected, the module registers
     a buffer of that name, or it is a scalar (a legacy constant such as attn.masked_bias).
     """
-    modules = dict(model.named_modules())
-    prefix = getattr(model, "base_model_prefix", "") or ""
-    aliases: dict[str, list[str]] = {}
-    by_id: dict[int, str] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    for pname, p in model.named_parameters(remove_duplicate=False):
-        canonical = by_id.setdefault(id(p), pname)
-        aliases.setdefault(canonical, []).append(pname)
-        shapes[pname] = tuple(p.shape)
-    canonical_of = {alias: canon for canon, names in aliases.items() for alias in names}
-    buffer_names = {bname for bname, _ in model.named_buffers(remove_duplicate=False)}
-    ignore = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])]
-
     import torch
     from transformers.core_model_loading import dot_natural_key
 
-    mapper, converters = key_mapper(model)
-    key_of: dict[str, str] = {}
-    unused: list[Entry] = []
-    extra: list[Entry] = []
-    copies = 0
-    buffers: list[tuple[Entry, str]] = []
-    unexpected: list[Entry] = []
-    mismatched: list[str] = []
-    twice: list[str] = []  # a parameter stored twice under one of its names, or an untied one under two
-    stored_as: dict[str, str] = {}  # each parameter name the checkpoint stores -> the key that holds it
-    merging: dict[str, Any] = {}  # parameter -> the converter collecting its per-expert tensors
-    sources: dict[str, list[Entry]] = {}
+    r = _Reconciler(model, name, base_only)
     for e in sorted(entries, key=lambda e: dot_natural_key(e.key)):
-        mapped, pattern = mapper(e.key)
-        if pattern is not None and mapped in canonical_of:
-            conv = merging.setdefault(mapped, copy.deepcopy(converters[pattern]))
-            sources.setdefault(canonical_of[mapped], []).append(e)
+        mapped, pattern = r.mapper(e.key)
+        if pattern is not None and mapped in r.canonical_of:
+            conv = r.merging.setdefault(mapped, copy.deepcopy(r.converters[pattern]))
+            r.sources.setdefault(r.canonical_of[mapped], []).append(e)
             conv.add_tensor(mapped, e.key, pattern, torch.empty(e.shape, dtype=torch.float32, device="meta"))
             continue
-        candidates = [mapped, e.key] + ([f"{prefix}.{mapped}"] if prefix else [])
-        if prefix and mapped.startswith(prefix + "."):
-            candidates.append(mapped[len(prefix) + 1 :])
-        pname = next((c for c in candidates if c in canonical_of), None)
+        candidates = [mapped, e.key] + ([f"{r.prefix}.{mapped}"] if r.prefix else [])
+        if r.prefix and mapped.startswith(r.prefix + "."):
+            candidates.append(mapped[len(r.prefix) + 1 :])
+        pname = next((c for c in candidates if c in r.canonical_of), None)
         if pname is not None:
-            if tuple(e.shape) != shapes[pname]:
-                mismatched.append(f"{e.key} {list(e.shape)} vs {pname} {list(shapes[pname])}")
-                continue
-            canon = canonical_of[pname]
-            if pname in stored_as or (canon in key_of and len(aliases[canon]) == 1):
-                # one name, two tensors (h.0.attn.c_attn.weight and transformer.h.0.attn.c_attn.weight): which
-                # one the model would load is the loader's accident, and counting one of them hides the other
-                first = stored_as.get(pname) or key_of[canon]
-                tie = "" if len(aliases[canon]) > 1 else ", a parameter with no other name"
-                twice.append(f"{first} and {e.key} both hold {pname}{tie}")
-                continue
-            stored_as[pname] = e.key
-            if canon in key_of:  # a tied tensor stored under another of its names: both are copies of one parameter
-                key_of[canon] += ";" + e.key
-                copies += e.numel
-                continue
-            key_of[canon] = e.key
-            sources[canon] = [e]
-            continue
-        owner = next((o for o in (_owner(modules, c) for c in candidates) if o is not None), None)
+            r.stored(e, pname)
+        else:
+            r.other(e, mapped, candidates)
+    r.merge_experts()
+    r.refuse_problems()
+    return Reconciled(
+        key_of=r.key_of,
+        buffers=r.buffers,
+        checkpoint_tensors=sum(e.numel for e in entries),
+        tied_copies=r.copies,
+        unused=r.unused,
+        extra=r.extra,
+        sources=r.sources,
+    )
+
+
+class _Reconciler:
+    """The model's parameters by name and alias, and what each checkpoint tensor was found to be."""
+
+    def __init__(self, model: torch.nn.Module, name: str, base_only: bool) -> None:
+        self.model, self.name, self.base_only = model, name, base_only
+        self.modules = dict(model.named_modules())
+        self.prefix = getattr(model, "base_model_prefix", "") or ""
+        self.aliases: dict[str, list[str]] = {}
+        by_id: dict[int, str] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for pname, p in model.named_parameters(remove_duplicate=False):
+            canonical = by_id.setdefault(id(p), pname)
+            self.aliases.setdefault(canonical, []).append(pname)
+            self.shapes[pname] = tuple(p.shape)
+        self.canonical_of = {alias: canon for canon, names in self.aliases.items() for alias in names}
+        self.buffer_names = {bname for bname, _ in model.named_buffers(remove_duplicate=False)}
+        self.ignore = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])]
+        self.mapper, self.converters = key_mapper(model)
+        self.key_of: dict[str, str] = {}
+        self.unused: list[Entry] = []
+        self.extra: list[Entry] = []
+        self.copies = 0
+        self.buffers: list[tuple[Entry, str]] = []
+        self.unexpected: list[Entry] = []
+        self.mismatched: list[str] = []
+        self.twice: list[str] = []  # a parameter stored twice under one of its names, or an untied one under two
+        self.stored_as: dict[str, str] = {}  # each parameter name the checkpoint stores -> the key that holds it
+        self.merging: dict[str, Any] = {}  # parameter -> the converter collecting its per-expert tensors
+        self.sources: dict[str, list[Entry]] = {}
+
+    def stored(self, e: Entry, pname: str) -> None:
+        """e holds the parameter named pname (one of its names)."""
+        if tuple(e.shape) != self.shapes[pname]:
+            self.mismatched.append(f"{e.key} {list(e.shape)} vs {pname} {list(self.shapes[pname])}")
+            return
+        canon = self.canonical_of[pname]
+        if pname in self.stored_as or (canon in self.key_of and len(self.aliases[canon]) == 1):
+            # one name, two tensors (h.0.attn.c_attn.weight and transformer.h.0.attn.c_attn.weight): which
+            # one the model would load is the loader's accident, and counting one of them hides the other
+            first = self.stored_as.get(pname) or self.key_of[canon]
+            tie = "" if len(self.aliases[canon]) > 1 else ", a parameter with no other name"
+            self.twice.append(f"{first} and {e.key} both hold {pname}{tie}")
+            return
+        self.stored_as[pname] = e.key
+        if canon in self.key_of:  # a tied tensor stored under another of its names: both are copies of one parameter
+            self.key_of[canon] += ";" + e.key
+            self.copies += e.numel
+            return
+        self.key_of[canon] = e.key
+        self.sources[canon] = [e]
+
+    def other(self, e: Entry, mapped: str, candidates: list[str]) -> None:
+        """e holds no parameter: a buffer, a tensor outside the base model, an extra layer, or unexpected."""
+        owner = next((o for o in (_owner(self.modules, c) for c in candidates) if o is not None), None)
         is_buffer = owner is not None and (
-            any(pat.search(e.key) for pat in ignore) or any(c in buffer_names for c in candidates) or e.numel == 1
+            any(pat.search(e.key) for pat in self.ignore)
+            or any(c in self.buffer_names for c in candidates)
+            or e.numel == 1
         )
         if is_buffer:
-            buffers.append((e, owner))
-        elif base_only and mapped.split(".", 1)[0] not in modules and not e.key.startswith(f"{prefix}."):
-            unused.append(e)
-        elif owner is None and _extra_layer(model, e.key):
-            extra.append(e)
+            self.buffers.append((e, owner))
+        elif self.base_only and mapped.split(".", 1)[0] not in self.modules and not e.key.startswith(f"{self.prefix}."):
+            self.unused.append(e)
+        elif owner is None and _extra_layer(self.model, e.key):
+            self.extra.append(e)
         else:
-            unexpected.append(e)
-    for target, conv in merging.items():
-        merged = conv.layer_targets[target]
-        gaps = _expert_gaps(merged)
-        if gaps:
-            mismatched.append(f"{target}: {gaps}")
-            continue
-        try:
-            shape = _merge(model, target, conv)
-        except Exception as exc:  # transformers' own operations refuse tensors that do not fit together
-            mismatched.append(f"{len(merged)} tensors merged into {target} do not fit ({first_line(exc)})")
-            continue
-        if shape != shapes[target]:
-            mismatched.append(f"{len(merged)} tensors merge to {list(shape)} vs {target} {list(shapes[target])}")
-            continue
-        if canonical_of[target] in key_of:  # stored whole and as one tensor per expert
-            twice.append(f"{key_of[canonical_of[target]]} and {_compress(merged)} both hold {target}")
-            continue
-        key_of[canonical_of[target]] = _compress(merged)
-    missing = [canon for canon in aliases if canon not in key_of]
-    problems = []
-    if mismatched:
-        problems.append(f"shape mismatch: {'; '.join(mismatched[:5])}{' …' if len(mismatched) > 5 else ''}")
-    if twice:
-        problems.append(f"stored twice: {'; '.join(twice[:3])}{' …' if len(twice) > 3 else ''}")
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
-    if unexpected:
-        # largest first (stable: file order among equals): the tensors that hold a layout's values lead the
-        # truncated list, ahead of the scales and indices beside them
-        keys = [e.key for e in sorted(unexpected, key=lambda e: -e.numel)]
-        problems.append(f"unexpected keys: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}")
-    if problems:
-        raise PipelineError(f"checkpoint does not match the architecture: {' | '.join(problems)}", model=name)
-    return Reconciled(
-        key_of=key_of,
-        buffers=buffers,
-        checkpoint_tensors=sum(e.numel for e in entries),
-        tied_copies=copies,
-        unused=unused,
-        extra=extra,
-        sources=sources,
-    )
+            self.unexpected.append(e)
+
+    def merge_experts(self) -> None:
+        """The per-expert tensors merged into each parameter by transformers' own converters."""
+        for target, conv in self.merging.items():
+            merged = conv.layer_targets[target]
+            gaps = _expert_gaps(merged)
+            if gaps:
+                self.mismatched.append(f"{target}: {gaps}")
+                continue
+            try:
+                shape = _merge(self.model, target, conv)
+            except Exception as exc:  # transformers' own operations refuse tensors that do not fit together
+                self.mismatched.append(f"{len(merged)} tensors merged into {target} do not fit ({first_line(exc)})")
+                continue
+            if shape != self.shapes[target]:
+                self.mismatched.append(
+                    f"{len(merged)} tensors merge to {list(shape)} vs {target} {list(self.shapes[target])}"
+                )
+                continue
+            if self.canonical_of[target] in self.key_of:  # stored whole and as one tensor per expert
+                self.twice.append(
+                    f"{self.key_of[self.canonical_of[target]]} and {_compress(merged)} both hold {target}"
+                )
+                continue
+            self.key_of[self.canonical_of[target]] = _compress(merged)
+
+    def refuse_problems(self) -> None:
+        """One line naming every way the checkpoint does not match, when it does not."""
+        missing = [canon for canon in self.aliases if canon not in self.key_of]
+        problems = []
+        if self.mismatched:
+            problems.append(
+                f"shape mismatch: {'; '.join(self.mismatched[:5])}{' …' if len(self.mismatched) > 5 else ''}"
+            )
+        if self.twice:
+            problems.append(f"stored twice: {'; '.join(self.twice[:3])}{' …' if len(self.twice) > 3 else ''}")
+        if missing:
+            problems.append(f"missing keys: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
+        if self.unexpected:
+            # largest first (stable: file order among equals): the tensors that hold a layout's values lead the
+            # truncated list, ahead of the scales and indices beside them
+            keys = [e.key for e in sorted(self.unexpected, key=lambda e: -e.numel)]
+            problems.append(f"unexpected keys: {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}")
+        if problems:
+            raise PipelineError(f"checkpoint does not match the architecture: {' | '.join(problems)}", model=self.name)

@@ -104,16 +104,27 @@ def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame, fig: str) -> 
         f"only the attention and MLP weight matrices, so it also drops "
         f"{whole(int(v['non_embedding_kaplan']) - int(v['attn_mlp_matrices']))} biases and norm values."
     )
+    lines.append(_hub_line(m, v, s, u))
+    if not pd.isna(v["stated"]):
+        lines.append(
+            f"- **{s['stated_size']}** is the size its authors stated; the exact count is {whole(u)}, "
+            f"{whole(abs(u - int(v['stated'])))} {'more' if u > int(v['stated']) else 'less'}."
+        )
+    return "\n".join(out + lines + [""])
+
+
+def _hub_line(m: str, v: dict, s: pd.Series, u: int) -> str:
+    """What the Hub's model page shows for the model (a sum over its checkpoint's tensors), and why."""
     quantized = isinstance(s.get("quant_method"), str) and bool(s["quant_method"])
     if not pd.isna(v["checkpoint_tensors"]) and quantized:
-        lines.append(
+        return (
             f"- **{whole(v['checkpoint_tensors'])}** is a naive sum of its header, packed storage and quantization "
             "metadata counted as parameters (see Quantized checkpoints)."
         )
     elif not pd.isna(v["checkpoint_tensors"]):
         extra = int(v["checkpoint_tensors"]) - u
         masks = s["model_type"] == "gpt2" and extra > 0
-        lines.append(
+        return (
             f"- **{whole(v['checkpoint_tensors'])}** ({human(int(v['checkpoint_tensors']))}) is what the Hub's "
             "model page shows: a sum over every tensor in the checkpoint file"
             + (
@@ -125,17 +136,11 @@ def conventions_section(conv: pd.DataFrame, summary: pd.DataFrame, fig: str) -> 
             + "."
         )
     else:
-        lines.append(
+        return (
             "- The Hub's model page sums every tensor in the checkpoint file, tensors that are not parameters "
             f"included. This run has no checkpoint for `{m}` (source {s['source']}); give it `source: hub` or "
             "`source: path` to see that sum here."
         )
-    if not pd.isna(v["stated"]):
-        lines.append(
-            f"- **{s['stated_size']}** is the size its authors stated; the exact count is {whole(u)}, "
-            f"{whole(abs(u - int(v['stated'])))} {'more' if u > int(v['stated']) else 'less'}."
-        )
-    return "\n".join(out + lines + [""])
 
 
 def section(d: Data) -> Section:

@@ -38,23 +38,7 @@ def cost_section(
         )
         if values is not None and (values.fillna(1) != 0).any()
     ]
-    rows = []
-    for name, c in wide.iterrows():
-        rows.append(
-            [
-                f"`{name}`",
-                *(gib(c[f"weights_bytes_{d}"]) for d in ("float32", "bfloat16", "int8", "int4")),
-                gib(c["largest_layer_bytes_float32"]),
-                gib(c["train_adam_mixed_bytes"]),
-                f"{whole(c['kv_cache_bytes_per_token_bfloat16'])} B",
-                gib(c["kv_cache_bytes_at_context"]) if c["kv_cache_bytes_at_context"] else "—",
-                "—" if pd.isna(c["forward_flops_per_token"]) else f"{c['forward_flops_per_token'] / 1e9:,.2f} G",
-                *(
-                    "unknown" if pd.isna(c[col]) else gib(c[col]) if "state" in col and c[col] else f"{whole(c[col])} B"
-                    for _, col in extra
-                ),
-            ]
-        )
+    rows = [_cost_row(name, c, extra) for name, c in wide.iterrows()]
     adam = int(cfg.cost["adam_bytes_per_param"])
     bf16 = 2 * grid["params"]
     out = [
@@ -99,6 +83,23 @@ def cost_section(
         "",
     ]
     return "\n".join(out + _published_lines(summary, published, figs["published"]))
+
+
+def _cost_row(name: str, c: pd.Series, extra: list[tuple[str, str]]) -> list[str]:
+    """One model's row of the cost table."""
+    return [
+        f"`{name}`",
+        *(gib(c[f"weights_bytes_{d}"]) for d in ("float32", "bfloat16", "int8", "int4")),
+        gib(c["largest_layer_bytes_float32"]),
+        gib(c["train_adam_mixed_bytes"]),
+        f"{whole(c['kv_cache_bytes_per_token_bfloat16'])} B",
+        gib(c["kv_cache_bytes_at_context"]) if c["kv_cache_bytes_at_context"] else "—",
+        "—" if pd.isna(c["forward_flops_per_token"]) else f"{c['forward_flops_per_token'] / 1e9:,.2f} G",
+        *(
+            "unknown" if pd.isna(c[col]) else gib(c[col]) if "state" in col and c[col] else f"{whole(c[col])} B"
+            for _, col in extra
+        ),
+    ]
 
 
 def _published_lines(summary: pd.DataFrame, table: pd.DataFrame, fig: str) -> list[str]:

@@ -14,48 +14,8 @@ from pipeline.report.text import md_table, whole
 def ties_section(summary: pd.DataFrame, ties: pd.DataFrame, fig: str | None = None) -> str:
     rows, lines = [], []
     for _, t in ties.iterrows():
-        s = summary.loc[t["model"]]
-        r = "—" if pd.isna(t["pearson_r"]) else f"{t['pearson_r']:.6f}"
-        diff = "—" if pd.isna(t["max_abs_diff"]) else f"{t['max_abs_diff']:.3g}"
-        rows.append(
-            [
-                f"`{t['model']}`",
-                "yes" if t["declared_tied"] else "no",
-                "yes" if t["structural_tied"] else "no",
-                f"`{t['input_embedding']}`" if isinstance(t["input_embedding"], str) and t["input_embedding"] else "—",
-                f"`{t['output_embedding']}`"
-                if isinstance(t["output_embedding"], str) and t["output_embedding"]
-                else "—",
-                whole(t["untied_head_params"]),
-                "—" if pd.isna(t["stored_separately"]) else ("yes" if t["stored_separately"] else "no"),
-                r,
-                diff,
-            ]
-        )
-        total, untied, head = int(s["total"]), int(s["total_untied"]), int(s["head_params"])
-        if isinstance(s.get("tie_note"), str) and s["tie_note"]:
-            lines.append(f"- `{t['model']}`: {s['tie_note']} (+{whole(head)}).")
-        if pd.notna(t["pearson_r"]):
-            verdict = (
-                "the two matrices are one"
-                if t["pearson_r"] > 0.999999 and t["max_abs_diff"] == 0
-                else "the matrices are unrelated"
-                if abs(t["pearson_r"]) < 0.1
-                else "the matrices are related but differ"
-            )
-            lines.append(
-                f"- `{t['model']}`: r = {t['pearson_r']:.6f}, max |difference| = {t['max_abs_diff']:.3g}: {verdict}."
-            )
-        if t["structural_tied"]:
-            lines.append(
-                f"- `{t['model']}` is tied: its output head is the token embedding tensor. With a head of its own "
-                f"it would hold {whole(untied)}; {whole(untied)} − {whole(head)} = {whole(untied - head)}."
-            )
-        elif head:
-            lines.append(
-                f"- `{t['model']}` is untied: its head is a tensor of its own. "
-                f"{whole(total)} − {whole(head)} = {whole(total - head)} is what it would hold tied."
-            )
+        rows.append(_tie_row(t))
+        lines += _tie_lines(t, summary.loc[t["model"]])
     by_method: dict[str, list[str]] = {}
     for model, method in zip(ties["model"], ties["method"], strict=True):
         by_method.setdefault(method, []).append(f"`{model}`")
@@ -102,6 +62,53 @@ def ties_section(summary: pd.DataFrame, ties: pd.DataFrame, fig: str | None = No
             ),
         ]
     )
+
+
+def _tie_row(t: pd.Series) -> list[str]:
+    """One model's row of the ties table."""
+    r = "—" if pd.isna(t["pearson_r"]) else f"{t['pearson_r']:.6f}"
+    diff = "—" if pd.isna(t["max_abs_diff"]) else f"{t['max_abs_diff']:.3g}"
+    return [
+        f"`{t['model']}`",
+        "yes" if t["declared_tied"] else "no",
+        "yes" if t["structural_tied"] else "no",
+        f"`{t['input_embedding']}`" if isinstance(t["input_embedding"], str) and t["input_embedding"] else "—",
+        f"`{t['output_embedding']}`" if isinstance(t["output_embedding"], str) and t["output_embedding"] else "—",
+        whole(t["untied_head_params"]),
+        "—" if pd.isna(t["stored_separately"]) else ("yes" if t["stored_separately"] else "no"),
+        r,
+        diff,
+    ]
+
+
+def _tie_lines(t: pd.Series, s: pd.Series) -> list[str]:
+    """What the evidence says of one model's tie, a line each."""
+    lines = []
+    total, untied, head = int(s["total"]), int(s["total_untied"]), int(s["head_params"])
+    if isinstance(s.get("tie_note"), str) and s["tie_note"]:
+        lines.append(f"- `{t['model']}`: {s['tie_note']} (+{whole(head)}).")
+    if pd.notna(t["pearson_r"]):
+        verdict = (
+            "the two matrices are one"
+            if t["pearson_r"] > 0.999999 and t["max_abs_diff"] == 0
+            else "the matrices are unrelated"
+            if abs(t["pearson_r"]) < 0.1
+            else "the matrices are related but differ"
+        )
+        lines.append(
+            f"- `{t['model']}`: r = {t['pearson_r']:.6f}, max |difference| = {t['max_abs_diff']:.3g}: {verdict}."
+        )
+    if t["structural_tied"]:
+        lines.append(
+            f"- `{t['model']}` is tied: its output head is the token embedding tensor. With a head of its own "
+            f"it would hold {whole(untied)}; {whole(untied)} − {whole(head)} = {whole(untied - head)}."
+        )
+    elif head:
+        lines.append(
+            f"- `{t['model']}` is untied: its head is a tensor of its own. "
+            f"{whole(total)} − {whole(head)} = {whole(total - head)} is what it would hold tied."
+        )
+    return lines
 
 
 def section(d: Data) -> Section:

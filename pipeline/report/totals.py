@@ -33,37 +33,8 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, full: dict[str, pd
         if isinstance(s.get("ignored_fields"), str) and s["ignored_fields"]:
             fields = ", ".join(f"`{f}`" for f in s["ignored_fields"].split(";"))
             ignored.append(f"- `{name}`: {fields}.")
-        if isinstance(s.get("quant_method"), str) and s["quant_method"]:
-            notes.append(
-                f"- `{name}`: its checkpoint is quantized ({s['quant_method']}), {whole(s['total'])} parameters in "
-                f"{nbytes(s['checkpoint_bytes'])}; see Quantized checkpoints for what its header says instead."
-                + fetched(s)
-            )
-        elif pd.notna(s["checkpoint_tensors"]):
-            buffers = int(s["checkpoint_buffers"])
-            notes.append(
-                f"- `{name}`: its checkpoint holds {whole(s['checkpoint_tensors'])} values, that is "
-                f"{whole(s['total'])} parameters{' (each tied tensor once)' if s['structural_tied'] else ''}"
-                + (
-                    f" plus {whole(buffers)} in buffers (tensors that are not parameters, such as attention masks; "
-                    "listed as kind `buffer` in the inventory)."
-                    if buffers
-                    else "."
-                )
-                + (
-                    f" It also stores {whole(s['checkpoint_extra'])} values of layers the architecture does not build "
-                    + (
-                        "(a multi-token-prediction module, used in training and for speculative decoding; "
-                        "kind `extra` in the inventory), never added to the count."
-                        if (full[name]["component"] == "multi_token_prediction").any()
-                        else "(kind `extra` in the inventory), never added to the count."
-                    )
-                    if pd.notna(s.get("checkpoint_extra")) and int(s["checkpoint_extra"])
-                    else ""
-                )
-                + f" A naive sum of its header gives {human(s['checkpoint_tensors'])}."
-                + fetched(s)
-            )
+        if note := _checkpoint_note(name, s, full):
+            notes.append(note)
         arch = spec.architecture or {}
         if spec.source == "config" and arch.get("model_type") == "gpt2":
             closed = formulas.gpt2_params_from_config(arch)
@@ -118,6 +89,41 @@ def totals_section(cfg: params.Params, summary: pd.DataFrame, full: dict[str, pd
         ]
     out += [f"![Exact totals against the stated sizes]({fig})", ""]
     return "\n".join(out)
+
+
+def _checkpoint_note(name: str, s: pd.Series, full: dict[str, pd.DataFrame]) -> str | None:
+    """What a model's checkpoint holds beside its count (quantized, buffers, extra layers); None without one."""
+    if isinstance(s.get("quant_method"), str) and s["quant_method"]:
+        return (
+            f"- `{name}`: its checkpoint is quantized ({s['quant_method']}), {whole(s['total'])} parameters in "
+            f"{nbytes(s['checkpoint_bytes'])}; see Quantized checkpoints for what its header says instead." + fetched(s)
+        )
+    if pd.notna(s["checkpoint_tensors"]):
+        buffers = int(s["checkpoint_buffers"])
+        return (
+            f"- `{name}`: its checkpoint holds {whole(s['checkpoint_tensors'])} values, that is "
+            f"{whole(s['total'])} parameters{' (each tied tensor once)' if s['structural_tied'] else ''}"
+            + (
+                f" plus {whole(buffers)} in buffers (tensors that are not parameters, such as attention masks; "
+                "listed as kind `buffer` in the inventory)."
+                if buffers
+                else "."
+            )
+            + (
+                f" It also stores {whole(s['checkpoint_extra'])} values of layers the architecture does not build "
+                + (
+                    "(a multi-token-prediction module, used in training and for speculative decoding; "
+                    "kind `extra` in the inventory), never added to the count."
+                    if (full[name]["component"] == "multi_token_prediction").any()
+                    else "(kind `extra` in the inventory), never added to the count."
+                )
+                if pd.notna(s.get("checkpoint_extra")) and int(s["checkpoint_extra"])
+                else ""
+            )
+            + f" A naive sum of its header gives {human(s['checkpoint_tensors'])}."
+            + fetched(s)
+        )
+    return None
 
 
 def section(d: Data) -> Section:

@@ -107,9 +107,7 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
         not_counted = _gguf_beside_config(spec, folder, files)
         if not files and not spec.config_only:
             raise PipelineError(
-                f"{folder} has config.json but no weights (*.safetensors); "
-                "set config_only: true to count it from its config alone",
-                model=spec.name,
+                f"{folder} has config.json but no weights (*.safetensors)", model=spec.name, advice="config_only"
             )
         if fmt == "safetensors":
             safetensors_file.read_checkpoint(folder, files)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.core.errors import PipelineError, first_line
+from pipeline.core.errors import UNAVAILABLE, PipelineError, first_line
 from pipeline.core.params import ModelSpec
 from pipeline.formats import safetensors_file
 from pipeline.model import reconcile
@@ -97,13 +97,18 @@ def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
                 else "pre-fill the cache and set HF_HUB_OFFLINE=1"
             )
             raise PipelineError(
-                f"{offline} and {where} is not in the cache {cache}; {fix}, or use source: config", model=spec.name
+                f"{offline} and {where} is not in the cache {cache}; {fix}",
+                model=spec.name,
+                kind=UNAVAILABLE,
+                advice="config_source",
             ) from None
         cause = f" ({first_line(exc.__cause__)})" if exc.__cause__ else ""  # it answered the probe, then failed
         raise PipelineError(
             f"the Hub at {constants.ENDPOINT} did not serve {where}{cause} and it is not in "
-            f"the cache {cache}; try again, or pre-fill the cache and set HF_HUB_OFFLINE=1, or use source: config",
+            f"the cache {cache}; try again, or pre-fill the cache and set HF_HUB_OFFLINE=1",
             model=spec.name,
+            kind=UNAVAILABLE,
+            advice="config_source",
         ) from None
     except (RepositoryNotFoundError, GatedRepoError):
         raise PipelineError(
@@ -115,7 +120,10 @@ def fetch_hub(spec: ModelSpec) -> tuple[Path, str]:
         raise PipelineError(f"revision {revision} not found in {spec.hub_id}", model=spec.name) from None
     except (OSError, ValueError) as exc:
         raise PipelineError(
-            f"cannot fetch {where} ({first_line(exc)}); use source: config, or pre-fill the cache", model=spec.name
+            f"cannot fetch {where} ({first_line(exc)}); pre-fill the cache",
+            model=spec.name,
+            kind=UNAVAILABLE,
+            advice="config_source",
         ) from None
     if offline and not constants.is_offline_mode():
         log.warning("%s: %s; %s is taken from the cache", spec.name, offline, where)
@@ -141,7 +149,9 @@ def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
     try:
         sha = remote.resolve_revision(spec.hub_id, spec.revision or "main")
     except PipelineError as exc:
-        raise PipelineError(f"{exc}; use source: config, or pre-fill the cache", model=spec.name) from None
+        raise PipelineError(
+            f"{exc.message}; pre-fill the cache", model=spec.name, kind=exc.kind, advice="config_source"
+        ) from None
     headers = remote.hub_headers()
     opened: dict[str, remote.RangeFile] = {}
 
@@ -171,7 +181,9 @@ def fetch_ranges(spec: ModelSpec, out: Path) -> dict:
     except FileNotFoundError as exc:
         raise PipelineError(f"{exc.args[0]} not found on the Hub", model=spec.name) from None
     except PipelineError as exc:
-        raise PipelineError(f"{exc}; use source: config, or pre-fill the cache", model=spec.name) from None
+        raise PipelineError(
+            f"{exc.message}; pre-fill the cache", model=spec.name, kind=exc.kind, advice="config_source"
+        ) from None
     check_architecture(spec, out / "config.json")
     remote.write_headers(out, stored)
     # Which tensors are the embeddings: the model's own accessors on the meta-built architecture.

@@ -21,7 +21,7 @@ def _every(numel: int) -> int:
 def correlate_stored(reader: Reader, key_x: str, key_y: str) -> CoMoments:
     """Pearson r and max |x − y| of two stored tensors of one shape, streamed chunk by chunk."""
     acc = CoMoments(every=_every(reader.entries[key_x].numel))
-    for a, b in _aligned(reader.chunks(key_x, reader._work), reader.chunks(key_y, reader._work2)):
+    for a, b in _aligned(reader.chunks(key_x, reader.work), reader.chunks(key_y, reader.work_y)):
         acc.add(a, b)
     return acc
 

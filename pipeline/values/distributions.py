@@ -52,7 +52,6 @@ def distributions(
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    import pandas as pd
     import torch
 
     patterns = reconcile.expert_patterns(e.key for e in entries)  # once per checkpoint, not once per tensor
@@ -103,13 +102,21 @@ def distributions(
     finally:
         torch.set_num_threads(before)
 
+    return _tables(name, rows, done, [h for _, h in workers], skipped, every)
+
+
+def _tables(name: str, rows: list, done: dict[int, Moments], hist_sets: list[dict], skipped, every: int):
+    """(statistics, histograms) DataFrames: each tensor's moments merged in inventory order (deterministic sums),
+    by all, value group, role and component; the workers' histograms merged by value group."""
+    import pandas as pd
+
     stats: dict[tuple[str, str], Moments] = {}
     for i, row in enumerate(rows):  # merged in inventory order: deterministic sums
         group = VALUE_GROUPS[row.role]
         for key in (("all", "all"), ("role", row.role), ("component", row.component), ("group", group)):
             stats.setdefault(key, Moments()).merge(done[i])
     hists: dict[str, Histogram] = {}
-    for _, hs in workers:
+    for hs in hist_sets:
         for g, h in hs.items():
             if g not in hists:
                 hists[g] = Histogram(every)

@@ -99,8 +99,10 @@ class Reader:
         self.scales = scales or {}  # fp8 weight key -> (scale entry, block): quant.Regrouped.scales
         self.chunk_elements = chunk_elements
         self._maps: dict[str, mmap.mmap] = {}
-        self._work = torch.empty(chunk_elements, dtype=torch.float32)
-        self._work2 = torch.empty(chunk_elements, dtype=torch.float32)
+        # one chunk's float32 buffers, reused: work for a tensor's chunks, work_y for the second of a pair read
+        # together (correlate.py reads two embeddings side by side)
+        self.work = torch.empty(chunk_elements, dtype=torch.float32)
+        self.work_y = torch.empty(chunk_elements, dtype=torch.float32)
 
     def _map(self, file: str) -> mmap.mmap:
         if file not in self._maps:
@@ -209,7 +211,7 @@ class Reader:
         itemsize = (e.end - e.begin) // max(e.numel, 1)
         window = max(WINDOW_BYTES // max(itemsize, 1), self.chunk_elements)
         done = 0
-        for chunk in float32_chunks(flat, self.chunk_elements, self._work if work is None else work):
+        for chunk in float32_chunks(flat, self.chunk_elements, self.work if work is None else work):
             yield chunk
             done += chunk.numel()
             if done % window < self.chunk_elements and done >= window:

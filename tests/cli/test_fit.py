@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli.fit import fit_source
+from pipeline.answers import fit
 from pipeline.core.errors import PipelineError
 
 CONFIGS = Path(__file__).parents[1] / "support" / "published_configs"
@@ -21,6 +21,11 @@ BASE = {
     "context": 8192, "batch": 1, "dtype": "bfloat16", "kv_dtype": "bfloat16", "gpu_memory": "80GB", "gpus": 1,
     "tp": 1, "train": None, "lora_rank": 16, "lora_targets": ["q_proj", "v_proj"], "checkpointing": False,
 }  # fmt: skip
+
+
+def fit_source(source: str, options: dict) -> dict:
+    """The plan as hmp fit --json prints it, for these options."""
+    return fit.plan(source, fit.FitOptions.of(options)).as_json()
 
 
 def test_llama_3_8b_on_one_80gb_gpu():

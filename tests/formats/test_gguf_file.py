@@ -334,14 +334,14 @@ def test_a_split_gguf_with_its_head_in_a_later_shard_is_counted_untied(workdir, 
 def test_hmp_count_parses_each_gguf_header_once(tmp_path):
     """Once per file per process: transformers' reader, then three listings and two architecture reads, parsed
     a file six times."""
-    from pipeline.cli import count
+    from pipeline.answers import count
     from pipeline.formats import gguf_header
 
     first = write_gguf(tmp_path / "src" / "tiny.gguf", "Q8_0", split_max_tensors=8).with_name(
         "tiny-00001-of-00003.gguf"
     )
     before = gguf_header.parses
-    got = count.count_source(str(first))
+    got = count.count(str(first)).as_json()
     assert got["summary"]["total"] == llama_total()
     assert gguf_header.parses - before == 3  # one parse per shard, shared through the hard links hmp makes
 
@@ -388,7 +388,7 @@ def test_a_262144_token_vocabulary_counts_in_seconds(tmp_path):
     read in well under a second, the token list skipped and only its length kept (vocab_size)."""
     import time
 
-    from pipeline.cli import count
+    from pipeline.answers import count
     from pipeline.formats import gguf_file, gguf_header
     from pipeline.model import formulas
 
@@ -400,7 +400,7 @@ def test_a_262144_token_vocabulary_counts_in_seconds(tmp_path):
     assert not tokens.decoded and tokens.count == 262_144  # skipped, its length kept
     assert gguf_file.config([path])["vocab_size"] == 262_144  # no llama.vocab_size: len(tokens), as transformers
     start = time.perf_counter()
-    got = count.count_source(str(path))
+    got = count.count(str(path)).as_json()
     assert time.perf_counter() - start < 20.0  # the whole count, tie check included (112 s before)
     assert got["summary"]["total"] == formulas.llama_params(262_144, 8, 1, 16, 2, 1, tied=True)
 

@@ -1,5 +1,5 @@
-"""`hmp add NAME SOURCE`: counted first as `hmp count` counts it, then conf/model/NAME.yaml, the sweep's entry and
-params.yaml written together (nothing written when it is refused).
+"""A model added to the sweep (hmp add NAME SOURCE): counted first as `hmp count` counts it, then
+conf/model/NAME.yaml, the sweep's entry and params.yaml written together (nothing written when it is refused).
 """
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli.count import checked_name, count_source, entry_for
+from pipeline.answers.count import count
+from pipeline.answers.source import checked_name, entry_for
 from pipeline.core.errors import PipelineError, first_line, one_line
 
 
@@ -39,9 +40,9 @@ def add(
     _no_interpolation(entry)
     spec = params.model_spec(name, entry)  # every field checked before a file is written
     # counted as `hmp count` counts it, so a model `dvc repro` would refuse is refused now, with nothing written
-    counted = count_source(source, revision, name, allow_pickle)
+    counted = count(source, revision, name, allow_pickle)
     if spec.source == "hub":
-        entry["revision"] = counted["source"]["revision"]  # the commit the Hub, or offline the cache, resolved
+        entry["revision"] = counted.source["revision"]  # the commit the Hub, or offline the cache, resolved
     current = params.load()
     sweep = sweep or current.sweep
     if sweep is None:
