@@ -73,7 +73,7 @@ from pipeline import sources
 from pipeline.core import params
 from pipeline.cost import estimates
 from pipeline.model import build, conventions
-from pipeline.model.count import count_built
+from pipeline.model.count import count_folder
 if isinstance(source, str):
     entry = yaml.safe_load((Path(sys.argv[1]) / "conf" / "model" / f"{source}.yaml").read_text())
 else:
@@ -85,7 +85,8 @@ spec = params.model_spec(name, entry)
 out = Path(tempfile.mkdtemp()) / name
 out.mkdir()
 (out / "provenance.json").write_text(json.dumps(sources.materialise(spec, out, hashes=False)))
-inv, row, model, config = count_built(spec, out)
+counted = count_folder(spec, out)
+inv, row, model, config = counted.inv, counted.row, counted.model, counted.config
 conv = {r["convention"]: r["params"] for r in conventions.conventions(inv, row)}
 settings = {"context": 0, "batch": 1, "tokens_per_param": 20, "adam_bytes_per_param": 16}
 estimates.table(name, model, config, row, conv, settings, build.is_causal_class(type(model), config))

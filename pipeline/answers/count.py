@@ -33,7 +33,7 @@ def count(source: str, revision: str | None = None, name: str | None = None, all
     """Count SOURCE as the pipeline's stages would: download's checks and links, count, ties, bias."""
     from pipeline.core import params
     from pipeline.model import conventions, inventory, splits, tying
-    from pipeline.model.count import count_model
+    from pipeline.model.count import count_folder
     from pipeline.values import reader
     from pipeline.values.ties import value_evidence
 
@@ -44,8 +44,10 @@ def count(source: str, revision: str | None = None, name: str | None = None, all
     name = sources_named.checked_name(name or sources_named.default_name(source), "--name")
     spec = params.model_spec(name, entry)
     with sources_named.linked(spec, entry, source) as (folder, record):
-        inv, row = count_model(spec, folder)
-        found = value_evidence(folder, inv, name, reader.CHUNK_ELEMENTS, spec.auto_class)
+        counted = count_folder(spec, folder)
+        inv, row = counted.inv, counted.row
+        # the headers as read and the class as built, handed on: the meta model is the evidence's last user
+        found = value_evidence(folder, inv, name, reader.CHUNK_ELEMENTS, spec.auto_class, counted.loaded, counted.built)
     found = {k: v for k, v in (found or {}).items() if k != "sample"}
     tie = tying.evidence(inv, row["declared_tied"], row["input_embedding"], row["output_embedding"], found)
     split = splits.split(inv)

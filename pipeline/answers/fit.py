@@ -142,15 +142,15 @@ def plan(source: str, options: FitOptions) -> Plan:
 def _counted(source: str, options: FitOptions) -> _Model:
     from pipeline.answers import source as named
     from pipeline.core import params
-    from pipeline.model.count import count_built
+    from pipeline.model.count import count_folder
 
     entry = named.entry_for(source, options.revision)
     shown = options.name or named.shown_name(source)
     name = named.checked_name(options.name or named.default_name(source), "--name")
     spec = params.model_spec(name, entry)
     with named.linked(spec, entry, source) as (folder, _record):
-        inv, row, model, config = count_built(spec, folder)
-    return _Model(name, shown, inv, row, model, config)
+        counted = count_folder(spec, folder)
+    return _Model(name, shown, counted.inv, counted.row, counted.model, counted.config)
 
 
 def _check_parallel(m: _Model, options: FitOptions) -> None:

@@ -49,13 +49,13 @@ def architecture_key(config: bytes, fmt: str) -> str:
 
 def _build(key: str, folder: Path) -> Any:
     """The architecture of key: built from folder/config.json the first time, kept for the next repository."""
-    from pipeline.model.count import build_counted
+    from pipeline.model.count import build_architecture
 
     global builds
     if key in _built:
         _built.move_to_end(key)
         return _built[key]
-    built = build_counted(folder, NAME)
+    built = build_architecture(folder, NAME)
     builds += 1
     _built[key] = built
     while len(_built) > MAX_BUILT:
@@ -169,15 +169,15 @@ def _row(f: Fetched, key: str, built: Any, loaded: Any, weighed: Any) -> dict[st
         "n_experts": built.n_experts,
         "experts_per_token": built.top_k,
         "checkpoint_bytes": checkpoint_bytes,
-        "header_sum": weighed.stored,
-        "buffers": weighed.buffers,
+        "checkpoint_tensors": weighed.checkpoint_tensors,
+        "checkpoint_buffers": weighed.checkpoint_buffers,
         "tied_copies": rec.tied_copies if rec else None,
-        "extra": weighed.extra,
+        "checkpoint_extra": weighed.checkpoint_extra,
     }
     facts = {
         **row,
         "unused": sum(e.numel for e in rec.unused) if rec else 0,
-        "packing": (weighed.stored - rec.checkpoint_tensors) if rec else 0,
+        "packing": (weighed.checkpoint_tensors - rec.entry_values) if rec else 0,
         "embedding": summary["embedding"],
         "untied_head": summary["head_params"] if not summary["structural_tied"] else 0,
     }

@@ -28,9 +28,12 @@ IMPLAUSIBLE = 2.0  # an unexplained claim more than twice the exact count, or un
 def parts(row: dict[str, Any]) -> list[tuple[int, str]]:
     """(signed amount, words) of every known way a claim may differ from the exact count."""
     out = [
-        (row.get("buffers") or 0, "buffers stored as tensors ({n:,})"),
+        (row.get("checkpoint_buffers") or 0, "buffers stored as tensors ({n:,})"),
         (row.get("tied_copies") or 0, "the tied head stored again ({n:,})"),
-        (row.get("extra") or 0, "stored blocks the class does not build, such as MTP layers or extra heads ({n:,})"),
+        (
+            row.get("checkpoint_extra") or 0,
+            "stored blocks the class does not build, such as MTP layers or extra heads ({n:,})",
+        ),
         (row.get("unused") or 0, "a head the built class does not have ({n:,})"),
         (row.get("packing") or 0, PACKED),
         (-(row.get("embedding") or 0), "the embeddings ({n:,})"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.census.listing import Source
-from pipeline.census.rows import INTEGERS
+from pipeline.census.rows import COLUMNS, INTEGERS
 from pipeline.core import atomic
 from pipeline.core.errors import PipelineError
 
@@ -127,8 +127,8 @@ class Journal:
 
 def sound(row: Any) -> bool:
     """A journalled row as this census writes them: its integers integers, its text text (else it is redone)."""
-    if not isinstance(row, dict) or not isinstance(row.get("source"), str):
-        return False
+    if not isinstance(row, dict) or not isinstance(row.get("source"), str) or not set(row) <= set(COLUMNS):
+        return False  # a row of another version's columns is counted again
     for column, value in row.items():
         if value is None:
             continue

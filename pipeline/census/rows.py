@@ -22,10 +22,11 @@ COLUMNS = [
     "n_experts",
     "experts_per_token",
     "checkpoint_bytes",  # the weight files' sizes, from the server's Content-Range (no byte of data read)
-    "header_sum",  # what a naive sum of the header's shapes gives (packed words, buffers and copies included)
-    "buffers",  # values of tensors stored that are not parameters (GPT-2's causal masks)
+    # named as results/summary.csv names them (pipeline.model.count.Weighed)
+    "checkpoint_tensors",  # what a naive sum of the header's shapes gives (packed words, buffers and copies included)
+    "checkpoint_buffers",  # values of tensors stored that are not parameters (GPT-2's causal masks)
     "tied_copies",  # values of a tied head stored a second time
-    "extra",  # values of stored blocks the class does not build (MTP layers)
+    "checkpoint_extra",  # values of stored blocks the class does not build (MTP layers)
     "index_total",  # model.safetensors.index.json's metadata.total_parameters, as written
     "index_vs_exact",  # index_total minus total
     "index_explained",  # the difference in words
@@ -35,8 +36,9 @@ COLUMNS = [
     "bytes_fetched",  # body bytes received for this source (config, index, headers)
     "requests",  # HTTP requests (or local reads) made for it
 ]
-INTEGERS = {"total", "active", "n_experts", "experts_per_token", "checkpoint_bytes", "header_sum", "buffers"}
-INTEGERS |= {"tied_copies", "extra", "index_vs_exact", "hub_vs_exact", "bytes_fetched", "requests"}
+INTEGERS = {"total", "active", "n_experts", "experts_per_token", "checkpoint_bytes", "checkpoint_tensors"}
+INTEGERS |= {"checkpoint_buffers", "tied_copies", "checkpoint_extra", "index_vs_exact", "hub_vs_exact"}
+INTEGERS |= {"bytes_fetched", "requests"}
 
 
 def complete(row: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ the Hugging Face cache needs): no devices, FIFOs or folders.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
@@ -228,8 +229,33 @@ def read_entries(path: Path) -> list[Entry]:
             size = fh.seek(0, 2)
     except OSError as exc:
         raise PipelineError(f"{path}: cannot be read ({exc.strerror})") from None
+    key = (path.name, size, hashlib.blake2b(blob, digest_size=16).digest())
+    if key in _PARSED:
+        return list(_PARSED[key])
     data_start, header = parse_header(blob, str(path))
-    return entries_from_header(header, data_start, path.name, size, str(path))
+    entries = entries_from_header(header, data_start, path.name, size, str(path))
+    global parses
+    parses += 1
+    if len(entries) <= _PARSED_MAX_TENSORS:  # a header of a million tensors is not kept
+        if len(_PARSED) >= _PARSED_SIZE:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = tuple(entries)
+    return entries
+
+
+# Headers parsed in this process, by the file's name, size and header bytes: the same bytes parse to the same
+# entries, so the download's checks and the count (hmp count links the same files) parse a header once. Keyed
+# on the bytes, not the inode and time: a file rewritten in place in the same clock tick is never mistaken.
+# Errors are not kept.
+_PARSED: dict[tuple[str, int, bytes], tuple[Entry, ...]] = {}
+_PARSED_SIZE = 256
+_PARSED_MAX_TENSORS = 100_000
+parses = 0  # headers actually parsed in this process (a test checks that one hmp count parses each once)
+
+
+def forget() -> None:
+    """Drop every parsed header kept (a test that counts parses starts from none)."""
+    _PARSED.clear()
 
 
 def present(path: Path) -> bool:

@@ -271,8 +271,12 @@ def build_meta(config: Any, name: str, auto_class: str = "auto") -> torch.nn.Mod
 _BUILD_LOCK = threading.Lock()  # the read recorder patches a class: one build at a time per process
 
 
-def build_meta_reading(config: Any, name: str, auto_class: str = "auto") -> tuple[torch.nn.Module, frozenset[str]]:
+def build_meta_reading(
+    config: Any, name: str, auto_class: str = "auto", cls: type | None = None
+) -> tuple[torch.nn.Module, frozenset[str]]:
     """build_meta, and the names of every config attribute the model's code read while it was built.
+
+    cls: the class model_class() resolved already (resolved once per count), else resolved here.
 
     A config.json field its class does not declare is still kept on the config, and model code may read it
     by name (GLM-4.5's head_dim); one never read while building cannot have changed a single shape.
@@ -280,7 +284,8 @@ def build_meta_reading(config: Any, name: str, auto_class: str = "auto") -> tupl
     import torch
     from transformers import PretrainedConfig
 
-    cls, _ = model_class(config, name, auto_class)
+    if cls is None:
+        cls, _ = model_class(config, name, auto_class)
     if getattr(cls, "config_class", None) is not None and cls.config_class is config.sub_configs.get("text_config"):
         config = config.get_text_config()  # a text-only class of a composite config, as the auto classes do
     read: set[str] = set()

@@ -73,12 +73,6 @@ def provenance(model_dir: Path, name: str) -> dict:
         raise PipelineError(f"{path} is missing (run the download stage)", model=name) from None
 
 
-def count_model(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict]:
-    """Inventory and summary row of one downloaded model; its checkpoint, if any, reconciled with it."""
-    inv, row, _, _ = count_built(spec, model_dir)
-    return inv, row
-
-
 @dataclass
 class Built:
     """One architecture built on the meta device and counted: what every checkpoint of that config shares."""
@@ -105,18 +99,20 @@ class Weighed:
 
     inv: pd.DataFrame  # the architecture's inventory with each parameter's checkpoint key and stored dtype
     rec: Any  # reconcile.Reconciled, or None without weights
-    stored: int | None  # what a naive sum of the header gives (packed words as parameters)
-    buffers: int | None
-    extra: int | None
+    # named as the summary's and the census's columns
+    checkpoint_tensors: int | None  # what a naive sum of the header gives (packed words as parameters)
+    checkpoint_buffers: int | None  # values stored in tensors that are not parameters
+    checkpoint_extra: int | None  # values of stored blocks the class does not build
 
 
-def build_counted(
+def build_architecture(
     model_dir: Path, name: str, auto_class: str = "auto", written: tuple[str, ...] = (), config_path: str | None = None
 ) -> Built:
-    """The class model_dir/config.json names, built on the meta device, its inventory and its MoE settings."""
+    """The class model_dir/config.json names (resolved once), built on the meta device (once), its inventory and
+    its MoE settings."""
     config = config_file.load_config(model_dir, name, written, config_path)
     cls, class_from = build.model_class(config, name, auto_class)
-    model, read = build.build_meta_reading(config, name, auto_class)
+    model, read = build.build_meta_reading(config, name, auto_class, cls)
     raw = _raw_config(model_dir, name)
     tie_note = tying.follow_declared_tie(model, raw)
     try:
@@ -155,18 +151,37 @@ def weigh(built: Built, loaded: formats.Loaded, name: str, inventory_rows: bool 
     inv = inventory.with_checkpoint(built.inv, model, rec, regrouped.metadata) if inventory_rows else built.inv
     buffers = sum(e.numel for e, _ in rec.buffers)
     extra = sum(e.numel for e in rec.extra)
-    from_checkpoint = rec.checkpoint_tensors - buffers - rec.tied_copies - sum(e.numel for e in rec.unused + rec.extra)
+    from_checkpoint = rec.entry_values - buffers - rec.tied_copies - sum(e.numel for e in rec.unused + rec.extra)
     from_architecture = int(inventory.parameters(inv)["numel"].sum()) if inventory_rows else built.total
     if from_checkpoint != from_architecture:  # reconcile() makes this impossible; never pick one silently
         raise PipelineError(
             f"the checkpoint holds {from_checkpoint:,} parameters, the architecture {from_architecture:,}", model=name
         )
-    return Weighed(inv, rec, regrouped.header_sum, buffers, extra)
+    return Weighed(inv, rec, regrouped.checkpoint_tensors, buffers, extra)
 
 
-def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, dict, Any, Any]:
-    """count_model, plus the meta-built model and its config (for the cost table)."""
-    built = build_counted(model_dir, spec.name, spec.auto_class, spec.written, spec.config_path)
+@dataclass(frozen=True)
+class Counted:
+    """One downloaded model counted: what the count stage writes of it, and what was built and read on the way
+    (handed on, so the tie evidence and the cost table neither build nor read again)."""
+
+    inv: pd.DataFrame  # the inventory, with checkpoint columns when there are weights
+    row: dict[str, Any]  # the summary row (SUMMARY_COLUMNS)
+    built: Built  # the class resolved and built on the meta device
+    loaded: formats.Loaded  # the weight files' headers as read
+
+    @property
+    def model(self) -> Any:
+        return self.built.model
+
+    @property
+    def config(self) -> Any:
+        return self.built.config
+
+
+def count_folder(spec: params.ModelSpec, model_dir: Path) -> Counted:
+    """Inventory and summary row of one downloaded model; its checkpoint, if any, reconciled with it."""
+    built = build_architecture(model_dir, spec.name, spec.auto_class, spec.written, spec.config_path)
     config, cls, raw, total = built.config, built.cls, built.raw, built.total
     prov = provenance(model_dir, spec.name)
     loaded = formats.load(Path(model_dir), spec.name)
@@ -196,16 +211,16 @@ def count_built(spec: params.ModelSpec, model_dir: Path) -> tuple[pd.DataFrame, 
         "what_if": "",
         "source": prov["source"],
         "revision": prov.get("revision") or "",
-        "checkpoint_tensors": weighed.stored,
-        "checkpoint_buffers": weighed.buffers,
-        "checkpoint_extra": weighed.extra,
+        "checkpoint_tensors": weighed.checkpoint_tensors,
+        "checkpoint_buffers": weighed.checkpoint_buffers,
+        "checkpoint_extra": weighed.checkpoint_extra,
         "quant_method": loaded.regrouped.method,
         "bits_per_param": prov["checkpoint_bytes"] * 8 / total if entries and prov.get("checkpoint_bytes") else None,
         "fetch": prov.get("fetch") or "",
         "checkpoint_bytes": prov.get("checkpoint_bytes"),
         "bytes_fetched": prov.get("bytes_fetched"),
     }
-    return inv, row, built.model, config
+    return Counted(inv, row, built, loaded)
 
 
 def _declared_tied(config: Any, raw: dict) -> bool:

@@ -64,7 +64,7 @@ def reconcile_gguf(model: torch.nn.Module, stored: list[Entry], arch: str, name:
     return Reconciled(
         key_of={p: ";".join(e.key for e in group) for p, group in sources.items()},
         buffers=[],
-        checkpoint_tensors=sum(e.numel for e in stored),
+        entry_values=sum(e.numel for e in stored),
         sources=sources,
     )
 
@@ -75,7 +75,7 @@ class Reconciled:
 
     key_of: dict[str, str]  # parameter name -> checkpoint key(s) holding it, ';'-joined when a tie is stored twice
     buffers: list[tuple[Entry, str]]  # (entry, module path it belongs to): tensors that are not parameters
-    checkpoint_tensors: int  # every element of every tensor in the checkpoint
+    entry_values: int  # every element of every entry reconciled (a packed weight at its logical shape)
     tied_copies: int = 0  # elements stored a second time under another name of a tied parameter
     unused: list[Entry] = field(default_factory=list)  # tensors of a head the built (base) class does not have
     extra: list[Entry] = field(default_factory=list)  # tensors of blocks the model does not build (DeepSeek's MTP)
@@ -211,7 +211,7 @@ def reconcile(model: torch.nn.Module, entries: list[Entry], name: str, base_only
     return Reconciled(
         key_of=r.key_of,
         buffers=r.buffers,
-        checkpoint_tensors=sum(e.numel for e in entries),
+        entry_values=sum(e.numel for e in entries),
         tied_copies=r.copies,
         unused=r.unused,
         extra=r.extra,

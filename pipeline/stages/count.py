@@ -17,7 +17,7 @@ from pipeline.core import atomic, compose, memo, params, progress
 from pipeline.core.errors import collect, run
 from pipeline.cost import estimates
 from pipeline.model import build, conventions
-from pipeline.model.count import SUMMARY_COLUMNS, count_built, provenance
+from pipeline.model.count import SUMMARY_COLUMNS, count_folder, provenance
 from pipeline.model.whatif import whatif_grid
 
 log = logging.getLogger("count")
@@ -25,7 +25,8 @@ log = logging.getLogger("count")
 
 def count_one(cfg: params.Params, name: str, spec: params.ModelSpec, note: str) -> dict:
     """One model's inventory (as its CSV text), summary row, conventions, costs and memory curve."""
-    inv, row, model, config = count_built(spec, cfg.models_dir(name))
+    counted = count_folder(spec, cfg.models_dir(name))
+    inv, row, model, config = counted.inv, counted.row, counted.model, counted.config
     row["what_if"] = note
     if note:
         for key in ("stated_size", "stated_params", "stated_active", "stated_active_params"):

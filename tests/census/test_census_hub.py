@@ -115,8 +115,8 @@ def test_the_hub_claims_are_explained(census):
     rows, _, _ = census
     gpt2 = next(r for r in rows if r["source"] == "openai-community/gpt2")
     # its header stores 12 causal masks [1, 1, 1024, 1024] beside the 124,439,808 parameters (NOTES.md)
-    assert int(gpt2["buffers"]) == 12 * 1024 * 1024
-    assert int(gpt2["header_sum"]) == 124_439_808 + 12 * 1024 * 1024
+    assert int(gpt2["checkpoint_buffers"]) == 12 * 1024 * 1024
+    assert int(gpt2["checkpoint_tensors"]) == 124_439_808 + 12 * 1024 * 1024
     explained = [r for r in rows if r["hub_explained"] and not r["hub_explained"].startswith("unexplained")]
     assert any("buffers stored as tensors" in r["hub_explained"] for r in explained)
     assert all(r["hub_explained"] == "agrees" for r in rows if r["hub_vs_exact"] == "0")

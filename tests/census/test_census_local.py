@@ -110,8 +110,8 @@ def test_every_counted_row_is_exact(census):
         assert r["error"] == ""
         assert int(r["total"]) == GPT2_SMALL_TOTAL
         assert int(r["active"]) == GPT2_SMALL_TOTAL
-        assert int(r["header_sum"]) == GPT2_SMALL_TOTAL + MASKS
-        assert int(r["buffers"]) == MASKS
+        assert int(r["checkpoint_tensors"]) == GPT2_SMALL_TOTAL + MASKS
+        assert int(r["checkpoint_buffers"]) == MASKS
         assert r["model_class"] == "GPT2LMHeadModel" and r["format"] == "safetensors"
         assert int(r["bytes_fetched"]) > 0
 
@@ -198,7 +198,7 @@ def test_claims_read_as_written():
     ],
 )
 def test_explain_finds_the_combination(claim, words):
-    row = {"total": 1000, "active": 400, "buffers": 100, "extra": 50, "embedding": 300}
+    row = {"total": 1000, "active": 400, "checkpoint_buffers": 100, "checkpoint_extra": 50, "embedding": 300}
     assert explain.explain(claim, row)[1] == words
 
 

@@ -11,7 +11,7 @@ from pipeline.core import compose, params, results
 from pipeline.core.errors import PipelineError
 from pipeline.cost import estimates
 from pipeline.model import conventions
-from pipeline.model.count import count_built
+from pipeline.model.count import count_folder
 from pipeline.stages import download
 from tests.conftest import ROOT, compose_model, tiny_params
 
@@ -24,7 +24,8 @@ def _cost(workdir, monkeypatch, name: str, **settings) -> dict:
     monkeypatch.setattr(sys, "argv", ["download", name])
     download.main()
     spec = params.load().models[name]
-    inv, row, model, config = count_built(spec, workdir / "data/models" / name)
+    counted = count_folder(spec, workdir / "data/models" / name)
+    inv, row, model, config = counted.inv, counted.row, counted.model, counted.config
     conv = {c["convention"]: c["params"] for c in conventions.conventions(inv, row)}
     table = estimates.table(name, model, config, row, conv, {**SETTINGS, **settings}, spec.auto_class == "causal_lm")
     return dict(zip(table["quantity"], table["value"], strict=True))

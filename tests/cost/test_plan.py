@@ -12,7 +12,7 @@ from pipeline.core import params
 from pipeline.core.errors import PipelineError
 from pipeline.cost import cache, plan
 from pipeline.model import build
-from pipeline.model.count import count_built
+from pipeline.model.count import count_folder
 from tests.conftest import compose_model
 
 
@@ -22,7 +22,8 @@ def _built(name: str, tmp_path: Path):
     out = tmp_path / name
     out.mkdir()
     (out / "provenance.json").write_text(json.dumps(sources.materialise(spec, out, hashes=False)))
-    inv, row, model, config = count_built(spec, out)
+    counted = count_folder(spec, out)
+    model, config = counted.model, counted.config
     layers = cache.layers(model, config, build.is_causal_class(type(model), config))
     return model, config, layers
 

@@ -11,7 +11,7 @@ import yaml
 
 from pipeline.core import params
 from pipeline.core.errors import PipelineError
-from pipeline.model.count import count_model
+from pipeline.model.count import count_folder
 from pipeline.stages import bias, count, download, report, ties
 from tests.conftest import tiny_params
 from tests.support.quantized import LLAMA, llama_total
@@ -92,7 +92,8 @@ def _run(workdir, monkeypatch, path, stages=()):
     download.main()
     for stage in stages:
         stage.main()
-    return count_model(params.load().models["g"], workdir / "data/models/g")
+    counted = count_folder(params.load().models["g"], workdir / "data/models/g")
+    return counted.inv, counted.row
 
 
 @pytest.mark.parametrize("qtype", ["F32", "F16", "Q8_0", "Q4_0"])

@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.core import params
 from pipeline.core.errors import PipelineError
-from pipeline.model.count import count_model
+from pipeline.model.count import count_folder
 from pipeline.stages import bias, count, download
 from tests.conftest import tiny_params
 from tests.support.quantized import (
@@ -32,7 +32,8 @@ def _count(workdir, monkeypatch, folder, name="q"):
     (workdir / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     monkeypatch.setattr(sys, "argv", ["download", name])
     download.main()
-    return count_model(params.load().models[name], workdir / "data/models" / name)
+    counted = count_folder(params.load().models[name], workdir / "data/models" / name)
+    return counted.inv, counted.row
 
 
 @pytest.mark.parametrize("layout", list(CONFIGS))

@@ -4,7 +4,7 @@ Each file in tests/support/published_configs/ is `<owner>--<name>.json`, the con
 https://huggingface.co/<owner>/<name> (main), written out with every field, legacy and bookkeeping keys
 included (GPT-2's n_ctx, BART's classif_dropout, Falcon's auto_map, transformers_version, torch_dtype,
 _name_or_path). Each is counted twice, through the pipeline's own path (download stage's materialise, count
-stage's count_model): as a model file's `architecture` block and as its `config_path`.
+stage's count_folder): as a model file's `architecture` block and as its `config_path`.
 
 Oracles: the class the file names (`architectures[0]`) built by transformers itself on the meta device
 (sum(p.numel()) of its unique parameters), and, where one exists, a closed form of pipeline/model/formulas.py
@@ -23,7 +23,7 @@ from pipeline import sources
 from pipeline.core import params
 from pipeline.core.errors import PipelineError
 from pipeline.model import formulas
-from pipeline.model.count import count_model
+from pipeline.model.count import count_folder
 
 CONFIGS = Path(__file__).parents[1] / "support" / "published_configs"
 FILES = sorted(CONFIGS.glob("*.json"))
@@ -77,7 +77,7 @@ def _count(entry: dict, tmp_path: Path) -> dict:
     out.mkdir(parents=True)
     record = sources.materialise(spec, out, hashes=False)
     (out / "provenance.json").write_text(json.dumps(record))
-    return count_model(spec, out)[1]
+    return count_folder(spec, out).row
 
 
 def test_the_corpus_spans_many_families():

@@ -27,7 +27,7 @@ import pytest
 
 from pipeline import sources
 from pipeline.core import params
-from pipeline.model.count import count_model
+from pipeline.model.count import count_folder
 
 CORPUS = Path(__file__).parents[1] / "support" / "config_corpus"
 SOURCES = json.loads((CORPUS / "SOURCES.json").read_text())
@@ -120,7 +120,7 @@ def test_every_published_config_counts_as_transformers_builds_it(path, tmp_path)
     out = tmp_path / "m"
     out.mkdir()
     (out / "provenance.json").write_text(json.dumps(sources.materialise(spec, out, hashes=False)))
-    _, row = count_model(spec, out)  # a refusal raises, and fails the suite
+    row = count_folder(spec, out).row  # a refusal raises, and fails the suite
     raw = json.loads(path.read_text())
     named = (raw.get("architectures") or [None])[0]
     built, total = _oracle(folder, None if named else row["model_class"])
@@ -189,7 +189,7 @@ def test_the_files_issue_27_found_refused_count_as_transformers_builds_them(name
     out = tmp_path / "m"
     out.mkdir()
     (out / "provenance.json").write_text(json.dumps(sources.materialise(spec, out, hashes=False)))
-    _, row = count_model(spec, out)
+    row = count_folder(spec, out).row
     assert (row["total"], row["model_class"], row["class_from"]) == (total, cls, how)
     assert _oracle(folder) == (cls, total)
     if name == "gemma-3-4b-it":  # its own eos_token_id is listed, never refused

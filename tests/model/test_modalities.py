@@ -17,7 +17,7 @@ from pipeline import sources
 from pipeline.core import params
 from pipeline.cost import estimates
 from pipeline.model import build, conventions, formulas
-from pipeline.model.count import count_built
+from pipeline.model.count import count_folder
 
 MODELS = Path(__file__).parents[2] / "conf" / "model"
 SETTINGS = {"context": 0, "batch": 1, "tokens_per_param": 20, "adam_bytes_per_param": 16}
@@ -29,7 +29,8 @@ def _count(name: str, tmp_path: Path):
     out = tmp_path / name
     out.mkdir()
     (out / "provenance.json").write_text(json.dumps(sources.materialise(spec, out, hashes=False)))
-    inv, row, model, config = count_built(spec, out)
+    counted = count_folder(spec, out)
+    inv, row, model, config = counted.inv, counted.row, counted.model, counted.config
     conv = {r["convention"]: r["params"] for r in conventions.conventions(inv, row)}
     causal = build.is_causal_class(type(model), config)
     cost = estimates.table(name, model, config, row, conv, SETTINGS, causal).set_index("quantity")["value"]

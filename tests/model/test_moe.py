@@ -13,7 +13,7 @@ from pipeline import formats
 from pipeline.core import compose, params, sizes
 from pipeline.core.errors import PipelineError
 from pipeline.model import conventions, formulas, inventory, moe
-from pipeline.model.count import count_model
+from pipeline.model.count import count_folder
 from pipeline.stages import download
 from pipeline.values import distributions
 from tests.conftest import ROOT, TINY_LLAMA, compose_model, tiny_gpt2, tiny_params
@@ -157,7 +157,8 @@ def test_shipped_moe_models_match_their_cards(name, workdir, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["download", name])
     download.main()
     spec = params.load().models[name]
-    inv, row = count_model(spec, workdir / "data/models" / name)
+    counted = count_folder(spec, workdir / "data/models" / name)
+    inv, row = counted.inv, counted.row
     convs = {r["convention"]: r["params"] for r in conventions.conventions(inv, row)}
     assert sizes.rounds_to(row["total"], spec.stated_size), (row["total"], spec.stated_size)
     assert sizes.rounds_to(convs[CARDS[name]], spec.stated_active), (convs[CARDS[name]], spec.stated_active)
@@ -227,7 +228,8 @@ def _count_folder(workdir, monkeypatch, folder):
     (workdir / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     monkeypatch.setattr(sys, "argv", ["download", "m"])
     download.main()
-    return count_model(params.load().models["m"], workdir / "data/models/m")
+    counted = count_folder(params.load().models["m"], workdir / "data/models/m")
+    return counted.inv, counted.row
 
 
 @pytest.mark.parametrize("per_expert", [True, False], ids=["published-per-expert", "fused"])

@@ -42,7 +42,7 @@ class Regrouped:
 
     entries: list[Entry]  # logical weights (packed bytes, logical shape) and every tensor no rule claimed
     metadata: list[Entry] = field(default_factory=list)  # scales, zero points, group indices, quant state
-    header_sum: int = 0  # what a naive sum of the header gives: packed words counted as parameters
+    checkpoint_tensors: int = 0  # what a naive sum of the header gives: packed words counted as parameters
     method: str = ""
     # fp8 weights stored in their own shape: weight key -> (its scale tensor, the block each scale covers)
     scales: dict[str, tuple[Entry, tuple[int, int]]] = field(default_factory=dict)
@@ -76,10 +76,10 @@ def regroup(entries: list[Entry], config: dict[str, Any], name: str, read: Reade
     weight; on any other module (one the model lacks, or whose weight is a float) it stays an ordinary
     tensor, which reconciliation then names.
     """
-    header_sum = sum(e.numel for e in entries)
+    checkpoint_tensors = sum(e.numel for e in entries)
     q = quantization_config(config)
     if q is None:
-        return Regrouped(entries, [], header_sum)
+        return Regrouped(entries, [], checkpoint_tensors)
     method = q["quant_method"]
     if method not in METHODS:
         raise PipelineError(
@@ -121,7 +121,7 @@ def regroup(entries: list[Entry], config: dict[str, Any], name: str, read: Reade
     metadata = [by_key[k] for k in sorted(meta_keys)]
     scales = fp8.scales(logical, by_key, q)
     return Regrouped(
-        logical + rest, metadata, header_sum, method, scales, len(logical), METHODS[method].expects_quantized(q)
+        logical + rest, metadata, checkpoint_tensors, method, scales, len(logical), METHODS[method].expects_quantized(q)
     )
 
 
