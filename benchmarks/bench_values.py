@@ -72,7 +72,7 @@ t = time.perf_counter()
 folder = Path(sys.argv[1])
 model = build.build_meta(config_file.load_config(folder, "m"), "m")
 rec = reconcile.reconcile(model, formats.load_entries(folder)[0], "m")
-print(rec.checkpoint_tensors - sum(e.numel for e, _ in rec.buffers), time.perf_counter() - t)
+print(rec.entry_values - sum(e.numel for e, _ in rec.buffers), time.perf_counter() - t)
 """
 
 

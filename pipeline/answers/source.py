@@ -50,18 +50,17 @@ def _entry_for(source: str, revision: str | None) -> dict[str, Any]:
         path = path.resolve()
         if path.is_file() and path.suffix == ".json":
             return {"source": "config", "config_path": str(path)}
-        if path.is_file() and path.suffix != ".gguf":
-            raise PipelineError(f"{source}: not a config.json, a .gguf file or a checkpoint folder")
-        from pipeline import sources
-        from pipeline.formats import safetensors_file
+        from pipeline import formats
 
+        if path.is_file() and formats.config_carrying(path) is None:
+            raise PipelineError(f"{source}: not a config.json, a .gguf file or a checkpoint folder")
         entry: dict[str, Any] = {"source": "path", "path": str(path)}
         try:
-            if path.is_dir() and not sources.is_gguf(path):
+            if path.is_dir() and formats.config_carrying(path) is None:
                 if not (path / "config.json").is_file():
                     raise PipelineError(f"{source}: a checkpoint folder needs its config.json")
-                if not safetensors_file.weight_files(path, allow_pickle=True)[0]:
-                    if ggufs := sorted(p.name for p in path.glob("*.gguf")):  # never counted from its config silently
+                if not formats.weights_beside_config(path, allow_pickle=True)[0]:
+                    if ggufs := formats.carried_beside(path):  # never counted from its config silently
                         raise PipelineError(
                             f"{source}: holds config.json and {', '.join(ggufs)} but no safetensors, so what to count "
                             f"is ambiguous; name the .gguf file ({path / ggufs[0]}) or the config.json to count one"

@@ -90,26 +90,29 @@ def layout_key(f: Fetched) -> str:
         h.update(blob.encode())
         for key, data in sorted(f.states.get(name, {}).items()):
             h.update(key.encode() + b"\0" + data)
-    for name, (prefix, size) in sorted(f.gguf.items()):
+    for name, (prefix, size) in sorted(f.prefixes.items()):
         h.update(f"{name}\0{size}\0".encode() + prefix)
     return h.hexdigest()
 
 
 def _count(f: Fetched) -> tuple[dict[str, Any], dict[str, Any]]:
     from pipeline import formats
-    from pipeline.formats import gguf_file, gguf_header
+    from pipeline.formats import gguf_header
     from pipeline.model.count import weigh
 
     with tempfile.TemporaryDirectory(prefix="hmp-census-") as tmp:
         folder = Path(tmp)
         try:
-            if f.fmt == "gguf":
-                for name, (prefix, size) in f.gguf.items():
-                    path = folder / Path(name).name
-                    with open(path, "wb") as fh:  # the header, then zeros to the file's size (sparse: no disk)
+            if f.prefixes:  # any format but safetensors: each file's header, then zeros to its size (sparse: no disk)
+                fmt = formats.base.named(f.fmt)
+                for name, (prefix, size) in f.prefixes.items():
+                    with open(folder / Path(name).name, "wb") as fh:
                         fh.write(prefix)
                         fh.truncate(size)
-                config = json.dumps(gguf_file.config(gguf_file.shards(folder)), indent=2, sort_keys=True).encode()
+                paths = [folder / Path(name).name for name in f.prefixes]
+                config = (
+                    json.dumps(fmt.config(paths), indent=2, sort_keys=True).encode() if fmt.carries_config else f.config
+                )
             else:
                 config = f.config
                 for name, info in f.headers.items():
@@ -120,7 +123,7 @@ def _count(f: Fetched) -> tuple[dict[str, Any], dict[str, Any]]:
             loaded = formats.load(folder, NAME)
             weighed = weigh(built, loaded, NAME, inventory_rows=False)
         except PipelineError as exc:  # name the repository's files, not the temporary folder they were put in
-            raise PipelineError(str(exc).replace(f"{folder}/", "").replace(str(folder), "")) from None
+            raise exc.reworded(exc.message.replace(f"{folder}/", "").replace(str(folder), "")) from None
         finally:
             gguf_header.forget()  # before the files go: their inodes may be reused
     return _row(f, key, built, loaded, weighed)
@@ -153,7 +156,7 @@ def _row(f: Fetched, key: str, built: Any, loaded: Any, weighed: Any) -> dict[st
 
     summary = _summary(built)
     rec = weighed.rec
-    sizes = [info["size"] for info in f.headers.values()] or [size for _, size in f.gguf.values()]
+    sizes = [info["size"] for info in f.headers.values()] or [size for _, size in f.prefixes.values()]
     checkpoint_bytes = sum(sizes) if sizes else None
     total = summary["total"]
     moe = built.n_experts is not None

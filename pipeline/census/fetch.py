@@ -17,14 +17,12 @@ from typing import Any
 
 from pipeline.census.listing import Source
 from pipeline.core.errors import UNAVAILABLE, PipelineError, first_line
-from pipeline.formats import gguf_file, remote, safetensors_file
+from pipeline.formats import base, remote, safetensors_file
 from pipeline.formats.entries import plain_name, regular_file
 
 MAX_REPO_BYTES = 256 << 20  # headers of a 671B model in 163 shards take ~10 MB; 256 MB is not a header
 MAX_SHARDS = 4096  # checkpoint files one index may list
 MAX_SMALL = 16 << 20  # config.json or an index: an ImageNet-21k label map is ~1 MB, DeepSeek-V3's index ~9 MB
-GGUF_FIRST_READ = 256 << 10  # a GGUF header is read in growing steps from here (a tokenizer makes it MBs)
-GGUF_MAX_HEADER = 128 << 20
 SHA = re.compile(r"[0-9a-f]{40}")
 STATE_READS = 8  # shard headers (or quant states) of one repository read at once
 HEADER_GUESS = 32 << 10  # the first request for a safetensors file: the whole header of most (GPT-2's is 14.6 kB)
@@ -37,9 +35,10 @@ class Fetched:
     source: Source
     revision: str = ""  # the commit read (Hub), '' for a local folder
     config: bytes = b""
-    fmt: str = ""  # safetensors | gguf | '' (config.json alone)
+    fmt: str = ""  # a registered format's name (pipeline/formats/base.py) | '' (config.json alone)
     headers: dict[str, dict] = field(default_factory=dict)  # safetensors: file -> size, data_start, header
-    gguf: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # GGUF: file -> (header bytes, file size)
+    # any other format: file -> (its leading bytes that hold the header, the file's size), Format.header_prefix
+    prefixes: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     states: dict[str, dict[str, bytes]] = field(default_factory=dict)  # file -> tensor -> bytes (bitsandbytes)
     index_total: Any = None  # the index's metadata.total_parameters, as it says
     api_total: Any = None  # the Hub API's safetensors.total, when the API was asked
@@ -193,7 +192,8 @@ def fetch(src: Source) -> Fetched:
     if src.kind == "bad":
         raise PipelineError(src.problem, kind=src.problem_kind)
     if src.kind == "path" and Path(src.source).expanduser().is_file():
-        if not src.source.endswith(".gguf"):
+        fmt = base.for_file(Path(src.source))
+        if fmt is None or not fmt.carries_config:
             raise PipelineError("a local file in a census list must be a .gguf file; list a checkpoint folder")
         src = Source(src.line, src.source, "", "path", file=Path(src.source).name, hub_total=src.hub_total)
         repo = Repo(Source(src.line, str(Path(src.source).expanduser().parent), "", "path"))
@@ -202,7 +202,8 @@ def fetch(src: Source) -> Fetched:
     out = Fetched(src, repo.revision, api_total=repo.api_total)
     try:
         if src.file:
-            _gguf(repo, src.file, out)
+            fmt = base.for_file(Path(src.file))
+            _prefixes(repo, fmt, fmt.files([src.file]), out)
         else:
             _checkpoint(repo, out)
     except FileNotFoundError as exc:
@@ -214,16 +215,20 @@ def fetch(src: Source) -> Fetched:
 
 def _checkpoint(repo: Repo, out: Fetched) -> None:
     config = repo.small("config.json")
-    if config is None:
-        ggufs = _gguf_models([n for n in repo.names() if n.endswith(".gguf")])
-        if len(ggufs) != 1:
-            what = f"{len(ggufs)} GGUF models ({', '.join(ggufs[:3])}{', ...' if len(ggufs) > 3 else ''})"
-            raise PipelineError(
-                "no config.json" + (f", and {what}: list one as owner/name/FILE.gguf" if ggufs else " and no GGUF file")
-            )
-        _gguf(repo, ggufs[0], out)
+    if config is None:  # a format whose files carry the config (GGUF), the one model the repository holds
+        try:
+            found = base.in_names(repo.names(), carrying=True)
+        except PipelineError as exc:
+            raise PipelineError(f"no config.json, and {exc.message}", kind=exc.kind) from None
+        if found is None:
+            raise PipelineError("no config.json and no GGUF file")
+        _prefixes(repo, *found, out)
         return
     out.config = config
+    others = [f for f in base.REGISTERED.values() if not f.carries_config and f.name != "safetensors"]
+    if others and (found := base.in_names(repo.names(), carrying=False)) and found[0].name != "safetensors":
+        _prefixes(repo, *found, out)  # config.json beside another registered format's files
+        return
     index = repo.small(safetensors_file.SAFETENSORS_INDEX)
     if index is None:
         names = [safetensors_file.SAFETENSORS_SINGLE]
@@ -299,46 +304,14 @@ def _index(blob: bytes) -> tuple[list[str], Any]:
     return names, claimed
 
 
-def _gguf_models(names: list[str]) -> list[str]:
-    """The GGUF models among a repository's files: single files and the first shards of split sets."""
-    out = []
+def _prefixes(repo: Repo, fmt: Any, names: list[str], out: Fetched) -> None:
+    """The leading bytes that hold each file's header, as the format reads them (Format.header_prefix)."""
     for name in names:
-        m = gguf_file.SPLIT_RE.match(Path(name).name)
-        if not m or m["no"] == "00001":
-            out.append(name)
-    return out
-
-
-def _gguf(repo: Repo, name: str, out: Fetched) -> None:
-    """A GGUF model's headers: the named file and, for a split set, every shard the name says it has."""
-    m = gguf_file.SPLIT_RE.match(Path(name).name)
-    names = [name]
-    if m:
-        count = int(m["count"])
-        if m["no"] != "00001" or not 1 <= count <= gguf_file.MAX_SHARDS:
-            raise PipelineError(f"{name}: list the first shard of a split set (-00001-of-)")
-        stem = str(Path(name).parent / m["stem"]) if "/" in name else m["stem"]
-        names = [f"{stem}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
-    for shard in names:
-        out.gguf[shard] = _gguf_header(repo.file(shard))
-    out.fmt = "gguf"
-
-
-def _gguf_header(rf: Any) -> tuple[bytes, int]:
-    """The first bytes of a GGUF file up to the start of its data: read in growing steps until its header parses."""
-    from pipeline.formats import gguf_header
-
-    if rf.size is None:
-        rf.read(0, 8)  # the answer says the file's size
-    take = min(GGUF_FIRST_READ, rf.size)
-    while True:
-        data = rf.read(0, take)
-        header = gguf_header.parse_prefix(data, rf.size, short(rf.url))
-        if header is not None:
-            return data[: header.data_start], rf.size
-        if take >= GGUF_MAX_HEADER:
-            raise PipelineError(f"{short(rf.url)}: no GGUF header ends in its first {take:,} bytes")
-        take = min(take * 4, rf.size, GGUF_MAX_HEADER)
+        rf = repo.file(name)
+        if rf.size is None:
+            rf.read(0, 8)  # the answer says the file's size
+        out.prefixes[name] = (fmt.header_prefix(rf.read, rf.size, short(rf.url)), rf.size)
+    out.fmt = fmt.name
 
 
 def _offline() -> bool:

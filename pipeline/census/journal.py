@@ -174,7 +174,7 @@ def identity_of(fetched: Any) -> dict[str, Any]:
     digest.update(fetched.fmt.encode() + b"\0" + fetched.config + b"\0")
     parts = {
         "headers": {k: [v["size"], v["data_start"], v["header"]] for k, v in sorted(fetched.headers.items())},
-        "gguf": {k: [hashlib.sha256(b).hexdigest(), size] for k, (b, size) in sorted(fetched.gguf.items())},
+        "prefixes": {k: [hashlib.sha256(b).hexdigest(), size] for k, (b, size) in sorted(fetched.prefixes.items())},
         "states": {
             f: {t: hashlib.sha256(b).hexdigest() for t, b in sorted(v.items())}
             for f, v in sorted(fetched.states.items())

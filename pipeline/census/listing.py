@@ -19,7 +19,7 @@ from pipeline.core.errors import UNAVAILABLE, PipelineError
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 # a path inside a repository (a GGUF file of a repo holding several): plain names joined by '/', no '..'
-REPO_FILE = re.compile(r"(?!.*\.\.)[\w.\-]+(/[\w.\-]+)*\.gguf")
+REPO_FILE = re.compile(r"(?!.*\.\.)[\w.\-]+(/[\w.\-]+)*(?P<suffix>\.\w+)")  # a file of a config-carrying format
 REVISION = re.compile(r"(?!.*\.\.)[A-Za-z0-9][\w.\-/]{0,199}")
 MAX_LIST_BYTES = 64 << 20  # two and a half million repositories of 25 characters; more is not a list
 MAX_SOURCE = 4096  # characters of one source (a path or an id)
@@ -139,7 +139,7 @@ def source(line: int, text: str, revision: str = "", hub_total: str = "") -> Sou
         return Source(line, text, "", "path", hub_total=hub_total)
     parts = text.split("/")
     hub_id, file = "/".join(parts[:2]), "/".join(parts[2:])
-    if not HUB_ID.fullmatch(hub_id) or (file and not REPO_FILE.fullmatch(file)):
+    if not HUB_ID.fullmatch(hub_id) or (file and not _carrying_file(file)):
         return _bad(line, text, "not a Hub id (owner/name, or owner/name/FILE.gguf) nor a local folder")
     revision = revision or "main"
     if not REVISION.fullmatch(revision):
@@ -158,3 +158,11 @@ def claim(text: str) -> int | float | str | None:
     except ValueError:
         return text  # not a number: kept as written, and flagged where it is set beside the count
     return int(value) if math.isfinite(value) and value < MAX_CLAIM and value == int(value) else value
+
+
+def _carrying_file(name: str) -> bool:
+    """A file name inside a repository of a registered format whose files carry their config (a .gguf file)."""
+    from pipeline.formats import base
+
+    m = REPO_FILE.fullmatch(name)
+    return bool(m) and any(f.carries_config and m["suffix"] in f.suffixes for f in base.REGISTERED.values())

@@ -59,7 +59,7 @@ def fetch_task(src: Source, kept: tuple[dict[str, Any], dict[str, Any]] | None =
     if kept is not None and kept[1] == identity:
         return {"row": kept[0], "identity": identity, "reused": True}
     row |= {"revision": fetched.revision, "bytes_fetched": fetched.bytes_fetched, "requests": fetched.requests}
-    blob = fetched.config or b"".join(prefix for prefix, _ in fetched.gguf.values())
+    blob = fetched.config or b"".join(prefix for prefix, _ in fetched.prefixes.values())
     return {"row": row, "fetched": fetched, "route": count.architecture_key(blob, fetched.fmt), "identity": identity}
 
 

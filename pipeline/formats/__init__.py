@@ -5,9 +5,11 @@ shape, stored dtype and byte range. A packed weight appears under the name of th
 encodes with its logical shape (pipeline/formats/quant/); quantization metadata is set apart. GGUF keeps
 its own tensor names; pipeline.model.reconcile maps them onto the architecture.
 
-One module per format: entries (what they all give, and the rules for names and files read from a folder),
-safetensors_file (headers, shards, indexes), gguf_header and gguf_file (llama.cpp's files), remote (range
-reads of a Hub checkpoint), quant/ (one module per quantization method). May import pipeline.core only.
+One module per format, each a Format (base.py) registered here: safetensors_file (headers, shards, indexes) and
+gguf_file (llama.cpp's files, read by gguf_header); detection tries them in this order. Beside them: entries
+(what every format gives, and the rules for names and files read from a folder), remote (range reads of a Hub
+checkpoint), quant/ (one module per quantization method). A new format is one module and one register() line.
+May import pipeline.core only.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError, read_json_object
-from pipeline.formats import gguf_file, quant, remote, safetensors_file
+from pipeline.formats import base, gguf_file, quant, remote, safetensors_file
+from pipeline.formats.base import Format, register
 from pipeline.formats.entries import Entry
+
+register(safetensors_file.FORMAT)
+register(gguf_file.FORMAT)
 
 MAX_STATE_BYTES = 1 << 20  # a bitsandbytes quant state is a few hundred bytes of JSON; more is not one
 
@@ -27,25 +33,41 @@ class Loaded:
     """A model folder's weights, headers only."""
 
     regrouped: quant.Regrouped  # logical entries, quantization metadata, the naive header sum
-    fmt: str  # safetensors | remote | gguf | '' (no weights)
-    gguf_arch: str = ""  # general.architecture of a GGUF model
+    fmt: str  # a registered format's name | remote | '' (no weights)
+    format: Format | None = None  # the registered format read (None: no weights, or range reads)
+    files: tuple[str, ...] = ()  # its weight files, in order
+    architecture: str = ""  # the family its tensor names follow, for a name scheme other than transformers'
 
 
-def has_gguf(folder: Path) -> bool:
-    return any(folder.glob("*.gguf"))
+def listed(folder: Path) -> list[str]:
+    """The names of the regular files directly in folder (a model folder is never walked down)."""
+    return sorted(p.name for p in folder.iterdir() if p.is_file())
 
 
 def load(folder: Path, name: str) -> Loaded:
     """The weights of a downloaded model folder, packed weights regrouped into the parameters they encode."""
-    if has_gguf(folder):
-        paths = gguf_file.shards(folder)
-        stored = gguf_file.entries(paths)
-        total = sum(e.numel for e in stored)
-        method = "gguf" if any(e.dtype not in ("F32", "F16", "BF16", "F64") for e in stored) else ""
-        return Loaded(quant.Regrouped(stored, [], total, method), "gguf", gguf_file.architecture(paths))
-    entries, fmt = load_entries(folder)
+    if safetensors_file.present(folder / safetensors_file.REMOTE_HEADERS):  # filled by range reads
+        entries = remote.remote_entries(folder)
+        return Loaded(_regrouped(folder, name, entries, None), "remote")
+    found = base.in_names(listed(folder), folder)
+    if found is None:
+        return Loaded(quant.Regrouped([], [], 0), "")
+    fmt, files = found
+    entries = fmt.entries(folder, files)
+    paths = [folder / f for f in files]
+    if fmt.packed_types:  # block types the format itself names: kept as stored, said as its method
+        total = sum(e.numel for e in entries)
+        method = fmt.name if any(e.dtype not in ("F32", "F16", "BF16", "F64") for e in entries) else ""
+        regrouped = quant.Regrouped(entries, [], total, method)
+    else:
+        regrouped = _regrouped(folder, name, entries, fmt)
+    return Loaded(regrouped, fmt.name, fmt, tuple(files), fmt.architecture(paths))
+
+
+def _regrouped(folder: Path, name: str, entries: list[Entry], fmt: Format | None) -> quant.Regrouped:
+    """Packed weights regrouped into the parameters they encode, by the config's quantization_config."""
     if not entries:
-        return Loaded(quant.Regrouped([], [], 0), fmt)
+        return quant.Regrouped([], [], 0)
     config = read_json_object(folder / "config.json", model=name)
 
     def read(e: Entry) -> bytes:
@@ -55,7 +77,39 @@ def load(folder: Path, name: str) -> Loaded:
             fh.seek(e.begin)
             return fh.read(e.end - e.begin)
 
-    return Loaded(quant.regroup(entries, config, name, read if fmt == "safetensors" else None), fmt)
+    return quant.regroup(entries, config, name, read if fmt is not None else None)
+
+
+def weights_beside_config(folder: Path, allow_pickle: bool = False) -> tuple[list[str], str]:
+    """The weight files of a folder with its own config.json, and their format's name: the first registered
+    format that carries no config and has files there, else pickle files when allowed; ([], '') if none."""
+    if safetensors_file.present(folder / safetensors_file.REMOTE_HEADERS):
+        safetensors_file.weight_files(folder)  # refuses the pipeline's own range-read record in a user's folder
+    found = base.in_names(listed(folder), folder, carrying=False)
+    if found is not None:
+        return found[1], found[0].name
+    return safetensors_file.weight_files(folder, allow_pickle)  # pickle files, or none
+
+
+def config_carrying(path: Path) -> tuple[Format, list[Path]] | None:
+    """(the format, every file of the model) of a source whose files carry the config: a file of such a format
+    (the first of a split set), or a folder holding one and no config.json of its own; else None."""
+    if path.is_file():
+        fmt = base.for_file(path)
+        return (fmt, fmt.shard_set(path)) if fmt is not None and fmt.carries_config else None
+    if not path.is_dir() or (path / "config.json").exists():
+        return None
+    names = listed(path)
+    for fmt in base.REGISTERED.values():
+        if fmt.carries_config and any(Path(n).suffix in fmt.suffixes for n in names):
+            return fmt, fmt.shard_set(path)
+    return None
+
+
+def carried_beside(folder: Path) -> list[str]:
+    """Files of config-carrying formats in a folder that has its own config.json (counted only when named)."""
+    carrying = {s for fmt in base.REGISTERED.values() if fmt.carries_config for s in fmt.suffixes}
+    return [n for n in listed(folder) if Path(n).suffix in carrying]
 
 
 def load_entries(folder: Path) -> tuple[list[Entry], str]:
@@ -63,7 +117,8 @@ def load_entries(folder: Path) -> tuple[list[Entry], str]:
     its format ('' when it has none; 'remote' when fetch: range stored only the headers)."""
     if safetensors_file.present(folder / safetensors_file.REMOTE_HEADERS):  # filled by range reads
         return remote.remote_entries(folder), "remote"
-    files, fmt = safetensors_file.weight_files(folder)
-    if fmt == "safetensors":
-        return safetensors_file.read_checkpoint(folder, files), fmt
-    return [], fmt
+    found = base.in_names(listed(folder), folder)
+    if found is None:
+        return [], ""
+    fmt, files = found
+    return fmt.entries(folder, files), fmt.name

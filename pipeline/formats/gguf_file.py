@@ -23,15 +23,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.core.errors import PipelineError, first_line
 from pipeline.formats import gguf_header
+from pipeline.formats.base import Format, ReadRange
 from pipeline.formats.entries import Entry, plain_name, regular_file
 from pipeline.formats.gguf_header import SKIPPED, Field
-
-if TYPE_CHECKING:
-    pass
 
 SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 MAX_SHARDS = 512  # llama.cpp's splits of 400B-parameter models have tens of shards; 99,999 is a typo or a trap
@@ -329,3 +327,82 @@ def _gpt_oss_rope(meta: dict[str, Field], where: Path) -> dict[str, Any]:
             suffix, value = "original_max_position_embeddings", int(value)
         rope[suffix] = value
     return rope
+
+
+# --- the format's interface (pipeline/formats/base.py) ------------------------------------------------------
+FIRST_READ = 256 << 10  # a census reads a GGUF header in growing steps from here (a tokenizer makes it MBs)
+MAX_HEADER = 128 << 20
+
+
+def models(names: list[str]) -> list[str]:
+    """The GGUF models among a folder's or repository's file names: single files and first shards of split sets."""
+    out = []
+    for name in names:
+        if not name.endswith(".gguf"):
+            continue
+        m = SPLIT_RE.match(Path(name).name)
+        if not m or m["no"] == "00001":
+            out.append(name)
+    return out
+
+
+def split_names(name: str) -> list[str]:
+    """Every file name of the model whose (first) file is name: itself, or the shards its split name says."""
+    m = SPLIT_RE.match(Path(name).name)
+    if not m:
+        return [name]
+    count = int(m["count"])
+    if m["no"] != "00001" or not 1 <= count <= MAX_SHARDS:
+        raise PipelineError(f"{name}: list the first shard of a split set (-00001-of-)")
+    stem = str(Path(name).parent / m["stem"]) if "/" in name else m["stem"]
+    return [f"{stem}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+
+
+class GGUF(Format):
+    """llama.cpp's files: the config in their metadata, llama.cpp's tensor names, ggml's block types."""
+
+    name = "gguf"
+    suffixes = (".gguf",)
+    carries_config = True
+    name_scheme = "gguf"
+    packed_types = True
+
+    def files(self, names: list[str], folder: Path | None = None) -> list[str]:
+        if not any(n.endswith(".gguf") for n in names):
+            return []
+        if folder is not None:
+            return [p.name for p in shards(folder)]
+        found = models(names)
+        if not found:
+            return []
+        if len(found) != 1:
+            what = f"{len(found)} GGUF models ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
+            raise PipelineError(f"{what}: list one as owner/name/FILE.gguf")
+        return split_names(found[0])
+
+    def shard_set(self, path: Path) -> list[Path]:
+        return shards(path)
+
+    def entries(self, folder: Path, files: list[str]) -> list[Entry]:
+        return entries([folder / f for f in files])
+
+    def config(self, paths: list[Path]) -> dict:
+        return config(paths)
+
+    def architecture(self, paths: list[Path]) -> str:
+        return architecture(paths)
+
+    def header_prefix(self, read: ReadRange, size: int, where: str) -> bytes:
+        """The first bytes of a GGUF file up to the start of its data: read in growing steps until it parses."""
+        take = min(FIRST_READ, size)
+        while True:
+            data = read(0, take)
+            header = gguf_header.parse_prefix(data, size, where)
+            if header is not None:
+                return data[: header.data_start]
+            if take >= MAX_HEADER or take >= size:
+                raise PipelineError(f"{where}: no GGUF header ends in its first {take:,} bytes")
+            take = min(take * 4, size, MAX_HEADER)
+
+
+FORMAT = GGUF()

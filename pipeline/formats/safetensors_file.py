@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import PipelineError, read_json
+from pipeline.formats.base import Format
 from pipeline.formats.entries import DTYPE_BITS, Entry, plain_name, regular_file
 
 if TYPE_CHECKING:
@@ -275,14 +276,8 @@ def weight_files(folder: Path, allow_pickle: bool = False) -> tuple[list[str], s
             f"{folder / REMOTE_HEADERS}: this file is the pipeline's own record of range-read headers, never read "
             "from a model folder; remove it (a model folder holds config.json and its weight files)"
         )
-    index = folder / SAFETENSORS_INDEX
-    if present(index):
-        return _shards(regular_file(index)), "safetensors"
-    if present(folder / SAFETENSORS_SINGLE):
-        return [regular_file(folder / SAFETENSORS_SINGLE).name], "safetensors"
-    singles = sorted(p.name for p in folder.glob("*.safetensors"))
-    if singles:
-        return [regular_file(folder / name).name for name in singles], "safetensors"
+    if files := safetensors_files(folder):
+        return files, "safetensors"
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if present(folder / PICKLE_INDEX):
         pickles = _shards(regular_file(folder / PICKLE_INDEX))
@@ -293,6 +288,17 @@ def weight_files(folder: Path, allow_pickle: bool = False) -> tuple[list[str], s
             )
         return [regular_file(folder / name).name for name in pickles], "pickle"
     return [], ""
+
+
+def safetensors_files(folder: Path) -> list[str]:
+    """The safetensors files of a folder: the shards its index lists, else model.safetensors, else every
+    *.safetensors file; [] if none."""
+    index = folder / SAFETENSORS_INDEX
+    if present(index):
+        return _shards(regular_file(index))
+    if present(folder / SAFETENSORS_SINGLE):
+        return [regular_file(folder / SAFETENSORS_SINGLE).name]
+    return [regular_file(folder / name).name for name in sorted(p.name for p in folder.glob("*.safetensors"))]
 
 
 def shard_names(index: Path) -> list[str]:
@@ -327,4 +333,21 @@ def read_checkpoint(folder: Path, files: list[str]) -> list[Entry]:
     return entries
 
 
-# --- reconciliation ---------------------------------------------------------------------------
+# --- the format's interface (pipeline/formats/base.py) ------------------------------------------------------
+class Safetensors(Format):
+    """safetensors files (plain or quantized: pipeline/formats/quant/ regroups packed weights), beside a
+    config.json, sharded through model.safetensors.index.json."""
+
+    name = "safetensors"
+    suffixes = (".safetensors",)
+
+    def files(self, names: list[str], folder: Path | None = None) -> list[str]:
+        if folder is not None:
+            return safetensors_files(folder)
+        return [SAFETENSORS_SINGLE] if SAFETENSORS_SINGLE in names else super().files(names)
+
+    def entries(self, folder: Path, files: list[str]) -> list[Entry]:
+        return read_checkpoint(folder, files)
+
+
+FORMAT = Safetensors()

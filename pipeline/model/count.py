@@ -118,7 +118,7 @@ def build_architecture(
     try:
         inv = inventory.inventory(model, name)
     except PipelineError as exc:  # say which class was built, also when it cannot be counted
-        raise PipelineError(f"{cls.__name__} ({build.class_reason(class_from)}): {exc}", model=name) from None
+        raise exc.named(name).reworded(f"{cls.__name__} ({build.class_reason(class_from)}): {exc.message}") from None
     n_experts, top_k = moe.settings(config, moe.structure(model), name, dict(model.named_modules()))
     stacked = inv.loc[inv["component"] == "experts", ["name", "experts"]]
     for pname, count_ in stacked.itertuples(index=False):
@@ -143,8 +143,8 @@ def weigh(built: Built, loaded: formats.Loaded, name: str, inventory_rows: bool 
         return Weighed(built.inv, None, None, None, None)
     # weight files are there: even one with no tensors must account for every parameter
     model, entries = built.model, regrouped.entries
-    if loaded.fmt == "gguf":
-        rec = reconcile.reconcile_gguf(model, entries, loaded.gguf_arch, name)
+    if loaded.format is not None and loaded.format.name_scheme == "gguf":  # llama.cpp's names, by its family
+        rec = reconcile.reconcile_gguf(model, entries, loaded.architecture, name)
     else:
         rec = reconcile.reconcile(model, entries, name, base_only=build.is_base_class(built.cls, built.config))
         quant.require_packed(regrouped, name)  # after reconcile: tensors no rule knows are named there

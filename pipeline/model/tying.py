@@ -44,6 +44,11 @@ GGUF_TIED = (
     "dequantizer when quantized) was put into the meta-built model, re-tied by transformers' tie_weights(), "
     "then get_input_embeddings().weight was correlated with get_output_embeddings().weight"
 )
+OTHER_FORMAT_TIED = (
+    "output embedding not stored (tied {fmt} checkpoint, which transformers does not load): the stored embedding "
+    "matrix was put into the meta-built model, re-tied by transformers' tie_weights(), then "
+    "get_input_embeddings().weight was correlated with get_output_embeddings().weight"
+)
 COURSE = (
     "output embedding not stored (tied): the course's check, loading the model with transformers and "
     "correlating get_input_embeddings().weight with get_output_embeddings().weight"

@@ -16,10 +16,11 @@ import json
 import logging
 from pathlib import Path
 
+from pipeline import formats
 from pipeline.core import atomic
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import ModelSpec
-from pipeline.formats import gguf_file, safetensors_file
+from pipeline.formats import safetensors_file
 from pipeline.sources.checks import check_architecture
 from pipeline.sources.hub import fetch_hub, fetch_ranges
 from pipeline.sources.pickle_file import pickle_to_safetensors
@@ -40,21 +41,19 @@ def config_json(architecture: dict) -> bytes:
     return (json.dumps(architecture, indent=2, sort_keys=True) + "\n").encode()
 
 
-def is_gguf(path: Path) -> bool:
-    """A .gguf file, or a folder holding one (and no config.json of its own)."""
-    if path.suffix == ".gguf":
-        return True
-    return path.is_dir() and any(path.glob("*.gguf")) and not (path / "config.json").exists()
+def carries_config(path: Path) -> bool:
+    """A file of a format that carries its config (a .gguf file), or a folder holding one and no config.json."""
+    return formats.config_carrying(path) is not None
 
 
-def _gguf_beside_config(spec: ModelSpec, folder: Path, files: list[str]) -> list[str]:
-    """The .gguf files of a folder that has its own config.json: never counted silently.
+def _carried_beside_config(spec: ModelSpec, folder: Path, files: list[str]) -> list[str]:
+    """The files of config-carrying formats (.gguf) in a folder that has its own config.json: never counted silently.
 
     With other weights (safetensors, or pickle with allow_pickle) those are counted and the GGUF files are
     named as not counted; with config_only the config alone is counted, said the same way. With neither,
     which to count is ambiguous: refused, saying how to pick.
     """
-    ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    ggufs = formats.carried_beside(folder)
     if not ggufs:
         return []
     if not files and not spec.config_only:
@@ -84,12 +83,12 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
     elif spec.source == "config":  # architecture already holds config_path's fields, overridden by its own
         (out / "config.json").write_bytes(config_json(spec.architecture))
         folder, files, fmt = None, [], ""
-    elif spec.source == "path" and is_gguf(Path(spec.path)):
+    elif spec.source == "path" and (carried := formats.config_carrying(Path(spec.path))):
         # a .gguf file (the first shard of a split set) or a folder holding one: the config is its metadata
-        paths = gguf_file.shards(Path(spec.path))
-        config = gguf_file.config(paths)  # from every shard's metadata and tensor table
+        fmt, paths = carried
+        config = fmt.config(paths)  # from every shard's metadata and tensor table
         check_architecture(spec, paths[0], config)
-        gguf_file.entries(paths)  # every shard's tensor table must read before a byte is copied
+        fmt.entries(paths[0].parent, [p.name for p in paths])  # every shard's table reads before a byte is copied
         for path in paths:
             atomic.link(path, out / path.name, out)
         (out / "config.json").write_bytes(config_json(config))
@@ -103,26 +102,26 @@ def materialise(spec: ModelSpec, out: Path, hashes: bool = True) -> dict:
         check_architecture(spec, folder / "config.json")
         # Everything is checked in the source folder before a byte is copied: shard names stay inside
         # it, every file is a regular file, every header keeps the format's rules.
-        files, fmt = safetensors_file.weight_files(folder, allow_pickle=spec.allow_pickle)
-        not_counted = _gguf_beside_config(spec, folder, files)
+        files, fmt = formats.weights_beside_config(folder, allow_pickle=spec.allow_pickle)
+        not_counted = _carried_beside_config(spec, folder, files)
         if not files and not spec.config_only:
             raise PipelineError(
                 f"{folder} has config.json but no weights (*.safetensors)", model=spec.name, advice="config_only"
             )
-        if fmt == "safetensors":
-            safetensors_file.read_checkpoint(folder, files)
+        if (registered := formats.base.named(fmt)) is not None:
+            registered.entries(folder, files)
         atomic.link(folder / "config.json", out / "config.json", out)
         if fmt == "pickle":
             pickle_to_safetensors(spec, folder, files, out)
             converted_from = files
         elif files:
             index = folder / safetensors_file.SAFETENSORS_INDEX
-            if index.is_file():
+            if fmt == "safetensors" and index.is_file():
                 atomic.link(index, out / safetensors_file.SAFETENSORS_INDEX, out)
             for name in files:
                 atomic.link(folder / name, out / name, out)
     if not fetched and spec.source != "config":
-        weights = [p for p in out.iterdir() if p.suffix in (".safetensors", ".gguf")]
+        weights = [p for p in out.iterdir() if p.suffix in formats.base.suffixes()]
         size = sum(p.stat().st_size for p in weights)
         fetched = {"checkpoint_bytes": size, "bytes_fetched": size if spec.source == "hub" else None}
     return {

@@ -42,7 +42,7 @@ def value_tables(cfg: params.Params, cache: memo.Memo) -> tuple[pd.DataFrame, pd
         folder = cfg.models_dir(name)
         with about(name):
             loaded = formats.load(folder, name)
-            if loaded.fmt not in ("safetensors", "gguf"):  # no weights, or range reads that fetched only the embeddings
+            if loaded.format is None:  # no weights, or range reads that fetched only the embeddings
                 continue
             prov = json.loads((folder / "provenance.json").read_text())
             key = cache.key("values", prov, memo.folder_state(folder), memo.file_digest(_inventory_file(cfg, name)), v)

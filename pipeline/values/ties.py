@@ -63,6 +63,9 @@ def value_evidence(
     elif fmt == "gguf":  # from_pretrained loads no GGUF from a model folder: the embedding alone, the same check
         acc = tie_check_from_embedding(model_dir, entries, in_key, chunk_elements, auto_class, built)
         method = tying.GGUF_TIED
+    elif fmt != "safetensors":  # a format transformers does not load: the embedding alone, the same check
+        acc = tie_check_from_embedding(model_dir, entries, in_key, chunk_elements, auto_class, built)
+        method = tying.OTHER_FORMAT_TIED.format(fmt=fmt)
     elif regrouped.method or sum(e.end - e.begin for e in entries) > _physical_memory() // 4:
         # quantized (loading it whole needs its quantizer's kernels), or too big to load whole:
         # the same check with only the embedding matrix materialised

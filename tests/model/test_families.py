@@ -261,7 +261,7 @@ def test_bert_base_from_a_pretraining_checkpoint(tmp_path):
     rec = reconcile.reconcile(meta, entries, "bert", base_only=True)
     assert rec.key_of["embeddings.LayerNorm.weight"] == "bert.embeddings.LayerNorm.gamma"
     assert {e.key.split(".")[0] for e in rec.unused} == {"cls"}
-    counted = rec.checkpoint_tensors - sum(e.numel for e in rec.unused)
+    counted = rec.entry_values - sum(e.numel for e in rec.unused)
     assert counted == sum(p.numel() for p in meta.parameters())
     with pytest.raises(PipelineError, match=r"unexpected keys: cls\."):
         reconcile.reconcile(meta, entries, "bert", base_only=False)

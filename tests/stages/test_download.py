@@ -257,7 +257,7 @@ def test_reconcile_names_mismatched_missing_and_unexpected_keys(workdir):
     with pytest.raises(PipelineError, match=r"missing keys: transformer\.h\.2\.ln_1\.weight"):
         _reconcile(folder, n_layer=3)
     rec = _reconcile(folder)
-    assert rec.checkpoint_tensors - sum(e.numel for e, _ in rec.buffers) == sum(
+    assert rec.entry_values - sum(e.numel for e, _ in rec.buffers) == sum(
         p.numel() for p in build.build_meta(__import__("transformers").AutoConfig.for_model(**TINY), "m").parameters()
     )
     # an extra tensor in a module that does not exist is unexpected, never a silent buffer

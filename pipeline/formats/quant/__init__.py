@@ -90,7 +90,7 @@ def regroup(entries: list[Entry], config: dict[str, Any], name: str, read: Reade
     try:
         check_config(q)
     except PipelineError as exc:
-        raise PipelineError(f"{exc}", model=name) from None
+        raise exc.named(name) from None
     by_key = {e.key: e for e in entries}
     candidates: dict[str, dict[str, Entry]] = {}  # module -> {metadata suffix: entry}, built once
     for e in entries:
@@ -109,7 +109,7 @@ def regroup(entries: list[Entry], config: dict[str, Any], name: str, read: Reade
             try:
                 shape = layout.rule(e, candidates.get(module, {}), q, read)
             except PipelineError as exc:
-                raise PipelineError(f"{exc}", model=name) from None
+                raise exc.named(name) from None
             done.add(e.key)
             quantized.add(module)
             if shape is None:
