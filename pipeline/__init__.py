@@ -18,4 +18,11 @@ The packages are floors; each may import its own and those below it (tests/test_
 
 Flow: conf/ -> params.yaml -> stages -> library -> results/ -> report -> reports/. Nothing here imports torch
 at import time; only a stage or command that builds a model pays for it.
+
+Why so many imports sit inside functions: torch, transformers' model code, pandas, matplotlib, dask and
+huggingface_hub cost 1 to 10 s to import on 2 cores. `hmp --help`, `hmp --version`, an `hmp` refusal, and a
+stage whose every model comes from its cache (tests/stages/test_sweep.py: count, ties, bias and report import
+neither torch nor transformers then) must not pay for libraries they do not use. So a module imports at its
+top only the standard library, pipeline modules that do the same, and what every caller of it needs anyway;
+the rest is imported where it is used.
 """

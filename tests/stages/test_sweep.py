@@ -154,11 +154,11 @@ def test_refused_models_are_each_named_and_no_folder_is_written(workdir):
     assert not (workdir / "data/models").exists() or not any((workdir / "data/models").iterdir())
 
 
-@pytest.mark.parametrize("stage", ["count", "ties", "bias", "report"])
+@pytest.mark.parametrize("stage", ["download", "count", "ties", "bias", "report"])
 def test_cached_config_only_models_import_no_torch(workdir, monkeypatch, stage):
     _run(monkeypatch, tiny_params())
     code = (
-        "import runpy, sys; runpy.run_module(sys.argv[1], run_name='__main__'); "
+        "import runpy, sys; runpy.run_module(sys.argv.pop(1), run_name='__main__'); "
         "print('imported:', 'torch' in sys.modules, 'transformers' in sys.modules)"
     )
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
