@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import tempfile
 import threading
 from collections import OrderedDict
@@ -85,13 +84,10 @@ def count(f: Fetched) -> dict[str, Any]:
 def layout_key(f: Fetched) -> str:
     """What a count depends on: the config and every header (and quant state) byte for byte, in one hash."""
     h = hashlib.sha256(f.fmt.encode() + b"\0" + f.config)
-    for name, info in sorted(f.headers.items()):
-        blob = json.dumps([name, info["size"], info["data_start"], info["header"]], sort_keys=True)
-        h.update(blob.encode())
-        for key, data in sorted(f.states.get(name, {}).items()):
-            h.update(key.encode() + b"\0" + data)
     for name, (prefix, size) in sorted(f.prefixes.items()):
-        h.update(f"{name}\0{size}\0".encode() + prefix)
+        h.update(f"{name}\0{size}\0{len(prefix)}\0".encode() + prefix)
+        for offset, data in sorted(f.pieces.get(name, {}).items()):
+            h.update(f"{offset}\0{len(data)}\0".encode() + data)
     return h.hexdigest()
 
 
@@ -103,20 +99,20 @@ def _count(f: Fetched) -> tuple[dict[str, Any], dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="hmp-census-") as tmp:
         folder = Path(tmp)
         try:
-            if f.prefixes:  # any format but safetensors: each file's header, then zeros to its size (sparse: no disk)
+            config = f.config
+            if f.prefixes:  # each file as the repository's: its header, zeros for the data (sparse: no disk), the
+                # few bytes that were read beyond it (quant states) at their places; its format reads it back
                 fmt = formats.base.named(f.fmt)
                 for name, (prefix, size) in f.prefixes.items():
                     with open(folder / Path(name).name, "wb") as fh:
                         fh.write(prefix)
                         fh.truncate(size)
-                paths = [folder / Path(name).name for name in f.prefixes]
-                config = (
-                    json.dumps(fmt.config(paths), indent=2, sort_keys=True).encode() if fmt.carries_config else f.config
-                )
-            else:
-                config = f.config
-                for name, info in f.headers.items():
-                    _sparse_safetensors(folder / name, info, f.states.get(name, {}))
+                        for offset, data in f.pieces.get(name, {}).items():
+                            fh.seek(offset)
+                            fh.write(data)
+                if fmt.carries_config:
+                    paths = [folder / Path(name).name for name in f.prefixes]
+                    config = json.dumps(fmt.config(paths), indent=2, sort_keys=True).encode()
             (folder / "config.json").write_bytes(config)
             key = architecture_key(config, f.fmt)
             built = _build(key, folder)
@@ -127,20 +123,6 @@ def _count(f: Fetched) -> tuple[dict[str, Any], dict[str, Any]]:
         finally:
             gguf_header.forget()  # before the files go: their inodes may be reused
     return _row(f, key, built, loaded, weighed)
-
-
-def _sparse_safetensors(path: Path, info: dict, states: dict[str, bytes]) -> None:
-    """A safetensors file as the repository's: its header, zeros for the data (sparse: no disk), the few tensors
-    that were read (quant states) at their places. The format's own rules read it back like any local file."""
-    blob = json.dumps(info["header"], separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    start = 8 + len(blob)
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(blob)) + blob)
-        fh.truncate(start + info["size"] - info["data_start"])
-        for key, data in states.items():
-            fh.seek(start + info["header"][key]["data_offsets"][0])
-            fh.write(data)
 
 
 def _summary(built: Any) -> dict[str, Any]:
@@ -156,7 +138,7 @@ def _row(f: Fetched, key: str, built: Any, loaded: Any, weighed: Any) -> dict[st
 
     summary = _summary(built)
     rec = weighed.rec
-    sizes = [info["size"] for info in f.headers.values()] or [size for _, size in f.prefixes.values()]
+    sizes = [size for _, size in f.prefixes.values()]
     checkpoint_bytes = sum(sizes) if sizes else None
     total = summary["total"]
     moe = built.n_experts is not None

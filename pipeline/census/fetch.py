@@ -25,7 +25,6 @@ MAX_SHARDS = 4096  # checkpoint files one index may list
 MAX_SMALL = 16 << 20  # config.json or an index: an ImageNet-21k label map is ~1 MB, DeepSeek-V3's index ~9 MB
 SHA = re.compile(r"[0-9a-f]{40}")
 STATE_READS = 8  # shard headers (or quant states) of one repository read at once
-HEADER_GUESS = 32 << 10  # the first request for a safetensors file: the whole header of most (GPT-2's is 14.6 kB)
 
 
 @dataclass
@@ -36,10 +35,9 @@ class Fetched:
     revision: str = ""  # the commit read (Hub), '' for a local folder
     config: bytes = b""
     fmt: str = ""  # a registered format's name (pipeline/formats/base.py) | '' (config.json alone)
-    headers: dict[str, dict] = field(default_factory=dict)  # safetensors: file -> size, data_start, header
-    # any other format: file -> (its leading bytes that hold the header, the file's size), Format.header_prefix
+    # file -> (its leading bytes that hold the header, the file's size), as its format reads them (header_prefix)
     prefixes: dict[str, tuple[bytes, int]] = field(default_factory=dict)
-    states: dict[str, dict[str, bytes]] = field(default_factory=dict)  # file -> tensor -> bytes (bitsandbytes)
+    pieces: dict[str, dict[int, bytes]] = field(default_factory=dict)  # file -> offset -> bytes (quant states)
     index_total: Any = None  # the index's metadata.total_parameters, as it says
     api_total: Any = None  # the Hub API's safetensors.total, when the API was asked
     bytes_fetched: int = 0
@@ -231,31 +229,14 @@ def _checkpoint(repo: Repo, out: Fetched) -> None:
         return
     index = repo.small(safetensors_file.SAFETENSORS_INDEX)
     if index is None:
-        names = [safetensors_file.SAFETENSORS_SINGLE]
-    else:
-        names, out.index_total = _index(index)
-    if index is None:
         try:
-            out.headers[names[0]] = _header(repo, names[0])
+            _prefixes(repo, safetensors_file.FORMAT, [safetensors_file.SAFETENSORS_SINGLE], out)
         except FileNotFoundError:
             return  # config.json alone: counted from it, and said so
     else:  # a sharded checkpoint: its headers read several at a time, in the index's order
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=STATE_READS) as pool:
-            out.headers = dict(zip(names, pool.map(lambda name: _header(repo, name), names), strict=True))
-    out.fmt = "safetensors"
+        names, out.index_total = _index(index)
+        _prefixes(repo, safetensors_file.FORMAT, names, out)
     _quant_states(repo, out)
-
-
-def _header(repo: Repo, name: str) -> dict:
-    """One safetensors file's size, data start and header, checked by the format's rules."""
-    rf = repo.file(name)
-    data_start, header = remote.read_header(rf, HEADER_GUESS)
-    if rf.size is None:
-        raise PipelineError(f"{short(rf.url)}: the server did not say how long the file is (Content-Range)")
-    safetensors_file.entries_from_header(header, data_start, name, rf.size, short(rf.url))
-    return {"size": rf.size, "data_start": data_start, "header": header}
 
 
 def _quant_states(repo: Repo, out: Fetched) -> None:
@@ -272,17 +253,18 @@ def _quant_states(repo: Repo, out: Fetched) -> None:
     if not q or q.get("quant_method") != "bitsandbytes":
         return
     wanted = []
-    for name, info in out.headers.items():
-        for key, t in info["header"].items():
+    for name, (prefix, _) in out.prefixes.items():
+        data_start, header = safetensors_file.parse_header(prefix, name)
+        for key, t in header.items():
             if ".quant_state." in key and isinstance(t, dict):
-                begin, end = (info["data_start"] + o for o in t["data_offsets"])
+                begin, end = (data_start + o for o in t["data_offsets"])
                 if end - begin > MAX_STATE_BYTES:
                     raise PipelineError(f"tensor {key!r}: {end - begin:,} bytes is too large for a quant state")
-                wanted.append((name, key, begin, end))
+                wanted.append((name, begin, end))
     with ThreadPoolExecutor(max_workers=STATE_READS) as pool:
-        blobs = list(pool.map(lambda w: repo.file(w[0]).read(w[2], w[3] - w[2]), wanted))
-    for (name, key, _, _), blob in zip(wanted, blobs, strict=True):
-        out.states.setdefault(name, {})[key] = blob
+        blobs = list(pool.map(lambda w: repo.file(w[0]).read(w[1], w[2] - w[1]), wanted))
+    for (name, begin, _), blob in zip(wanted, blobs, strict=True):
+        out.pieces.setdefault(name, {})[begin] = blob
 
 
 def _index(blob: bytes) -> tuple[list[str], Any]:
@@ -305,12 +287,20 @@ def _index(blob: bytes) -> tuple[list[str], Any]:
 
 
 def _prefixes(repo: Repo, fmt: Any, names: list[str], out: Fetched) -> None:
-    """The leading bytes that hold each file's header, as the format reads them (Format.header_prefix)."""
-    for name in names:
+    """The leading bytes that hold each file's header, as the format reads them (Format.header_prefix), several
+    files at a time, in the given order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(name: str) -> tuple[bytes, int]:
         rf = repo.file(name)
-        if rf.size is None:
-            rf.read(0, 8)  # the answer says the file's size
-        out.prefixes[name] = (fmt.header_prefix(rf.read, rf.size, short(rf.url)), rf.size)
+        prefix = fmt.header_prefix(rf, short(rf.url))
+        return prefix, rf.size
+
+    if len(names) == 1:
+        out.prefixes = {names[0]: one(names[0])}
+    else:
+        with ThreadPoolExecutor(max_workers=STATE_READS) as pool:
+            out.prefixes = dict(zip(names, pool.map(one, names), strict=True))
     out.fmt = fmt.name
 
 

@@ -173,11 +173,10 @@ def identity_of(fetched: Any) -> dict[str, Any]:
     digest = hashlib.sha256()
     digest.update(fetched.fmt.encode() + b"\0" + fetched.config + b"\0")
     parts = {
-        "headers": {k: [v["size"], v["data_start"], v["header"]] for k, v in sorted(fetched.headers.items())},
         "prefixes": {k: [hashlib.sha256(b).hexdigest(), size] for k, (b, size) in sorted(fetched.prefixes.items())},
-        "states": {
-            f: {t: hashlib.sha256(b).hexdigest() for t, b in sorted(v.items())}
-            for f, v in sorted(fetched.states.items())
+        "pieces": {
+            f: {str(o): hashlib.sha256(b).hexdigest() for o, b in sorted(v.items())}
+            for f, v in sorted(fetched.pieces.items())
         },
         "index_total": repr(fetched.index_total),
     }

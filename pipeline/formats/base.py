@@ -22,13 +22,20 @@ May import pipeline.core only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from pipeline.formats.entries import Entry
 
-# A ranged reader of one file: read(offset, length) -> bytes
-ReadRange = Callable[[int, int], bytes]
+
+class RangeReader(Protocol):
+    """One file read by byte ranges (remote.RangeFile over HTTP, census.fetch.LocalFile on disk): size is None
+    until the first read has told it; upto=True clamps a read to the file's end."""
+
+    url: str
+    size: int | None
+
+    def read(self, offset: int, length: int, progress: Any = None, upto: bool = False) -> bytes: ...
 
 
 class Format:
@@ -62,8 +69,9 @@ class Format:
         """The family name its tensor names follow (name_scheme other than transformers)."""
         return ""
 
-    def header_prefix(self, read: ReadRange, size: int, where: str) -> bytes:
-        """The leading bytes of a file of size bytes that hold its whole header (a census reads only these)."""
+    def header_prefix(self, rf: RangeReader, where: str) -> bytes:
+        """The leading bytes of a file that hold its whole header, checked (a census reads only these; a file made
+        of them and zeros to rf.size reads back as the same entries). where names the file in errors."""
         raise NotImplementedError(f"the census cannot read {self.name} files by range")
 
     def owns(self, path: Path) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 
 from pipeline.core.errors import PipelineError, first_line
 from pipeline.formats import gguf_header
-from pipeline.formats.base import Format, ReadRange
+from pipeline.formats.base import Format, RangeReader
 from pipeline.formats.entries import Entry, plain_name, regular_file
 from pipeline.formats.gguf_header import SKIPPED, Field
 
@@ -392,11 +392,14 @@ class GGUF(Format):
     def architecture(self, paths: list[Path]) -> str:
         return architecture(paths)
 
-    def header_prefix(self, read: ReadRange, size: int, where: str) -> bytes:
+    def header_prefix(self, rf: RangeReader, where: str) -> bytes:
         """The first bytes of a GGUF file up to the start of its data: read in growing steps until it parses."""
+        if rf.size is None:
+            rf.read(0, 8)  # the answer says the file's size
+        size = rf.size
         take = min(FIRST_READ, size)
         while True:
-            data = read(0, take)
+            data = rf.read(0, take)
             header = gguf_header.parse_prefix(data, size, where)
             if header is not None:
                 return data[: header.data_start]

@@ -292,14 +292,7 @@ def read_header(rf: RangeFile, guess: int = 0) -> tuple[int, dict]:
     With guess, the first request asks for that many bytes (the whole header of most files: one request
     instead of two, what a census of thousands of repositories wants), then for the rest if it is longer.
     """
-    first = rf.read(0, max(8, guess), upto=True)
-    if len(first) < 8:
-        raise PipelineError(f"{rf.url}: {len(first)} bytes, too short for a safetensors file")
-    (n,) = struct.unpack("<Q", first[:8])
-    if n > safetensors_file.MAX_HEADER:
-        raise PipelineError(f"{rf.url}: header length {n} is not that of a safetensors file")
-    blob = first[: 8 + n] if len(first) >= 8 + n else first + rf.read(len(first), 8 + n - len(first))
-    return safetensors_file.parse_header(blob, rf.url)
+    return safetensors_file.parse_header(safetensors_file.header_bytes(rf, guess), rf.url)
 
 
 REMOTE_HEADERS = safetensors_file.REMOTE_HEADERS

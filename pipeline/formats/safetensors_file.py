@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import PipelineError, read_json
-from pipeline.formats.base import Format
+from pipeline.formats.base import Format, RangeReader
 from pipeline.formats.entries import DTYPE_BITS, Entry, plain_name, regular_file
 
 if TYPE_CHECKING:
@@ -348,6 +348,29 @@ class Safetensors(Format):
 
     def entries(self, folder: Path, files: list[str]) -> list[Entry]:
         return read_checkpoint(folder, files)
+
+    def header_prefix(self, rf: RangeReader, where: str) -> bytes:
+        blob = header_bytes(rf, HEADER_GUESS)
+        if rf.size is None:
+            raise PipelineError(f"{where}: the server did not say how long the file is (Content-Range)")
+        data_start, header = parse_header(blob, where)
+        entries_from_header(header, data_start, Path(where).name, rf.size, where)
+        return blob
+
+
+HEADER_GUESS = 32 << 10  # the first range read of a safetensors file: the whole header of most (GPT-2's is 14.6 kB)
+
+
+def header_bytes(rf: RangeReader, guess: int = 0) -> bytes:
+    """The 8-byte length and the header of a safetensors file read by ranges: with guess, the first read asks
+    for that many bytes (the whole header of most files: one request instead of two), then for the rest."""
+    first = rf.read(0, max(8, guess), upto=True)
+    if len(first) < 8:
+        raise PipelineError(f"{rf.url}: {len(first)} bytes, too short for a safetensors file")
+    (n,) = struct.unpack("<Q", first[:8])
+    if n > MAX_HEADER:
+        raise PipelineError(f"{rf.url}: header length {n} is not that of a safetensors file")
+    return first[: 8 + n] if len(first) >= 8 + n else first + rf.read(len(first), 8 + n - len(first))
 
 
 FORMAT = Safetensors()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import PipelineError
-from pipeline.formats.base import Format, ReadRange
+from pipeline.formats.base import Format, RangeReader
 from pipeline.formats.entries import DTYPE_BYTES, Entry, regular_file
 
 MAGIC = b"TOY1"
@@ -45,9 +45,9 @@ class Toy(Format):
                 out.append(Entry(key, dtype, tuple(shape), name, data + begin, data + end))
         return out
 
-    def header_prefix(self, read: ReadRange, size: int, where: str) -> bytes:
-        (n,) = struct.unpack("<Q", read(4, 8))
-        return read(0, START + n)
+    def header_prefix(self, rf: RangeReader, where: str) -> bytes:
+        (n,) = struct.unpack("<Q", rf.read(4, 8))
+        return rf.read(0, START + n)
 
 
 FORMAT = Toy()
