@@ -94,7 +94,7 @@ def weights_beside_config(folder: Path, allow_pickle: bool = False) -> tuple[lis
 def config_carrying(path: Path) -> tuple[Format, list[Path]] | None:
     """(the format, every file of the model) of a source whose files carry the config: a file of such a format
     (the first of a split set), or a folder holding one and no config.json of its own; else None."""
-    if path.is_file():
+    if not path.is_dir():  # a file, or what is named like one (a FIFO called x.gguf is refused by its format)
         fmt = base.for_file(path)
         return (fmt, fmt.shard_set(path)) if fmt is not None and fmt.carries_config else None
     if not path.is_dir() or (path / "config.json").exists():
