@@ -90,7 +90,7 @@ def main() -> None:
     name = f"bench-{args.models}"
     load = MachineLoad()  # before the runs: the load of everything else
     cold, noop, add, compose, logs, breakdown = [], [], [], [], [], {}
-    identical = []
+    identical, differ = [], []
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         for i in range(args.runs):
             repo = copy_repo(Path(tmp) / f"sweep{i}")
@@ -108,6 +108,8 @@ def main() -> None:
                     pair = (str(repo / out), str(fresh / out))
                     diff = sh("git", "diff", "--no-index", "--stat", *pair, cwd=Path(tmp), check=False)
                     identical.append(diff.returncode == 0)
+                    if diff.returncode:
+                        differ.append(diff.stdout.strip())
                 shutil.rmtree(fresh)
             shutil.rmtree(repo)
     during = load.during()
@@ -146,7 +148,8 @@ def main() -> None:
     if all(identical):
         print("results/ and reports/ after adding one model byte-identical to a cold run of the same sweep")
     else:
-        print("results/ or reports/ after adding one model DIFFER from a cold run of the same sweep")
+        print("results/ or reports/ after adding one model DIFFER from a cold run of the same sweep:")
+        print("\n".join(differ))
     print(during)
 
 

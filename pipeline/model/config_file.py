@@ -4,6 +4,7 @@ only when it is very likely a typo, and the fields its class does not declare th
 
 from __future__ import annotations
 
+import functools
 import weakref
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ def load_config(model_dir: str | Path, name: str, written: tuple[str, ...] = (),
             f"{transformers.__version__} does not have{hint} (code shipped with a model is never run)",
             model=name,
         )
-    for key in written:
+    stray = set(undefined_fields(config, tuple(written)))  # one to_dict() for every typed key, not one per key
+    for key in (k for k in written if k in stray):
         hint = likely_typo(config, key, raw)
         if hint:
             raise PipelineError(
@@ -156,8 +158,10 @@ def ignored_fields(config: Any, raw: dict[str, Any], read: frozenset[str]) -> li
     return sorted(k for k in undefined_fields(config, tuple(raw)) if k not in read)
 
 
-def declared_fields(cls: type) -> set[str]:
-    """The config fields a transformers config class defines: its attributes, aliases and arguments."""
+@functools.lru_cache(maxsize=512)
+def declared_fields(cls: type) -> frozenset[str]:
+    """The config fields a transformers config class defines: its attributes, aliases and arguments. Once per
+    class and process (it builds the class's default config: 3 ms, for every typed key of every model)."""
     import dataclasses
     import inspect
 
@@ -165,7 +169,7 @@ def declared_fields(cls: type) -> set[str]:
     fields |= set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs", "args"}
     if dataclasses.is_dataclass(cls):
         fields |= {f.name for f in dataclasses.fields(cls)}
-    return fields
+    return frozenset(fields)
 
 
 def undefined_fields(config: Any, keys: tuple[str, ...]) -> list[str]:

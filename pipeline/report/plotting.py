@@ -52,8 +52,9 @@ def keep_inside(fig, ax, texts: list) -> None:
 
 
 def text_width(fig, ax, text) -> float:
-    """A text's width in the x axis's data units (linear axis)."""
-    fig.canvas.draw()
+    """A text's width in the x axis's data units (linear axis). Measured with the canvas's renderer, never by
+    drawing the figure: no layout engine moves the axes here, and a draw per label cost 0.4 s each (49 s of a
+    200-model report)."""
     renderer = fig.canvas.get_renderer()
     left, right = ax.get_xlim()
     return text.get_window_extent(renderer).width * (right - left) / ax.get_window_extent(renderer).width
