@@ -223,8 +223,10 @@ def _checkpoint(repo: Repo, out: Fetched) -> None:
         _prefixes(repo, *found, out)
         return
     out.config = config
-    others = [f for f in base.REGISTERED.values() if not f.carries_config and f.name != "safetensors"]
-    if others and (found := base.in_names(repo.names(), carrying=False)) and found[0].name != "safetensors":
+    # Another registered format beside config.json needs the repository's file list (a Hub API request);
+    # safetensors needs none (its index, else model.safetensors), so the list is asked only when one is registered.
+    others = [f for f in base.REGISTERED.values() if not f.carries_config and f is not safetensors_file.FORMAT]
+    if others and (found := base.in_names(repo.names(), carrying=False)) and found[0] is not safetensors_file.FORMAT:
         _prefixes(repo, *found, out)  # config.json beside another registered format's files
         return
     index = repo.small(safetensors_file.SAFETENSORS_INDEX)

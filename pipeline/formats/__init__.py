@@ -35,7 +35,6 @@ class Loaded:
     regrouped: quant.Regrouped  # logical entries, quantization metadata, the naive header sum
     fmt: str  # a registered format's name | remote | '' (no weights)
     format: Format | None = None  # the registered format read (None: no weights, or range reads)
-    files: tuple[str, ...] = ()  # its weight files, in order
     architecture: str = ""  # the family its tensor names follow, for a name scheme other than transformers'
 
 
@@ -49,19 +48,26 @@ def load(folder: Path, name: str) -> Loaded:
     if safetensors_file.present(folder / safetensors_file.REMOTE_HEADERS):  # filled by range reads
         entries = remote.remote_entries(folder)
         return Loaded(_regrouped(folder, name, entries, None), "remote")
-    found = base.in_names(listed(folder), folder)
+    found = _detected(folder)
     if found is None:
         return Loaded(quant.Regrouped([], [], 0), "")
-    fmt, files = found
-    entries = fmt.entries(folder, files)
-    paths = [folder / f for f in files]
+    fmt, files, entries = found
     if fmt.packed_types:  # block types the format itself names: kept as stored, said as its method
         total = sum(e.numel for e in entries)
         method = fmt.name if any(e.dtype not in ("F32", "F16", "BF16", "F64") for e in entries) else ""
         regrouped = quant.Regrouped(entries, [], total, method)
     else:
         regrouped = _regrouped(folder, name, entries, fmt)
-    return Loaded(regrouped, fmt.name, fmt, tuple(files), fmt.architecture(paths))
+    return Loaded(regrouped, fmt.name, fmt, fmt.architecture([folder / f for f in files]))
+
+
+def _detected(folder: Path) -> tuple[Format, list[str], list[Entry]] | None:
+    """(the first registered format with weight files in a downloaded model folder, its files, their entries)."""
+    found = base.in_names(listed(folder), folder)
+    if found is None:
+        return None
+    fmt, files = found
+    return fmt, files, fmt.entries(folder, files)
 
 
 def _regrouped(folder: Path, name: str, entries: list[Entry], fmt: Format | None) -> quant.Regrouped:
@@ -83,8 +89,7 @@ def _regrouped(folder: Path, name: str, entries: list[Entry], fmt: Format | None
 def weights_beside_config(folder: Path, allow_pickle: bool = False) -> tuple[list[str], str]:
     """The weight files of a folder with its own config.json, and their format's name: the first registered
     format that carries no config and has files there, else pickle files when allowed; ([], '') if none."""
-    if safetensors_file.present(folder / safetensors_file.REMOTE_HEADERS):
-        safetensors_file.weight_files(folder)  # refuses the pipeline's own range-read record in a user's folder
+    safetensors_file.refuse_range_record(folder)
     found = base.in_names(listed(folder), folder, carrying=False)
     if found is not None:
         return found[1], found[0].name
@@ -97,7 +102,7 @@ def config_carrying(path: Path) -> tuple[Format, list[Path]] | None:
     if not path.is_dir():  # a file, or what is named like one (a FIFO called x.gguf is refused by its format)
         fmt = base.for_file(path)
         return (fmt, fmt.shard_set(path)) if fmt is not None and fmt.carries_config else None
-    if not path.is_dir() or (path / "config.json").exists():
+    if (path / "config.json").exists():
         return None
     names = listed(path)
     for fmt in base.REGISTERED.values():
@@ -117,8 +122,5 @@ def load_entries(folder: Path) -> tuple[list[Entry], str]:
     its format ('' when it has none; 'remote' when fetch: range stored only the headers)."""
     if safetensors_file.present(folder / safetensors_file.REMOTE_HEADERS):  # filled by range reads
         return remote.remote_entries(folder), "remote"
-    found = base.in_names(listed(folder), folder)
-    if found is None:
-        return [], ""
-    fmt, files = found
-    return fmt.entries(folder, files), fmt.name
+    found = _detected(folder)
+    return ([], "") if found is None else (found[2], found[0].name)

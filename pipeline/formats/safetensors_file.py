@@ -271,11 +271,7 @@ def weight_files(folder: Path, allow_pickle: bool = False) -> tuple[list[str], s
     named must be a regular file (or a symlink to one) inside folder. A folder that holds this project's
     own range-read bookkeeping (REMOTE_HEADERS) is not a model folder a user can give.
     """
-    if present(folder / REMOTE_HEADERS):
-        raise PipelineError(
-            f"{folder / REMOTE_HEADERS}: this file is the pipeline's own record of range-read headers, never read "
-            "from a model folder; remove it (a model folder holds config.json and its weight files)"
-        )
+    refuse_range_record(folder)
     if files := safetensors_files(folder):
         return files, "safetensors"
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -288,6 +284,15 @@ def weight_files(folder: Path, allow_pickle: bool = False) -> tuple[list[str], s
             )
         return [regular_file(folder / name).name for name in pickles], "pickle"
     return [], ""
+
+
+def refuse_range_record(folder: Path) -> None:
+    """A model folder a user gives never holds the pipeline's own record of range-read headers."""
+    if present(folder / REMOTE_HEADERS):
+        raise PipelineError(
+            f"{folder / REMOTE_HEADERS}: this file is the pipeline's own record of range-read headers, never read "
+            "from a model folder; remove it (a model folder holds config.json and its weight files)"
+        )
 
 
 def safetensors_files(folder: Path) -> list[str]:

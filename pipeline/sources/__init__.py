@@ -41,11 +41,6 @@ def config_json(architecture: dict) -> bytes:
     return (json.dumps(architecture, indent=2, sort_keys=True) + "\n").encode()
 
 
-def carries_config(path: Path) -> bool:
-    """A file of a format that carries its config (a .gguf file), or a folder holding one and no config.json."""
-    return formats.config_carrying(path) is not None
-
-
 def _carried_beside_config(spec: ModelSpec, folder: Path, files: list[str]) -> list[str]:
     """The files of config-carrying formats (.gguf) in a folder that has its own config.json: never counted silently.
 
