@@ -1,5 +1,7 @@
 """Will it fit? One call (plan) from a source and typed options (FitOptions) to a typed memory plan (Plan), per GPU
-and in total. Each term's formula and source is pipeline.cost.plan's; this module puts them together for one
+and in total, as the transformers engine allocates it. Each term's formula and source is pipeline.cost's: the
+weights as stored (cost.stored), the caches (cost.cache, cost.plan), what the prefill holds beyond them, measured
+on fake tensors (cost.prefill), and the runtime's own overhead (OVERHEAD). This module puts them together for one
 model, checks the options against it, and searches the largest context and batch that fit.
 """
 
@@ -16,6 +18,12 @@ QLORA_BITS = 4.127
 ADAM_BYTES = 16  # mixed-precision Adam per trainable parameter (Rajbhandari et al. 2020, ZeRO, section 3)
 MAX_SEARCH = 1 << 24  # the longest context or largest batch searched
 DEFAULT_CONTEXT = 4096  # the context of a model whose positions set no limit (T5's relative positions, Mamba)
+# What a CUDA process holds beyond PyTorch's allocations, per GPU: the CUDA context and the kernels it loads
+# ("When a model is loaded to the GPU the kernels are also loaded, which can take up 1-2GB of memory":
+# transformers' docs, "Model training anatomy"; the lower figure), and cuBLASLt's workspace on Hopper (32 MiB,
+# PyTorch #120925, NVIDIA's recommended size for cublasSetWorkspace).
+OVERHEAD = {"CUDA context and kernels": 10**9, "cuBLASLt workspace": 32 * 2**20}
+COMPUTE_DTYPES = ("bfloat16", "float16", "float32")  # the prefill runs in --dtype if one of these, else bfloat16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +32,9 @@ class FitOptions:
 
     context: int | None = None  # tokens per sequence; None: the model's own positions, else DEFAULT_CONTEXT
     batch: int = 1
-    dtype: str = "bfloat16"  # the weights'
+    dtype: str | None = (
+        None  # the weights', for every value; None: as the checkpoint or quantization_config stores them
+    )
     kv_dtype: str = "bfloat16"
     gpu_memory: str = "80GB"  # one GPU's, with its unit
     gpus: int = 1
@@ -36,6 +46,7 @@ class FitOptions:
     checkpointing: bool = False
     revision: str | None = None  # of a Hub id
     name: str | None = None  # the model's name in the answer
+    measure: bool = False  # also run MemTracker on the prefill and print its peak beside the plan
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> FitOptions:
@@ -53,6 +64,8 @@ class Plan:
 
     model: str
     total_params: int
+    weights_from: str
+    weights_how: str
     weights_bytes: int
     weights_bytes_per_gpu: int
     kv_cache_bytes_per_token: int
@@ -63,6 +76,9 @@ class Plan:
     lora_layers: int
     optimizer_and_gradient_bytes: int
     activation_bytes: int
+    activations_from: str
+    peak_bytes: int
+    overhead_bytes: int
     bytes_per_gpu: int
     gpu_memory_bytes: int
     fits: bool
@@ -77,6 +93,8 @@ class Plan:
     tp: int
     ep: int
     gpus: int
+    way_forward: dict[str, Any] | None
+    measured: dict[str, int] | None
 
     def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,18 +118,24 @@ def plan(source: str, options: FitOptions) -> Plan:
 
     gpu = terms.parse_memory(options.gpu_memory)
     kv_bytes = terms.dtype_bytes(options.kv_dtype, "--kv-dtype")
-    w_bytes = terms.dtype_bytes(options.dtype, "--dtype")
+    if options.dtype is not None:
+        terms.dtype_bytes(options.dtype, "--dtype")
     m = _counted(source, options)
     _check_parallel(m, options)
     context, limit, context_from = _context(m, options)
     if options.batch < 1:
         raise PipelineError(f"--batch {options.batch}: a batch is at least 1 sequence")
-    need = _needs(m, options, w_bytes, kv_bytes)
+    need = _Needs(m, options, kv_bytes, context)
     per_gpu, parts = need(context, options.batch)
     c = parts["cache"]
+    fits = per_gpu <= gpu
+    max_context = terms.largest(lambda n: need(n, options.batch)[0] <= gpu, limit or MAX_SEARCH)
+    max_batch = terms.largest(lambda n: need(context, n)[0] <= gpu, MAX_SEARCH)
     return Plan(
         model=m.shown,
         total_params=int(m.row["total"]),
+        weights_from=need.stored.source,
+        weights_how=need.stored.how,
         weights_bytes=int(parts["weights"]),
         weights_bytes_per_gpu=int(parts["weights_per_gpu"]),
         kv_cache_bytes_per_token=c.per_token,
@@ -122,11 +146,14 @@ def plan(source: str, options: FitOptions) -> Plan:
         lora_layers=parts["lora"][1],
         optimizer_and_gradient_bytes=int(parts["optimizer"]),
         activation_bytes=parts["activations"],
+        activations_from=need.activations_from,
+        peak_bytes=per_gpu - need.overhead,
+        overhead_bytes=need.overhead,
         bytes_per_gpu=per_gpu,
         gpu_memory_bytes=gpu,
-        fits=per_gpu <= gpu,
-        max_context=terms.largest(lambda n: need(n, options.batch)[0] <= gpu, limit or MAX_SEARCH),
-        max_batch=terms.largest(lambda n: need(context, n)[0] <= gpu, MAX_SEARCH),
+        fits=fits,
+        max_context=max_context,
+        max_batch=max_batch,
         context=context,
         context_from=context_from,
         max_positions=limit,
@@ -136,6 +163,8 @@ def plan(source: str, options: FitOptions) -> Plan:
         tp=options.tp,
         ep=options.ep,
         gpus=options.gpus,
+        way_forward=None if fits else _way_forward(m, options, need, gpu, context, max_context, max_batch),
+        measured=need.tracked(context, options.batch) if options.measure else None,
     )
 
 
@@ -185,47 +214,143 @@ def _context(m: _Model, options: FitOptions) -> tuple[int, int | None, str]:
     return context, limit, f"the model's own ({limit_from})" if limit else f"{DEFAULT_CONTEXT:,} ({limit_from})"
 
 
-def _needs(m: _Model, options: FitOptions, w_bytes: float, kv_bytes: float) -> Callable[[int, int], tuple[int, dict]]:
-    """need(context, batch) -> (bytes one GPU holds, the terms): everything but the cache and activations is fixed."""
-    from pipeline.cost import cache
-    from pipeline.cost import plan as terms
-    from pipeline.model import build
+class _Needs:
+    """need(context, batch) -> (bytes one GPU holds, the terms): the weights, LoRA and the optimizer are fixed; the
+    caches, the state and the activations grow with the context and the batch."""
 
-    tp, ep, train = options.tp, options.ep, options.train
-    text = cache.text_config(m.config)
-    layers = cache.layers(m.model, m.config, build.is_causal_class(type(m.model), m.config))
-    total = int(m.row["total"])
-    p = m.inv[m.inv["kind"] == "parameter"]
-    replicated = int(p.loc[p["component"] == "layer_norm", "numel"].sum())  # norms are not split
-    lora = (0, 0)
-    if train in ("lora", "qlora"):
-        lora = terms.lora_params(m.model, list(options.lora_targets), int(options.lora_rank))
-    if train == "qlora":  # the linear matrices in 4-bit NF4, every other tensor in the weights' dtype
-        linear = int(p.loc[(p["role"] == "matrix"), "numel"].sum())
-        weights = linear * QLORA_BITS / 8 + (total - linear) * w_bytes
-    else:
-        weights = total * w_bytes
-    # Megatron: norms replicated, the rest split over the TP group; routed experts split over EP ranks instead
-    routed = int(p.loc[p["component"] == "experts", "numel"].sum()) * (w_bytes if train != "qlora" else QLORA_BITS / 8)
-    if ep > 1:
-        weights_per_gpu = (weights - routed - replicated * w_bytes) / tp + routed / ep + replicated * w_bytes
-    else:
-        weights_per_gpu = (weights - replicated * w_bytes) / tp + replicated * w_bytes
-    trainable = total if train == "full" else lora[0]
-    optimizer = trainable * (ADAM_BYTES - (w_bytes if train == "full" else 0))  # full: the weights are counted above
-    latent = bool(getattr(text, "kv_lora_rank", None))  # MLA's latent is not split across a TP group
-    hidden = getattr(text, "hidden_size", 0) or 0
-    heads = getattr(text, "num_attention_heads", 0) or 0
-    n_layers = len(layers) or int(getattr(text, "num_hidden_layers", 0) or 0)
-    source_positions = getattr(m.config, "max_source_positions", None)
-    fixed = {"weights": weights, "weights_per_gpu": weights_per_gpu, "lora": lora, "optimizer": optimizer}
+    def __init__(self, m: _Model, options: FitOptions, kv_bytes: float, context: int, per_sequence=None):
+        from pipeline.cost import cache, stored
+        from pipeline.cost import plan as terms
+        from pipeline.model import build
 
-    def need(ctx: int, b: int) -> tuple[int, dict]:
-        c = terms.kv_cache(layers, ctx, b, kv_bytes, source_positions or ctx)
+        self.m, self.options, self.kv_bytes = m, options, kv_bytes
+        tp, ep, train = options.tp, options.ep, options.train
+        self.text = cache.text_config(m.config)
+        self.causal = build.is_causal_class(type(m.model), m.config)
+        self.layers = cache.layers(m.model, m.config, self.causal)
+        total = int(m.row["total"])
+        p = m.inv[m.inv["kind"] == "parameter"]
+        self.stored = stored.weights(p, m.config, options.dtype)
+        per_row = self.stored.bytes
+        if train == "qlora":  # the linear matrices in 4-bit NF4, every other tensor as stored
+            per_row = per_row.where(p["role"] != "matrix", p["numel"] * QLORA_BITS / 8)
+        weights = float(per_row.sum())
+        replicated = float(per_row[p["component"] == "layer_norm"].sum())  # norms are not split
+        routed = float(per_row[p["component"] == "experts"].sum())
+        # Megatron: norms replicated, the rest split over the TP group; routed experts split over EP ranks instead
+        if ep > 1:
+            weights_per_gpu = (weights - routed - replicated) / tp + routed / ep + replicated
+        else:
+            weights_per_gpu = (weights - replicated) / tp + replicated
+        lora = (0, 0)
+        if train in ("lora", "qlora"):
+            lora = terms.lora_params(m.model, list(options.lora_targets), int(options.lora_rank))
+        # mixed-precision Adam: 16 B per trainable parameter, less the weights already counted when all train
+        optimizer = total * ADAM_BYTES - weights if train == "full" else lora[0] * ADAM_BYTES
+        self.latent = bool(getattr(self.text, "kv_lora_rank", None))  # MLA's latent is not split across a TP group
+        self.fixed = {"weights": weights, "weights_per_gpu": weights_per_gpu, "lora": lora, "optimizer": optimizer}
+        self.overhead = sum(OVERHEAD.values())
+        self.compute = options.dtype if options.dtype in COMPUTE_DTYPES else "bfloat16"
+        self.runner, self.activations_from = None, "training: Korthikanti et al. 2022" if train else ""
+        if per_sequence is not None:  # another plan of the same model at the same size: measured there
+            self.per_sequence = per_sequence
+        else:
+            self.per_sequence = self._prefill(context) if not train else (lambda n: 0)
+
+    def _prefill(self, context: int) -> Callable[[int], int]:
+        """Bytes one sequence of n tokens holds at the prefill's peak beyond the weights and the cache: measured on
+        fake tensors at the context asked and at half of it, a·n + b·n² through both (attention that holds its
+        scores grows with n²); else the gated MLP's peak, 4 hidden states and 3 intermediate ones per token."""
+        from pipeline.cost import prefill
+
+        batch = self.options.batch
+        try:
+            self.runner = prefill.Runner(self.m.model, self.compute, self.causal)
+            high = self._beyond_cache(self.runner.measure(batch, context)) / batch
+            half = max(context // 2, 1)
+            low = self._beyond_cache(self.runner.measure(batch, half)) / batch if half < context else high / 2
+        except prefill.Unmeasured as exc:
+            hidden = int(getattr(self.text, "hidden_size", 0) or 0)
+            inner = int(getattr(self.text, "intermediate_size", 0) or 4 * hidden)
+            size = 4 if self.compute == "float32" else 2
+            self.activations_from = (
+                f"not measured ({exc}): estimated as the gated MLP's peak, (4 × {hidden:,} + 3 × {inner:,}) values "
+                "per token; the formula stands alone"
+            )
+            return lambda n: n * size * (4 * hidden + 3 * inner)
+        if half == context:
+            a, b = high / context, 0.0
+        else:  # high = a·T + b·T², low = a·h + b·h²
+            b = max((high - low * context / half) / (context * context - half * context), 0.0)
+            a = (high - b * context * context) / context
+        self.activations_from = (
+            f"measured: the transformers prefill of {batch} × {context:,} tokens on fake tensors ({self.compute}, "
+            f"{self.runner.attention} attention), beyond the weights and the cache; other sizes as a·n + b·n² through it and {half:,} tokens"
+        )
+        return lambda n: int(round(a * n + b * n * n)) if n != context else int(round(high))
+
+    def _beyond_cache(self, measured: Any) -> int:
+        """The prefill's live bytes at its peak less the cache and state the plan's own lines hold (in the compute
+        dtype, as transformers keeps them). What transformers holds beyond those stays here: after a prefill a
+        sliding-window layer keeps a view of the whole prompt's keys and values, so their storage lives on."""
+        from pipeline.cost import plan as terms
+
+        size = terms.DTYPE_BYTES[self.compute]
+        n, b = measured.context, measured.batch
+        c = terms.kv_cache(self.layers, n, b, size, getattr(self.m.config, "max_source_positions", None) or n)
+        return max(measured.activations - c.at - (c.state or 0) * b, 0)
+
+    def __call__(self, ctx: int, b: int) -> tuple[int, dict]:
+        from pipeline.cost import plan as terms
+
+        tp, train = self.options.tp, self.options.train
+        source_positions = getattr(self.m.config, "max_source_positions", None)
+        c = terms.kv_cache(self.layers, ctx, b, self.kv_bytes, source_positions or ctx)
         state = 0 if train else (c.state or 0) * b  # training keeps no cache or state (use_cache off)
-        acts = terms.activation_bytes(ctx, b, hidden, heads, n_layers, bool(options.checkpointing)) if train else 0
-        kv_gpu = 0 if train else c.at if latent else c.at / tp  # training runs without a KV cache (use_cache off)
-        per_gpu = weights_per_gpu + kv_gpu + state / tp + (optimizer + acts) / tp
-        return int(per_gpu), {"cache": c, "state": state, "activations": acts, "latent": latent, **fixed}
+        if train:
+            hidden = getattr(self.text, "hidden_size", 0) or 0
+            heads = getattr(self.text, "num_attention_heads", 0) or 0
+            n_layers = len(self.layers) or int(getattr(self.text, "num_hidden_layers", 0) or 0)
+            acts = terms.activation_bytes(ctx, b, hidden, heads, n_layers, bool(self.options.checkpointing))
+        else:
+            acts = self.per_sequence(ctx) * b
+        kv_gpu = 0 if train else c.at if self.latent else c.at / tp  # training runs without a KV cache (use_cache off)
+        f = self.fixed
+        per_gpu = f["weights_per_gpu"] + kv_gpu + state / tp + (f["optimizer"] + acts) / tp + self.overhead
+        return int(per_gpu), {"cache": c, "state": state, "activations": int(acts), "latent": self.latent, **f}
 
-    return need
+    def tracked(self, context: int, batch: int) -> dict[str, int] | None:
+        """MemTracker's peak of the same prefill (hmp fit --measure), beside the plan."""
+        from pipeline.cost import prefill
+
+        if self.runner is None:
+            return None
+        return prefill.tracker_peak(self.runner, batch, context)
+
+
+def _way_forward(
+    m: _Model, options: FitOptions, need: _Needs, gpu: int, context: int, max_context: int, max_batch: int
+) -> dict[str, Any]:
+    """What would fit when the plan does not: the fewest GPUs (a tensor-parallel degree that divides the heads), a
+    smaller dtype for the weights on the GPUs given, the largest context at this batch, the largest batch here."""
+    from pipeline.cost import plan as terms
+
+    forward: dict[str, Any] = {"max_context_at_this_batch": max_context, "max_batch_at_this_context": max_batch}
+
+    def fits(**change: Any) -> bool:
+        other = dataclasses.replace(options, measure=False, **change)
+        return _Needs(m, other, need.kv_bytes, context, need.per_sequence)(context, options.batch)[0] <= gpu
+
+    for tp in (2, 4, 8, 16, 32, 64):
+        try:
+            terms.tensor_parallel_check(m.config, tp, m.name)
+        except PipelineError:
+            continue
+        if fits(tp=tp, gpus=tp, ep=1):
+            forward["fewest_gpus"] = {"gpus": tp, "tp": tp}
+            break
+    for dtype in ("fp8", "int4"):
+        if fits(dtype=dtype):
+            forward["dtype"] = dtype
+            break
+    return forward

@@ -31,7 +31,7 @@ def fit_text(r: dict) -> str:
         f"{r['model']}: {r['total_params']:,} parameters; context {r['context']:,} ({r['context_from']}), "
         f"batch {batch}, {r['gpus']} GPU(s) of {gib(r['gpu_memory_bytes'])}, tensor parallel {tp}, "
         f"expert parallel {r['ep']}",
-        f"  weights                {gib(r['weights_bytes']):>12}  exact count × bytes per value"
+        f"  weights                {gib(r['weights_bytes']):>12}  exact count, {r['weights_how']}"
         + (split if tp > 1 or r["ep"] > 1 else ""),
         *(
             [f"  KV cache               {gib(0):>12}  none while training (use_cache off)"]
@@ -52,13 +52,36 @@ def fit_text(r: dict) -> str:
                 "checkpointing (Korthikanti et al. 2022)",
             ]
             if training
-            else []
+            else [f"  prefill activations    {gib(r['activation_bytes']):>12}  {r['activations_from']}"]
         ),
         *([lora] if r["lora_params"] else []),
+        f"  peak (PyTorch)         {gib(r['peak_bytes']):>12}  the lines above: what PyTorch allocates at the peak",
+        f"  runtime overhead       {gib(r['overhead_bytes']):>12}  CUDA context and kernels (1 GB, transformers' "
+        "'Model training anatomy'), cuBLASLt workspace (32 MiB, PyTorch #120925)",
         f"  per GPU                {gib(r['bytes_per_gpu']):>12}  → {'fits' if r['fits'] else 'does NOT fit'}"
         + (f" (the lines above, divided over {tp} GPUs as said)" if tp > 1 or r["ep"] > 1 else ""),
         f"  largest context that fits: {r['max_context']:,}; largest batch: {r['max_batch']:,}",
     ]
+    forward = r.get("way_forward")
+    if forward:
+        ways = []
+        if "fewest_gpus" in forward:
+            ways.append(f"{forward['fewest_gpus']['gpus']} GPUs at tensor parallel {forward['fewest_gpus']['tp']}")
+        if "dtype" in forward:
+            ways.append(f"the weights in {forward['dtype']} (--dtype {forward['dtype']})")
+        if forward["max_context_at_this_batch"]:
+            ways.append(f"a context of {forward['max_context_at_this_batch']:,} at this batch")
+        if forward["max_batch_at_this_context"]:
+            ways.append(f"a batch of {forward['max_batch_at_this_context']:,} at this context")
+        lines.append("  what would fit: " + ("; ".join(ways) if ways else "none of more GPUs, fp8 or int4 weights"))
+    if r.get("measured"):
+        m = r["measured"]
+        planned = r["peak_bytes"] - r["weights_bytes_per_gpu"]  # caches, state and activations
+        off = (planned - m["activations"]) / m["activations"] * 100 if m["activations"] else 0.0
+        lines.append(
+            f"  measured (MemTracker)  {gib(m['peak']):>12}  PyTorch's MemTracker over the same prefill on fake "
+            f"tensors, every weight in the compute dtype: weights {gib(m['parameters'])}, activations {gib(m['activations'])} (the plan's: {off:+.2f} %)"
+        )
     if state is None and not training:
         lines.insert(3, "  state                           ?  a sequence mixer whose state is not derived here")
     return "\n".join(lines)

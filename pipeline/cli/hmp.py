@@ -42,7 +42,15 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--name", help="the model's name in the output (default: from the source)")
     f.add_argument("--context", type=int, help="tokens per sequence (default: the model's own positions)")
     f.add_argument("--batch", type=int, default=1, help="sequences at once (default: 1)")
-    f.add_argument("--dtype", default="bfloat16", help="the weights' dtype (default: bfloat16)")
+    f.add_argument(
+        "--dtype",
+        help="every weight in this dtype (default: as the checkpoint or its quantization_config stores them, else bfloat16)",
+    )
+    f.add_argument(
+        "--measure",
+        action="store_true",
+        help="also run PyTorch's MemTracker on the prefill (fake tensors) and print its peak",
+    )
     f.add_argument("--kv-dtype", default="bfloat16", help="the KV cache's dtype (default: bfloat16)")
     f.add_argument(
         "--gpu-memory", default="80GB", help="memory of one GPU with its unit: 80GB, 24GiB, 24G (default: 80GB)"
