@@ -71,6 +71,7 @@ class Plan:
     kv_cache_bytes_per_token: int
     kv_cache_bytes: int
     kv_cache_bytes_full_length: int
+    kv_cache_from: str
     state_bytes_per_sequence: int | None
     lora_params: int
     lora_layers: int
@@ -141,6 +142,7 @@ def plan(source: str, options: FitOptions) -> Plan:
         kv_cache_bytes_per_token=c.per_token,
         kv_cache_bytes=c.at,
         kv_cache_bytes_full_length=c.full_length,
+        kv_cache_from=need.cache_from,
         state_bytes_per_sequence=c.state,
         lora_params=parts["lora"][0],
         lora_layers=parts["lora"][1],
@@ -252,6 +254,7 @@ class _Needs:
         self.overhead = sum(OVERHEAD.values())
         self.compute = options.dtype if options.dtype in COMPUTE_DTYPES else "bfloat16"
         self.runner, self.activations_from = None, "training: Korthikanti et al. 2022" if train else ""
+        self.cache_from = "formula"  # the layers' own sizes (pipeline.cost.cache); "none" for a class that keeps none
         if per_sequence is not None:  # another plan of the same model at the same size: measured there
             self.per_sequence = per_sequence
         else:
@@ -265,10 +268,15 @@ class _Needs:
 
         batch = self.options.batch
         try:
-            self.runner = prefill.Runner(self.m.model, self.compute, self.causal)
-            high = self._beyond_cache(self.runner.measure(batch, context)) / batch
+            runner = prefill.Runner(self.m.model, self.compute, self.causal)
+            high = self._beyond_cache(runner.measure(batch, context)) / batch
             half = max(context // 2, 1)
-            low = self._beyond_cache(self.runner.measure(batch, half)) / batch if half < context else high / 2
+            low = self._beyond_cache(runner.measure(batch, half)) / batch if half < context else high / 2
+            self.runner = runner  # kept for --measure only when the plan's own runs worked
+            if runner.measure(batch, context).cache == 0:  # its transformers class returns no cache from a prefill
+                self.cache_from = (
+                    f"none: {type(self.m.model).__name__} returns no cache; each token recomputes the prefix"
+                )
         except prefill.Unmeasured as exc:
             hidden = int(getattr(self.text, "hidden_size", 0) or 0)
             inner = int(getattr(self.text, "intermediate_size", 0) or 4 * hidden)
@@ -285,7 +293,8 @@ class _Needs:
             a = (high - b * context * context) / context
         self.activations_from = (
             f"measured: the transformers prefill of {batch} × {context:,} tokens on fake tensors ({self.compute}, "
-            f"{self.runner.attention} attention), beyond the weights and the cache; other sizes as a·n + b·n² through it and {half:,} tokens"
+            f"{self.runner.attention} attention), beyond the weights and the cache; other sizes as a·n + b·n² "
+            f"through it and {half:,} tokens"
         )
         return lambda n: int(round(a * n + b * n * n)) if n != context else int(round(high))
 
@@ -297,6 +306,8 @@ class _Needs:
 
         size = terms.DTYPE_BYTES[self.compute]
         n, b = measured.context, measured.batch
+        if measured.cache == 0:  # a class that returns no cache: all it holds is the prefill's
+            return measured.activations
         c = terms.kv_cache(self.layers, n, b, size, getattr(self.m.config, "max_source_positions", None) or n)
         return max(measured.activations - c.at - (c.state or 0) * b, 0)
 
@@ -306,6 +317,8 @@ class _Needs:
         tp, train = self.options.tp, self.options.train
         source_positions = getattr(self.m.config, "max_source_positions", None)
         c = terms.kv_cache(self.layers, ctx, b, self.kv_bytes, source_positions or ctx)
+        if self.cache_from != "formula":
+            c = terms.Cache(per_token=0, at=0, full_length=0, state=0, cross=0)
         state = 0 if train else (c.state or 0) * b  # training keeps no cache or state (use_cache off)
         if train:
             hidden = getattr(self.text, "hidden_size", 0) or 0
@@ -320,12 +333,14 @@ class _Needs:
         return int(per_gpu), {"cache": c, "state": state, "activations": int(acts), "latent": self.latent, **f}
 
     def tracked(self, context: int, batch: int) -> dict[str, int] | None:
-        """MemTracker's peak of the same prefill (hmp fit --measure), beside the plan."""
+        """MemTracker's peak of the same prefill (hmp fit --measure), beside the plan, and the bytes of the cache
+        tensors that prefill returned."""
         from pipeline.cost import prefill
 
         if self.runner is None:
             return None
-        return prefill.tracker_peak(self.runner, batch, context)
+        cache = self.runner.measure(batch, context).cache  # memoised: the plan's own run
+        return {**prefill.tracker_peak(self.runner, batch, context), "cache": cache}
 
 
 def _way_forward(

@@ -36,6 +36,8 @@ def fit_text(r: dict) -> str:
         *(
             [f"  KV cache               {gib(0):>12}  none while training (use_cache off)"]
             if r["training"]
+            else [f"  KV cache               {gib(0):>12}  {r['kv_cache_from']}"]
+            if r["kv_cache_from"] != "formula"
             else [
                 f"  KV cache               {gib(r['kv_cache_bytes']):>12}  {kv_formula}, windows capped, × context × "
                 f"batch ({r['kv_cache_bytes_per_token']:,} B per token; {gib(r['kv_cache_bytes_full_length'])} if "
@@ -62,6 +64,17 @@ def fit_text(r: dict) -> str:
         + (f" (the lines above, divided over {tp} GPUs as said)" if tp > 1 or r["ep"] > 1 else ""),
         f"  largest context that fits: {r['max_context']:,}; largest batch: {r['max_batch']:,}",
     ]
+    lines += _after(r)
+    if state is None and not training:
+        lines.insert(3, "  state                           ?  a sequence mixer whose state is not derived here")
+    return "\n".join(lines)
+
+
+def _after(r: dict) -> list[str]:
+    """What would fit when the plan does not, and MemTracker's measurement beside the plan (--measure)."""
+    from pipeline.report.text import gib
+
+    lines: list[str] = []
     forward = r.get("way_forward")
     if forward:
         ways = []
@@ -80,8 +93,7 @@ def fit_text(r: dict) -> str:
         off = (planned - m["activations"]) / m["activations"] * 100 if m["activations"] else 0.0
         lines.append(
             f"  measured (MemTracker)  {gib(m['peak']):>12}  PyTorch's MemTracker over the same prefill on fake "
-            f"tensors, every weight in the compute dtype: weights {gib(m['parameters'])}, activations {gib(m['activations'])} (the plan's: {off:+.2f} %)"
+            f"tensors, every weight in the compute dtype: weights {gib(m['parameters'])}, "
+            f"activations {gib(m['activations'])} (the plan's: {off:+.2f} %)"
         )
-    if state is None and not training:
-        lines.insert(3, "  state                           ?  a sequence mixer whose state is not derived here")
-    return "\n".join(lines)
+    return lines

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--batch", type=int, default=1, help="sequences at once (default: 1)")
     f.add_argument(
         "--dtype",
-        help="every weight in this dtype (default: as the checkpoint or its quantization_config stores them, else bfloat16)",
+        help="every weight in this dtype (default: as the checkpoint or its quantization_config stores them, "
+        "else bfloat16)",
     )
     f.add_argument(
         "--measure",

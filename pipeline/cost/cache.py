@@ -7,9 +7,13 @@ it holds, never from a name pattern:
   multi-head latent attention layer caches its latent and rotary key, kv_lora_rank + qk_rope_head_dim),
   at most its window for a sliding-window layer;
 - a state-space or recurrent layer keeps a fixed state per sequence, whatever the context: its causal
-  convolution's last kernel − 1 inputs per channel, and its recurrent state (Mamba: intermediate × d_state;
-  Mamba-2: heads × head width × d_state; gated DeltaNet: value heads × key width × value width), read from
-  the mixer module's own sizes; a mixer whose state this module cannot derive is reported as unknown;
+  convolution's last inputs per channel, a kernel's width of them as transformers keeps them (its
+  LinearAttentionLayer holds the conv state the mixer gives it, padded to the kernel: modeling_mamba pads with
+  `F.pad(x, (conv_kernel - n, 0))`; the minimal state is kernel − 1), and its recurrent state (Mamba:
+  intermediate × d_state; Mamba-2: heads × head width × d_state; gated DeltaNet: value heads × key width ×
+  value width) in float32, as transformers' scans accumulate it whatever the weights' dtype (modeling_mamba's
+  `state.float()`, the gated delta rule's float32 inputs), read from the mixer module's own sizes; a mixer
+  whose state this module cannot derive is reported as unknown;
 - a cross-attention layer caches the keys and values of the encoder's output once per input;
 - a layer that shares an earlier layer's cache (the last num_kv_shared_layers of Gemma 3n and Gemma 4) adds none;
 - vision and audio towers, and encoders, generate nothing and cache nothing.
@@ -35,6 +39,7 @@ class Layer:
     state: int | None  # values of fixed per-sequence state (0: none; None: a mixer whose state is not derived)
     cross_kv_per_input_token: int  # values cached per input token for cross-attention
     mixer: str  # class of the state-space mixer ('' for none)
+    state_float32: int = 0  # of the state's values, those held in float32 whatever the cache dtype (recurrent)
 
 
 def text_config(config: Any) -> Any:
@@ -64,12 +69,18 @@ def attention_width(config: Any) -> int:
         return 0
 
 
-def _kv_width(config: Any) -> int:
-    """Values one token adds to one attention layer's cache."""
+def _kv_width(config: Any, module: Any = None) -> int:
+    """Values one token adds to one attention layer's cache. The attention module's own count of key/value heads
+    comes first where it keeps one (Falcon's multi-query attention keeps 1 whatever num_kv_heads says), else the
+    config's."""
     if getattr(config, "kv_lora_rank", None):  # multi-head latent attention caches the latent and the rope key
         return config.kv_lora_rank + config.qk_rope_head_dim
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return 2 * kv_heads * head_dim(config)
+    own = [getattr(module, a, None) for a in ("num_key_value_heads", "num_kv_heads")]
+    own = [v for v in own if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    width = getattr(module, "head_dim", None)
+    kv_heads = own[0] if own else getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    width = width if isinstance(width, int) and not isinstance(width, bool) and width > 0 else head_dim(config)
+    return 2 * kv_heads * width
 
 
 # Layer types whose cache holds at most a window of tokens (transformers' cache_utils LAYER_TYPE_CACHE_MAPPING):
@@ -140,13 +151,13 @@ def _layer_configs(text: Any, n: int) -> list[Any]:
     return [text] * n
 
 
-def _state(inside: list[tuple[str, Any]]) -> int | None:
-    """Fixed per-sequence state of one block's mixers, from the mixer modules' own sizes; None when a mixer's
-    kind is not known here."""
+def _state(inside: list[tuple[str, Any]]) -> tuple[int | None, int]:
+    """Fixed per-sequence state of one block's mixers, from the mixer modules' own sizes, and of it the recurrent
+    values held in float32; (None, 0) when a mixer's kind is not known here."""
     import torch
 
     conv = sum(
-        m.in_channels * (m.kernel_size[0] - 1)
+        m.in_channels * m.kernel_size[0]
         for _, m in inside
         if isinstance(m, torch.nn.Conv1d) and m.groups == m.in_channels and m.groups > 1
     )
@@ -164,7 +175,7 @@ def _state(inside: list[tuple[str, Any]]) -> int | None:
         elif "ShortConv" not in type(m).__name__:
             continue
         known = True  # (a short convolution keeps only its last inputs)
-    return conv + recurrent if known else None
+    return (conv + recurrent, recurrent) if known else (None, 0)
 
 
 def _generates(model: Any, causal: bool) -> bool:
@@ -189,7 +200,7 @@ def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
     text = text_config(config)
     n = len(modules[stack])
     per = _layer_configs(text, n)
-    widths: dict[int, int] = {}
+    widths: dict[tuple, int] = {}
     out = []
     for i in range(n):
         path = f"{stack}.{i}"
@@ -205,28 +216,32 @@ def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
         cross = any(p in lay.cross for p, _ in inside)
         width = 0
         if attention or cross:
-            if id(per[i]) not in widths:
+            key = (id(per[i]), type(modules[attention[0]]) if attention else None)
+            if key not in widths:
                 try:
-                    widths[id(per[i])] = _kv_width(per[i])
+                    widths[key] = _kv_width(per[i], modules[attention[0]] if attention else None)
                 except (AttributeError, TypeError, ZeroDivisionError):
                     raise PipelineError(
                         f"{type(model).__name__}: its layer {i} attends, but its config gives no attention heads "
                         "to size the KV cache by"
                     ) from None
-            width = widths[id(per[i])]
+            width = widths[key]
+        state, float32 = _state(inside) if mixers else (0, 0)
         out.append(
             Layer(
                 kv_per_token=width if attention else 0,
                 window=_windows(per[i], n)[i] if attention else None,
-                state=_state(inside) if mixers else 0,
+                state=state,
                 cross_kv_per_input_token=width if cross else 0,
                 mixer=type(mixers[0]).__name__ if mixers else "",
+                state_float32=float32,
             )
         )
     # the last num_kv_shared_layers layers reuse the cache of an earlier layer of their kind (Gemma 3n, Gemma 4)
     shared = getattr(text, "num_kv_shared_layers", None)
     if isinstance(shared, int) and 0 < shared < len(out):
         out[-shared:] = [
-            Layer(0, None, layer.state, layer.cross_kv_per_input_token, layer.mixer) for layer in out[-shared:]
+            Layer(0, None, layer.state, layer.cross_kv_per_input_token, layer.mixer, layer.state_float32)
+            for layer in out[-shared:]
         ]
     return out

@@ -38,8 +38,9 @@ DEFINITIONS = {
     "kv_cache_bytes_at_context": "the KV cache for the context and batch of the cost settings, sliding-window layers "
     "holding at most their window (an encoder-decoder: its cross-attention cache too, for an input of "
     "max_source_positions, else the context)",
-    "state_bytes_per_sequence_bfloat16": "the fixed state a state-space or recurrent layer keeps per sequence in "
-    "bfloat16, whatever the context (convolution and recurrent state; empty where a mixer's state is not derived)",
+    "state_bytes_per_sequence_bfloat16": "the fixed state a state-space or recurrent layer keeps per sequence, "
+    "whatever the context, as transformers' cache holds it: the convolution's kernel-wide inputs in bfloat16, the "
+    "recurrent state in float32 (empty where a mixer's state is not derived)",
     "cross_attention_kv_bytes_per_input_token_bfloat16": "keys and values of the encoder's output that an "
     "encoder-decoder's cross-attention caches once per input token, in bfloat16",
     "kv_cache_bytes_full_length": "the KV cache at the context and batch if every layer held the whole context "

@@ -77,7 +77,8 @@ def kv_cache(layers: list[cache.Layer], context: int, batch: int, kv_bytes: floa
     full = sum(layer.kv_per_token for layer in layers) * context
     cross = sum(layer.cross_kv_per_input_token for layer in layers) * source * kv_bytes
     states = [layer.state for layer in layers]
-    state = None if any(s is None for s in states) else int(sum(states) * kv_bytes)
+    float32 = sum(layer.state_float32 for layer in layers)  # recurrent states: float32 whatever the cache dtype
+    state = None if any(s is None for s in states) else int((sum(states) - float32) * kv_bytes + float32 * 4)
     return Cache(
         per_token=int(per_token),
         at=int(batch * (at * kv_bytes + cross)),

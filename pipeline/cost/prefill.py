@@ -45,8 +45,11 @@ class Runner:
         if not causal:
             raise Unmeasured("not a generating (causal) model: no prefill to measure")
         self.mode = FakeTensorMode()
-        fake = copy.deepcopy(model)
-        _to_fake(fake, self.mode, getattr(torch, dtype))
+        try:
+            fake = copy.deepcopy(model)
+            _to_fake(fake, self.mode, getattr(torch, dtype))
+        except Exception as exc:  # noqa: BLE001 - a model that cannot be faked is a reason, said in the plan
+            raise Unmeasured(f"cannot run on fake tensors: {type(exc).__name__}: {_first_line(exc)}") from None
         try:
             fake.set_attn_implementation(ATTENTION)
         except Exception:  # noqa: BLE001 - a model without sdpa runs the attention it has
@@ -83,7 +86,7 @@ class Runner:
                     out = self.prefill(ids)
                     cache = _cache_bytes(getattr(out, "past_key_values", None))
             except Exception as exc:  # noqa: BLE001 - any failure of the fake run is a reason, said in the plan
-                raise Unmeasured(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                raise Unmeasured(f"{type(exc).__name__}: {_first_line(exc)}") from None
             self._seen[key] = Measured(batch, context, live.peak, cache)
         return self._seen[key]
 
@@ -101,9 +104,11 @@ def _to_fake(model: Any, mode: Any, compute: Any) -> None:
                 if tensor is None:
                     continue
                 if id(tensor) not in made:
-                    value = convert(
-                        mode, tensor.to(compute) if tensor.is_floating_point() else tensor, torch.device("cpu")
-                    )
+                    typed = tensor.to(compute) if tensor.is_floating_point() else tensor
+                    if typed.is_meta:
+                        value = convert(mode, typed, torch.device("cpu"))
+                    else:  # a tensor a model made outside the meta device (a constant table): faked as it is
+                        value = mode.from_tensor(typed)
                     made[id(tensor)] = torch.nn.Parameter(value) if key in module._parameters else value
                 table[key] = made[id(tensor)]
 
@@ -111,7 +116,7 @@ def _to_fake(model: Any, mode: Any, compute: Any) -> None:
 def tracker_peak(runner: Runner, batch: int, context: int) -> dict[str, int]:
     """MemTracker's own figures for one prefill: {"peak": all bytes at the peak, "parameters", "activations"}."""
     import torch
-    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+    from torch.distributed._tools.mem_tracker import MemTracker
 
     ids = runner.ids(batch, context)
     with runner.mode:
@@ -120,11 +125,12 @@ def tracker_peak(runner: Runner, batch: int, context: int) -> dict[str, int]:
         with tracker, torch.no_grad():
             runner.prefill(ids)
         peak = tracker.get_tracker_snapshot("peak")
-    device = next(iter(peak.values()))
+    # the snapshot's keys are MemTracker's reference types (an enum: PARAM, BUFFER, ACT, ...) and "Total"
+    device = {getattr(k, "name", k): int(v) for k, v in next(iter(peak.values())).items()}
     return {
-        "peak": int(device["Total"]),
-        "parameters": int(device.get(_MemRefType.PARAM, 0)) + int(device.get(_MemRefType.BUFFER, 0)),
-        "activations": int(device.get(_MemRefType.ACT, 0)),
+        "peak": device["Total"],
+        "parameters": device.get("PARAM", 0) + device.get("BUFFER", 0),
+        "activations": device.get("ACT", 0),
     }
 
 
@@ -165,7 +171,8 @@ class _Live:
 
 
 def _cache_bytes(cache: Any) -> int:
-    """Bytes of every distinct storage a returned cache object holds (keys, values, conv and recurrent states)."""
+    """Bytes of every distinct storage of floating-point values a returned cache object holds (keys, values, conv
+    and recurrent states; not its integer bookkeeping: lengths, a window's size as a tensor)."""
     import torch
 
     seen: set[int] = set()
@@ -177,6 +184,8 @@ def _cache_bytes(cache: Any) -> int:
             continue
         visited.add(id(obj))
         if isinstance(obj, torch.Tensor):
+            if not obj.is_floating_point():
+                continue
             storage = obj.untyped_storage()
             if storage._cdata not in seen:
                 seen.add(storage._cdata)
@@ -188,3 +197,7 @@ def _cache_bytes(cache: Any) -> int:
         elif hasattr(obj, "__dict__") and not isinstance(obj, type):
             stack.extend(v for k, v in vars(obj).items() if k != "config")
     return total
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""

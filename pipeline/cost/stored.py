@@ -14,8 +14,8 @@ A quantized layout holds its values and their scales. Per quantized value (v val
 - NVFP4 (modelopt; NVIDIA's NVFP4 format: FP4 E2M1 values, an FP8 E4M3 scale per 16 values and a float32 scale
   per tensor).
 Which matrices are quantized follows the quantizers: the linear layers' and experts' matrices, never embeddings,
-norms or biases, less the config's `modules_to_not_convert` (or `ignore`). A method not listed here is planned
-in the dtype asked, and the plan says so.
+a mixture's router, norms or biases, less the config's `modules_to_not_convert` (or `ignore`). A method not
+listed here is planned in the dtype asked, and the plan says so.
 """
 
 from __future__ import annotations
@@ -107,7 +107,10 @@ def _quantized(params: pd.DataFrame, quant: dict, default: str) -> Stored | None
         return None
     bits_of, label, experts_only = rule
     skip = list(quant.get("modules_to_not_convert") or quant.get("ignore") or [])
-    eligible = (params["role"] == "matrix") & ~params["component"].isin(["token_embedding", "position_embedding"])
+    # never the embeddings, nor a mixture's router: quantizers keep it in the compute dtype (its gate decides
+    # which experts run; transformers' FP8 and MXFP4 integrations replace only the linear layers and experts)
+    kept = ["token_embedding", "position_embedding", "router"]
+    eligible = (params["role"] == "matrix") & ~params["component"].isin(kept)
     if experts_only:
         eligible &= params["component"] == "experts"
     eligible &= ~params["name"].map(lambda n: _excluded(n, skip))

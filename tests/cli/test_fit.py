@@ -35,9 +35,12 @@ def test_llama_3_8b_on_one_80gb_gpu():
     assert r["total_params"] == total and r["weights_bytes"] == 2 * total
     assert r["kv_cache_bytes_per_token"] == 32 * 2 * 8 * 128 * 2  # 32 layers, 8 KV heads of 128, K and V, bf16
     assert r["kv_cache_bytes"] == 8192 * r["kv_cache_bytes_per_token"]
-    assert r["fits"] and r["bytes_per_gpu"] == 2 * total + r["kv_cache_bytes"]
-    # the largest batch at 8k: what the memory left holds, whole sequences of 8192 tokens
-    assert r["max_batch"] == (80 * 10**9 - 2 * total) // r["kv_cache_bytes"]
+    # the lines add up: weights, cache and the prefill's activations at its peak, then the runtime's overhead
+    assert r["peak_bytes"] == 2 * total + r["kv_cache_bytes"] + r["activation_bytes"]
+    assert r["fits"] and r["bytes_per_gpu"] == r["peak_bytes"] + r["overhead_bytes"]
+    # the largest batch at 8k: what the memory left holds, whole sequences of 8192 tokens with their activations
+    left = 80 * 10**9 - 2 * total - r["overhead_bytes"]
+    assert r["max_batch"] == left // (r["kv_cache_bytes"] + r["activation_bytes"])
 
 
 def test_the_verdict_follows_the_memory_and_tensor_parallelism_splits_it():
@@ -170,10 +173,11 @@ def test_every_printed_line_is_what_the_total_adds(tmp_path):
 
     mamba = _config_of("mamba-130m", tmp_path)
     r = fit_source(mamba, {**BASE, "context": None, "batch": 4})
-    # 24 layers: conv (1,536 channels × 3 kept inputs) and the 1,536 × 16 state, bf16, for each of 4 sequences
-    state = 24 * (1536 * 3 + 1536 * 16) * 2
+    # 24 layers: conv (1,536 channels × 4 inputs, the kernel's width, bf16) and the 1,536 × 16 state in float32
+    # (transformers' cache holds both so: tests/cost/test_engine_types.py), for each of 4 sequences
+    state = 24 * (1536 * 4 * 2 + 1536 * 16 * 4)
     assert r["state_bytes_per_sequence"] == state and r["kv_cache_bytes"] == 0
-    assert r["bytes_per_gpu"] == r["weights_bytes"] + 4 * state
+    assert r["peak_bytes"] == r["weights_bytes"] + 4 * state + r["activation_bytes"]
     text = fit_text(r)
     assert "× 4 sequence(s)" in text and "split by heads" not in text  # tensor parallel 1: nothing is split
     # latent attention's formula says what it caches

@@ -58,7 +58,9 @@ def test_state_space_and_hybrid(tmp_path):
     _, _, mamba = _built("mamba-130m", tmp_path)
     c = plan.kv_cache(mamba, context=100_000, batch=2, kv_bytes=2, source=0)
     assert c.per_token == 0 and c.at == 0
-    assert c.state == 24 * (1536 * 3 + 1536 * 16) * 2  # conv (kernel - 1) and E × N per layer, whatever the context
+    # per layer, whatever the context: the conv state of kernel-wide (4) inputs per channel in the cache dtype, as
+    # transformers' LinearAttentionLayer holds it, and the E × N recurrent state in float32, as its scan keeps it
+    assert c.state == 24 * (1536 * 4 * 2 + 1536 * 16 * 4)
     _, _, jamba = _built("jamba-v0_1", tmp_path)
     j = plan.kv_cache(jamba, context=4096, batch=1, kv_bytes=2, source=0)
     assert j.per_token == 4 * 2 * 8 * 128 * 2  # only its 4 attention layers cache

@@ -67,9 +67,10 @@ def test_mamba_is_its_closed_form_and_keeps_a_fixed_state(tmp_path):
     roles = _by(inv, "role")
     assert roles["state_space"] == layers * (inner * state + inner)  # A_log and D
     assert roles["conv_kernel"] == layers * inner * kernel
-    # no attention: no KV cache; per sequence the conv's last K-1 inputs and the E × N state, per layer, bf16
+    # no attention: no KV cache; per sequence and layer, as transformers' cache holds them: the conv's last
+    # kernel-wide inputs in bf16 and the E × N recurrent state in float32 (tests/cost/test_engine_types.py)
     assert cost["kv_cache_bytes_per_token_bfloat16"] == 0
-    assert cost["state_bytes_per_sequence_bfloat16"] == layers * (inner * (kernel - 1) + inner * state) * 2
+    assert cost["state_bytes_per_sequence_bfloat16"] == layers * (inner * kernel * 2 + inner * state * 4)
     assert conv["attn_mlp_matrices"] == 0
 
 
@@ -77,8 +78,8 @@ def test_jamba_caches_only_its_attention_layers(tmp_path):
     inv, row, conv, cost, model = _count("jamba-v0_1", tmp_path)
     # 4 of 32 layers attend (attn_layer_period 8, offset 4): 8 KV heads of 128 values each, K and V, bf16
     assert cost["kv_cache_bytes_per_token_bfloat16"] == 4 * 2 * 8 * 128 * 2
-    # the other 28 keep a Mamba state: conv (2d channels × 3) and 2d × 16
-    assert cost["state_bytes_per_sequence_bfloat16"] == 28 * (8192 * 3 + 8192 * 16) * 2
+    # the other 28 keep a Mamba state: conv (2d channels × 4, bf16) and 2d × 16 (float32)
+    assert cost["state_bytes_per_sequence_bfloat16"] == 28 * (8192 * 4 * 2 + 8192 * 16 * 4)
     assert row["n_experts"] == 16 and row["experts_per_token"] == 2
     assert {"attention", "state_space", "experts", "router"} <= set(inv["component"])
 
