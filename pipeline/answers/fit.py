@@ -77,6 +77,8 @@ class Plan:
     lora_layers: int
     optimizer_and_gradient_bytes: int
     activation_bytes: int
+    decode_activation_bytes: int | None
+    peak_phase: str
     activations_from: str
     peak_bytes: int
     overhead_bytes: int
@@ -148,6 +150,12 @@ def plan(source: str, options: FitOptions) -> Plan:
         lora_layers=parts["lora"][1],
         optimizer_and_gradient_bytes=int(parts["optimizer"]),
         activation_bytes=parts["activations"],
+        decode_activation_bytes=parts["decode"],
+        peak_phase="training step"
+        if options.train
+        else "decode"
+        if (parts["decode"] or 0) > parts["activations"]
+        else "prefill",
         activations_from=need.activations_from,
         peak_bytes=per_gpu - need.overhead,
         overhead_bytes=need.overhead,
@@ -255,29 +263,30 @@ class _Needs:
         self.compute = options.dtype if options.dtype in COMPUTE_DTYPES else "bfloat16"
         self.runner, self.activations_from = None, "training: Korthikanti et al. 2022" if train else ""
         self.cache_from = "formula"  # the layers' own sizes (pipeline.cost.cache); "none" for a class that keeps none
+        self.measured_at = context  # the largest context run on fake tensors
         if per_sequence is not None:  # another plan of the same model at the same size: measured there
             self.per_sequence = per_sequence
         else:
-            self.per_sequence = self._prefill(context) if not train else (lambda n: 0)
+            self.per_sequence = self._prefill(context) if not train else self._training(context)
 
-    def _prefill(self, context: int) -> Callable[[int], int]:
-        """Bytes one sequence of n tokens holds at the prefill's peak beyond the weights and the cache: measured on
-        fake tensors at the context asked and at half of it, a·n + b·n² through both (attention that holds its
-        scores grows with n²); else the gated MLP's peak, 4 hidden states and 3 intermediate ones per token."""
+    def _prefill(self, context: int) -> Callable[[int], tuple[int, int | None]]:
+        """Bytes one sequence of n tokens holds beyond the weights and the cache at the prefill's peak and at the
+        peak of the decoding step after it, measured on fake tensors (_sizes: where, and how other sizes follow);
+        else the gated MLP's peak, 4 hidden states and 3 intermediate ones per token, the step not apart."""
         from pipeline.cost import prefill
 
         batch = self.options.batch
+        sizes = _sizes(context)
         try:
             runner = prefill.Runner(self.m.model, self.compute, self.causal)
-            high = self._beyond_cache(runner.measure(batch, context)) / batch
-            half = max(context // 2, 1)
-            low = self._beyond_cache(runner.measure(batch, half)) / batch if half < context else high / 2
-            self.runner = runner  # kept for --measure only when the plan's own runs worked
-            if runner.measure(batch, context).cache == 0:  # its transformers class returns no cache from a prefill
+            self.runner = runner  # (its blocks run are what _beyond_cache reads)
+            runs = [runner.measure(batch, n) for n in sizes]
+            if runs[0].cache == 0:  # its transformers class returns no cache from a prefill
                 self.cache_from = (
                     f"none: {type(self.m.model).__name__} returns no cache; each token recomputes the prefix"
                 )
         except prefill.Unmeasured as exc:
+            self.runner = None  # --measure then has nothing to run either
             hidden = int(getattr(self.text, "hidden_size", 0) or 0)
             inner = int(getattr(self.text, "intermediate_size", 0) or 4 * hidden)
             size = 4 if self.compute == "float32" else 2
@@ -285,20 +294,50 @@ class _Needs:
                 f"not measured ({exc}): estimated as the gated MLP's peak, (4 × {hidden:,} + 3 × {inner:,}) values "
                 "per token; the formula stands alone"
             )
-            return lambda n: n * size * (4 * hidden + 3 * inner)
-        if half == context:
-            a, b = high / context, 0.0
-        else:  # high = a·T + b·T², low = a·h + b·h²
-            b = max((high - low * context / half) / (context * context - half * context), 0.0)
-            a = (high - b * context * context) / context
+            return lambda n: (n * size * (4 * hidden + 3 * inner), None)
+        self.measured_at = max(sizes)
+        prefill_at = _through([(r.context, self._beyond_cache(r, r.activations) / batch) for r in runs])
+        decode_at = None
+        if all(r.decode is not None for r in runs):
+            decode_at = _through([(r.context, self._beyond_cache(r, r.decode) / batch) for r in runs])
+        blocks = f"{len(runner.kept)} of {runner.depth} blocks" if runner.kept else "every block"
         self.activations_from = (
-            f"measured: the transformers prefill of {batch} × {context:,} tokens on fake tensors ({self.compute}, "
-            f"{self.runner.attention} attention), beyond the weights and the cache; other sizes as a·n + b·n² "
-            f"through it and {half:,} tokens"
+            f"measured: the transformers prefill of {batch} × {_listed(sizes)} tokens on fake tensors "
+            f"({self.compute}, {self.runner.attention} attention, {blocks}), and the decoding step after it"
+            + ("" if decode_at else " (not measured: the step does not run on fake tensors)")
+            + f", beyond the weights and the cache; {_followed(context, sizes)}"
         )
-        return lambda n: int(round(a * n + b * n * n)) if n != context else int(round(high))
+        return lambda n: (prefill_at(n), decode_at(n) if decode_at else None)
 
-    def _beyond_cache(self, measured: Any) -> int:
+    def _training(self, context: int) -> Callable[[int], tuple[int, None]] | None:
+        """Bytes one sequence of n tokens holds at the peak of a fine-tuning step beyond the weights, their
+        gradients and the optimizer's states: measured on fake tensors (pipeline.cost.training) at the context
+        asked and at half of it, a·n + b·n² through both; None where the step cannot run there."""
+        from pipeline.cost import training
+        from pipeline.cost.prefill import Unmeasured
+
+        o, batch = self.options, self.options.batch
+        lora = (list(o.lora_targets), int(o.lora_rank)) if o.train in ("lora", "qlora") else None
+        sizes = _sizes(context)
+        try:
+            points = [training.step_peak(self.m.model, batch, n, o.train, lora, bool(o.checkpointing))
+                      for n in sizes]  # fmt: skip
+        except Unmeasured as exc:
+            self.activations_from = (
+                f"training, not measured ({exc}): Korthikanti et al. 2022, sbh(34 + 5as/h) per layer, 2sbh with "
+                "checkpointing; the formula stands alone"
+            )
+            return None
+        # the gradients are a line apart
+        at = _through([(n, (peak - gradients) / batch) for n, (peak, gradients) in zip(sizes, points, strict=True)])
+        self.activations_from = (
+            f"measured: one {o.train} fine-tuning step of {batch} × {_listed(sizes)} tokens on fake tensors as "
+            f"Trainer runs it (bf16 autocast, fused AdamW{', activation checkpointing' if o.checkpointing else ''}), "
+            f"beyond the weights, gradients and optimizer states; {_followed(context, sizes)}"
+        )
+        return lambda n: (at(n), None)
+
+    def _beyond_cache(self, measured: Any, live: int) -> int:
         """The prefill's live bytes at its peak less the cache and state the plan's own lines hold (in the compute
         dtype, as transformers keeps them). What transformers holds beyond those stays here: after a prefill a
         sliding-window layer keeps a view of the whole prompt's keys and values, so their storage lives on."""
@@ -307,9 +346,14 @@ class _Needs:
         size = terms.DTYPE_BYTES[self.compute]
         n, b = measured.context, measured.batch
         if measured.cache == 0:  # a class that returns no cache: all it holds is the prefill's
-            return measured.activations
-        c = terms.kv_cache(self.layers, n, b, size, getattr(self.m.config, "max_source_positions", None) or n)
-        return max(measured.activations - c.at - (c.state or 0) * b, 0)
+            return live
+        source = getattr(self.m.config, "max_source_positions", None) or n
+        kept = self.runner.kept if self.runner is not None else None
+        run = [self.layers[i] for i in kept] if kept and len(self.layers) == self.runner.depth else self.layers
+        ran = terms.kv_cache(run, n, b, size, source)  # the blocks run: each holds the whole prompt after it
+        every = terms.kv_cache(self.layers, n, b, size, source)
+        transient = live - ran.full_length - (ran.state or 0) * b  # what no block keeps: the same at any depth
+        return max(transient + every.full_length - every.at, 0)
 
     def __call__(self, ctx: int, b: int) -> tuple[int, dict]:
         from pipeline.cost import plan as terms
@@ -320,17 +364,21 @@ class _Needs:
         if self.cache_from != "formula":
             c = terms.Cache(per_token=0, at=0, full_length=0, state=0, cross=0)
         state = 0 if train else (c.state or 0) * b  # training keeps no cache or state (use_cache off)
-        if train:
+        if train and self.per_sequence is None:  # a step that cannot run on fake tensors: Korthikanti's formula
             hidden = getattr(self.text, "hidden_size", 0) or 0
             heads = getattr(self.text, "num_attention_heads", 0) or 0
             n_layers = len(self.layers) or int(getattr(self.text, "num_hidden_layers", 0) or 0)
             acts = terms.activation_bytes(ctx, b, hidden, heads, n_layers, bool(self.options.checkpointing))
+            decode = None
         else:
-            acts = self.per_sequence(ctx) * b
+            prefill_at, decode_at = self.per_sequence(ctx)
+            acts, decode = prefill_at * b, None if decode_at is None else decode_at * b
         kv_gpu = 0 if train else c.at if self.latent else c.at / tp  # training runs without a KV cache (use_cache off)
         f = self.fixed
-        per_gpu = f["weights_per_gpu"] + kv_gpu + state / tp + (f["optimizer"] + acts) / tp + self.overhead
-        return int(per_gpu), {"cache": c, "state": state, "activations": int(acts), "latent": self.latent, **f}
+        step = max(acts, decode or 0)  # the higher of the prefill's peak and the decoding step's
+        per_gpu = f["weights_per_gpu"] + kv_gpu + state / tp + (f["optimizer"] + step) / tp + self.overhead
+        terms_ = {"activations": int(acts), "decode": None if decode is None else int(decode)}
+        return int(per_gpu), {"cache": c, "state": state, **terms_, "latent": self.latent, **f}
 
     def tracked(self, context: int, batch: int) -> dict[str, int] | None:
         """MemTracker's peak of the same prefill (hmp fit --measure), beside the plan, and the bytes of the cache
@@ -339,8 +387,64 @@ class _Needs:
 
         if self.runner is None:
             return None
-        cache = self.runner.measure(batch, context).cache  # memoised: the plan's own run
-        return {**prefill.tracker_peak(self.runner, batch, context), "cache": cache}
+        n = self.measured_at  # the same run as the plan's own: its blocks, its size
+        run = self.runner.measure(batch, n)
+        return {**prefill.tracker_peak(self.runner, batch, n), "cache": run.cache, "context": n,
+                "live": run.activations}  # fmt: skip
+
+
+# The longest context measured on fake tensors: a model whose prefill scans token by token (transformers' reference
+# Mamba and RWKV kernels on CPU) runs one operator per token and layer, so longer contexts follow from the sizes
+# measured instead of being run.
+MEASURED_UP_TO = 1024
+
+
+def _sizes(context: int) -> list[int]:
+    """The contexts to measure: the one asked and half of it, or three up to MEASURED_UP_TO beyond that."""
+    if context <= MEASURED_UP_TO:
+        return list(dict.fromkeys((context, max(context // 2, 1))))
+    return [MEASURED_UP_TO, MEASURED_UP_TO // 2, MEASURED_UP_TO // 4]
+
+
+def _listed(sizes: list[int]) -> str:
+    return " / ".join(f"{n:,}" for n in sizes)
+
+
+def _followed(context: int, sizes: list[int]) -> str:
+    if context in sizes:
+        return "other sizes as a·n + b·n² through the sizes measured"
+    return (
+        f"{context:,} and other sizes as c + a·n + b·n² through them (what a prefill holds: fixed terms, terms per "
+        "token, per pair of tokens)"
+    )
+
+
+def _through(points: list[tuple[int, float]]) -> Callable[[int], int]:
+    """A curve through measured (size, bytes): exact at the first point; with two, a·n + b·n² (b at least 0); with
+    three, c + a·n + b·n² through all three (logits and other fixed terms, per-token terms, T × T scores)."""
+    (t, high), *rest = points
+    if len(rest) == 2:
+        (n1, y1), (n2, y2) = rest
+        xs, ys = (t, n1, n2), (high, y1, y2)
+
+        def lagrange(n: int) -> int:
+            total = 0.0
+            for i in range(3):
+                term = ys[i]
+                for j in range(3):
+                    if i != j:
+                        term *= (n - xs[j]) / (xs[i] - xs[j])
+                total += term
+            return max(int(round(total)), 0)
+
+        return lambda n: int(round(high)) if n == t else lagrange(n)
+    if not rest or rest[0][0] == t:
+        a, b = high / t, 0.0
+    else:  # high = a·T + b·T², low = a·h + b·h²
+        half, low = rest[0]
+        b = max((high - low * t / half) / (t * t - half * t), 0.0)
+        a = (high - b * t * t) / t
+    return lambda n: int(round(a * n + b * n * n)) if n != t else int(round(high))
 
 
 def _way_forward(

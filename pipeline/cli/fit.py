@@ -50,14 +50,24 @@ def fit_text(r: dict) -> str:
                 f"  optimizer + gradients  {gib(r['optimizer_and_gradient_bytes']):>12}  mixed-precision Adam, "
                 "16 B per "
                 "trainable parameter (ZeRO, Rajbhandari et al. 2020)",
-                f"  activations            {gib(r['activation_bytes']):>12}  sbh(34 + 5as/h) per layer, 2sbh with "
-                "checkpointing (Korthikanti et al. 2022)",
+                f"  activations            {gib(r['activation_bytes']):>12}  {r['activations_from']}",
             ]
             if training
-            else [f"  prefill activations    {gib(r['activation_bytes']):>12}  {r['activations_from']}"]
+            else [
+                f"  prefill activations    {gib(r['activation_bytes']):>12}  {r['activations_from']}",
+                *(
+                    [
+                        f"  decode step            {gib(r['decode_activation_bytes']):>12}  the next token's step "
+                        "beyond the weights and the cache (the cache's growth, its logits), measured the same way"
+                    ]
+                    if r["decode_activation_bytes"] is not None
+                    else []
+                ),
+            ]
         ),
         *([lora] if r["lora_params"] else []),
-        f"  peak (PyTorch)         {gib(r['peak_bytes']):>12}  the lines above: what PyTorch allocates at the peak",
+        f"  peak (PyTorch)         {gib(r['peak_bytes']):>12}  what PyTorch allocates at the peak, in the "
+        f"{r['peak_phase']}: the fixed lines above and the higher of the two steps",
         f"  runtime overhead       {gib(r['overhead_bytes']):>12}  CUDA context and kernels (1 GB, transformers' "
         "'Model training anatomy'), cuBLASLt workspace (32 MiB, PyTorch #120925)",
         f"  per GPU                {gib(r['bytes_per_gpu']):>12}  → {'fits' if r['fits'] else 'does NOT fit'}"
@@ -89,11 +99,10 @@ def _after(r: dict) -> list[str]:
         lines.append("  what would fit: " + ("; ".join(ways) if ways else "none of more GPUs, fp8 or int4 weights"))
     if r.get("measured"):
         m = r["measured"]
-        planned = r["peak_bytes"] - r["weights_bytes_per_gpu"]  # caches, state and activations
-        off = (planned - m["activations"]) / m["activations"] * 100 if m["activations"] else 0.0
+        off = (m["live"] - m["activations"]) / m["activations"] * 100 if m["activations"] else 0.0
         lines.append(
-            f"  measured (MemTracker)  {gib(m['peak']):>12}  PyTorch's MemTracker over the same prefill on fake "
-            f"tensors, every weight in the compute dtype: weights {gib(m['parameters'])}, "
-            f"activations {gib(m['activations'])} (the plan's: {off:+.2f} %)"
+            f"  measured (MemTracker)  {gib(m['activations']):>12}  PyTorch's MemTracker over the plan's own prefill "
+            f"of {m['context']:,} tokens (the blocks it ran, weights {gib(m['parameters'])} apart): beyond the "
+            f"weights {gib(m['activations'])}, the plan's {gib(m['live'])} ({off:+.2f} %)"
         )
     return lines

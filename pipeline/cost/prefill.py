@@ -1,6 +1,8 @@
-"""What the transformers engine allocates in a prefill, measured as PyTorch accounts for it: the model run on fake
-tensors (torch's FakeTensorMode: shapes and dtypes, no memory, no GPU, any size), as `generate` runs its prefill:
-`model(input_ids, use_cache=True, logits_to_keep=1)` under no_grad, with scaled-dot-product attention.
+"""What the transformers engine allocates in a prefill and the decoding step after it, measured as PyTorch accounts
+for it: the model run on fake tensors (torch's FakeTensorMode: shapes and dtypes, no memory, no GPU, any size), as
+`generate` runs them: `model(input_ids, use_cache=True, logits_to_keep=1)` under no_grad, with scaled-dot-product
+attention, then one token with the cache it returned (the prefill's outputs dropped but the cache, as generate's
+loop deletes them).
 
 live_peak() follows every storage an operator allocates and frees (a TorchDispatchMode), so its peak is the same
 figure as torch.distributed._tools.mem_tracker.MemTracker's activations at its peak (the weights apart), at a
@@ -29,6 +31,7 @@ class Measured:
     context: int
     activations: int  # bytes allocated at the peak beyond the weights: caches, hidden states, logits, temporaries
     cache: int  # bytes of the storages the returned cache holds (keys, values, states; a view keeps all its storage)
+    decode: int | None  # the same at the peak of the next token's step (the cache grows by one token); None: failed
 
 
 class Unmeasured(Exception):
@@ -38,7 +41,10 @@ class Unmeasured(Exception):
 class Runner:
     """The model on fake tensors in the compute dtype, built once for several prefills."""
 
-    def __init__(self, model: Any, dtype: str, causal: bool):
+    def __init__(self, model: Any, dtype: str, causal: bool, shallow: bool = True):
+        """shallow: run the first two blocks of each kind (a kind: the block's modules, their shapes and its layer
+        type), renumbered, the config told so; what a prefill holds beyond its cache does not grow with the depth,
+        so the plan measures it on a few blocks. kept then names the blocks run (None: all)."""
         import torch
         from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -47,9 +53,10 @@ class Runner:
         self.mode = FakeTensorMode()
         try:
             fake = copy.deepcopy(model)
-            _to_fake(fake, self.mode, getattr(torch, dtype))
+            self.depth, self.kept = _shallow(fake) if shallow else (None, None)
+            fake_copy(fake, self.mode, getattr(torch, dtype))
         except Exception as exc:  # noqa: BLE001 - a model that cannot be faked is a reason, said in the plan
-            raise Unmeasured(f"cannot run on fake tensors: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise Unmeasured(f"cannot run on fake tensors: {type(exc).__name__}: {first_line(exc)}") from None
         try:
             fake.set_attn_implementation(ATTENTION)
         except Exception:  # noqa: BLE001 - a model without sdpa runs the attention it has
@@ -57,7 +64,9 @@ class Runner:
         fake.eval()  # as from_pretrained leaves it: no dropout (a training-mode run holds dropout's masks too)
         self.model = fake
         self.attention = str(getattr(fake.config, "_attn_implementation", None) or "eager")
-        self.keeps = "logits_to_keep" in inspect.signature(fake.forward).parameters
+        signature = inspect.signature(fake.forward).parameters
+        self.keeps = "logits_to_keep" in signature
+        self.cache_argument = "cache" if "cache" in signature else "past_key_values"  # transformers 5.x renamed it
         self.vocab = int(getattr(fake.get_input_embeddings(), "num_embeddings", 2) or 2)
         self.held = {t.untyped_storage()._cdata for t in [*fake.parameters(), *fake.buffers()]}
         self._seen: dict[tuple[int, int], Measured] = {}
@@ -73,27 +82,144 @@ class Runner:
         kwargs = {"use_cache": True, **({"logits_to_keep": 1} if self.keeps else {})}
         return self.model(input_ids=ids, **kwargs)
 
+    def step(self, ids: Any, cache: Any) -> Any:
+        kwargs = {"use_cache": True, self.cache_argument: cache, **({"logits_to_keep": 1} if self.keeps else {})}
+        return self.model(input_ids=ids, **kwargs)
+
     def measure(self, batch: int, context: int) -> Measured:
-        """The live bytes at the peak of one prefill (memoised per size)."""
+        """The live bytes at the peak of one prefill and of the decoding step after it (memoised per size)."""
         key = (batch, context)
         if key not in self._seen:
             import torch
 
-            ids = self.ids(batch, context)
-            live = _Live(self.held | {ids.untyped_storage()._cdata})
+            ids, step = self.ids(batch, context), self.ids(batch, 1)
+            live = live_bytes(self.held | {ids.untyped_storage()._cdata, step.untyped_storage()._cdata})
             try:
-                with self.mode, live, torch.no_grad():
+                with self.mode, live, torch.no_grad(), kernel_attention():
                     out = self.prefill(ids)
-                    cache = _cache_bytes(getattr(out, "past_key_values", None))
+                    held = returned_cache(out)
+                    cache, prefill_peak = _cache_bytes(held), live.peak
+                    del out  # generate keeps the cache and the next token, not the prefill's outputs
+                    live.peak = live.now
+                    decode = self._decode(step, held, live)
             except Exception as exc:  # noqa: BLE001 - any failure of the fake run is a reason, said in the plan
-                raise Unmeasured(f"{type(exc).__name__}: {_first_line(exc)}") from None
-            self._seen[key] = Measured(batch, context, live.peak, cache)
+                raise Unmeasured(f"{type(exc).__name__}: {first_line(exc)}") from None
+            self._seen[key] = Measured(batch, context, prefill_peak, cache, decode)
         return self._seen[key]
 
+    def _decode(self, step: Any, held: Any, live: Any) -> int | None:
+        """The live peak of one decoding step with the prefill's cache, or None where the model has no cache to
+        step with or the step cannot run on fake tensors."""
+        if held is None:
+            return None
+        try:
+            self.step(step, held)
+        except Exception:  # noqa: BLE001 - the prefill's figures stand; the plan says the step was not measured
+            return None
+        return live.peak
 
-def _to_fake(model: Any, mode: Any, compute: Any) -> None:
-    """Every parameter and buffer of a meta-device model made a fake CPU tensor, floating ones in the compute dtype;
-    a tensor two modules share (a tied head) stays one tensor."""
+
+def _shallow(model: Any) -> tuple[int | None, list[int] | None]:
+    """Keep the first two blocks of each kind in the generating stack, in order (in place): (the depth it had, the
+    indices kept); (None, None) where that keeps every block or no stack is found."""
+    import torch
+
+    from pipeline.cost import cache
+    from pipeline.model import structure
+
+    lay = structure.layout(model)
+    modules = dict(model.named_modules())
+    wanted = {"decoder"} if lay.encoder_decoder else {"text"}
+    stacks = [b for b in lay.block_lists if lay.tower_of(b) in wanted]
+    if not stacks:
+        return None, None
+    path = max(stacks, key=lambda b: len(modules[b]))
+    blocks, text = modules[path], cache.text_config(model.config)
+    n = len(blocks)
+    per_layer = {k: v for k, v in vars(text).items() if isinstance(v, list) and len(v) == n and not k.startswith("_")}
+    kinds: dict[tuple, list[int]] = {}
+    for i, block in enumerate(blocks):
+        shapes = tuple((name, tuple(p.shape)) for name, p in block.named_parameters())
+        classes = tuple(type(m).__name__ for m in block.modules())
+        seen = kinds.setdefault((classes, shapes, tuple(str(v[i]) for v in per_layer.values())), [])
+        if len(seen) < 2:  # the first block of a stack runs on the embeddings themselves; from the second on,
+            seen.append(i)  # the model's forward still holds them beside the hidden state: two of each kind
+    kept = sorted(i for seen in kinds.values() for i in seen)
+    if len(kept) == n:
+        return None, None
+    parent, _, attr = path.rpartition(".")
+    setattr(modules[parent] if parent else model, attr, torch.nn.ModuleList([blocks[i] for i in kept]))
+    for new, old in enumerate(kept):
+        for module in blocks[old].modules():
+            if getattr(module, "layer_idx", None) == old:
+                module.layer_idx = new
+    for key, values in per_layer.items():
+        setattr(text, key, [values[i] for i in kept])
+    if isinstance(getattr(text, "num_hidden_layers", None), int):
+        text.num_hidden_layers = len(kept)
+    return n, kept
+
+
+class kernel_attention:
+    """Scaled-dot-product attention as the GPU kernels allocate it (FlashAttention-2, memory-efficient attention):
+    the output and a float32 log-sum-exp per query row, never the T × T scores. On fake CPU tensors PyTorch picks
+    its CPU kernels, which fall back to the math path (scores held) where a GPU would not: a key width other than
+    the value's (multi-head latent attention), a mask. Values do not matter on fake tensors; shapes and bytes do."""
+
+    def __enter__(self):
+        import torch.nn.functional as F
+
+        self.saved = F.scaled_dot_product_attention
+
+        import torch
+
+        class Kernel(torch.autograd.Function):
+            """Forward: the output and the log-sum-exp (kept for the backward when one follows); backward: the
+            gradients of query, key and value, as the kernels' backward returns them."""
+
+            @staticmethod
+            def forward(ctx, query, key, value):
+                lse = query.new_empty((*query.shape[:-1],), dtype=torch.float32)
+                out = query.new_empty((*query.shape[:-1], value.shape[-1]))
+                ctx.save_for_backward(query, key, value, out, lse)
+                return out
+
+            @staticmethod
+            def backward(ctx, grad):
+                query, key, value, _, _ = ctx.saved_tensors
+                return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
+
+        def sdpa(query, key, value, *args, **kwargs):
+            if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
+                return Kernel.apply(query, key, value)
+            lse = query.new_empty((*query.shape[:-1],), dtype=torch.float32)
+            out = query.new_empty((*query.shape[:-1], value.shape[-1]))
+            del lse  # freed with the kernel's return, as at inference
+            return out
+
+        F.scaled_dot_product_attention = sdpa
+        return self
+
+    def __exit__(self, *exc):
+        import torch.nn.functional as F
+
+        F.scaled_dot_product_attention = self.saved
+        return False
+
+
+def returned_cache(out: Any) -> Any:
+    """The cache a forward returned (transformers 5 names it `cache`, earlier versions `past_key_values`), or None."""
+    for key in ("cache", "past_key_values"):
+        value = out.get(key) if hasattr(out, "get") else None
+        if value is not None:
+            return value
+    return None
+
+
+def fake_copy(model: Any, mode: Any, compute: Any, trainable: Any = None) -> None:
+    """Every parameter and buffer of a meta-device model made a fake CPU tensor, floating ones in the compute dtype
+    (a parameter that requires its gradient in the trainable dtype, where one is given: LoRA's adapters); a tensor
+    two modules share (a tied head) stays one tensor."""
     import torch
 
     made: dict[int, Any] = {}
@@ -104,12 +230,14 @@ def _to_fake(model: Any, mode: Any, compute: Any) -> None:
                 if tensor is None:
                     continue
                 if id(tensor) not in made:
-                    typed = tensor.to(compute) if tensor.is_floating_point() else tensor
+                    dtype = trainable if trainable is not None and tensor.requires_grad else compute
+                    typed = tensor.to(dtype) if tensor.is_floating_point() else tensor
                     if typed.is_meta:
                         value = convert(mode, typed, torch.device("cpu"))
                     else:  # a tensor a model made outside the meta device (a constant table): faked as it is
                         value = mode.from_tensor(typed)
-                    made[id(tensor)] = torch.nn.Parameter(value) if key in module._parameters else value
+                    grad = tensor.requires_grad and value.is_floating_point()
+                    made[id(tensor)] = torch.nn.Parameter(value, grad) if key in module._parameters else value
                 table[key] = made[id(tensor)]
 
 
@@ -122,7 +250,7 @@ def tracker_peak(runner: Runner, batch: int, context: int) -> dict[str, int]:
     with runner.mode:
         tracker = MemTracker()
         tracker.track_external(runner.model)
-        with tracker, torch.no_grad():
+        with tracker, torch.no_grad(), kernel_attention():
             runner.prefill(ids)
         peak = tracker.get_tracker_snapshot("peak")
     # the snapshot's keys are MemTracker's reference types (an enum: PARAM, BUFFER, ACT, ...) and "Total"
@@ -134,40 +262,40 @@ def tracker_peak(runner: Runner, batch: int, context: int) -> dict[str, int]:
     }
 
 
-class _Live:
-    """A dispatch mode that adds each new storage an operator returns and subtracts it when freed."""
+def live_bytes(held: set[int]) -> Any:
+    """A dispatch mode that adds each new storage an operator returns and subtracts it when freed; the storages
+    in held (their ids) were there before and are not counted. Its .peak is the most live at once. (The mode's
+    class is made here, so that importing this module does not import torch.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    def __new__(cls, held: set[int]):
-        from torch.utils._python_dispatch import TorchDispatchMode
+    class Live(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen = set(held)
+            self.now = 0
+            self.peak = 0
 
-        class Live(TorchDispatchMode):
-            def __init__(self) -> None:
-                super().__init__()
-                self.seen = set(held)
-                self.now = 0
-                self.peak = 0
+        def _free(self, key: int, size: int) -> None:
+            self.now -= size
+            self.seen.discard(key)
 
-            def _free(self, key: int, size: int) -> None:
-                self.now -= size
-                self.seen.discard(key)
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            import torch
 
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                import torch
+            out = func(*args, **(kwargs or {}))
+            for t in torch.utils._pytree.tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    storage = t.untyped_storage()
+                    key = storage._cdata
+                    if key not in self.seen:
+                        size = storage.nbytes()
+                        self.seen.add(key)
+                        self.now += size
+                        weakref.finalize(storage, self._free, key, size)
+            self.peak = max(self.peak, self.now)
+            return out
 
-                out = func(*args, **(kwargs or {}))
-                for t in torch.utils._pytree.tree_leaves(out):
-                    if isinstance(t, torch.Tensor):
-                        storage = t.untyped_storage()
-                        key = storage._cdata
-                        if key not in self.seen:
-                            size = storage.nbytes()
-                            self.seen.add(key)
-                            self.now += size
-                            weakref.finalize(storage, self._free, key, size)
-                self.peak = max(self.peak, self.now)
-                return out
-
-        return Live()
+    return Live()
 
 
 def _cache_bytes(cache: Any) -> int:
@@ -199,5 +327,5 @@ def _cache_bytes(cache: Any) -> int:
     return total
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else ""

@@ -56,7 +56,10 @@ def test_lora_and_full_fine_tuning():
     assert lora["lora_params"] == 32 * 8 * ((4096 + 4096) + (4096 + 1024))
     full = fit_source(LLAMA3, {**BASE, "train": "full", "checkpointing": True})
     assert full["optimizer_and_gradient_bytes"] == 14 * full["total_params"]  # 16 B/param minus the bf16 weights
-    assert full["activation_bytes"] == 2 * 8192 * 1 * 4096 * 32  # Korthikanti: 2sbh per layer, checkpointed
+    # measured on fake tensors (tests/cost/test_training.py holds such steps to MemTracker's peak): at least the
+    # checkpointed layers' inputs (Korthikanti et al. 2022: 2sbh per layer, bf16) and the loss's float32 logits
+    assert full["activations_from"].startswith("measured")
+    assert full["activation_bytes"] >= 2 * 8192 * 1 * 4096 * 32 + 8192 * 128256 * 4
 
 
 @pytest.mark.parametrize(
