@@ -244,14 +244,7 @@ class _Needs:
         per_row = self.stored.bytes
         if train == "qlora":  # the linear matrices in 4-bit NF4, every other tensor as stored
             per_row = per_row.where(p["role"] != "matrix", p["numel"] * QLORA_BITS / 8)
-        weights = float(per_row.sum())
-        replicated = float(per_row[p["component"] == "layer_norm"].sum())  # norms are not split
-        routed = float(per_row[p["component"] == "experts"].sum())
-        # Megatron: norms replicated, the rest split over the TP group; routed experts split over EP ranks instead
-        if ep > 1:
-            weights_per_gpu = (weights - routed - replicated) / tp + routed / ep + replicated
-        else:
-            weights_per_gpu = (weights - replicated) / tp + replicated
+        weights, weights_per_gpu = stored.per_gpu(per_row, p["component"], tp, ep)
         lora = (0, 0)
         if train in ("lora", "qlora"):
             lora = terms.lora_params(m.model, list(options.lora_targets), int(options.lora_rank))
@@ -264,6 +257,8 @@ class _Needs:
         self.runner, self.activations_from = None, "training: Korthikanti et al. 2022" if train else ""
         self.cache_from = "formula"  # the layers' own sizes (pipeline.cost.cache); "none" for a class that keeps none
         self.measured_at = context  # the largest context run on fake tensors
+        self.window = max((layer.window for layer in self.layers if layer.window), default=None)
+        self.scans = any(layer.mixer for layer in self.layers)  # state-space or recurrent mixers: scaling.sizes
         if per_sequence is not None:  # another plan of the same model at the same size: measured there
             self.per_sequence = per_sequence
         else:
@@ -273,10 +268,10 @@ class _Needs:
         """Bytes one sequence of n tokens holds beyond the weights and the cache at the prefill's peak and at the
         peak of the decoding step after it, measured on fake tensors (_sizes: where, and how other sizes follow);
         else the gated MLP's peak, 4 hidden states and 3 intermediate ones per token, the step not apart."""
-        from pipeline.cost import prefill
+        from pipeline.cost import prefill, scaling
 
         batch = self.options.batch
-        sizes = _sizes(context)
+        sizes = scaling.sizes(context, self.window, self.scans)
         try:
             runner = prefill.Runner(self.m.model, self.compute, self.causal)
             self.runner = runner  # (its blocks run are what _beyond_cache reads)
@@ -296,16 +291,16 @@ class _Needs:
             )
             return lambda n: (n * size * (4 * hidden + 3 * inner), None)
         self.measured_at = max(sizes)
-        prefill_at = _through([(r.context, self._beyond_cache(r, r.activations) / batch) for r in runs])
+        prefill_at = scaling.through([(r.context, self._beyond_cache(r, r.activations) / batch) for r in runs])
         decode_at = None
         if all(r.decode is not None for r in runs):
-            decode_at = _through([(r.context, self._beyond_cache(r, r.decode) / batch) for r in runs])
+            decode_at = scaling.through([(r.context, self._beyond_cache(r, r.decode) / batch) for r in runs])
         blocks = f"{len(runner.kept)} of {runner.depth} blocks" if runner.kept else "every block"
         self.activations_from = (
-            f"measured: the transformers prefill of {batch} × {_listed(sizes)} tokens on fake tensors "
+            f"measured: the transformers prefill of {batch} × {scaling.listed(sizes)} tokens on fake tensors "
             f"({self.compute}, {self.runner.attention} attention, {blocks}), and the decoding step after it"
             + ("" if decode_at else " (not measured: the step does not run on fake tensors)")
-            + f", beyond the weights and the cache; {_followed(context, sizes)}"
+            + f", beyond the weights and the cache; {scaling.followed(context, sizes)}"
         )
         return lambda n: (prefill_at(n), decode_at(n) if decode_at else None)
 
@@ -313,12 +308,12 @@ class _Needs:
         """Bytes one sequence of n tokens holds at the peak of a fine-tuning step beyond the weights, their
         gradients and the optimizer's states: measured on fake tensors (pipeline.cost.training) at the context
         asked and at half of it, a·n + b·n² through both; None where the step cannot run there."""
-        from pipeline.cost import training
+        from pipeline.cost import scaling, training
         from pipeline.cost.prefill import Unmeasured
 
         o, batch = self.options, self.options.batch
         lora = (list(o.lora_targets), int(o.lora_rank)) if o.train in ("lora", "qlora") else None
-        sizes = _sizes(context)
+        sizes = scaling.sizes(context, self.window, self.scans)
         try:
             points = [training.step_peak(self.m.model, batch, n, o.train, lora, bool(o.checkpointing))
                       for n in sizes]  # fmt: skip
@@ -329,11 +324,13 @@ class _Needs:
             )
             return None
         # the gradients are a line apart
-        at = _through([(n, (peak - gradients) / batch) for n, (peak, gradients) in zip(sizes, points, strict=True)])
+        at = scaling.through(
+            [(n, (peak - gradients) / batch) for n, (peak, gradients) in zip(sizes, points, strict=True)]
+        )
         self.activations_from = (
-            f"measured: one {o.train} fine-tuning step of {batch} × {_listed(sizes)} tokens on fake tensors as "
+            f"measured: one {o.train} fine-tuning step of {batch} × {scaling.listed(sizes)} tokens on fake tensors as "
             f"Trainer runs it (bf16 autocast, fused AdamW{', activation checkpointing' if o.checkpointing else ''}), "
-            f"beyond the weights, gradients and optimizer states; {_followed(context, sizes)}"
+            f"beyond the weights, gradients and optimizer states; {scaling.followed(context, sizes)}"
         )
         return lambda n: (at(n), None)
 
@@ -391,60 +388,6 @@ class _Needs:
         run = self.runner.measure(batch, n)
         return {**prefill.tracker_peak(self.runner, batch, n), "cache": run.cache, "context": n,
                 "live": run.activations}  # fmt: skip
-
-
-# The longest context measured on fake tensors: a model whose prefill scans token by token (transformers' reference
-# Mamba and RWKV kernels on CPU) runs one operator per token and layer, so longer contexts follow from the sizes
-# measured instead of being run.
-MEASURED_UP_TO = 1024
-
-
-def _sizes(context: int) -> list[int]:
-    """The contexts to measure: the one asked and half of it, or three up to MEASURED_UP_TO beyond that."""
-    if context <= MEASURED_UP_TO:
-        return list(dict.fromkeys((context, max(context // 2, 1))))
-    return [MEASURED_UP_TO, MEASURED_UP_TO // 2, MEASURED_UP_TO // 4]
-
-
-def _listed(sizes: list[int]) -> str:
-    return " / ".join(f"{n:,}" for n in sizes)
-
-
-def _followed(context: int, sizes: list[int]) -> str:
-    if context in sizes:
-        return "other sizes as a·n + b·n² through the sizes measured"
-    return (
-        f"{context:,} and other sizes as c + a·n + b·n² through them (what a prefill holds: fixed terms, terms per "
-        "token, per pair of tokens)"
-    )
-
-
-def _through(points: list[tuple[int, float]]) -> Callable[[int], int]:
-    """A curve through measured (size, bytes): exact at the first point; with two, a·n + b·n² (b at least 0); with
-    three, c + a·n + b·n² through all three (logits and other fixed terms, per-token terms, T × T scores)."""
-    (t, high), *rest = points
-    if len(rest) == 2:
-        (n1, y1), (n2, y2) = rest
-        xs, ys = (t, n1, n2), (high, y1, y2)
-
-        def lagrange(n: int) -> int:
-            total = 0.0
-            for i in range(3):
-                term = ys[i]
-                for j in range(3):
-                    if i != j:
-                        term *= (n - xs[j]) / (xs[i] - xs[j])
-                total += term
-            return max(int(round(total)), 0)
-
-        return lambda n: int(round(high)) if n == t else lagrange(n)
-    if not rest or rest[0][0] == t:
-        a, b = high / t, 0.0
-    else:  # high = a·T + b·T², low = a·h + b·h²
-        half, low = rest[0]
-        b = max((high - low * t / half) / (t * t - half * t), 0.0)
-        a = (high - b * t * t) / t
-    return lambda n: int(round(a * n + b * n * n)) if n != t else int(round(high))
 
 
 def _way_forward(

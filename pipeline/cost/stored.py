@@ -167,3 +167,14 @@ def _rule(method: str, quant: dict):
     if method == "modelopt" and str(quant.get("quant_algo", "")).upper() == "NVFP4":
         return (lambda s: math.prod(s) * NVFP4_BITS + 64), "NVFP4: 4 bits + an 8-bit scale per 16 values", False
     return None
+
+
+def per_gpu(per_row: pd.Series, component: pd.Series, tp: int, ep: int) -> tuple[float, float]:
+    """(the weights' bytes, one GPU's share), as Megatron splits them: norms replicated, the rest split over the
+    tensor-parallel group; routed experts split over the expert-parallel ranks instead when ep > 1."""
+    weights = float(per_row.sum())
+    replicated = float(per_row[component == "layer_norm"].sum())
+    routed = float(per_row[component == "experts"].sum())
+    if ep > 1:
+        return weights, (weights - routed - replicated) / tp + routed / ep + replicated
+    return weights, (weights - replicated) / tp + replicated
