@@ -275,7 +275,8 @@ class _Needs:
         try:
             runner = prefill.Runner(self.m.model, self.compute, self.causal)
             self.runner = runner  # (its blocks run are what _beyond_cache reads)
-            runs = [runner.measure(batch, n) for n in sizes]
+            # the decoding step at every size for a model that scans (one token: cheap), else at the first only
+            runs = [runner.measure(batch, n, step=i == 0 or self.scans) for i, n in enumerate(sizes)]
             if runs[0].cache == 0:  # its transformers class returns no cache from a prefill
                 self.cache_from = (
                     f"none: {type(self.m.model).__name__} returns no cache; each token recomputes the prefix"
@@ -293,8 +294,9 @@ class _Needs:
         self.measured_at = max(sizes)
         prefill_at = scaling.through([(r.context, self._beyond_cache(r, r.activations) / batch) for r in runs])
         decode_at = None
-        if all(r.decode is not None for r in runs):
-            decode_at = scaling.through([(r.context, self._beyond_cache(r, r.decode) / batch) for r in runs])
+        stepped = [r for r in runs if r.decode is not None]  # every size, or the first only: a·n through it
+        if runs[0].decode is not None and (len(stepped) == len(runs) or not self.scans):
+            decode_at = scaling.through([(r.context, self._beyond_cache(r, r.decode) / batch) for r in stepped])
         blocks = f"{len(runner.kept)} of {runner.depth} blocks" if runner.kept else "every block"
         self.activations_from = (
             f"measured: the transformers prefill of {batch} × {scaling.listed(sizes)} tokens on fake tensors "

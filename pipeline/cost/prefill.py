@@ -52,8 +52,7 @@ class Runner:
             raise Unmeasured("not a generating (causal) model: no prefill to measure")
         self.mode = FakeTensorMode()
         try:
-            fake = copy.deepcopy(model)
-            self.depth, self.kept = _shallow(fake) if shallow else (None, None)
+            fake, self.depth, self.kept = _shallow_copy(model) if shallow else (copy.deepcopy(model), None, None)
             fake_copy(fake, self.mode, getattr(torch, dtype))
         except Exception as exc:  # noqa: BLE001 - a model that cannot be faked is a reason, said in the plan
             raise Unmeasured(f"cannot run on fake tensors: {type(exc).__name__}: {first_line(exc)}") from None
@@ -86,14 +85,14 @@ class Runner:
         kwargs = {"use_cache": True, self.cache_argument: cache, **({"logits_to_keep": 1} if self.keeps else {})}
         return self.model(input_ids=ids, **kwargs)
 
-    def measure(self, batch: int, context: int) -> Measured:
-        """The live bytes at the peak of one prefill and of the decoding step after it (memoised per size)."""
+    def measure(self, batch: int, context: int, step: bool = True) -> Measured:
+        """The live bytes at the peak of one prefill and, step: of the decoding step after it (memoised per size)."""
         key = (batch, context)
-        if key not in self._seen:
+        if key not in self._seen or (step and self._seen[key].decode is None):
             import torch
 
-            ids, step = self.ids(batch, context), self.ids(batch, 1)
-            live = live_bytes(self.held | {ids.untyped_storage()._cdata, step.untyped_storage()._cdata})
+            ids, token = self.ids(batch, context), self.ids(batch, 1)
+            live = live_bytes(self.held | {ids.untyped_storage()._cdata, token.untyped_storage()._cdata})
             try:
                 with self.mode, live, torch.no_grad(), kernel_attention():
                     out = self.prefill(ids)
@@ -101,7 +100,7 @@ class Runner:
                     cache, prefill_peak = _cache_bytes(held), live.peak
                     del out  # generate keeps the cache and the next token, not the prefill's outputs
                     live.peak = live.now
-                    decode = self._decode(step, held, live)
+                    decode = self._decode(token, held, live) if step else None
             except Exception as exc:  # noqa: BLE001 - any failure of the fake run is a reason, said in the plan
                 raise Unmeasured(f"{type(exc).__name__}: {first_line(exc)}") from None
             self._seen[key] = Measured(batch, context, prefill_peak, cache, decode)
@@ -119,9 +118,11 @@ class Runner:
         return live.peak
 
 
-def _shallow(model: Any) -> tuple[int | None, list[int] | None]:
-    """Keep the first two blocks of each kind in the generating stack, in order (in place): (the depth it had, the
-    indices kept); (None, None) where that keeps every block or no stack is found."""
+def _shallow_copy(model: Any) -> tuple[Any, int | None, list[int] | None]:
+    """A deep copy of the model that keeps the first two blocks of each kind in its generating stack, in order,
+    renumbered, its config told so (only those blocks are copied: the model's own stack is lent to the copy for the
+    time of it): (the copy, the depth it had, the indices kept); (a whole copy, None, None) where that keeps every
+    block or no stack is found."""
     import torch
 
     from pipeline.cost import cache
@@ -132,7 +133,7 @@ def _shallow(model: Any) -> tuple[int | None, list[int] | None]:
     wanted = {"decoder"} if lay.encoder_decoder else {"text"}
     stacks = [b for b in lay.block_lists if lay.tower_of(b) in wanted]
     if not stacks:
-        return None, None
+        return copy.deepcopy(model), None, None
     path = max(stacks, key=lambda b: len(modules[b]))
     blocks, text = modules[path], cache.text_config(model.config)
     n = len(blocks)
@@ -146,18 +147,24 @@ def _shallow(model: Any) -> tuple[int | None, list[int] | None]:
             seen.append(i)  # the model's forward still holds them beside the hidden state: two of each kind
     kept = sorted(i for seen in kinds.values() for i in seen)
     if len(kept) == n:
-        return None, None
-    parent, _, attr = path.rpartition(".")
-    setattr(modules[parent] if parent else model, attr, torch.nn.ModuleList([blocks[i] for i in kept]))
-    for new, old in enumerate(kept):
-        for module in blocks[old].modules():
+        return copy.deepcopy(model), None, None
+    parent_path, _, attr = path.rpartition(".")
+    parent = modules[parent_path] if parent_path else model
+    setattr(parent, attr, torch.nn.ModuleList([blocks[i] for i in kept]))
+    try:
+        fake = copy.deepcopy(model)
+    finally:
+        setattr(parent, attr, blocks)
+    for new, (old, block) in enumerate(zip(kept, dict(fake.named_modules())[path], strict=True)):
+        for module in block.modules():
             if getattr(module, "layer_idx", None) == old:
                 module.layer_idx = new
+    text = cache.text_config(fake.config)
     for key, values in per_layer.items():
         setattr(text, key, [values[i] for i in kept])
     if isinstance(getattr(text, "num_hidden_layers", None), int):
         text.num_hidden_layers = len(kept)
-    return n, kept
+    return fake, n, kept
 
 
 class kernel_attention:
