@@ -66,7 +66,6 @@ class Runner:
         signature = inspect.signature(fake.forward).parameters
         self.keeps = "logits_to_keep" in signature
         self.cache_argument = "cache" if "cache" in signature else "past_key_values"  # transformers 5.x renamed it
-        self.vocab = int(getattr(fake.get_input_embeddings(), "num_embeddings", 2) or 2)
         self.held = {t.untyped_storage()._cdata for t in [*fake.parameters(), *fake.buffers()]}
         self._seen: dict[tuple[int, int], Measured] = {}
 

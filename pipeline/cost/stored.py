@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.core.errors import PipelineError
 from pipeline.cost.plan import DTYPE_BYTES, dtype_bytes
 
 MXFP4_BITS = 4 + 8 / 32  # OCP MX v1.0: E2M1 values, one E8M0 scale per block of 32
@@ -137,7 +138,9 @@ def _rule(method: str, quant: dict):
     if method in ("fp8", "fbgemm_fp8"):
         block = quant.get("weight_block_size")
         if block:
-            rows, cols = int(block[0]), int(block[1])
+            if not isinstance(block, (list, tuple)) or len(block) != 2:
+                raise PipelineError(f"quantization_config weight_block_size={block!r}: give [rows, columns]")
+            rows, cols = (_whole(v, "weight_block_size", 1) for v in block)
 
             def fp8_blocks(s: tuple[int, ...]) -> float:
                 lead = math.prod(s[:-2]) if len(s) > 2 else 1
@@ -147,8 +150,8 @@ def _rule(method: str, quant: dict):
             return fp8_blocks, f"fp8: 1 byte per value + a float32 scale per {rows}×{cols} block", False
         return (lambda s: math.prod(s) * 8 + 32), "fp8: 1 byte per value + a float32 scale per tensor", False
     if method in ("gptq", "awq"):
-        bits = int(quant.get("bits") or quant.get("w_bit") or 4)
-        group = int(quant.get("group_size") or quant.get("q_group_size") or 128)
+        bits = _whole(_given(quant, ("bits", "w_bit"), 4), "bits", 1)
+        group = _whole(_given(quant, ("group_size", "q_group_size"), 128), "group_size", -1)
 
         def grouped(s: tuple[int, ...]) -> float:
             groups = math.prod(s) / (group if group > 0 else s[-1])
@@ -178,3 +181,16 @@ def per_gpu(per_row: pd.Series, component: pd.Series, tp: int, ep: int) -> tuple
     if ep > 1:
         return weights, (weights - routed - replicated) / tp + routed / ep + replicated
     return weights, (weights - replicated) / tp + replicated
+
+
+def _whole(value: Any, field: str, least: int) -> int:
+    """A quantization_config field that must be a whole number of at least `least` (a group of -1: per column)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least or value == 0:
+        raise PipelineError(f"quantization_config {field}={value!r}: a whole number of at least {max(least, 1)}"
+                            + (" (or -1: one group per column)" if least < 0 else ""))  # fmt: skip
+    return value
+
+
+def _given(quant: dict, keys: tuple[str, ...], default: int) -> Any:
+    """The first of keys the config sets (AutoGPTQ's name, then AutoAWQ's), else the default."""
+    return next((quant[k] for k in keys if quant.get(k) is not None), default)

@@ -201,3 +201,41 @@ def test_attention_is_planned_as_the_gpu_kernels_allocate_it():
     cpu = memtracker_peak(config, 1, 2048)
     scores = 16 * 2048 * 2048 * 2  # one layer's scores in bf16: the least the math path holds beyond the kernels
     assert cpu - r["peak_bytes"] >= scores and abs(r["peak_bytes"] - cpu) <= 0.03 * cpu
+
+
+@pytest.mark.parametrize(
+    ("quant", "message"),
+    [
+        ({"quant_method": "gptq", "bits": "four"}, "quantization_config bits='four': a whole number of at least 1"),
+        ({"quant_method": "gptq", "bits": 4, "group_size": 0}, "group_size=0: a whole number of at least 1"),
+        ({"quant_method": "awq", "w_bit": -4}, "bits=-4: a whole number of at least 1"),
+        ({"quant_method": "fp8", "weight_block_size": [128]}, "weight_block_size=[128]: give [rows, columns]"),
+        ({"quant_method": "fp8", "weight_block_size": [128, 0]}, "weight_block_size=0: a whole number of at least 1"),
+    ],
+)
+def test_a_malformed_quantization_config_is_one_line(quant, message):
+    from pipeline.core.errors import PipelineError
+    from pipeline.cost import stored
+
+    params = pd.DataFrame({"name": ["layers.0.mlp.up_proj.weight"], "shape": ["300x256"], "numel": [300 * 256],
+                           "role": ["matrix"], "component": ["mlp"]})  # fmt: skip
+
+    class Config:
+        quantization_config = quant
+
+    with pytest.raises(PipelineError, match=message.replace("[", r"\[").replace("]", r"\]")) as err:
+        stored.weights(params, Config(), None)
+    assert "\n" not in str(err.value)
+
+
+def test_gptq_per_column_groups_are_planned():
+    from pipeline.cost import stored
+
+    params = pd.DataFrame({"name": ["l.w"], "shape": ["300x256"], "numel": [300 * 256], "role": ["matrix"],
+                           "component": ["mlp"]})  # fmt: skip
+
+    class Config:
+        quantization_config = {"quant_method": "gptq", "bits": 4, "group_size": -1}
+
+    # group_size -1: one group per output row's 256 inputs, a float16 scale and a 4-bit zero each
+    assert float(stored.weights(params, Config(), None).bytes.iloc[0]) == (300 * 256 * 4 + 300 * (16 + 4)) / 8
