@@ -8,10 +8,13 @@ model, checks the options against it, and searches the largest context and batch
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
+from pipeline.answers.fit_options import FitOptions, Plan
 from pipeline.core.errors import PipelineError
+
+__all__ = ["FitOptions", "Plan", "plan"]
 
 # QLoRA (Dettmers et al. 2023, section 3): NF4 weights with double quantization take 4.127 bits per parameter
 QLORA_BITS = 4.127
@@ -24,83 +27,6 @@ DEFAULT_CONTEXT = 4096  # the context of a model whose positions set no limit (T
 # PyTorch #120925, NVIDIA's recommended size for cublasSetWorkspace).
 OVERHEAD = {"CUDA context and kernels": 10**9, "cuBLASLt workspace": 32 * 2**20}
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32")  # the prefill runs in --dtype if one of these, else bfloat16
-
-
-@dataclasses.dataclass(frozen=True)
-class FitOptions:
-    """What to plan for; the names are hmp fit's options (--gpu-memory is gpu_memory)."""
-
-    context: int | None = None  # tokens per sequence; None: the model's own positions, else DEFAULT_CONTEXT
-    batch: int = 1
-    dtype: str | None = (
-        None  # the weights', for every value; None: as the checkpoint or quantization_config stores them
-    )
-    kv_dtype: str = "bfloat16"
-    gpu_memory: str = "80GB"  # one GPU's, with its unit
-    gpus: int = 1
-    tp: int = 1
-    ep: int = 1
-    train: str | None = None  # None (inference), "full", "lora" or "qlora"
-    lora_rank: int = 16
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    checkpointing: bool = False
-    revision: str | None = None  # of a Hub id
-    name: str | None = None  # the model's name in the answer
-    measure: bool = False  # also run MemTracker on the prefill and print its peak beside the plan
-
-    @classmethod
-    def of(cls, values: Mapping[str, Any]) -> FitOptions:
-        """The options a mapping names (argparse's namespace as a dict, a query string): other keys ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        given = {k: v for k, v in values.items() if k in known and v is not None or k == "context"}
-        if "lora_targets" in given:
-            given["lora_targets"] = tuple(given["lora_targets"])
-        return cls(**given)
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """The plan; as_json() is hmp fit --json, field for field in this order."""
-
-    model: str
-    total_params: int
-    weights_from: str
-    weights_how: str
-    weights_bytes: int
-    weights_bytes_per_gpu: int
-    kv_cache_bytes_per_token: int
-    kv_cache_bytes: int
-    kv_cache_bytes_full_length: int
-    kv_cache_from: str
-    state_bytes_per_sequence: int | None
-    lora_params: int
-    lora_layers: int
-    optimizer_and_gradient_bytes: int
-    activation_bytes: int
-    decode_activation_bytes: int | None
-    peak_phase: str
-    activations_from: str
-    peak_bytes: int
-    overhead_bytes: int
-    bytes_per_gpu: int
-    gpu_memory_bytes: int
-    fits: bool
-    max_context: int
-    max_batch: int
-    context: int
-    context_from: str
-    max_positions: int | None
-    latent_attention: bool
-    training: str | None
-    batch: int
-    tp: int
-    ep: int
-    gpus: int
-    way_forward: dict[str, Any] | None
-    measured: dict[str, int] | None
-
-    def as_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,12 +54,12 @@ def plan(source: str, options: FitOptions) -> Plan:
     context, limit, context_from = _context(m, options)
     if options.batch < 1:
         raise PipelineError(f"--batch {options.batch}: a batch is at least 1 sequence")
-    need = _Needs(m, options, kv_bytes, context)
+    need = _engine_needs(m, options, kv_bytes, context, limit, gpu)
     per_gpu, parts = need(context, options.batch)
-    c = parts["cache"]
-    fits = per_gpu <= gpu
-    max_context = terms.largest(lambda n: need(n, options.batch)[0] <= gpu, limit or MAX_SEARCH)
-    max_batch = terms.largest(lambda n: need(context, n)[0] <= gpu, MAX_SEARCH)
+    c, budget = parts["cache"], need.budget(gpu)
+    fits = per_gpu <= budget
+    max_context = terms.largest(lambda n: need(n, options.batch)[0] <= budget, limit or MAX_SEARCH)
+    max_batch = terms.largest(lambda n: need(context, n)[0] <= budget, MAX_SEARCH)
     return Plan(
         model=m.shown,
         total_params=int(m.row["total"]),
@@ -151,11 +77,14 @@ def plan(source: str, options: FitOptions) -> Plan:
         optimizer_and_gradient_bytes=int(parts["optimizer"]),
         activation_bytes=parts["activations"],
         decode_activation_bytes=parts["decode"],
-        peak_phase="training step"
-        if options.train
-        else "decode"
-        if (parts["decode"] or 0) > parts["activations"]
-        else "prefill",
+        peak_phase=parts.get("phase")
+        or (
+            "training step"
+            if options.train
+            else "decode"
+            if (parts["decode"] or 0) > parts["activations"]
+            else "prefill"
+        ),
         activations_from=need.activations_from,
         peak_bytes=per_gpu - need.overhead,
         overhead_bytes=need.overhead,
@@ -175,7 +104,27 @@ def plan(source: str, options: FitOptions) -> Plan:
         gpus=options.gpus,
         way_forward=None if fits else _way_forward(m, options, need, gpu, context, max_context, max_batch),
         measured=need.tracked(context, options.batch) if options.measure else None,
+        engine=options.engine,
+        engine_detail=need.detail(context, options.batch),
     )
+
+
+def _engine_needs(m: _Model, options: FitOptions, kv_bytes: float, context: int, limit: int | None, gpu: int):
+    """The plan's terms as the engine asked allocates them: transformers' own (Needs), or vLLM's and llama.cpp's
+    over the same model (pipeline.answers.engines)."""
+    from pipeline.answers import engines
+    from pipeline.cost.engines import checked
+
+    if checked(options.engine) == "transformers":
+        return Needs(m, options, kv_bytes, context)
+    if options.train:
+        raise PipelineError(f"--engine {options.engine} serves a model; --train plans fine-tuning in PyTorch (its "
+                            "default engine, transformers)")  # fmt: skip
+    if options.engine == "llama.cpp":  # nothing run on fake tensors: llama.cpp's graph is not PyTorch's
+        return engines.LlamaCpp(Needs(m, options, kv_bytes, context, lambda n: (0, None)), options)
+    tokens, _ = engines.vllm_sizes(options, gpu)
+    run = min(tokens, limit or tokens)  # its profile splits the tokens over requests: measured as one sequence
+    return engines.Vllm(Needs(m, dataclasses.replace(options, batch=1), kv_bytes, run), options, gpu)
 
 
 def _counted(source: str, options: FitOptions) -> _Model:
@@ -224,7 +173,7 @@ def _context(m: _Model, options: FitOptions) -> tuple[int, int | None, str]:
     return context, limit, f"the model's own ({limit_from})" if limit else f"{DEFAULT_CONTEXT:,} ({limit_from})"
 
 
-class _Needs:
+class Needs:
     """need(context, batch) -> (bytes one GPU holds, the terms): the weights, LoRA and the optimizer are fixed; the
     caches, the state and the activations grow with the context and the batch."""
 
@@ -240,7 +189,7 @@ class _Needs:
         self.layers = cache.layers(m.model, m.config, self.causal)
         total = int(m.row["total"])
         p = m.inv[m.inv["kind"] == "parameter"]
-        self.stored = stored.weights(p, m.config, options.dtype)
+        self.params, self.stored = p, stored.weights(p, m.config, options.dtype)
         per_row = self.stored.bytes
         if train == "qlora":  # the linear matrices in 4-bit NF4, every other tensor as stored
             per_row = per_row.where(p["role"] != "matrix", p["numel"] * QLORA_BITS / 8)
@@ -273,7 +222,8 @@ class _Needs:
         batch = self.options.batch
         sizes = scaling.sizes(context, self.window, self.scans)
         try:
-            runner = prefill.Runner(self.m.model, self.compute, self.causal)
+            kernel = prefill.KERNEL if self.options.engine == "vllm" else prefill.ATTENTION  # its kernels: fused
+            runner = prefill.Runner(self.m.model, self.compute, self.causal, attention=kernel)
             self.runner = runner  # (its blocks run are what _beyond_cache reads)
             # the decoding step at every size for a model that scans (one token: cheap), else at the first only
             runs = [runner.measure(batch, n, step=i == 0 or self.scans) for i, n in enumerate(sizes)]
@@ -354,6 +304,16 @@ class _Needs:
         transient = live - ran.full_length - (ran.state or 0) * b  # what no block keeps: the same at any depth
         return max(transient + every.full_length - every.at, 0)
 
+    def budget(self, gpu: int) -> int:
+        return gpu
+
+    def detail(self, context: int, batch: int) -> None:
+        return None
+
+    def replaced(self, options: FitOptions) -> Needs:
+        """The same model's terms under other options (the way forward), measured once."""
+        return Needs(self.m, options, self.kv_bytes, self.measured_at, self.per_sequence)
+
     def __call__(self, ctx: int, b: int) -> tuple[int, dict]:
         from pipeline.cost import plan as terms
 
@@ -393,7 +353,7 @@ class _Needs:
 
 
 def _way_forward(
-    m: _Model, options: FitOptions, need: _Needs, gpu: int, context: int, max_context: int, max_batch: int
+    m: _Model, options: FitOptions, need: Needs, gpu: int, context: int, max_context: int, max_batch: int
 ) -> dict[str, Any]:
     """What would fit when the plan does not: the fewest GPUs (a tensor-parallel degree that divides the heads), a
     smaller dtype for the weights on the GPUs given, the largest context at this batch, the largest batch here."""
@@ -403,9 +363,14 @@ def _way_forward(
 
     def fits(**change: Any) -> bool:
         other = dataclasses.replace(options, measure=False, **change)
-        return _Needs(m, other, need.kv_bytes, context, need.per_sequence)(context, options.batch)[0] <= gpu
+        return need.replaced(other)(context, options.batch)[0] <= need.budget(gpu)
 
     for tp in (2, 4, 8, 16, 32, 64):
+        if options.engine == "llama.cpp":  # it splits layers over GPUs, not tensors
+            if fits(gpus=tp):
+                forward["fewest_gpus"] = {"gpus": tp, "tp": 1}
+                break
+            continue
         try:
             terms.tensor_parallel_check(m.config, tp, m.name)
         except PipelineError:

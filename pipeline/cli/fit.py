@@ -67,17 +67,60 @@ def fit_text(r: dict) -> str:
         ),
         *([lora] if r["lora_params"] else []),
         f"  peak (PyTorch)         {gib(r['peak_bytes']):>12}  what PyTorch allocates at the peak, in the "
-        f"{r['peak_phase']}: the fixed lines above and the higher of the two steps",
+        f"{r['peak_phase']}: "
+        + (
+            "the fixed lines above and the higher of the two steps"
+            if r["engine"] == "transformers"
+            else "the lines above"
+        ),
         f"  runtime overhead       {gib(r['overhead_bytes']):>12}  CUDA context and kernels (1 GB, transformers' "
         "'Model training anatomy'), cuBLASLt workspace (32 MiB, PyTorch #120925)",
         f"  per GPU                {gib(r['bytes_per_gpu']):>12}  → {'fits' if r['fits'] else 'does NOT fit'}"
         + (f" (the lines above, divided over {tp} GPUs as said)" if tp > 1 or r["ep"] > 1 else ""),
         f"  largest context that fits: {r['max_context']:,}; largest batch: {r['max_batch']:,}",
     ]
+    if r["engine"] != "transformers":  # the engine's own lines between the weights and the overhead
+        lines = [*lines[:2], *_engine(r), *lines[-3:]]
     lines += _after(r)
     if state is None and not training:
         lines.insert(3, "  state                           ?  a sequence mixer whose state is not derived here")
     return "\n".join(lines)
+
+
+def _engine(r: dict) -> list[str]:
+    """The engine's own lines: vLLM's pages, profile run and budget; llama.cpp's cells, compute buffer, offload."""
+    from pipeline.report.text import gib
+
+    d, batch = r["engine_detail"], r["batch"]
+    peak = f"  allocated              {gib(r['peak_bytes']):>12}  "
+    if r["engine"] == "vllm":
+        many = f"{d['max_concurrency']:,}" if d["max_concurrency"] is not None else "any number of"
+        return [
+            f"  KV cache (pages)       {gib(r['kv_cache_bytes']):>12}  pages of {d['block_size']} tokens as vLLM's "
+            f"specs take them at most: full attention ⌈T/{d['block_size']}⌉, a sliding window "
+            f"⌈min(window − 1 + {d['max_num_batched_tokens']:,}, T)/{d['block_size']}⌉ + 1, a state-space layer one "
+            f"page of its state; × {batch} sequence(s) ({r['kv_cache_bytes_per_token']:,} B per token)",
+            f"  profile run            {gib(r['activation_bytes']):>12}  {r['activations_from']}",
+            peak + "the weights, the profile run's peak and the batch's pages (vllm/v1/worker/gpu_worker.py)",
+            f"  vLLM budget            {gib(r['gpu_memory_bytes'] * d['gpu_memory_utilization']):>12}  "
+            f"gpu_memory_utilization {d['gpu_memory_utilization']} × the GPU; the weights, the profile run "
+            f"({gib(d['profile_activation_bytes'])}), the sampler ({gib(d['sampler_bytes'])}), the CUDA graphs "
+            f"({gib(d['cuda_graph_bytes'])}) and the CUDA context come first",
+            f"  KV cache budget        {gib(d['kv_cache_budget_bytes']):>12}  what is left for pages "
+            f"({gib(d['kv_cache_bytes_per_sequence'])} per sequence of {r['context']:,} tokens): {many} such "
+            "sequences at once; vLLM allocates all of it at start",
+        ]
+    return [
+        f"  KV cache               {gib(r['kv_cache_bytes']):>12}  {d['cache_type']} K and V, -c {d['n_ctx']:,} "
+        f"(context × {d['slots']} slot(s), padded to 256): {d['cells_per_slot']:,} cells per slot, sliding layers "
+        "min(cells, window + 512) padded to 256 (llama-context.cpp, llama-kv-cache-iswa.cpp); recurrent state in "
+        "float32",
+        f"  compute buffer         {gib(r['activation_bytes']):>12}  {r['activations_from']}",
+        peak + f"on the GPUs: {d['n_gpu_layers']} of {d['layers']} layers offloaded (-ngl), their weights "
+        f"({gib(d['weights_on_gpus_bytes'])}) and caches ({gib(d['kv_cache_on_gpus_bytes'])}), and the compute buffer",
+        f"  host memory            {gib(d['host_bytes']):>12}  the input embedding, the layers left on the host "
+        "and their caches",
+    ]
 
 
 def _after(r: dict) -> list[str]:

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 ATTENTION = "sdpa"  # transformers' default where the model supports it
+# A fused attention kernel as a serving engine runs it for every model (vLLM's FlashAttention, sinks included):
+# registered in transformers' AttentionInterface, it allocates the output and a float32 log-sum-exp per query row
+KERNEL = "hmp_fused_kernel"
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Unmeasured(Exception):
 class Runner:
     """The model on fake tensors in the compute dtype, built once for several prefills."""
 
-    def __init__(self, model: Any, dtype: str, causal: bool, shallow: bool = True):
+    def __init__(self, model: Any, dtype: str, causal: bool, shallow: bool = True, attention: str = ATTENTION):
         """shallow: run the first two blocks of each kind (a kind: the block's modules, their shapes and its layer
         type), renumbered, the config told so; what a prefill holds beyond its cache does not grow with the depth,
         so the plan measures it on a few blocks. kept then names the blocks run (None: all)."""
@@ -56,10 +59,14 @@ class Runner:
             fake_copy(fake, self.mode, getattr(torch, dtype))
         except Exception as exc:  # noqa: BLE001 - a model that cannot be faked is a reason, said in the plan
             raise Unmeasured(f"cannot run on fake tensors: {type(exc).__name__}: {first_line(exc)}") from None
-        try:
-            fake.set_attn_implementation(ATTENTION)
-        except Exception:  # noqa: BLE001 - a model without sdpa runs the attention it has
-            pass
+        if attention == KERNEL:
+            _register_kernel()
+        for asked in dict.fromkeys((attention, ATTENTION)):
+            try:
+                fake.set_attn_implementation(asked)
+                break
+            except Exception:  # noqa: BLE001 - a model without it runs the attention it has
+                continue
         fake.eval()  # as from_pretrained leaves it: no dropout (a training-mode run holds dropout's masks too)
         self.model = fake
         self.attention = str(getattr(fake.config, "_attn_implementation", None) or "eager")
@@ -164,6 +171,21 @@ def _shallow_copy(model: Any) -> tuple[Any, int | None, list[int] | None]:
     if isinstance(getattr(text, "num_hidden_layers", None), int):
         text.num_hidden_layers = len(kept)
     return fake, n, kept
+
+
+def _register_kernel() -> None:
+    """KERNEL in transformers' AttentionInterface: query (batch, heads, tokens, width) in, the output (batch,
+    tokens, heads, value width) out, with the log-sum-exp the kernel writes beside it and frees."""
+    import torch
+    from transformers import AttentionInterface
+
+    def fused(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any):
+        lse = query.new_empty(tuple(query.shape[:-1]), dtype=torch.float32)
+        out = query.new_empty((query.shape[0], query.shape[2], query.shape[1], value.shape[-1]))
+        del lse
+        return out, None
+
+    AttentionInterface.register(KERNEL, fused)
 
 
 class kernel_attention:
