@@ -109,7 +109,7 @@ PICKLE_HELP = "load .bin/.pt checkpoints with torch.load(weights_only=True) (pic
 def _command(args: argparse.Namespace) -> None:
     if args.command == "fit":
         from pipeline.answers import fit
-        from pipeline.cli.fit import fit_text
+        from pipeline.report.fitplan import fit_text
 
         targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
         result = fit.plan(args.source, fit.FitOptions.of({**vars(args), "lora_targets": targets})).as_json()

@@ -172,7 +172,7 @@ def test_each_model_is_limited_by_what_it_has(tmp_path):
 
 
 def test_every_printed_line_is_what_the_total_adds(tmp_path):
-    from pipeline.cli.fit import fit_text
+    from pipeline.report.fitplan import fit_text
 
     mamba = _config_of("mamba-130m", tmp_path)
     r = fit_source(mamba, {**BASE, "context": None, "batch": 4})

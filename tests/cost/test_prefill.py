@@ -77,7 +77,7 @@ def test_llama_3_1_8b_at_4_by_8k():
 
 
 def test_measure_prints_memtrackers_peak_beside_the_plan(tmp_path):
-    from pipeline.cli.fit import fit_text
+    from pipeline.report.fitplan import fit_text
 
     config = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 688,
               "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000}  # fmt: skip

@@ -1,4 +1,4 @@
-"""`hmp fit SOURCE`: the memory plan pipeline.answers.fit gives, one line per term with its formula and source."""
+"""`hmp fit SOURCE`, as text: the plan pipeline.answers.fit gives, one line per term with its formula and source."""
 
 from __future__ import annotations
 
@@ -67,12 +67,7 @@ def fit_text(r: dict) -> str:
         ),
         *([lora] if r["lora_params"] else []),
         f"  peak (PyTorch)         {gib(r['peak_bytes']):>12}  what PyTorch allocates at the peak, in the "
-        f"{r['peak_phase']}: "
-        + (
-            "the fixed lines above and the higher of the two steps"
-            if r["engine"] == "transformers"
-            else "the lines above"
-        ),
+        f"{r['peak_phase']}: the fixed lines above and the higher of the two steps",
         f"  runtime overhead       {gib(r['overhead_bytes']):>12}  CUDA context and kernels (1 GB, transformers' "
         "'Model training anatomy'), cuBLASLt workspace (32 MiB, PyTorch #120925)",
         f"  per GPU                {gib(r['bytes_per_gpu']):>12}  → {'fits' if r['fits'] else 'does NOT fit'}"
@@ -81,10 +76,9 @@ def fit_text(r: dict) -> str:
     ]
     if r["engine"] != "transformers":  # the engine's own lines between the weights and the overhead
         lines = [*lines[:2], *_engine(r), *lines[-3:]]
-    lines += _after(r)
-    if state is None and not training:
+    elif state is None and not training:
         lines.insert(3, "  state                           ?  a sequence mixer whose state is not derived here")
-    return "\n".join(lines)
+    return "\n".join(lines + _after(r))
 
 
 def _engine(r: dict) -> list[str]:
