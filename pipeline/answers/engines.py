@@ -43,7 +43,8 @@ class Vllm:
         self.graphs = int(per_token * min(engines.VLLM_GRAPH_TOKENS, self.tokens))
         vocab = int(getattr(base.text, "vocab_size", 0) or 0)
         self.sampler = engines.vllm_sampler(min(self.seqs, self.tokens), vocab, DTYPE_BYTES[base.compute])
-        self.stored, self.overhead, self.kv_bytes = base.stored, base.overhead, base.kv_bytes
+        self.stored, self.weights = _loaded(base, options, "vllm")
+        self.overhead, self.kv_bytes = base.overhead, base.kv_bytes
         self.per_sequence, self.cache_from = base.per_sequence, base.cache_from
         self.activations_from = (
             f"vLLM's profile run: a forward of {self.tokens:,} tokens (max_num_batched_tokens; chunked prefill runs "
@@ -62,7 +63,8 @@ class Vllm:
 
     def __call__(self, ctx: int, b: int) -> tuple[int, dict]:
         _, parts = self.base(ctx, b)
-        f, tp = self.base.fixed, self.options.tp
+        parts.update(self.weights)
+        f, tp = parts, self.options.tp
         pages = self._cache(ctx, b) if self.cache_from == "formula" else 0
         parts["cache"] = dataclasses.replace(parts["cache"], at=pages)
         acts = self.profile + self.graphs
@@ -112,15 +114,16 @@ class LlamaCpp:
         if options.n_gpu_layers is not None and options.n_gpu_layers < 0:
             raise PipelineError(f"--n-gpu-layers {options.n_gpu_layers}: 0 or more layers")
         n = len(base.layers)
+        self.stored, self.weights = _loaded(base, options, "llama.cpp")
         self.on_gpu, self.on_host, self.offloaded = engines.llama_offload(
-            base.params, base.stored.bytes, n, options.n_gpu_layers
+            base.params, self.stored.bytes, n, options.n_gpu_layers
         )
         text = base.text
         hidden = int(getattr(text, "hidden_size", 0) or 0)
         routed = getattr(text, "moe_intermediate_size", None) and getattr(text, "num_experts_per_tok", None)
         inner = int(routed * text.num_experts_per_tok if routed else getattr(text, "intermediate_size", 0) or 0)
         self.compute = engines.llama_compute(int(getattr(text, "vocab_size", 0) or 0), hidden, inner)
-        self.stored, self.overhead, self.kv_bytes = base.stored, base.overhead, self.type_bytes
+        self.overhead, self.kv_bytes = base.overhead, self.type_bytes
         self.per_sequence, self.cache_from = base.per_sequence, base.cache_from
         self.activations_from = (
             f"llama.cpp's compute buffer, estimated: the widest step of its graph at {engines.LLAMA_UBATCH} tokens "
@@ -148,6 +151,7 @@ class LlamaCpp:
         full = per_token * engines.llama_cells(ctx, b) * b
         parts["cache"] = dataclasses.replace(parts["cache"], at=int(gpu_cache + host_cache), per_token=per_token,
                                              full_length=full)  # fmt: skip
+        parts.update(self.weights)
         parts.update(activations=self.compute, decode=None, phase="compute graph", weights_per_gpu=self.on_gpu / gpus)
         per_gpu = (self.on_gpu + gpu_cache) / gpus + self.compute + self.overhead
         return int(per_gpu), parts
@@ -174,3 +178,12 @@ class LlamaCpp:
 
     def tracked(self, context: int, batch: int) -> None:
         return None  # llama.cpp's graph is not PyTorch's: nothing to run under MemTracker
+
+
+def _loaded(base: Any, options: Any, engine: str) -> tuple[Any, dict[str, float]]:
+    """The weights as the engine holds them (pipeline.cost.engines.as_loaded), and their lines of the plan."""
+    from pipeline.cost import engines, stored
+
+    held = engines.as_loaded(base.params, base.stored, engine, options.dtype is not None)
+    weights, per_gpu = stored.per_gpu(held.bytes, base.params["component"], options.tp, options.ep)
+    return held, {"weights": weights, "weights_per_gpu": per_gpu}

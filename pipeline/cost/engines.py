@@ -132,3 +132,35 @@ def llama_offload(rows: Any, per_row: Any, n_layers: int, n_gpu_layers: int | No
     host = float(per_row[numbered & ~on_gpu].sum()) + float(per_row[inputs].sum())
     host += 0.0 if all_on else float(per_row[outputs & ~inputs].sum())
     return gpu, host, offloaded
+
+
+GGUF_NAMES = ("token_embd.", "blk.", "output_norm.", "output.")  # gguf-py's tensor names, as llama.cpp writes them
+
+
+def as_loaded(params: Any, stored: Any, engine: str, dtype_given: bool) -> Any:
+    """The weights as the engine holds them, where that is not as stored (a Stored, pipeline.cost.stored):
+    - vLLM with --dtype auto runs a float32 checkpoint in float16 (ModelConfig: "FP16 precision for FP32 and FP16
+      models, BF16 precision for BF16 models"): 2 bytes for each float32 value;
+    - llama.cpp runs GGUF files; any other source as convert_hf_to_gguf.py writes it by default (--outtype f16):
+      tensors of two or more dimensions in f16, one-dimensional ones (norms, biases) in f32."""
+    import dataclasses
+
+    if dtype_given:
+        return stored
+    if engine == "vllm" and stored.source == "checkpoint":
+        wide = params["stored_dtype"].astype(str).str.upper().isin(["F32", "FLOAT32"])
+        if wide.any():
+            per_row = stored.bytes.where(~wide, params["numel"] * 2)
+            how = stored.how + "; float32 values run in float16 (vLLM's --dtype auto)"
+            return dataclasses.replace(stored, bytes=per_row, how=how)
+    if engine == "llama.cpp":
+        keys = params["checkpoint_key"].fillna("").astype(str)
+        if stored.source == "checkpoint" and keys.str.startswith(GGUF_NAMES).any():
+            return stored  # a GGUF file: its own types
+        if stored.quantized:
+            return stored
+        flat = params["shape"].astype(str).str.count("x") == 0
+        per_row = (params["numel"] * 2).where(~flat, params["numel"] * 4)
+        how = "as convert_hf_to_gguf.py writes it by default (--outtype f16): matrices in f16, 1-D tensors in f32"
+        return dataclasses.replace(stored, bytes=per_row, how=how, source="convert_hf_to_gguf")
+    return stored

@@ -191,36 +191,6 @@ def table(
     return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
 
 
-FIT_COLUMNS = ["model", "context", "inference_bytes", "gpu_memory_bytes"]
-
-
-def memory_curve(
-    name: str, model: torch.nn.Module, config: Any, row: dict, settings: dict, causal: bool
-) -> pd.DataFrame:
-    """Inference bytes (bfloat16 weights, KV cache, state) at the batch of the cost settings, at contexts 128, 256,
-    ... up to the model's own (and that context itself): the report's memory-against-context figure. Empty for a
-    model that generates nothing or states no context."""
-    per_layer = cache.layers(model, config, causal)
-    limit = context_of(cache.text_config(config), {"context": 0}, True)
-    if not per_layer or not limit:
-        return pd.DataFrame(columns=FIT_COLUMNS)
-    batch, weights = int(settings["batch"]), 2 * int(row["total"])
-    gpu = plan.parse_memory(settings.get("gpu_memory", "80GB"), "cost.gpu_memory")
-    contexts = sorted({*(1 << k for k in range(7, 25) if 1 << k < limit), limit})
-    rows = []
-    for n in contexts:
-        c = plan.kv_cache(per_layer, n, batch, 2, getattr(config, "max_source_positions", None) or n)
-        rows.append(
-            {
-                "model": name,
-                "context": n,
-                "inference_bytes": weights + c.at + batch * (c.state or 0),
-                "gpu_memory_bytes": gpu,
-            }
-        )
-    return pd.DataFrame(rows, columns=FIT_COLUMNS)
-
-
 KAPLAN_ALPHA_N = 0.076  # Kaplan et al. 2020, eq. 1.1: L(N) = (N_c / N)^α_N with α_N ≈ 0.076
 
 

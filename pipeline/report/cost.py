@@ -141,46 +141,57 @@ def section(d: Data) -> Section:
     return Section(text + _fit_lines(d), drawn)
 
 
+ENGINES = {"transformers": "transformers", "vllm": "vLLM", "llama.cpp": "llama.cpp"}
+
+
 def _fit_lines(d: Data) -> str:
-    """Where each model stops fitting in cost.gpu_memory, from results/cost.csv's fit rows."""
+    """Where each model stops fitting on one GPU of cost.gpu_memory, per engine, from results/fit.csv."""
     if d.fit.empty:
         return ""
-    wide = d.costs.pivot(index="model", columns="quantity", values="value")
-    gpu = str(d.cfg.cost["gpu_memory"])
+    gpu, fit = str(d.cfg.cost["gpu_memory"]), d.fit
+    engines = [e for e in ENGINES if e in set(fit["engine"])]
     lines = [
         "",
         f"## Will it fit on one GPU of {gpu}?",
         "",
-        f"Inference in bfloat16 at a batch of {int(d.cfg.cost['batch'])}: the weights, the KV cache as each layer "
-        f"caches and the state-space state, against the context (`results/fit.csv`), beside one GPU of {gpu} "
-        "(`cost.gpu_memory`; `hmp fit` plans any other setting, tensor parallelism and fine-tuning included).",
+        f"Inference at a batch of {int(d.cfg.cost['batch'])}, as each engine allocates it (`results/fit.csv`; "
+        "`hmp fit --engine` prints any one plan line by line, with its sources): **transformers** holds the weights "
+        "as stored, its caches and what its prefill allocates beyond them (measured on fake tensors); **vLLM** "
+        "takes `gpu_memory_utilization` (0.9) of the GPU, runs a profile of 8,192 tokens and pages its KV cache "
+        "in blocks of 16; **llama.cpp** pads its context to 256 cells, keeps the input embedding in host memory "
+        "and reserves a compute buffer for 512 tokens. The longest context that fits, of the model's own:",
         "",
+        "| model | " + " | ".join(ENGINES[e] for e in engines) + " |",
+        "|---|" + "---:|" * len(engines),
     ]
-    for name in d.fit["model"].unique():
-        longest = wide.loc[name, "max_context_on_gpu"] if "max_context_on_gpu" in wide.columns else None
-        limit = int(d.fit.loc[d.fit["model"] == name, "context"].max())
-        if pd.isna(longest):
-            continue
-        longest = int(longest)
-        verdict = (
-            f"fits at its whole context of {limit:,} tokens"
-            if longest >= limit
-            else "does not fit even one token"
-            if longest == 0
-            else f"fits up to {longest:,} tokens of its {limit:,}"
-        )
-        lines.append(f"- `{name}` {verdict}.")
-    return "\n".join([*lines, "", "![Inference memory against context](" + d.link("fit.png") + ")", ""])
+    for name, part in fit.groupby("model", sort=False):
+        limit = int(part["context"].max())
+        cells = []
+        for engine in engines:
+            rows = part[part["engine"] == engine]
+            if rows.empty:
+                cells.append("not planned")
+                continue
+            longest = int(rows["max_context"].iloc[0])
+            at = float(rows.loc[rows["context"].idxmax(), "bytes_per_gpu"]) / 2**30
+            cells.append(
+                f"all {limit:,} ({at:.2f} GiB)" if longest >= limit else "not one token" if longest == 0
+                else f"{longest:,} of {limit:,}"
+            )  # fmt: skip
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", "![One GPU's memory against context, per engine](" + d.link("fit.png") + ")", ""])
 
 
 def memory_against_context(fit: pd.DataFrame, gpu: str, path: Path, dpi: int) -> None:
-    """Log-log: inference bytes against context per model, with one GPU's memory as a horizontal line."""
+    """Log-log: one GPU's bytes against context per model (colour) and engine (line style), with the GPU's memory
+    as a horizontal line."""
     import matplotlib.ticker as mticker
 
     plt, sns = setup()
-    data = fit.assign(gib=fit["inference_bytes"].astype(float) / 2**30)
+    data = fit.assign(gib=fit["bytes_per_gpu"].astype(float) / 2**30)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.lineplot(data=data, x="context", y="gib", hue="model", marker="o", markersize=3, ax=ax, palette="colorblind")
+    sns.lineplot(data=data, x="context", y="gib", hue="model", style="engine", marker="o", markersize=3, ax=ax,
+                 palette="colorblind")  # fmt: skip
     ax.axhline(float(fit["gpu_memory_bytes"].iloc[0]) / 2**30, color="black", linestyle="--", linewidth=1)
     ax.annotate(
         f"one GPU: {gpu}",
@@ -194,7 +205,8 @@ def memory_against_context(fit: pd.DataFrame, gpu: str, path: Path, dpi: int) ->
     ax.set_yscale("log")
     plain_log_ticks(ax.yaxis)
     ax.set_ylim(top=float(fit["gpu_memory_bytes"].iloc[0]) / 2**30 * 1.8)  # room for the GPU's label above its line
-    legend_outside(fig, ax, "context (tokens)", "Inference memory against context", path, dpi, ylabel="GiB (bfloat16)")
+    legend_outside(fig, ax, "context (tokens)", "One GPU's memory against context, per engine", path, dpi,
+                   ylabel="GiB per GPU")  # fmt: skip
 
 
 def cost(table: pd.DataFrame, training_label: str, path: Path, dpi: int) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.answers import needs
 from pipeline.core import atomic, compose, memo, params, progress
 from pipeline.core.errors import collect, run
 from pipeline.cost import estimates
@@ -36,7 +37,7 @@ def count_one(cfg: params.Params, name: str, spec: params.ModelSpec, note: str) 
     by_name = {c["convention"]: c["params"] for c in mine}
     causal = build.is_causal_class(type(model), config)
     costs = estimates.table(name, model, config, row, by_name, cfg.cost, causal)
-    curve = estimates.memory_curve(name, model, config, row, cfg.cost, causal)
+    curve = needs.memory_curve(name, inv, row, model, config, cfg.cost)
     log.info("%s: %s parameters in %d tensors (%s)", name, f"{row['total']:,}", len(inv), row["model_class"])
     return {
         "inventory": atomic.csv_text(inv),
@@ -108,7 +109,7 @@ def main() -> None:
         atomic.write_csv(cfg.paths["conventions"], conventions.table(conv))
         atomic.write_csv(cfg.paths["whatif"], grid)
         atomic.write_csv(cfg.paths["cost"], pd.concat(costs, ignore_index=True))
-        fit = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=estimates.FIT_COLUMNS)
+        fit = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=needs.CURVE_COLUMNS)
         atomic.write_csv(cfg.paths["fit"], fit)
         atomic.write_json(cfg.paths["metrics"], metrics)
     cache.prune()

@@ -91,10 +91,13 @@ def test_llama_cpp_cells_cache_types_and_offload_on_llama_3_8b():
     assert r["kv_cache_bytes"] == 3 * 1024 * LLAMA3_PER_TOKEN * 2  # f16
     q8 = plan(LLAMA3, engine="llama.cpp", context=1000, batch=3, cache_type="q8_0")
     assert q8["kv_cache_bytes"] == 3 * 1024 * LLAMA3_PER_TOKEN * 34 // 32  # ggml q8_0: 34 bytes per 32 values
-    total, embedding = 2 * r["total_params"], 2 * 128_256 * 4096
+    # no GGUF given: as convert_hf_to_gguf.py writes it by default, matrices in f16, the 32 × 2 + 1 norms in f32
+    norms = (32 * 2 + 1) * 4096
+    total, embedding = 2 * (r["total_params"] - norms) + 4 * norms, 2 * 128_256 * 4096
+    assert r["weights_from"] == "convert_hf_to_gguf" and r["weights_bytes"] == total
     # every layer offloaded: the input embedding stays on the host, all else on the GPU (the head included)
     assert d["weights_on_gpus_bytes"] == total - embedding and d["host_bytes"] == embedding
-    layer = 2 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096)  # attention, MLP, two norms
+    layer = 2 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336) + 4 * 2 * 4096  # attention, MLP, two norms
     none = plan(LLAMA3, engine="llama.cpp", context=1000, n_gpu_layers=0)["engine_detail"]
     assert none["weights_on_gpus_bytes"] == 0 and none["kv_cache_on_gpus_bytes"] == 0
     ten = plan(LLAMA3, engine="llama.cpp", context=1000, n_gpu_layers=10)["engine_detail"]
@@ -142,3 +145,37 @@ def test_bad_engine_options_are_one_line(options, message):
     with pytest.raises(PipelineError) as e:
         plan(LLAMA3, context=1024, **options)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_sweeps_curve_is_each_engines_plan_at_each_context():
+    """results/fit.csv: per engine, one GPU's bytes at 128, 256, ... and the model's own context, equal to hmp fit's
+    plan there (measured once per engine at the longest context: the plan at that context measures the same)."""
+    from pipeline.answers import needs
+
+    gpt2 = str(SUPPORT / "published_configs" / "openai-community--gpt2.json")
+    m = fit._counted(gpt2, fit.FitOptions())
+    curve = needs.memory_curve("gpt2", m.inv, m.row, m.model, m.config, {"batch": 2, "gpu_memory": "24GB"})
+    assert list(curve.columns) == needs.CURVE_COLUMNS
+    assert sorted(set(curve["engine"])) == ["llama.cpp", "transformers", "vllm"]
+    for engine, part in curve.groupby("engine"):
+        assert list(part["context"]) == [128, 256, 512, 1024]  # powers of two up to its 1,024 positions
+        r = plan(gpt2, engine=engine, context=1024, batch=2, gpu_memory="24GB")
+        top = part[part["context"] == 1024].iloc[0]
+        assert top["bytes_per_gpu"] == r["bytes_per_gpu"] and top["kv_cache_bytes"] == r["kv_cache_bytes"]
+        assert top["max_context"] == r["max_context"] and bool(top["fits"]) == r["fits"]
+        assert list(part["bytes_per_gpu"]) == sorted(part["bytes_per_gpu"])  # more context never takes less
+
+
+def test_each_engine_holds_a_float32_checkpoint_as_it_loads_it(tmp_path):
+    """transformers keeps the checkpoint's float32; vLLM's --dtype auto runs it in float16; llama.cpp runs the f16
+    GGUF convert_hf_to_gguf.py writes by default (1-D tensors in f32)."""
+    from tests.support.quantized import float_llama, llama_total
+
+    folder = float_llama(tmp_path / "llama", None)
+    total = llama_total()
+    one_d = int(fit._counted(str(folder), fit.FitOptions()).inv.query("kind == 'parameter'")
+                .pipe(lambda p: p.loc[p["shape"].astype(str).str.count("x") == 0, "numel"].sum()))  # fmt: skip
+    assert plan(str(folder), context=16)["weights_bytes"] == 4 * total
+    assert plan(str(folder), context=16, engine="vllm")["weights_bytes"] == 2 * total
+    assert plan(str(folder), context=16, engine="llama.cpp")["weights_bytes"] == 2 * total + 2 * one_d
+    assert plan(str(folder), context=16, engine="vllm", dtype="float32")["weights_bytes"] == 4 * total

@@ -160,19 +160,6 @@ def test_lora_count_is_pefts_own_on_the_meta_device(targets, rank, tmp_path):
     assert ours == trainable
 
 
-def test_the_memory_curve_is_weights_plus_the_cache_at_each_context(tmp_path):
-    from pipeline.cost import estimates
-
-    model, config, layers = _built("tinyllama-1_1b", tmp_path)
-    total = sum(p.numel() for p in model.parameters())
-    settings = {"batch": 2, "gpu_memory": "24GiB"}
-    curve = estimates.memory_curve("t", model, config, {"total": total}, settings, True).set_index("context")
-    assert list(curve.index) == [128, 256, 512, 1024, 2048]  # powers of two up to its 2,048 positions
-    for n, bytes_ in curve["inference_bytes"].items():
-        assert bytes_ == 2 * total + 2 * n * 22_528  # bf16 weights, and 22,528 B per token per sequence
-    assert set(curve["gpu_memory_bytes"]) == {24 * 2**30}
-
-
 def test_layers_that_share_an_earlier_cache_add_none():
     import torch
     from transformers import Gemma3nForCausalLM, Gemma3nTextConfig
