@@ -2,9 +2,10 @@
 
 Each run is a fresh process: imports (torch, transformers and DeepSeek-V3's modelling module) timed apart, then
 the whole plan `hmp fit` prints (the meta-device count, the cache layers, and the searches for the largest
-context and batch that fit), and the process's peak memory. Printed as median [min–max].
+context and batch that fit), and the process's peak memory. Printed as median [min–max], per engine (issue 29:
+transformers, vLLM, llama.cpp; llama.cpp splits layers, so it plans 32 GPUs without TP or EP).
 
-    python benchmarks/bench_fit.py [--runs 3] [--quick]
+    python benchmarks/bench_fit.py [--runs 3] [--quick] [--engines transformers,vllm,llama.cpp]
 
 --quick: one run, a check that it runs (DeepSeek-V3 stays: from its config alone, it is the quick part).
 """
@@ -36,8 +37,11 @@ imports = time.perf_counter() - t0
 entry = yaml.safe_load((Path(sys.argv[1]) / "conf/model/deepseek-v3.yaml").read_text())
 config = Path(tempfile.mkdtemp()) / "config.json"
 config.write_text(json.dumps(entry["architecture"]))
+engine = sys.argv[2]
+split = {"tp": 1, "ep": 1} if engine == "llama.cpp" else {"tp": 8, "ep": 32}
 options = {"context": 32768, "batch": 8, "dtype": "bfloat16", "kv_dtype": "bfloat16", "gpu_memory": "80GB",
-           "gpus": 32, "tp": 8, "ep": 32, "train": None, "lora_rank": 16, "lora_targets": [], "checkpointing": False}
+           "gpus": 32, **split, "train": None, "lora_rank": 16, "lora_targets": [], "checkpointing": False,
+           "engine": engine}
 t1 = time.perf_counter()
 r = fit.plan(str(config), fit.FitOptions.of(options)).as_json()
 print(imports, time.perf_counter() - t1, r["total_params"], r["bytes_per_gpu"], r["max_context"], r["max_batch"])
@@ -48,32 +52,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, help="runs (median [min–max] is printed; default 3)")
     parser.add_argument("--quick", action="store_true", help="one run: a check that it runs")
+    parser.add_argument("--engines", default="transformers,vllm,llama.cpp", help="engines, comma-separated")
     args = parser.parse_args()
     if args.runs is None:
         args.runs = 1 if args.quick else 3
+    engines = [e for e in args.engines.split(",") if e]
     load = MachineLoad()
-    imports, secs, rss, seen = [], [], [], set()
-    for _ in range(args.runs):
-        run = run_python(["-c", SNIPPET, str(ROOT)])
-        imp, sec, *rest = run.stdout.split()
-        imports.append(float(imp))
-        secs.append(float(sec))
-        rss.append(run.peak_mib)
-        seen.add(tuple(int(x) for x in rest))
-    (total, per_gpu, longest, batch), *others = sorted(seen)
-    assert not others, f"runs disagree: {seen}"
+    results = {}
+    for engine in engines:
+        imports, secs, rss, seen = [], [], [], set()
+        for _ in range(args.runs):
+            run = run_python(["-c", SNIPPET, str(ROOT), engine])
+            imp, sec, *rest = run.stdout.split()
+            imports.append(float(imp))
+            secs.append(float(sec))
+            rss.append(run.peak_mib)
+            seen.add(tuple(int(x) for x in rest))
+        (total, per_gpu, longest, batch), *others = sorted(seen)
+        assert not others, f"{engine}: runs disagree: {seen}"
+        results[engine] = (imports, secs, rss, total, per_gpu, longest, batch)
     print(load.header)
-    print(
-        f"hmp fit deepseek-v3 ({total:,} parameters), 32k context × 8 on 32 GPUs of 80GB, TP 8, EP 32; {args.runs} runs"
-    )
-    print(f"  per GPU {per_gpu / 2**30:,.2f} GiB; largest context {longest:,}; largest batch {batch:,}\n")
-    median = sorted(secs)[len(secs) // 2]
-    print(f"{'imports (torch, transformers, the family), s':46s} {spread(imports):>22s}")
-    print(
-        f"{'hmp fit after imports, s':46s} {spread(secs):>22s}  target ≤ {TARGET_SECONDS:g}: "
-        f"{'ok' if median <= TARGET_SECONDS else 'MISSED'}"
-    )
-    print(f"{'peak RSS of the process, MiB':46s} {spread(rss, '.0f'):>22s}")
+    for engine, (imports, secs, rss, total, per_gpu, longest, batch) in results.items():
+        split = "no TP or EP (layers split)" if engine == "llama.cpp" else "TP 8, EP 32"
+        print(
+            f"hmp fit deepseek-v3 --engine {engine} ({total:,} parameters), 32k context × 8 on 32 GPUs of 80GB, "
+            f"{split}; {args.runs} runs"
+        )
+        print(f"  per GPU {per_gpu / 2**30:,.2f} GiB; largest context {longest:,}; largest batch {batch:,}")
+        median = sorted(secs)[len(secs) // 2]
+        print(f"  {'imports (torch, transformers, the family), s':44s} {spread(imports):>22s}")
+        print(
+            f"  {'hmp fit after imports, s':44s} {spread(secs):>22s}  target ≤ {TARGET_SECONDS:g}: "
+            f"{'ok' if median <= TARGET_SECONDS else 'MISSED'}"
+        )
+        print(f"  {'peak RSS of the process, MiB':44s} {spread(rss, '.0f'):>22s}\n")
     print(load.during())
 
 

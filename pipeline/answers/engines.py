@@ -46,11 +46,19 @@ class Vllm:
         self.stored, self.weights = _loaded(base, options, "vllm")
         self.overhead, self.kv_bytes = base.overhead, base.kv_bytes
         self.per_sequence, self.cache_from = base.per_sequence, base.cache_from
+        runner = base.runner
+        blocks = f"{len(runner.kept)} of {runner.depth} blocks" if runner is not None and runner.kept else "every block"
+        how = (
+            f"measured on fake tensors as transformers' modules run {run:,} tokens with a fused attention kernel "
+            f"({blocks}), per token"
+            if runner is not None
+            else base.activations_from
+        )
         self.activations_from = (
             f"vLLM's profile run: a forward of {self.tokens:,} tokens (max_num_batched_tokens; chunked prefill runs "
-            f"no more at once) from {base.activations_from.removeprefix('measured: ')}; its sampler over "
-            f"{min(self.seqs, self.tokens):,} requests (logits in {base.compute}, float32 and probabilities), and "
-            f"the CUDA graphs' pool (the forward at {min(engines.VLLM_GRAPH_TOKENS, self.tokens):,} tokens)"
+            f"no more at once), {how}; its sampler over {min(self.seqs, self.tokens):,} requests (logits in "
+            f"{base.compute}, in float32 and as probabilities); the CUDA graphs' pool (the forward at "
+            f"{min(engines.VLLM_GRAPH_TOKENS, self.tokens):,} tokens)"
         )
 
     def budget(self, gpu: int) -> int:

@@ -72,7 +72,9 @@ def fit_text(r: dict) -> str:
         "'Model training anatomy'), cuBLASLt workspace (32 MiB, PyTorch #120925)",
         f"  per GPU                {gib(r['bytes_per_gpu']):>12}  → {'fits' if r['fits'] else 'does NOT fit'}"
         + (f" (the lines above, divided over {tp} GPUs as said)" if tp > 1 or r["ep"] > 1 else ""),
-        f"  largest context that fits: {r['max_context']:,}; largest batch: {r['max_batch']:,}",
+        f"  largest context that fits: {r['max_context']:,}; largest batch: {r['max_batch']:,}"
+        if r["max_context"]
+        else "  no context fits at this batch on these GPUs: see what would fit",
     ]
     if r["engine"] != "transformers":  # the engine's own lines between the weights and the overhead
         lines = [*lines[:2], *_engine(r), *lines[-3:]]
