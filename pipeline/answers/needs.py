@@ -134,6 +134,7 @@ class Needs:
             f"({self.compute}, {self.runner.attention} attention, {blocks}), and the decoding step after it"
             + ("" if decode_at else " (not measured: the step does not run on fake tensors)")
             + f", beyond the weights and the cache; {scaling.followed(context, sizes)}"
+            + _prompted(runner, self.causal)
         )
         return lambda n: (prefill_at(n), decode_at(n) if decode_at else None)
 
@@ -229,8 +230,11 @@ class Needs:
             return None
         n = self.measured_at  # the same run as the plan's own: its blocks, its size
         run = self.runner.measure(batch, n)
-        return {**prefill.tracker_peak(self.runner, batch, n), "cache": run.cache, "context": n,
-                "live": run.activations}  # fmt: skip
+        try:
+            tracked = prefill.tracker_peak(self.runner, batch, n)
+        except Exception:  # noqa: BLE001 - MemTracker cannot follow this model: the plan stands, unmeasured
+            return None
+        return {**tracked, "cache": run.cache, "context": n, "live": run.activations}
 
 
 CURVE_COLUMNS = [
@@ -248,6 +252,14 @@ CURVE_COLUMNS = [
     "fits",
     "max_context",
 ]
+
+
+def _prompted(runner: Any, causal: bool) -> str:
+    """What the prompt was, where it is not a causal model's tokens alone."""
+    if runner.seq2seq:
+        given = "a spectrogram" if runner.source_input == "input_features" else "tokens"
+        return f"; the encoder given {given} of its max_source_positions (else the context's), its output held"
+    return "" if causal else "; a prompt of text alone (no image or audio: their tokens count as text tokens)"
 
 
 def memory_curve(name: str, inv: Any, row: dict, model: Any, config: Any, settings: Mapping[str, Any]) -> Any:

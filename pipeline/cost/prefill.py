@@ -51,8 +51,14 @@ class Runner:
         import torch
         from torch._subclasses.fake_tensor import FakeTensorMode
 
-        if not causal:
-            raise Unmeasured("not a generating (causal) model: no prefill to measure")
+        if not causal and not _can_generate(model):
+            raise Unmeasured("not a generating model: no prefill to measure")
+        self.seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.source_input = getattr(model, "main_input_name", "input_ids") if self.seq2seq else None
+        if self.source_input not in (None, "input_ids", "input_features"):
+            raise Unmeasured(f"its encoder takes {self.source_input}, not text or a spectrogram")
+        self.compute = getattr(torch, dtype)
+        self.encoded: Any = None  # an encoder-decoder's encoder output, held through the generation as generate does
         self.mode = FakeTensorMode()
         try:
             fake, self.depth, self.kept = _shallow_copy(model) if shallow else (copy.deepcopy(model), None, None)
@@ -77,18 +83,40 @@ class Runner:
         self._seen: dict[tuple[int, int], Measured] = {}
 
     def ids(self, batch: int, context: int) -> Any:
-        """The prompt's token ids, made before any accounting starts (as the caller of generate holds them)."""
+        """The prompt's token ids, made before any accounting starts (as the caller of generate holds them); an
+        encoder-decoder's prompt is its decoder's, beside the encoder's input (source)."""
         import torch
 
         with self.mode:
             return torch.zeros((batch, context), dtype=torch.long)
 
-    def prefill(self, ids: Any) -> Any:
+    def source(self, batch: int, context: int) -> Any:
+        """An encoder-decoder's input: max_source_positions tokens (else the context's), or the spectrogram of
+        max_source_positions × 2 frames a Whisper-like encoder takes (its convolutions halve them); None else."""
+        import torch
+
+        if not self.seq2seq:
+            return None
+        config = self.model.config
+        n = int(getattr(config, "max_source_positions", None) or context)
+        with self.mode:
+            if self.source_input == "input_features":
+                bins = getattr(config, "num_mel_bins", None)
+                if not isinstance(bins, int):
+                    raise Unmeasured("its encoder takes a spectrogram whose size its config does not give")
+                return torch.zeros((batch, bins, 2 * n), dtype=self.compute)
+            return torch.zeros((batch, n), dtype=torch.long)
+
+    def prefill(self, ids: Any, source: Any = None) -> Any:
         kwargs = {"use_cache": True, **({"logits_to_keep": 1} if self.keeps else {})}
+        if self.seq2seq:
+            return self.model(**{self.source_input: source}, decoder_input_ids=ids, **kwargs)
         return self.model(input_ids=ids, **kwargs)
 
     def step(self, ids: Any, cache: Any) -> Any:
         kwargs = {"use_cache": True, self.cache_argument: cache, **({"logits_to_keep": 1} if self.keeps else {})}
+        if self.seq2seq:
+            return self.model(encoder_outputs=(self.encoded,), decoder_input_ids=ids, **kwargs)
         return self.model(input_ids=ids, **kwargs)
 
     def measure(self, batch: int, context: int, step: bool = True) -> Measured:
@@ -97,16 +125,19 @@ class Runner:
         if key not in self._seen or (step and self._seen[key].decode is None):
             import torch
 
-            ids, token = self.ids(batch, context), self.ids(batch, 1)
-            live = live_bytes(self.held | {ids.untyped_storage()._cdata, token.untyped_storage()._cdata})
+            ids, token, source = self.ids(batch, context), self.ids(batch, 1), self.source(batch, context)
+            given = [t for t in (ids, token, source) if t is not None]
+            live = live_bytes(self.held | {t.untyped_storage()._cdata for t in given})
             try:
                 with self.mode, live, torch.no_grad(), kernel_attention():
-                    out = self.prefill(ids)
+                    out = self.prefill(ids, source)
                     held = returned_cache(out)
                     cache, prefill_peak = _cache_bytes(held), live.peak
-                    del out  # generate keeps the cache and the next token, not the prefill's outputs
+                    self.encoded = getattr(out, "encoder_last_hidden_state", None)
+                    del out  # generate keeps the cache, the encoder's output and the next token, not the rest
                     live.peak = live.now
                     decode = self._decode(token, held, live) if step else None
+                    self.encoded = None
             except Exception as exc:  # noqa: BLE001 - any failure of the fake run is a reason, said in the plan
                 raise Unmeasured(f"{type(exc).__name__}: {first_line(exc)}") from None
             self._seen[key] = Measured(batch, context, prefill_peak, cache, decode)
@@ -122,6 +153,14 @@ class Runner:
         except Exception:  # noqa: BLE001 - the prefill's figures stand; the plan says the step was not measured
             return None
         return live.peak
+
+
+def _can_generate(model: Any) -> bool:
+    """A class with a generation head (a vision-language model, prompted with text alone; an encoder-decoder)."""
+    try:
+        return bool(model.can_generate())
+    except Exception:  # noqa: BLE001 - a class without the method
+        return False
 
 
 def _shallow_copy(model: Any) -> tuple[Any, int | None, list[int] | None]:
@@ -274,12 +313,14 @@ def tracker_peak(runner: Runner, batch: int, context: int) -> dict[str, int]:
     import torch
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    ids = runner.ids(batch, context)
+    ids, source = runner.ids(batch, context), runner.source(batch, context)
+    for p in runner.model.parameters():  # MemTracker hooks every parameter's gradient, frozen ones too (Whisper's
+        p.requires_grad_(p.is_floating_point())  # sinusoidal positions); under no_grad nothing more is allocated
     with runner.mode:
         tracker = MemTracker()
         tracker.track_external(runner.model)
         with tracker, torch.no_grad(), kernel_attention():
-            runner.prefill(ids)
+            runner.prefill(ids, source)
         peak = tracker.get_tracker_snapshot("peak")
     # the snapshot's keys are MemTracker's reference types (an enum: PARAM, BUFFER, ACT, ...) and "Total"
     device = {getattr(k, "name", k): int(v) for k, v in next(iter(peak.values())).items()}

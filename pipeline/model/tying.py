@@ -123,7 +123,8 @@ def follow_declared_tie(model, raw: dict) -> str:
         inp, out = model.get_input_embeddings(), model.get_output_embeddings()
     except (NotImplementedError, AttributeError):
         return ""
-    if value is not False or inp is None or out is None or getattr(out, "weight", None) is not inp.weight:
+    weight = getattr(inp, "weight", None)  # an embeddings module of its own has none (Kyutai's speech-to-text)
+    if value is not False or weight is None or out is None or getattr(out, "weight", None) is not weight:
         return ""
     out.weight = torch.nn.Parameter(torch.empty_like(inp.weight, device="meta"))
     return f"{field} is false but transformers' build ties the head: counted untied, as config.json says"
