@@ -89,13 +89,18 @@ def plan(source: str, options: FitOptions) -> Plan:
 
 
 def _counted(source: str, options: FitOptions) -> Model:
+    return counted_model(source, options.revision, options.name)
+
+
+def counted_model(source: str, revision: str | None = None, name_given: str | None = None) -> Model:
+    """SOURCE counted (any source hmp count takes), with what the cost answers need of it."""
     from pipeline.answers import source as named
     from pipeline.core import params
     from pipeline.model.count import count_folder
 
-    entry = named.entry_for(source, options.revision)
-    shown = options.name or named.shown_name(source)
-    name = named.checked_name(options.name or named.default_name(source), "--name")
+    entry = named.entry_for(source, revision)
+    shown = name_given or named.shown_name(source)
+    name = named.checked_name(name_given or named.default_name(source), "--name")
     spec = params.model_spec(name, entry)
     with named.linked(spec, entry, source) as (folder, _record):
         counted = count_folder(spec, folder)
@@ -119,11 +124,14 @@ def _check_parallel(m: Model, options: FitOptions) -> None:
 
 
 def _context(m: Model, options: FitOptions) -> tuple[int, int | None, str]:
+    return context_of(m, options.context)
+
+
+def context_of(m: Model, given: int | None) -> tuple[int, int | None, str]:
     """(the context planned, the model's own limit or None, where the context came from)."""
     from pipeline.cost import cache
 
     limit, limit_from = cache.max_positions(m.model, m.config)
-    given = options.context
     context = int(given) if given is not None else limit or DEFAULT_CONTEXT  # the model's own context by default
     if context < 1:
         raise PipelineError(f"--context {context}: a context is at least 1 token")

@@ -70,6 +70,18 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--n-gpu-layers", type=int, help="llama.cpp: layers offloaded, -ngl (default: all)")
     f.add_argument("--cache-type", default="f16", help="llama.cpp: the KV cache's type, -ctk/-ctv (default: f16)")
     f.add_argument("--json", action="store_true", help="print JSON for scripts")
+    o = sub.add_parser("flops", help="how much compute? FLOPs per token of a forward and a training step")
+    o.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
+    o.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
+    o.add_argument("--name", help="the model's name in the output (default: from the source)")
+    o.add_argument("--context", type=int, help="tokens per sequence (default: the model's own positions)")
+    o.add_argument("--batch", type=int, default=1, help="sequences at once (default: 1)")
+    o.add_argument("--tokens", type=int, help="a training run's tokens: its total FLOPs")
+    o.add_argument("--gpu", help="a GPU for the MFU: H100-SXM, H100-PCIe, H200, A100, L40S, MI300X")
+    o.add_argument("--throughput", type=float, help="measured training tokens per second, for the MFU")
+    o.add_argument("--gpus", type=int, default=1, help="GPUs that throughput came from (default: 1)")
+    o.add_argument("--dtype", default="bfloat16", help="whose peak the MFU divides by (default: bfloat16)")
+    o.add_argument("--json", action="store_true", help="print JSON for scripts")
     s = sub.add_parser("census", help="count every repository a list names (Hub ids or folders) on Dask, resumably")
     s.add_argument("list", help="text file of Hub ids (owner/name@REVISION) or folders, or CSV with a source column")
     s.add_argument("-o", "--output", required=True, help="the CSV to write (a killed census resumes from it)")
@@ -107,6 +119,13 @@ PICKLE_HELP = "load .bin/.pt checkpoints with torch.load(weights_only=True) (pic
 
 
 def _command(args: argparse.Namespace) -> None:
+    if args.command == "flops":
+        from pipeline.answers import flops
+        from pipeline.report.flopstext import flops_text
+
+        result = flops.flops(args.source, flops.FlopsOptions.of(vars(args)))
+        _say(json.dumps(result, indent=2) if args.json else flops_text(result))
+        return
     if args.command == "fit":
         from pipeline.answers import fit
         from pipeline.report.fitplan import fit_text
