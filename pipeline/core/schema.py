@@ -99,8 +99,8 @@ SECTIONS: dict[str, type[_Schema]] = {
 
 PATH_KEYS = (
     "models", "inventory", "summary", "metrics", "ties", "bias", "report", "figures",
-    "conventions", "whatif", "distributions", "histograms", "cost", "fit", "published", "report_html", "tie_sample",
-    "report_data", "plots", "memo", "census",
+    "conventions", "whatif", "distributions", "histograms", "cost", "fit", "flops", "published", "report_html",
+    "tie_sample", "report_data", "plots", "memo", "census",
 )  # fmt: skip
 
 

@@ -182,3 +182,40 @@ def _route_exactly(experts: Any, k: int) -> None:
         return torch.zeros_like(hidden_states.reshape(-1, width)).reshape(hidden_states.shape)
 
     experts.forward = forward
+
+
+FLOPS_COLUMNS = ["model", "context", "forward_flops_per_token", "attention_projections", "attention_scores", "mlp",
+                 "router", "experts", "shared_experts", "head", "other_products", "training_flops_per_token",
+                 "six_n_flops_per_token", "measured"]  # fmt: skip
+
+
+def curve(name: str, inv: Any, row: dict, model: Any, config: Any, settings: dict) -> Any:
+    """FLOPs per token against the context for the pipeline's sweep (results/flops.csv): powers of two from 128 up
+    to the context of the cost settings (0: the model's own positions), and that one; the closed form at each, the
+    products it does not name measured once with FlopCounterMode at the longest (a model that scans: at 64 tokens).
+    Empty for a model that does not generate from its own context (an encoder-decoder: not counted yet)."""
+    import pandas as pd
+
+    from pipeline.cost import cache
+
+    limit, _ = cache.max_positions(model, config)
+    asked = int(settings.get("context") or 0)
+    top = min(asked, limit) if asked and limit else asked or limit
+    if not top or getattr(config, "is_encoder_decoder", False) or not cache.layers(model, config, True):
+        return pd.DataFrame(columns=FLOPS_COLUMNS)
+    layers = attention_layers(model, config)
+    at = min(top, 64) if scans(model, config) else top
+    try:
+        other = measured(model, at) - closed_form(inv, row, layers, at).total
+        was_measured = True
+    except Exception:  # noqa: BLE001 - a graph that cannot run on fake tensors: the closed form stands
+        other, was_measured = 0, False
+    rows = []
+    for n in sorted({*(1 << k for k in range(7, 25) if 1 << k < top), top}):
+        f = closed_form(inv, row, layers, n)
+        total = f.total + other
+        rows.append({"model": name, "context": n, "forward_flops_per_token": total, **vars(f),
+                     "other_products": other, "training_flops_per_token": 3 * total,
+                     "six_n_flops_per_token": 6 * int(row["total"]),
+                     "measured": was_measured and n == top})  # fmt: skip
+    return pd.DataFrame(rows, columns=FLOPS_COLUMNS)

@@ -47,6 +47,7 @@ class Data:
     grid: pd.DataFrame
     costs: pd.DataFrame
     fit: pd.DataFrame  # inference memory against context (results/fit.csv)
+    flops: pd.DataFrame  # FLOPs per token against context (results/flops.csv)
     stats: pd.DataFrame
     hists: pd.DataFrame
     published: pd.DataFrame
@@ -72,6 +73,7 @@ def load(cfg: Params, figures_from_report: Path) -> Data:
         grid=results.grid(cfg),
         costs=results.table(cfg, "cost"),
         fit=results.table(cfg, "fit"),
+        flops=results.table(cfg, "flops"),
         stats=results.table(cfg, "distributions"),
         hists=results.table(cfg, "histograms"),
         published=results.published(cfg),

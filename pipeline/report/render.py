@@ -21,6 +21,7 @@ from pipeline.report import (
     blocks,
     census,
     components,
+    compute,
     conventions,
     cost,
     definitions,
@@ -45,6 +46,7 @@ SECTIONS = (
     values.section,
     whatif.section,
     cost.section,
+    compute.section,
     census.section,  # with a census.list only
     definitions.section,
 )
@@ -236,7 +238,19 @@ def to_html(markdown: str, figures: dict[str, bytes], title: str = "How many par
 
 
 # The CSVs the report is drawn from (keys of params `paths`), copied beside it so the published artifact carries them
-DATA = ("summary", "conventions", "ties", "tie_sample", "bias", "distributions", "histograms", "whatif", "cost", "fit")
+DATA = (
+    "summary",
+    "conventions",
+    "ties",
+    "tie_sample",
+    "bias",
+    "distributions",
+    "histograms",
+    "whatif",
+    "cost",
+    "fit",
+    "flops",
+)
 
 
 def data_files(cfg: params.Params) -> dict[Path, Path]:

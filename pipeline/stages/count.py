@@ -16,7 +16,7 @@ import pandas as pd
 from pipeline.answers import needs
 from pipeline.core import atomic, compose, memo, params, progress
 from pipeline.core.errors import collect, run
-from pipeline.cost import estimates
+from pipeline.cost import estimates, flops
 from pipeline.model import build, conventions
 from pipeline.model.count import SUMMARY_COLUMNS, count_folder, provenance
 from pipeline.model.whatif import whatif_grid
@@ -25,7 +25,7 @@ log = logging.getLogger("count")
 
 
 def count_one(cfg: params.Params, name: str, spec: params.ModelSpec, note: str) -> dict:
-    """One model's inventory (as its CSV text), summary row, conventions, costs and memory curve."""
+    """One model's inventory (as its CSV text), summary row, conventions, costs, memory and FLOPs curves."""
     counted = count_folder(spec, cfg.models_dir(name))
     inv, row, model, config = counted.inv, counted.row, counted.model, counted.config
     row["what_if"] = note
@@ -38,6 +38,7 @@ def count_one(cfg: params.Params, name: str, spec: params.ModelSpec, note: str) 
     causal = build.is_causal_class(type(model), config)
     costs = estimates.table(name, model, config, row, by_name, cfg.cost, causal)
     curve = needs.memory_curve(name, inv, row, model, config, cfg.cost)
+    compute = flops.curve(name, inv, row, model, config, cfg.cost)
     log.info("%s: %s parameters in %d tensors (%s)", name, f"{row['total']:,}", len(inv), row["model_class"])
     return {
         "inventory": atomic.csv_text(inv),
@@ -45,16 +46,18 @@ def count_one(cfg: params.Params, name: str, spec: params.ModelSpec, note: str) 
         "conventions": mine,
         "costs": memo.frame_to_plain(costs),
         "curve": memo.frame_to_plain(curve),
+        "flops": memo.frame_to_plain(compute),
     }
 
 
-def _decoded(payload: dict) -> tuple[str, dict, list, pd.DataFrame, pd.DataFrame]:
+def _decoded(payload: dict) -> tuple[str, dict, list, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     inv, row, mine = payload["inventory"], payload["row"], payload["conventions"]
     if not (isinstance(inv, str) and isinstance(row, dict) and isinstance(mine, list)):
         raise TypeError("not a count entry")
     if row.get("model") is None or any(not isinstance(c, dict) for c in mine):
         raise ValueError("not a count entry")
-    return inv, row, mine, memo.frame_from_plain(payload["costs"]), memo.frame_from_plain(payload["curve"])
+    frames = (memo.frame_from_plain(payload[k]) for k in ("costs", "curve", "flops"))
+    return (inv, row, mine, *frames)
 
 
 def main() -> None:
@@ -62,7 +65,7 @@ def main() -> None:
     marked = compose.what_if(cfg, cache=cfg.paths["memo"])  # models an override changed: stated sizes lapse
     cache = memo.Memo(cfg.paths["memo"], "count")
 
-    def one(name: str, spec: params.ModelSpec) -> tuple[str, dict, list, pd.DataFrame, pd.DataFrame]:
+    def one(name: str, spec: params.ModelSpec) -> tuple[str, dict, list, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         note = marked.get(name, "")
         folder = cfg.models_dir(name)
         key = cache.key(spec, provenance(folder, name), memo.folder_state(folder), cfg.cost, note)
@@ -76,8 +79,9 @@ def main() -> None:
     inventories = {name: inv for name, (inv, *_) in counted.items()}
     rows = [row for _, row, *_ in counted.values()]
     conv = [c for _, _, mine, *_ in counted.values() for c in mine]
-    costs = [table for _, _, _, table, _ in counted.values()]
-    curves = [curve for *_, curve in counted.values() if not curve.empty]
+    costs = [table for _, _, _, table, _, _ in counted.values()]
+    curves = [curve for *_, curve, _ in counted.values() if not curve.empty]
+    computes = [compute for *_, compute in counted.values() if not compute.empty]
     grids = memo.Memo(
         cfg.paths["memo"], "whatif", code="count"
     )  # the grid, counted on the meta device, also needs torch
@@ -111,6 +115,8 @@ def main() -> None:
         atomic.write_csv(cfg.paths["cost"], pd.concat(costs, ignore_index=True))
         fit = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=needs.CURVE_COLUMNS)
         atomic.write_csv(cfg.paths["fit"], fit)
+        compute = pd.concat(computes, ignore_index=True) if computes else pd.DataFrame(columns=flops.FLOPS_COLUMNS)
+        atomic.write_csv(cfg.paths["flops"], compute)
         atomic.write_json(cfg.paths["metrics"], metrics)
     cache.prune()
     log.info("%d models: %s", len(counted), cache.summary())
