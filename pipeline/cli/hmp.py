@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import sys
+from typing import Any
 
 from pipeline.core.errors import PipelineError, first_line
 
@@ -29,19 +30,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hmp", description="Exact parameter counts of any transformer.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("count", help="count a config.json, a checkpoint folder, a .gguf file or a Hub id")
-    c.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
-    c.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
-    c.add_argument("--name", help="the model's name in the output (default: from the source)")
+    c = _sourced(sub, "count", "count a config.json, a checkpoint folder, a .gguf file or a Hub id")
     c.add_argument("--json", action="store_true", help="print JSON for scripts")
     c.add_argument("--per-layer", action="store_true", help="also a torchinfo-style table of modules and blocks")
     c.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
-    f = sub.add_parser("fit", help="will it fit? memory for inference or fine-tuning, per GPU and in total")
-    f.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
-    f.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
-    f.add_argument("--name", help="the model's name in the output (default: from the source)")
-    f.add_argument("--context", type=int, help="tokens per sequence (default: the model's own positions)")
-    f.add_argument("--batch", type=int, default=1, help="sequences at once (default: 1)")
+    f = _sourced(sub, "fit", "will it fit? memory for inference or fine-tuning, per GPU and in total", sized=True)
     f.add_argument(
         "--dtype",
         help="every weight in this dtype (default: as the checkpoint or its quantization_config stores them, "
@@ -70,12 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("--n-gpu-layers", type=int, help="llama.cpp: layers offloaded, -ngl (default: all)")
     f.add_argument("--cache-type", default="f16", help="llama.cpp: the KV cache's type, -ctk/-ctv (default: f16)")
     f.add_argument("--json", action="store_true", help="print JSON for scripts")
-    o = sub.add_parser("flops", help="how much compute? FLOPs per token of a forward and a training step")
-    o.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
-    o.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
-    o.add_argument("--name", help="the model's name in the output (default: from the source)")
-    o.add_argument("--context", type=int, help="tokens per sequence (default: the model's own positions)")
-    o.add_argument("--batch", type=int, default=1, help="sequences at once (default: 1)")
+    o = _sourced(sub, "flops", "how much compute? FLOPs per token of a forward and a training step", sized=True)
     o.add_argument("--tokens", type=int, help="a training run's tokens: its total FLOPs")
     o.add_argument("--gpu", help="a GPU for the MFU: H100-SXM, H100-PCIe, H200, A100, L40S, MI300X")
     o.add_argument("--throughput", type=float, help="measured training tokens per second, for the MFU")
@@ -100,6 +88,18 @@ def main(argv: list[str] | None = None) -> None:
         _command(args)
     except PipelineError as exc:  # its advice as an hmp user takes it: options, not model-file fields
         raise exc.said_to("hmp") from None
+
+
+def _sourced(sub: Any, command: str, text: str, sized: bool = False) -> argparse.ArgumentParser:
+    """A command that reads one model: its source, revision and name (and its context and batch, sized)."""
+    p = sub.add_parser(command, help=text)
+    p.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
+    p.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
+    p.add_argument("--name", help="the model's name in the output (default: from the source)")
+    if sized:
+        p.add_argument("--context", type=int, help="tokens per sequence (default: the model's own positions)")
+        p.add_argument("--batch", type=int, default=1, help="sequences at once (default: 1)")
+    return p
 
 
 def _version() -> str:

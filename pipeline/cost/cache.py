@@ -186,17 +186,23 @@ def _generates(model: Any, causal: bool) -> bool:
         return causal
 
 
-def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
-    """One Layer per block of the generating stack; [] for a model that generates nothing."""
-    if not _generates(model, causal):
-        return []
+def generating_stack(model: torch.nn.Module) -> tuple[Any, dict[str, Any], str | None]:
+    """(the model's layout, its modules by path, the path of its generating stack's block list or None): the
+    longest block list of the text tower, or of the decoder of an encoder-decoder."""
     lay = structure.layout(model)
     modules = dict(model.named_modules())
     wanted = {"decoder"} if lay.encoder_decoder else {"text"}
     stacks = [b for b in lay.block_lists if lay.tower_of(b) in wanted]
-    if not stacks:
+    return lay, modules, max(stacks, key=lambda b: len(modules[b])) if stacks else None
+
+
+def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
+    """One Layer per block of the generating stack; [] for a model that generates nothing."""
+    if not _generates(model, causal):
         return []
-    stack = max(stacks, key=lambda b: len(modules[b]))
+    lay, modules, stack = generating_stack(model)
+    if stack is None:
+        return []
     text = text_config(config)
     n = len(modules[stack])
     per = _layer_configs(text, n)

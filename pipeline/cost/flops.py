@@ -69,13 +69,9 @@ def attention_layers(model: Any, config: Any) -> list[tuple[int, int, int, int |
     from pipeline.cost import cache
     from pipeline.model import structure
 
-    lay = structure.layout(model)
-    modules = dict(model.named_modules())
-    wanted = {"decoder"} if lay.encoder_decoder else {"text"}
-    stacks = [b for b in lay.block_lists if lay.tower_of(b) in wanted]
-    if not stacks:
+    lay, modules, stack = cache.generating_stack(model)
+    if stack is None:
         return []
-    stack = max(stacks, key=lambda b: len(modules[b]))
     layers = cache.layers(model, config, True)
     out = []
     for i, layer in enumerate(layers):

@@ -171,15 +171,10 @@ def _shallow_copy(model: Any) -> tuple[Any, int | None, list[int] | None]:
     import torch
 
     from pipeline.cost import cache
-    from pipeline.model import structure
 
-    lay = structure.layout(model)
-    modules = dict(model.named_modules())
-    wanted = {"decoder"} if lay.encoder_decoder else {"text"}
-    stacks = [b for b in lay.block_lists if lay.tower_of(b) in wanted]
-    if not stacks:
+    _, modules, path = cache.generating_stack(model)
+    if path is None:
         return copy.deepcopy(model), None, None
-    path = max(stacks, key=lambda b: len(modules[b]))
     blocks, text = modules[path], cache.text_config(model.config)
     n = len(blocks)
     per_layer = {k: v for k, v in vars(text).items() if isinstance(v, list) and len(v) == n and not k.startswith("_")}
