@@ -47,7 +47,8 @@ def test_dvc_repro_tiny_sweep_then_noop_then_remove_a_model(repo):
         "components.png",
         "conventions.png",
         "cost.png",
-        "fit.png",  # inference memory against context (issue 21)
+        "fit.png",  # inference memory against context (issue 21), per engine (issue 29)
+        "flops.png",  # FLOPs per token against context (issue 30)
         "per_layer.png",
         "totals.png",
         "whatif.png",
