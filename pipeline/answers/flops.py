@@ -48,53 +48,84 @@ class FlopsOptions:
 
 
 def flops(source: str, options: FlopsOptions) -> dict[str, Any]:
-    """hmp flops --json: the FLOPs per token of SOURCE (any source hmp count takes) under options."""
+    """hmp flops --json: the FLOPs per token of SOURCE (any source hmp count takes) under options. An encoder-decoder
+    counts its encoder over its source (pipeline.cost.prefill.source_length: a speech encoder's own positions, else as
+    many tokens as the context) and its decoder over the context; its per-token figure is per token of both."""
     from pipeline.answers import fit
-    from pipeline.cost import flops as count
 
     if options.batch < 1:
         raise PipelineError(f"--batch {options.batch}: a batch is at least 1 sequence")
     m = fit.counted_model(source, options.revision, options.name)
-    if getattr(m.config, "is_encoder_decoder", False):
-        raise PipelineError("an encoder-decoder's FLOPs (its encoder over the input, its decoder over the output) "
-                            "are not counted yet: hmp flops counts a model that generates from its own context",
-                            model=m.name)  # fmt: skip
     context, _, context_from = fit.context_of(m, options.context)
     if options.batch * context > 2**31:
         raise PipelineError(f"--batch {options.batch} × --context {context:,}: more than 2^31 tokens in one forward")
-    layers = count.attention_layers(m.model, m.config)
-    forward = count.closed_form(m.inv, m.row, layers, context)
-    other, measured_at, unmeasured = 0, None, None
-    if options.measure:  # the graph's own count; what the closed form does not name is its "other products"
-        measured_at = min(context, SCANNED) if count.scans(m.model, m.config) else context
-        at = count.closed_form(m.inv, m.row, layers, measured_at).total
-        try:
-            other = count.measured(m.model, measured_at, options.batch) - at
-        except Exception as exc:  # noqa: BLE001 - a graph that cannot run on fake tensors: the closed form stands
-            measured_at, unmeasured = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-    total = forward.total + other
+    c = _counted(m, context, options)
+    forward, src, source_tokens = c["forward"], c["source"], c["source_tokens"]
+    tokens = context + source_tokens
+    exact = context * forward.total + (source_tokens * src.total if src else 0)
+    total_forward = options.batch * exact + c["other"]
+    per = round(total_forward / (options.batch * tokens))
+    scores = round((context * forward.attention_scores + (source_tokens * src.attention_scores if src else 0)) / tokens)
     out: dict[str, Any] = {
         "model": m.shown,
         "total_params": int(m.row["total"]),
         "context": context,
         "context_from": context_from,
         "batch": options.batch,
-        "forward_flops_per_token": total,
-        "forward_flops": total * options.batch * context,
-        "components": {**dataclasses.asdict(forward), "other_products": other},
-        "measured_at": measured_at,
-        "not_measured": unmeasured,
-        "backward_flops_per_token": 2 * total,
-        "training_flops_per_token": 3 * total,
-        "conventions": conventions(m, total, forward.attention_scores, layers, context),
+        "forward_flops_per_token": per,
+        "forward_flops": total_forward,
+        "components": {**dataclasses.asdict(forward), "other_products": round(c["other"] / (options.batch * tokens))},
+        "measured_at": c["measured_at"],
+        "not_measured": c["unmeasured"],
+        "backward_flops_per_token": 2 * per,
+        "training_flops_per_token": 3 * per,
+        "conventions": conventions(m, per, scores, c["layers"], context),
     }
+    if src is not None:
+        out["encoder_decoder"] = {"source_tokens": source_tokens, "per_source_token": src.total,
+                                  "per_target_token": forward.total, "source": dataclasses.asdict(src)}  # fmt: skip
     if options.tokens is not None:
         if options.tokens < 1:
             raise PipelineError(f"--tokens {options.tokens}: a training run is at least 1 token")
-        out["training_run_flops"] = 3 * total * options.tokens
+        out["training_run_flops"] = 3 * per * options.tokens
     if options.gpu is not None or options.throughput is not None:
         out["mfu"] = mfu(out["conventions"], options)
     return out
+
+
+def _counted(m: Any, context: int, options: FlopsOptions) -> dict[str, Any]:
+    """The closed forms at the context (an encoder-decoder's source side beside it) and, measure: the products
+    FlopCounterMode counts beyond them over the model's own forward (at most SCANNED tokens for a model that scans),
+    as FLOPs of the whole forward at the context."""
+    from pipeline.cost import flops as count
+    from pipeline.cost import prefill
+
+    seq2seq = bool(getattr(m.config, "is_encoder_decoder", False))
+    if seq2seq and getattr(m.model, "main_input_name", "input_ids") not in ("input_ids", "input_features"):
+        raise PipelineError(f"its encoder takes {m.model.main_input_name}, not text or a spectrogram: its FLOPs are "
+                            "not counted", model=m.name)  # fmt: skip
+    speech = getattr(m.model, "main_input_name", None) == "input_features"
+    layers = count.attention_layers(m.model, m.config)
+    cross, encoder = (count.cross_layers(m.model), count.encoder_layers(m.model)) if seq2seq else ([], [])
+
+    def at(n: int) -> tuple[Any, Any, int]:
+        s = prefill.source_length(m.config, n) if seq2seq else 0
+        stem = count.conv_stem(m.model, 2 * s) if speech else 0  # the spectrogram's frames, prefill.Runner.source's
+        return count.closed_form(m.inv, m.row, layers, n, cross, s), count.source_form(m.inv, encoder, s, stem), s
+
+    forward, src, source_tokens = at(context)
+    other, measured_at, unmeasured = 0, None, None
+    if options.measure:  # the graph's own count; what the closed form does not name is its "other products"
+        measured_at = min(context, SCANNED) if count.scans(m.model, m.config) else context
+        f, s, n = at(measured_at)
+        named = options.batch * (measured_at * f.total + n * (s.total if seq2seq else 0) + count.padding(m.inv))
+        try:
+            other = count.measured(m.model, measured_at, options.batch) - named
+        except Exception as exc:  # noqa: BLE001 - a graph that cannot run on fake tensors: the closed form stands
+            measured_at, unmeasured = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        other = other * (context + source_tokens) // (measured_at + n) if measured_at else 0  # per token, scaled
+    return {"forward": forward, "source": src if seq2seq else None, "source_tokens": source_tokens, "other": other,
+            "measured_at": measured_at, "unmeasured": unmeasured, "layers": layers}  # fmt: skip
 
 
 def conventions(m: Any, total: int, scores: int, layers: list, context: int) -> list[dict[str, Any]]:
@@ -106,42 +137,31 @@ def conventions(m: Any, total: int, scores: int, layers: list, context: int) -> 
     layers_n, width = len(layers), sum(h * dqk for h, dqk, _, _ in layers) // max(len(layers), 1)
     matrices = total - scores  # the headline's products outside attention
     rows = [  # name, its parameters' term, its attention's term, training, definition
-        (
-            "exact forward",
-            matrices,
-            scores,
-            False,
-            "2 FLOPs per multiply-add of every matrix a token passes (the k "
-            "routed experts, the head even when tied) + 2 · keys · heads · (qk + v width) per attention layer "
-            "(FlopCounterMode, PaLM)",
-        ),
-        (
-            "causal attention at half",
-            matrices,
-            scores // 2,
-            False,
-            "the headline with each token attending half the context on average (a causal mask's work)",
-        ),
+        ("exact forward", matrices, scores, False, "2 FLOPs per multiply-add of every matrix a token passes (the k "
+         "routed experts, the head even when tied) + 2 · keys · heads · (qk + v width) per attention layer "
+         "(FlopCounterMode, PaLM)"),
+        ("causal attention at half", matrices, scores // 2, False,
+         "the headline with each token attending half the context on average (a causal mask's work)"),
         ("2N", 2 * n, 0, False, "2 × every parameter (embeddings included, every expert), no attention"),
         ("2N active", 2 * active, 0, False, "2 × the parameters a token uses (k of the routed experts)"),
-        (
-            "Kaplan forward",
-            2 * n_nonemb,
-            2 * layers_n * context * width,
-            False,
-            "Kaplan et al. 2020, Table 1: 2N + 2 · n_layer · n_ctx · d_attn, N without embeddings",
-        ),
+        ("Kaplan forward", 2 * n_nonemb, 2 * layers_n * context * width, False,
+         "Kaplan et al. 2020, Table 1: 2N + 2 · n_layer · n_ctx · d_attn, N without embeddings"),
+        ("calflops / DeepSpeed profiler", matrices, 0, False,
+         "their patches of F.linear, torch.matmul/bmm/einsum count 2 per multiply-add of the matrices; "
+         "F.scaled_dot_product_attention is not patched, so under transformers' default sdpa attention its "
+         "products are not counted; the 1-5 FLOPs per element they add for norms, activations, softmax, add and "
+         "mul are not reproduced here"),
+        ("fvcore", matrices // 2, 0, False,
+         "FlopCountAnalysis counts 1 per multiply-add (its 'flop' is a multiply-add) of traced addmm/matmul/"
+         "linear/bmm/einsum/convolution; aten::scaled_dot_product_attention has no handle (skipped with a "
+         "warning) under transformers' default sdpa attention"),
+        *_chinchilla(m, layers, context),
         ("6N (Kaplan, Chinchilla)", 6 * n, 0, True, "6 × every parameter (Kaplan's C ≈ 6N; Hoffmann et al. 2022)"),
         ("6N non-embedding", 6 * n_nonemb, 0, True, "6 × the parameters without embeddings (Kaplan's N)"),
-        (
-            "PaLM MFU",
-            6 * active,
-            12 * layers_n * context * width,
-            True,
-            "Chowdhery et al. 2022, Appendix B: 6N + 12 · L · H · Q · T (nanoGPT's estimate_mfu)",
-        ),
+        ("PaLM MFU", 6 * active, 12 * layers_n * context * width, True,
+         "Chowdhery et al. 2022, Appendix B: 6N + 12 · L · H · Q · T (nanoGPT's estimate_mfu)"),
         ("exact training", 3 * matrices, 3 * scores, True, "the headline forward and its backward (2 × it)"),
-    ]
+    ]  # fmt: skip
     out = []
     for name, params, attention, training, definition in rows:
         scale = 3 if training else 1
@@ -150,6 +170,29 @@ def conventions(m: Any, total: int, scores: int, layers: list, context: int) -> 
                     "difference": _difference(params - scale * matrices, attention - scale * scores, scale * scores,
                                               context)})  # fmt: skip
     return out
+
+
+def _chinchilla(m: Any, layers: list, context: int) -> list[tuple]:
+    """Hoffmann et al. 2022, Appendix F, per token, as a training step (3 × the forward): embeddings 2·V·d; per
+    layer the K, Q, V projections 2·3·d·(k·H), logits 2·T·(k·H), softmax 3·H·T, the values 2·T·(k·H), the output
+    2·(k·H)·d, a dense block 2·2·d·F; the final logits 2·d·V. Read from the text config (d, F, V) and each
+    attention layer's heads × width (k·H); none where the config gives no intermediate size."""
+    from pipeline.cost import cache
+
+    text = cache.text_config(m.config)
+    d, ffw, vocab = (getattr(text, a, None) for a in ("hidden_size", "intermediate_size", "vocab_size"))
+    if ffw is None and hasattr(text, "n_inner") and isinstance(d, int):
+        ffw = text.n_inner or 4 * d  # GPT-2's and GPT-J's: None means 4 × the width
+    if not all(isinstance(v, int) for v in (d, ffw, vocab)) or not layers:
+        return []
+    blocks = int(getattr(text, "num_hidden_layers", len(layers)))
+    params = 2 * vocab * d + blocks * 4 * d * ffw + 2 * d * vocab
+    params += sum(2 * 3 * d * h * k + 2 * h * k * d for h, k, _, _ in layers)
+    attention = sum(2 * context * h * k + 3 * h * context + 2 * context * h * k for h, k, _, _ in layers)
+    return [("Chinchilla (Appendix F)", 3 * params, 3 * attention, True,
+             "Hoffmann et al. 2022, Appendix F: 3 × (embeddings 2·V·d + per layer 2·3·d·kH + 2·T·kH + 3·H·T + "
+             "2·T·kH + 2·kH·d + 2·2·d·F + logits 2·d·V), as if every layer were dense at intermediate_size F and "
+             "its keys and values had as many heads as its queries")]  # fmt: skip
 
 
 def _difference(params: int, attention: int, ours: int, context: int) -> str:

@@ -5,8 +5,11 @@ projections; the MLP, or the router, the k routed experts it is sent to and any 
 when it is tied to the embedding, whose lookup is no product), plus, per attention layer, the scores and the
 weighted values over the keys it attends: 2 · keys · heads · (query-key width + value width) per token, the keys
 being the whole context (FlopCounterMode's and PaLM's count of a T × T attention, causal mask or not), or the window
-of a sliding layer. Norms, activations, rotary embeddings and softmax are not counted (FlopCounterMode counts
-products only, and so does every convention below).
+of a sliding layer. A state-space or recurrent mixer: its projections, its short causal convolution (one output per
+token) and, for Mamba, the readout of its d_inner × d_state state. An encoder-decoder: its encoder per source token
+(and a speech encoder's convolution stem), the decoder's cross-attention keys and values once per source token, and
+per target token the decoder, its cross-attention's queries, outputs and scores over the source. Norms, activations,
+rotary embeddings, softmax and a scan's elementwise updates are not counted (FlopCounterMode counts products only).
 
 - closed_form: from the exact inventory (pipeline.model): each matrix's size by its component, the routed experts'
   at k of E, and the attention layers' widths from their modules;
@@ -15,7 +18,9 @@ products only, and so does every convention below).
   tensors PyTorch's CPU kernel is not one FlopCounterMode knows: a registered attention function counts its two
   products instead, over the window where the layer slides) and a mixture's experts (their token-by-expert loop
   depends on the router's values, which fake tensors do not have: each token is sent through exactly k experts,
-  as products of the same sizes).
+  as products of the same sizes). The model runs as pipeline.cost.prefill's shallow copy (two blocks of each
+  kind), each block counted as often as its kind occurs, so the largest models count in about a second. What the
+  closed form does not name (a chunked scan's products: Mamba-2's, a gated delta rule's) is the "other products".
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ FLOPS_ATTENTION = "hmp_flops_attention"  # the attention function registered in 
 
 @dataclass(frozen=True)
 class Forward:
-    """FLOPs per token of one forward, by component."""
+    """FLOPs per token of one forward, by component (an encoder-decoder's: per token of its decoder)."""
 
     attention_projections: int
     attention_scores: int  # scores and weighted values over the keys attended
@@ -37,65 +42,182 @@ class Forward:
     experts: int  # the k routed experts a token is sent to
     shared_experts: int
     head: int
+    state_space: int = 0  # the projections of state-space and recurrent mixers (Mamba's in/x/dt/out, linear attention)
+    convolutions: int = 0  # their short causal convolutions: 2 · channels · kernel per token (one output each)
+    scan: int = 0  # Mamba's readout of its d_inner × d_state state per token (C · h, a product: 2 · d_inner · d_state)
+    cross_attention: int = (
+        0  # an encoder-decoder's cross-attention: query and output projections, scores over the source
+    )
 
     @property
     def total(self) -> int:
-        return (self.attention_projections + self.attention_scores + self.mlp + self.router + self.experts
-                + self.shared_experts + self.head)  # fmt: skip
+        return sum(vars(self).values())
 
 
-def closed_form(inv: Any, row: dict, attention: list[tuple[int, int, int, int | None]], context: int) -> Forward:
-    """From the inventory's parameter rows of the generating stack and its output head, and per attention layer
-    (query heads, query-key width, value width, window or None)."""
+@dataclass(frozen=True)
+class Source:
+    """An encoder-decoder's FLOPs per token of its source: the encoder's, and the decoder's cross-attention keys and
+    values, projected once from the encoder's output."""
+
+    attention_projections: int
+    attention_scores: int
+    mlp: int  # and whatever other matrix the encoder holds
+    cross_keys_values: int
+    convolutions: int = 0  # a speech encoder's convolution stem over its frames, per source token
+
+    @property
+    def total(self) -> int:
+        return sum(vars(self).values())
+
+
+CROSS_KV = ("k", "v", "k_proj", "v_proj", "key", "value")  # the cross-attention projections that read the source
+
+
+def _matrices(inv: Any) -> tuple[Any, Any]:
+    """(the parameter rows, the matrices' rows with a column 'reads_source': a cross-attention key or value)."""
     p = inv[(inv["kind"] == "parameter")]
-    matrices = p[p["role"] == "matrix"]
-    stack = matrices[matrices["tower"].fillna("text").isin(["text", "decoder"])]
+    m = p[p["role"] == "matrix"].copy()
+    module = m["name"].str.rsplit(".", n=2).str[-2]
+    m["reads_source"] = (m["component"] == "cross_attention") & module.isin(CROSS_KV)
+    return p, m
+
+
+def closed_form(inv: Any, row: dict, attention: list[tuple[int, int, int, int | None]], context: int,
+                cross: list[tuple[int, int, int, int | None]] = (), source: int = 0) -> Forward:  # fmt: skip
+    """From the inventory's parameter rows of the generating stack and its output head, and per attention layer
+    (query heads, query-key width, value width, window or None); an encoder-decoder's cross-attention layers attend
+    the source's tokens."""
+    p, matrices = _matrices(inv)
+    towers = p["tower"].fillna("text").isin(["text", "decoder"])
+    stack = matrices[matrices["tower"].fillna("text").isin(["text", "decoder"]) & ~matrices["reads_source"]]
     by = stack.groupby("component")["numel"].sum().to_dict()
     k, n = row.get("experts_per_token"), row.get("n_experts")
     routed = int(by.pop("experts", 0))
     experts = routed * int(k) // int(n) if routed and k and n else routed
     head = p[p["is_output_embedding"].astype(bool)]
     scores = sum(2 * min(context, w or context) * h * (dqk + dv) for h, dqk, dv, w in attention)
-    attn = int(by.pop("attention", 0))
-    router = int(by.pop("router", 0))
-    shared = int(by.pop("shared_experts", 0))
+    cross_scores = sum(2 * source * h * (dqk + dv) for h, dqk, dv, _ in cross)
+    convs = p[towers & (p["role"] == "conv_kernel")]["numel"].sum()
+    mamba = p[towers & (p["role"] == "state_space") & p["name"].str.endswith("A_log") & p["shape"].str.contains("x")]
+    named = {c: int(by.pop(c, 0)) for c in ("attention", "router", "shared_experts", "state_space", "cross_attention")}
     rest = int(sum(by.pop(c) for c in list(by) if c != "output_head"))
-    return Forward(2 * attn, int(scores), 2 * rest, 2 * router, 2 * experts, 2 * shared, 2 * int(head["numel"].sum()))
+    cross_attention = 2 * named["cross_attention"] + int(cross_scores)
+    return Forward(2 * named["attention"], int(scores), 2 * rest, 2 * named["router"], 2 * experts,
+                   2 * named["shared_experts"], 2 * int(head["numel"].sum()), 2 * named["state_space"],
+                   2 * int(convs), 2 * int(mamba["numel"].sum()), cross_attention)  # fmt: skip
+
+
+def padding(inv: Any) -> int:
+    """FLOPs per sequence of the k − 1 outputs a reference causal convolution computes beyond one per token (it pads
+    both ends, then drops them; a causal kernel, causal_conv1d's, does not): 2 · channels · kernel · (kernel − 1)
+    per convolution. FlopCounterMode counts them on the reference path; the headline does not."""
+    p = inv[(inv["kind"] == "parameter") & (inv["role"] == "conv_kernel")]
+    p = p[p["tower"].fillna("text").isin(["text", "decoder"])]
+    kernel = p["shape"].str.rsplit("x", n=1).str[-1].astype(int)
+    return int((2 * p["numel"] * (kernel - 1)).sum())
+
+
+def source_form(inv: Any, attention: list[tuple[int, int, int, int | None]], source: int, stem: int = 0) -> Source:
+    """An encoder-decoder's FLOPs per source token: the encoder's matrices and self-attention over the source, and
+    the decoder's cross-attention keys and values; stem: its convolutions' FLOPs over the whole source (conv_stem)."""
+    _, matrices = _matrices(inv)
+    encoder = matrices[matrices["tower"] == "encoder"]
+    projections = int(encoder[encoder["component"] == "attention"]["numel"].sum())
+    rest = int(encoder["numel"].sum()) - projections
+    scores = sum(2 * min(source, w or source) * h * (dqk + dv) for h, dqk, dv, w in attention)
+    kv = 2 * int(matrices[matrices["reads_source"]]["numel"].sum())
+    return Source(2 * projections, int(scores), 2 * rest, kv, stem // source if source else 0)
+
+
+def conv_stem(model: Any, frames: int) -> int:
+    """The FLOPs of a speech encoder's 1-D convolutions in order over frames input frames (2 per multiply-add of
+    each output position: out = ⌊(in + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1, torch.nn.Conv1d's)."""
+    import torch
+
+    from pipeline.cost import cache
+
+    lay, modules, _ = cache.generating_stack(model)
+    total = 0
+    for path, m in modules.items():
+        if isinstance(m, torch.nn.Conv1d) and lay.tower_of(path) == "encoder":
+            (k,), (s,), (d,) = m.kernel_size, m.stride, m.dilation
+            pad = m.padding[0] if isinstance(m.padding, tuple) else 0
+            frames = (frames + 2 * pad - d * (k - 1) - 1) // s + 1
+            total += 2 * m.weight.numel() * frames
+    return total
 
 
 def attention_layers(model: Any, config: Any) -> list[tuple[int, int, int, int | None]]:
     """(query heads, query-key width, value width, window) of each self-attention layer of the generating stack,
     read from its attention module (its projections' sizes), the window from the layer's config."""
     from pipeline.cost import cache
-    from pipeline.model import structure
 
     lay, modules, stack = cache.generating_stack(model)
     if stack is None:
         return []
-    layers = cache.layers(model, config, True)
+    text = cache.text_config(config)
     out = []
-    for i, layer in enumerate(layers):
-        if not layer.kv_per_token and not _attends(modules, f"{stack}.{i}", lay):
-            continue
-        found = [m for p, m in modules.items() if p.startswith(f"{stack}.{i}.") and structure.is_attention(m)
-                 and not any((p + ".").startswith(c + ".") for c in lay.cross)]  # fmt: skip
-        if found:
-            out.append((*_widths(found[0], cache.text_config(config)), layer.window))
+    for i, layer in enumerate(cache.layers(model, config, True)):  # a layer without attention has no module
+        found = _attention(modules, f"{stack}.{i}", lambda p: not _inside(p, lay.cross))
+        if found is not None:
+            out.append((*_widths(found, text), layer.window))
     return out
 
 
-def _attends(modules: dict, path: str, lay: Any) -> bool:
+def cross_layers(model: Any) -> list[tuple[int, int, int, None]]:
+    """An encoder-decoder's cross-attention layers in its decoder: (query heads, query-key width, value width, None)."""
+    from pipeline.cost import cache
+
+    lay, modules, stack = cache.generating_stack(model)
+    if stack is None or not lay.encoder_decoder:
+        return []
+    text = cache.text_config(model.config)
+    found = [_attention(modules, f"{stack}.{i}", lambda p: _inside(p, lay.cross)) for i in range(len(modules[stack]))]
+    return [(*_widths(m, text), None) for m in found if m is not None]
+
+
+def encoder_layers(model: Any) -> list[tuple[int, int, int, None]]:
+    """An encoder-decoder's encoder self-attention layers: (query heads, query-key width, value width, None)."""
+    from pipeline.cost import cache
+
+    lay, modules, _ = cache.generating_stack(model)
+    if not lay.encoder_decoder:
+        return []
+    stacks = [b for b in lay.block_lists if lay.tower_of(b) == "encoder"]
+    if not stacks:
+        return []
+    stack = max(stacks, key=lambda b: len(modules[b]))
+    text = cache.text_config(model.config)
+    found = [
+        _attention(modules, f"{stack}.{i}", lambda p: not _inside(p, lay.cross)) for i in range(len(modules[stack]))
+    ]
+    return [(*_widths(m, text), None) for m in found if m is not None]
+
+
+def _inside(path: str, parents: set[str]) -> bool:
+    return any((path + ".").startswith(c + ".") for c in parents)
+
+
+def _attention(modules: dict, block: str, keep: Any) -> Any:
+    """The attention module of one block that keep(path) accepts, the one that knows its heads where several nest."""
     from pipeline.model import structure
 
-    return any(p.startswith(path + ".") and structure.is_attention(m) and not any(
-        (p + ".").startswith(c + ".") for c in lay.cross) for p, m in modules.items())  # fmt: skip
+    found = [m for p, m in modules.items() if p.startswith(block + ".") and structure.is_attention(m) and keep(p)]
+    knows = [m for m in found if getattr(m, "num_heads", None) or getattr(m, "num_attention_heads", None)
+             or getattr(m, "n_heads", None)]  # fmt: skip
+    return (knows or found or [None])[0]
 
 
 def _widths(module: Any, text: Any) -> tuple[int, int, int]:
     """(query heads, query-key width, value width) of one attention module."""
     heads = getattr(module, "num_heads", None) or getattr(module, "num_attention_heads", None)
+    heads = heads or getattr(module, "n_heads", None)
     heads = heads or getattr(text, "num_attention_heads", None)
-    qk = getattr(module, "qk_head_dim", None) or getattr(module, "head_dim", None)
+    qk = (
+        getattr(module, "qk_head_dim", None)
+        or getattr(module, "head_dim", None)
+        or getattr(module, "key_value_proj_dim", None)
+    )
     v = getattr(module, "v_head_dim", None) or qk
     if not qk:
         from pipeline.cost.cache import head_dim
@@ -112,33 +234,51 @@ def scans(model: Any, config: Any) -> bool:
 
 
 def measured(model: Any, context: int, batch: int = 1) -> int:
-    """FLOPs per token of the model's own forward over batch × context tokens, every token's logits included, as
-    FlopCounterMode counts it on fake tensors with attention and experts counted as above."""
-    import copy
-
+    """FLOPs of the model's own forward over batch × context tokens (an encoder-decoder's: of its decoder, beside its
+    encoder's source, pipeline.cost.prefill.source_length), every token's logits included, as FlopCounterMode counts
+    it on fake tensors with attention and experts counted as above. Run on the first two blocks of each kind
+    (pipeline.cost.prefill.Runner's shallow copy), each block counted as many times as its kind occurs."""
     import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pipeline.cost.prefill import fake_copy
+    from pipeline.cost import prefill
     from pipeline.model import moe
 
     _register_attention()
-    mode = FakeTensorMode()
-    fake = copy.deepcopy(model)
-    fake_copy(fake, mode, torch.bfloat16)
-    fake.set_attn_implementation(FLOPS_ATTENTION)
-    fake.eval()
+    runner = prefill.Runner(model, "bfloat16", True, shallow=True, attention=FLOPS_ATTENTION)
+    fake = runner.model
     modules = dict(fake.named_modules())
     top_k = moe.settings(fake.config, moe.structure(fake), "model", modules)[1]
     for path in moe.structure(fake).experts:
         _route_exactly(modules[path], int(top_k or 1))
-    with mode:
-        ids = torch.zeros((batch, context), dtype=torch.long)
+    ids, source = runner.ids(batch, context), runner.source(batch, context)
+    inputs = {runner.source_input: source, "decoder_input_ids": ids} if runner.seq2seq else {"input_ids": ids}
     counter = FlopCounterMode(display=False)
-    with mode, counter, torch.no_grad():
-        fake(input_ids=ids, use_cache=False)
-    return int(counter.get_total_flops()) // (batch * context)
+    with runner.mode, counter, torch.no_grad():
+        fake(**inputs, use_cache=False)
+    total = int(counter.get_total_flops())
+    if runner.kept is None:
+        return total
+    return total + _unkept(model, type(fake).__name__, runner.kept, counter.get_flop_counts())
+
+
+def _unkept(model: Any, root: str, kept: list[int], counts: dict) -> int:
+    """The FLOPs of the blocks the shallow copy left out: each as its kind's first kept block counted."""
+    from pipeline.cost import cache, prefill
+
+    _, modules, stack = cache.generating_stack(model)
+    blocks = modules[stack]
+    keys = prefill.block_kinds(blocks, prefill.per_layer_lists(cache.text_config(model.config), len(blocks)))
+    per_block = []
+    for j in range(len(kept)):
+        name = f"{root}.{stack}.{j}"
+        if name not in counts:
+            raise KeyError(f"FlopCounterMode saw no module {name}: the shallow copy's blocks cannot be scaled")
+        per_block.append(sum(counts[name].values()))
+    first = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    return sum(per_block[kept.index(first[key])] for i, key in enumerate(keys) if i not in kept)
 
 
 def _register_attention() -> None:
@@ -181,7 +321,8 @@ def _route_exactly(experts: Any, k: int) -> None:
 
 
 FLOPS_COLUMNS = ["model", "context", "forward_flops_per_token", "attention_projections", "attention_scores", "mlp",
-                 "router", "experts", "shared_experts", "head", "other_products", "training_flops_per_token",
+                 "router", "experts", "shared_experts", "head", "state_space", "convolutions", "scan",
+                 "cross_attention", "other_products", "training_flops_per_token",
                  "six_n_flops_per_token", "measured"]  # fmt: skip
 
 
@@ -202,7 +343,7 @@ def curve(name: str, inv: Any, row: dict, model: Any, config: Any, settings: dic
     layers = attention_layers(model, config)
     at = min(top, 64) if scans(model, config) else top
     try:
-        other = measured(model, at) - closed_form(inv, row, layers, at).total
+        other = (measured(model, at) - at * closed_form(inv, row, layers, at).total - padding(inv)) // at
         was_measured = True
     except Exception:  # noqa: BLE001 - a graph that cannot run on fake tensors: the closed form stands
         other, was_measured = 0, False

@@ -98,7 +98,7 @@ class Runner:
         if not self.seq2seq:
             return None
         config = self.model.config
-        n = int(getattr(config, "max_source_positions", None) or context)
+        n = source_length(config, context)
         with self.mode:
             if self.source_input == "input_features":
                 bins = getattr(config, "num_mel_bins", None)
@@ -155,12 +155,34 @@ class Runner:
         return live.peak
 
 
+def source_length(config: Any, context: int) -> int:
+    """The tokens an encoder-decoder's encoder runs over: max_source_positions (a speech encoder's, after its
+    convolutions), else as many as the context."""
+    return int(getattr(config, "max_source_positions", None) or context)
+
+
 def _can_generate(model: Any) -> bool:
     """A class with a generation head (a vision-language model, prompted with text alone; an encoder-decoder)."""
     try:
         return bool(model.can_generate())
     except Exception:  # noqa: BLE001 - a class without the method
         return False
+
+
+def block_kinds(blocks: Any, per_layer: dict[str, list]) -> list[tuple]:
+    """Each block's kind: its modules' classes, its parameters' shapes and its entries in the config's per-layer
+    lists (per_layer: those lists by key). Blocks of one kind compute the same products."""
+    keys = []
+    for i, block in enumerate(blocks):
+        shapes = tuple((name, tuple(p.shape)) for name, p in block.named_parameters())
+        classes = tuple(type(m).__name__ for m in block.modules())
+        keys.append((classes, shapes, tuple(str(v[i]) for v in per_layer.values())))
+    return keys
+
+
+def per_layer_lists(text: Any, n: int) -> dict[str, list]:
+    """The config's lists with one entry per block (layer_types, a sliding window per layer, ...)."""
+    return {k: v for k, v in vars(text).items() if isinstance(v, list) and len(v) == n and not k.startswith("_")}
 
 
 def _shallow_copy(model: Any) -> tuple[Any, int | None, list[int] | None]:
@@ -177,12 +199,10 @@ def _shallow_copy(model: Any) -> tuple[Any, int | None, list[int] | None]:
         return copy.deepcopy(model), None, None
     blocks, text = modules[path], cache.text_config(model.config)
     n = len(blocks)
-    per_layer = {k: v for k, v in vars(text).items() if isinstance(v, list) and len(v) == n and not k.startswith("_")}
+    per_layer = per_layer_lists(text, n)
     kinds: dict[tuple, list[int]] = {}
-    for i, block in enumerate(blocks):
-        shapes = tuple((name, tuple(p.shape)) for name, p in block.named_parameters())
-        classes = tuple(type(m).__name__ for m in block.modules())
-        seen = kinds.setdefault((classes, shapes, tuple(str(v[i]) for v in per_layer.values())), [])
+    for i, key in enumerate(block_kinds(blocks, per_layer)):
+        seen = kinds.setdefault(key, [])
         if len(seen) < 2:  # the first block of a stack runs on the embeddings themselves; from the second on,
             seen.append(i)  # the model's forward still holds them beside the hidden state: two of each kind
     kept = sorted(i for seen in kinds.values() for i in seen)

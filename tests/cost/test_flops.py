@@ -70,7 +70,7 @@ def test_a_mixture_sends_each_token_through_exactly_k_experts():
     # 48 layers, 8 of 128 experts per token, each a gated MLP of 2048 -> 768 (gate, up, down)
     assert f.experts == 2 * 48 * 8 * 3 * 2048 * 768
     assert f.router == 2 * 48 * 2048 * 128
-    assert measured == f.total  # FlopCounterMode over its own forward, every token routed to 8
+    assert measured == 1024 * f.total  # FlopCounterMode over its own forward, every token routed to 8
     # its active matrices alone: 6,083,313,664 per token (the issue's figure)
     assert f.total - f.attention_scores == 6_083_313_664
 
@@ -80,14 +80,14 @@ def test_latent_attention_and_shared_experts_on_deepseek_v2_lite():
     # 27 layers of multi-head latent attention, 16 heads, queries and keys 128 + 64 wide, values 128
     assert f.attention_scores == 27 * 2 * 1024 * 16 * (192 + 128)
     assert f.shared_experts == 2 * 26 * 3 * 2048 * 2816  # 2 shared experts of 1,408 in layers 1-26
-    assert measured == f.total
+    assert measured == 1024 * f.total  # the dense first layer and the mixtures, each kind counted from one block
 
 
 def test_a_sliding_layer_attends_its_window():
     f, measured, _ = closed_and_measured("google--gemma-3-1b-it", 4096)
     # Gemma 3 1B: 26 layers, every sixth global; 4 heads of 256; the 22 sliding layers attend 512 keys
     assert f.attention_scores == 4 * 2 * 4096 * 4 * 512 + 22 * 2 * 512 * 4 * 512
-    assert measured == f.total
+    assert measured == 4096 * f.total
 
 
 def test_a_vision_language_model_counts_its_text_tokens():
@@ -102,7 +102,13 @@ def test_the_mfu_of_a_measured_throughput():
     r = run(GPT2, context=1024, gpu="H100-SXM", throughput=100_000.0, gpus=2)
     by = r["mfu"]["mfu"]
     assert by["exact training"] == pytest.approx(3 * 284_812_800 * 100_000 / (2 * 989.5e12))
-    assert set(by) == {"6N (Kaplan, Chinchilla)", "6N non-embedding", "PaLM MFU", "exact training"}
+    assert set(by) == {
+        "Chinchilla (Appendix F)",
+        "6N (Kaplan, Chinchilla)",
+        "6N non-embedding",
+        "PaLM MFU",
+        "exact training",
+    }
     assert run(GPT2, context=1024, tokens=10**9)["training_run_flops"] == 3 * 284_812_800 * 10**9
 
 
@@ -125,6 +131,61 @@ def test_bad_input_is_one_line(options, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_an_encoder_decoder_is_refused_in_one_line():
-    with pytest.raises(PipelineError, match="an encoder-decoder's FLOPs"):
-        run(str(CORPUS / "google--flan-t5-base.json"), context=128)
+def test_a_text_encoder_decoder_counts_its_encoder_over_the_source_and_its_decoder_over_the_target():
+    """flan-t5-base (its config): 12 + 12 layers, d 768, 12 heads of 64, a gated MLP of 2,048 (wi_0, wi_1, wo),
+    vocabulary 32,128 and an untied head; T5 has no position limit, so the source is as long as the context."""
+    r = run(str(CORPUS / "google--flan-t5-base.json"), context=512, batch=2)
+    d, s, t, heads = 768, 512, 512, 12 * 128  # 12 heads × (query-key 64 + value 64)
+    source = 12 * (2 * 4 * d * d + 2 * s * heads + 2 * 3 * d * 2048) + 12 * 2 * 2 * d * d  # + cross keys, values
+    target = 12 * (2 * 4 * d * d + 2 * t * heads + 2 * 2 * d * d + 2 * s * heads + 2 * 3 * d * 2048) + 2 * d * 32_128
+    seq = r["encoder_decoder"]
+    assert (seq["source_tokens"], seq["per_source_token"], seq["per_target_token"]) == (512, source, target)
+    assert r["forward_flops"] == 2 * (s * source + t * target)  # FlopCounterMode over the model's forward agrees:
+    assert r["components"]["other_products"] == 0 and r["measured_at"] == 512
+    assert r["forward_flops_per_token"] == round((s * source + t * target) / (s + t))
+
+
+def test_a_speech_encoder_decoder_counts_its_convolution_stem():
+    """whisper-tiny (its config): 4 + 4 layers, d 384, 6 heads of 64, MLP 1,536, 80 mel bins, a source of 1,500
+    positions after two convolutions (kernel 3; 3,000 frames, then stride 2), a tied head over 51,865 tokens."""
+    r = run(str(CORPUS / "openai--whisper-tiny.json"), context=448)
+    d, s, t, heads = 384, 1500, 448, 6 * 128
+    stem = (2 * d * 80 * 3 * 3000 + 2 * d * d * 3 * 1500) // s
+    source = 4 * (2 * 4 * d * d + 2 * s * heads + 2 * 2 * d * 1536) + 4 * 2 * 2 * d * d + stem
+    target = 4 * (2 * 4 * d * d + 2 * t * heads + 2 * 2 * d * d + 2 * s * heads + 2 * 2 * d * 1536) + 2 * d * 51_865
+    seq = r["encoder_decoder"]
+    assert (seq["per_source_token"], seq["per_target_token"], seq["source"]["convolutions"]) == (source, target, stem)
+    assert r["forward_flops"] == s * source + t * target and r["components"]["other_products"] == 0
+
+
+def test_a_state_space_model_counts_its_projections_convolutions_and_readout():
+    """mamba-2.8b (its config): 64 layers, d_model 2,560, d_inner 5,120, d_state 16, dt_rank 160, kernel 4."""
+    f, measured, m = closed_and_measured("state-spaces--mamba-2.8b-hf", 64)
+    d, inner = 2560, 5120
+    assert f.state_space == 2 * 64 * (d * 2 * inner + inner * (160 + 2 * 16) + 160 * inner + inner * d)
+    assert f.convolutions == 2 * 64 * inner * 4  # one output per token, 4 taps per channel
+    assert f.scan == 2 * 64 * inner * 16  # the readout C · h of a 5,120 × 16 state
+    assert f.head == 2 * d * 50_280 and f.attention_scores == 0
+    # the reference convolution pads both ends and computes 3 outputs per sequence more, per channel
+    assert flops.padding(m.inv) == 64 * 2 * inner * 4 * 3
+    assert measured == 64 * f.total + flops.padding(m.inv)
+
+
+def test_a_hybrid_names_what_its_chunked_scan_adds():
+    r = run(str(CORPUS / "LiquidAI--LFM2-1.2B.json"), context=4096)
+    c = r["components"]
+    # LFM2-1.2B: 10 short-convolution layers (2,048 channels, 3 taps), 6 attention layers (32 heads of 64)
+    assert c["convolutions"] == 10 * 2 * 2048 * 3 and c["attention_scores"] == 6 * 2 * 4096 * 32 * 128
+    assert c["other_products"] == 0 and r["measured_at"] == 64  # its convolutions are all the graph adds
+
+
+def test_the_other_tools_conventions_on_gpt2():
+    r = run(GPT2, context=1024, measure=False)
+    by = {c["name"]: c["flops_per_token"] for c in r["conventions"]}
+    d, v, t, h = 768, 50_257, 1024, 12
+    matrices = 2 * (12 * 12 * d * d + d * v)
+    assert by["calflops / DeepSpeed profiler"] == matrices  # sdpa's products not patched
+    assert by["fvcore"] == matrices // 2  # one per multiply-add
+    # Hoffmann et al. 2022, Appendix F, with key_size × heads = d and ffw_size = 4d
+    layer = 2 * 3 * d * d + 2 * t * d + 3 * h * t + 2 * t * d + 2 * d * d + 2 * 2 * d * 4 * d
+    assert by["Chinchilla (Appendix F)"] == 3 * (2 * v * d + 12 * layer + 2 * d * v)
