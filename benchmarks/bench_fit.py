@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure import MachineLoad, run_python, spread  # noqa: E402
+from measure import MachineLoad, repeated, spread  # noqa: E402
 
 TARGET_SECONDS = 3.0  # the issue: hmp fit of the largest shipped model under 3 s after imports
 
@@ -60,17 +60,8 @@ def main() -> None:
     load = MachineLoad()
     results = {}
     for engine in engines:
-        imports, secs, rss, seen = [], [], [], set()
-        for _ in range(args.runs):
-            run = run_python(["-c", SNIPPET, str(ROOT), engine])
-            imp, sec, *rest = run.stdout.split()
-            imports.append(float(imp))
-            secs.append(float(sec))
-            rss.append(run.peak_mib)
-            seen.add(tuple(int(x) for x in rest))
-        (total, per_gpu, longest, batch), *others = sorted(seen)
-        assert not others, f"{engine}: runs disagree: {seen}"
-        results[engine] = (imports, secs, rss, total, per_gpu, longest, batch)
+        r = repeated(["-c", SNIPPET, str(ROOT), engine], args.runs, engine)
+        results[engine] = (r.imports, r.seconds, r.peak_mib, *r.answer)
     print(load.header)
     for engine, (imports, secs, rss, total, per_gpu, longest, batch) in results.items():
         split = "no TP or EP (layers split)" if engine == "llama.cpp" else "TP 8, EP 32"

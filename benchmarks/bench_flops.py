@@ -1,8 +1,9 @@
 """Benchmark `hmp flops` on the largest shipped model of each family (issue 30): wall time after imports and the
 process's peak memory, each in a fresh process, with the machine's load.
 
-Each model is planned at 4,096 tokens (Mamba at 4,096 too: its scan measured at 64): the meta-device count, the
-closed form, and FlopCounterMode over the model's whole forward on fake tensors (every layer, every expert routed).
+Each model is counted at 4,096 tokens or its own positions where fewer (a model that scans is measured at 64): the
+meta-device count, the closed form, and FlopCounterMode over the model's forward on fake tensors (two blocks of each
+kind, each counted as often as its kind occurs; every token routed through k experts).
 
     python benchmarks/bench_flops.py [--runs 1] [--quick]
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure import MachineLoad, run_python, spread  # noqa: E402
+from measure import MachineLoad, repeated, spread  # noqa: E402
 
 CORPUS = ROOT / "tests" / "support" / "config_corpus"
 PUBLISHED = ROOT / "tests" / "support" / "published_configs"
@@ -31,6 +32,10 @@ FAMILIES = {  # family: the largest config of it the project ships
     "Gemma 3 (sliding windows)": CORPUS / "google--gemma-3-1b-it.json",
     "Qwen2.5-VL (vision-language)": CORPUS / "Qwen--Qwen2.5-VL-7B-Instruct.json",
     "Mamba (state space)": CORPUS / "state-spaces--mamba-2.8b-hf.json",
+    "Nemotron 3 (hybrid Mamba-2, MoE)": CORPUS / "nvidia--NVIDIA-Nemotron-3-Ultra-550B-A55B-BF16.json",
+    "Kimi K2 (MLA, MoE)": CORPUS / "moonshotai--Kimi-K2-Instruct.json",
+    "T5 (encoder-decoder)": CORPUS / "google--t5-v1_1-xxl.json",
+    "Whisper (speech encoder-decoder)": CORPUS / "openai--whisper-large-v3.json",
 }
 QUICK = ("GPT-2", "Llama (dense, GQA)")
 
@@ -43,8 +48,7 @@ import torch, transformers
 from pipeline.answers import flops
 imports = time.perf_counter() - t0
 t1 = time.perf_counter()
-context = min(4096, int(sys.argv[3]))
-r = flops.flops(sys.argv[2], flops.FlopsOptions(context=context))
+r = flops.flops(sys.argv[2], flops.FlopsOptions(context=int(sys.argv[3])))
 print(imports, time.perf_counter() - t1, r["total_params"], r["forward_flops_per_token"], r["context"],
       r["components"]["other_products"])
 """
@@ -59,17 +63,9 @@ def main() -> None:
     load = MachineLoad()
     lines = []
     for family, path in families.items():
-        imports, secs, rss, seen = [], [], [], set()
-        limit = "1024" if "gpt2" in path.name else "4096"
-        for _ in range(1 if args.quick else args.runs):
-            run = run_python(["-c", SNIPPET, str(ROOT), str(path), limit])
-            imp, sec, *rest = run.stdout.split()
-            imports.append(float(imp))
-            secs.append(float(sec))
-            rss.append(run.peak_mib)
-            seen.add(tuple(int(x) for x in rest))
-        (total, per_token, context, other), *others = sorted(seen)
-        assert not others, f"{family}: runs disagree: {seen}"
+        limit = "1024" if "gpt2" in path.name else "448" if "whisper" in path.name else "4096"  # their positions
+        r = repeated(["-c", SNIPPET, str(ROOT), str(path), limit], 1 if args.quick else args.runs, family)
+        imports, secs, rss, (total, per_token, context, other) = r.imports, r.seconds, r.peak_mib, r.answer
         unnamed = f" ({other:,} of them products the closed form does not name)" if other else ""
         lines.append(f"{family}: {path.stem} ({total:,} parameters) at {context:,} tokens: {per_token:,} FLOPs per "
                      f"token{unnamed}")  # fmt: skip

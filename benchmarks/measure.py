@@ -75,6 +75,33 @@ def run_python(args: Sequence[str], *, cwd: Path | None = None, env: Mapping[str
         return Run(seconds, int(report.read_text()) / 1024, proc.stdout.strip())
 
 
+@dataclass
+class Repeated:
+    """A snippet run several times in fresh processes: what it printed first (imports' seconds, then its own), the
+    peak memory of each run, and the integers it printed after them, the same in every run."""
+
+    imports: list[float]
+    seconds: list[float]
+    peak_mib: list[float]
+    answer: tuple[int, ...]
+
+
+def repeated(args: Sequence[str], runs: int, what: str) -> Repeated:
+    """Run `python <args>` runs times; each prints the imports' seconds, its own seconds, then integers."""
+    imports, secs, rss, seen = [], [], [], set()
+    for _ in range(runs):
+        run = run_python(args)
+        imp, sec, *rest = run.stdout.split()
+        imports.append(float(imp))
+        secs.append(float(sec))
+        rss.append(run.peak_mib)
+        seen.add(tuple(int(x) for x in rest))
+    answer, *others = sorted(seen)
+    if others:
+        raise AssertionError(f"{what}: runs disagree: {seen}")
+    return Repeated(imports, secs, rss, answer)
+
+
 def timed(fn: Callable[[], object]) -> float:
     """Seconds fn() takes."""
     start = time.perf_counter()

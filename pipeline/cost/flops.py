@@ -307,15 +307,13 @@ def _route_exactly(experts: Any, k: int) -> None:
     import torch
 
     stacked = [p for p in experts.parameters(recurse=False) if p.dim() == 3]
-    hidden = int(getattr(getattr(experts, "config", None), "hidden_size", 0) or 0)
 
     def forward(hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
-        width = hidden or hidden_states.shape[-1]
-        tokens = hidden_states.numel() // width
+        tokens = hidden_states.numel() // hidden_states.shape[-1]  # its input's width: a latent one (Nemotron 3)
         for p in stacked:
             _, out, inp = p.shape
             torch.mm(hidden_states.new_empty((tokens * k, inp)), p[0].t())
-        return torch.zeros_like(hidden_states.reshape(-1, width)).reshape(hidden_states.shape)
+        return torch.zeros_like(hidden_states)
 
     experts.forward = forward
 
