@@ -11,8 +11,6 @@ from typing import Any
 
 from pipeline.core.errors import PipelineError
 
-SCANNED = 64  # a model with state-space or recurrent mixers is run at most this long: its scans go token by token
-
 # Peak dense tensor-core FLOP/s per GPU and dtype, from each vendor's datasheet (the sparse figures halved where the
 # datasheet gives only those): NVIDIA H100 Tensor Core GPU datasheet (SXM: BF16/FP16 1,979 TFLOPS, FP8 3,958 with
 # sparsity; PCIe: 1,513 and 3,026), NVIDIA H200 datasheet (as H100 SXM), NVIDIA A100 datasheet (BF16/FP16 312 TFLOPS
@@ -52,6 +50,7 @@ def flops(source: str, options: FlopsOptions) -> dict[str, Any]:
     counts its encoder over its source (pipeline.cost.prefill.source_length: a speech encoder's own positions, else as
     many tokens as the context) and its decoder over the context; its per-token figure is per token of both."""
     from pipeline.answers import fit
+    from pipeline.cost import flops as count
 
     if options.batch < 1:
         raise PipelineError(f"--batch {options.batch}: a batch is at least 1 sequence")
@@ -59,13 +58,15 @@ def flops(source: str, options: FlopsOptions) -> dict[str, Any]:
     context, _, context_from = fit.context_of(m, options.context)
     if options.batch * context > 2**31:
         raise PipelineError(f"--batch {options.batch} × --context {context:,}: more than 2^31 tokens in one forward")
-    c = _counted(m, context, options)
-    forward, src, source_tokens = c["forward"], c["source"], c["source_tokens"]
-    tokens = context + source_tokens
-    exact = context * forward.total + (source_tokens * src.total if src else 0)
-    total_forward = options.batch * exact + c["other"]
-    per = round(total_forward / (options.batch * tokens))
-    scores = round((context * forward.attention_scores + (source_tokens * src.attention_scores if src else 0)) / tokens)
+    try:
+        c = count.counted(m.inv, m.row, m.model, m.config, context, options.batch, options.measure)
+    except PipelineError as exc:
+        raise PipelineError(exc.message, model=m.name) from None
+    tokens = options.batch * (context + c.source_tokens)
+    total_forward = c.total(context, options.batch) + c.other
+    per = round(total_forward / tokens)
+    scores = round((context * c.forward.attention_scores + c.source_tokens * (
+        c.source.attention_scores if c.source else 0)) / (context + c.source_tokens))  # fmt: skip
     out: dict[str, Any] = {
         "model": m.shown,
         "total_params": int(m.row["total"]),
@@ -74,16 +75,20 @@ def flops(source: str, options: FlopsOptions) -> dict[str, Any]:
         "batch": options.batch,
         "forward_flops_per_token": per,
         "forward_flops": total_forward,
-        "components": {**dataclasses.asdict(forward), "other_products": round(c["other"] / (options.batch * tokens))},
-        "measured_at": c["measured_at"],
-        "not_measured": c["unmeasured"],
+        "components": {**dataclasses.asdict(c.forward), "other_products": round(c.other / tokens)},
+        "measured_at": c.measured_at,
+        "not_measured": c.unmeasured,
         "backward_flops_per_token": 2 * per,
         "training_flops_per_token": 3 * per,
-        "conventions": conventions(m, per, scores, c["layers"], context),
+        "conventions": conventions(m, per, scores, c.layers, context),
     }
-    if src is not None:
-        out["encoder_decoder"] = {"source_tokens": source_tokens, "per_source_token": src.total,
-                                  "per_target_token": forward.total, "source": dataclasses.asdict(src)}  # fmt: skip
+    if c.source is not None:
+        out["encoder_decoder"] = {
+            "source_tokens": c.source_tokens,
+            "per_source_token": c.source.total,
+            "per_target_token": c.forward.total,
+            "source": dataclasses.asdict(c.source),
+        }
     if options.tokens is not None:
         if options.tokens < 1:
             raise PipelineError(f"--tokens {options.tokens}: a training run is at least 1 token")
@@ -91,41 +96,6 @@ def flops(source: str, options: FlopsOptions) -> dict[str, Any]:
     if options.gpu is not None or options.throughput is not None:
         out["mfu"] = mfu(out["conventions"], options)
     return out
-
-
-def _counted(m: Any, context: int, options: FlopsOptions) -> dict[str, Any]:
-    """The closed forms at the context (an encoder-decoder's source side beside it) and, measure: the products
-    FlopCounterMode counts beyond them over the model's own forward (at most SCANNED tokens for a model that scans),
-    as FLOPs of the whole forward at the context."""
-    from pipeline.cost import flops as count
-    from pipeline.cost import prefill
-
-    seq2seq = bool(getattr(m.config, "is_encoder_decoder", False))
-    if seq2seq and getattr(m.model, "main_input_name", "input_ids") not in ("input_ids", "input_features"):
-        raise PipelineError(f"its encoder takes {m.model.main_input_name}, not text or a spectrogram: its FLOPs are "
-                            "not counted", model=m.name)  # fmt: skip
-    speech = getattr(m.model, "main_input_name", None) == "input_features"
-    layers = count.attention_layers(m.model, m.config)
-    cross, encoder = (count.cross_layers(m.model), count.encoder_layers(m.model)) if seq2seq else ([], [])
-
-    def at(n: int) -> tuple[Any, Any, int]:
-        s = prefill.source_length(m.config, n) if seq2seq else 0
-        stem = count.conv_stem(m.model, 2 * s) if speech else 0  # the spectrogram's frames, prefill.Runner.source's
-        return count.closed_form(m.inv, m.row, layers, n, cross, s), count.source_form(m.inv, encoder, s, stem), s
-
-    forward, src, source_tokens = at(context)
-    other, measured_at, unmeasured = 0, None, None
-    if options.measure:  # the graph's own count; what the closed form does not name is its "other products"
-        measured_at = min(context, SCANNED) if count.scans(m.model, m.config) else context
-        f, s, n = at(measured_at)
-        named = options.batch * (measured_at * f.total + n * (s.total if seq2seq else 0) + count.padding(m.inv))
-        try:
-            other = count.measured(m.model, measured_at, options.batch) - named
-        except Exception as exc:  # noqa: BLE001 - a graph that cannot run on fake tensors: the closed form stands
-            measured_at, unmeasured = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-        other = other * (context + source_tokens) // (measured_at + n) if measured_at else 0  # per token, scaled
-    return {"forward": forward, "source": src if seq2seq else None, "source_tokens": source_tokens, "other": other,
-            "measured_at": measured_at, "unmeasured": unmeasured, "layers": layers}  # fmt: skip
 
 
 def conventions(m: Any, total: int, scores: int, layers: list, context: int) -> list[dict[str, Any]]:

@@ -25,8 +25,11 @@ rotary embeddings, softmax and a scan's elementwise updates are not counted (Flo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from pipeline.core.errors import PipelineError
 
 FLOPS_ATTENTION = "hmp_flops_attention"  # the attention function registered in transformers' AttentionInterface
 
@@ -320,15 +323,70 @@ def _route_exactly(experts: Any, k: int) -> None:
 
 FLOPS_COLUMNS = ["model", "context", "forward_flops_per_token", "attention_projections", "attention_scores", "mlp",
                  "router", "experts", "shared_experts", "head", "state_space", "convolutions", "scan",
-                 "cross_attention", "other_products", "training_flops_per_token",
+                 "cross_attention", "source_tokens", "per_source_token", "other_products", "training_flops_per_token",
                  "six_n_flops_per_token", "measured"]  # fmt: skip
+
+
+SCANNED = 64  # a model with state-space or recurrent mixers is measured at most this long: its scans go token by token
+
+
+@dataclass(frozen=True)
+class Counted:
+    """One model's forward at one context: the closed forms and what FlopCounterMode counts beyond them."""
+
+    forward: Forward  # per token (of an encoder-decoder's decoder)
+    source: Source | None  # an encoder-decoder's, per source token
+    source_tokens: int
+    other: int  # FLOPs of the whole forward (batch × tokens) that the closed forms do not name
+    measured_at: int | None  # the context FlopCounterMode ran at (None: not run, or could not run)
+    unmeasured: str | None  # why it could not
+    layers: list  # the self-attention layers (attention_layers)
+
+    def total(self, context: int, batch: int) -> int:
+        """FLOPs of the forward of batch × context tokens (and an encoder-decoder's source)."""
+        return batch * (context * self.forward.total + self.source_tokens * (self.source.total if self.source else 0))
+
+
+def counted(
+    inv: Any, row: dict, model: Any, config: Any, context: int, batch: int = 1, measure: bool = True
+) -> Counted:
+    """The closed forms at the context and, measure: FlopCounterMode's count of the model's own forward beyond them
+    (at most SCANNED tokens for a model that scans, scaled to the context per token)."""
+    from pipeline.cost import prefill
+
+    seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+    speech = getattr(model, "main_input_name", None) == "input_features"
+    if seq2seq and getattr(model, "main_input_name", "input_ids") not in ("input_ids", "input_features"):
+        raise PipelineError(f"its encoder takes {model.main_input_name}, not text or a spectrogram: its FLOPs are not "
+                            "counted")  # fmt: skip
+    layers = attention_layers(model, config)
+    cross, encoder = (cross_layers(model), encoder_layers(model)) if seq2seq else ([], [])
+
+    def at(n: int) -> Counted:
+        s = prefill.source_length(config, n) if seq2seq else 0
+        stem = conv_stem(model, 2 * s) if speech else 0  # the spectrogram's frames, as prefill.Runner.source makes
+        src = source_form(inv, encoder, s, stem) if seq2seq else None
+        return Counted(closed_form(inv, row, layers, n, cross, s), src, s, 0, None, None, layers)
+
+    here = at(context)
+    if not measure:
+        return here
+    n = min(context, SCANNED) if scans(model, config) else context
+    there = at(n)
+    try:
+        other = measured(model, n, batch) - there.total(n, batch) - batch * padding(inv)
+    except Exception as exc:  # noqa: BLE001 - a graph that cannot run on fake tensors: the closed form stands
+        return dataclasses.replace(here, unmeasured=f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+    scaled = other * (context + here.source_tokens) // (n + there.source_tokens)  # as much per token
+    return dataclasses.replace(here, other=scaled, measured_at=n)
 
 
 def curve(name: str, inv: Any, row: dict, model: Any, config: Any, settings: dict) -> Any:
     """FLOPs per token against the context for the pipeline's sweep (results/flops.csv): powers of two from 128 up
     to the context of the cost settings (0: the model's own positions), and that one; the closed form at each, the
     products it does not name measured once with FlopCounterMode at the longest (a model that scans: at 64 tokens).
-    Empty for a model that does not generate from its own context (an encoder-decoder: not counted yet)."""
+    An encoder-decoder's row is per token of its source and its target (source_tokens; per_source_token), its
+    components the decoder's per target token. Empty for a model that generates nothing."""
     import pandas as pd
 
     from pipeline.cost import cache
@@ -336,21 +394,20 @@ def curve(name: str, inv: Any, row: dict, model: Any, config: Any, settings: dic
     limit, _ = cache.max_positions(model, config)
     asked = int(settings.get("context") or 0)
     top = min(asked, limit) if asked and limit else asked or limit
-    if not top or getattr(config, "is_encoder_decoder", False) or not cache.layers(model, config, True):
+    if not top or not cache.layers(model, config, True):
         return pd.DataFrame(columns=FLOPS_COLUMNS)
-    layers = attention_layers(model, config)
-    at = min(top, 64) if scans(model, config) else top
     try:
-        other = (measured(model, at) - at * closed_form(inv, row, layers, at).total - padding(inv)) // at
-        was_measured = True
-    except Exception:  # noqa: BLE001 - a graph that cannot run on fake tensors: the closed form stands
-        other, was_measured = 0, False
+        longest = counted(inv, row, model, config, top)
+    except PipelineError:  # an encoder-decoder whose encoder reads neither text nor a spectrogram: hmp flops says so
+        return pd.DataFrame(columns=FLOPS_COLUMNS)
     rows = []
     for n in sorted({*(1 << k for k in range(7, 25) if 1 << k < top), top}):
-        f = closed_form(inv, row, layers, n)
-        total = f.total + other
-        rows.append({"model": name, "context": n, "forward_flops_per_token": total, **vars(f),
-                     "other_products": other, "training_flops_per_token": 3 * total,
+        c = counted(inv, row, model, config, n, measure=False)
+        other = longest.other * (n + c.source_tokens) // (top + longest.source_tokens)
+        total = round((c.total(n, 1) + other) / (n + c.source_tokens))
+        rows.append({"model": name, "context": n, "forward_flops_per_token": total, **vars(c.forward),
+                     "source_tokens": c.source_tokens, "per_source_token": c.source.total if c.source else 0,
+                     "other_products": round(other / (n + c.source_tokens)), "training_flops_per_token": 3 * total,
                      "six_n_flops_per_token": 6 * int(row["total"]),
-                     "measured": was_measured and n == top})  # fmt: skip
+                     "measured": longest.measured_at is not None and n == top})  # fmt: skip
     return pd.DataFrame(rows, columns=FLOPS_COLUMNS)

@@ -20,9 +20,13 @@ def section(d: Data) -> Section:
     for _, r in top.iterrows():
         forward, training, six = (int(r[k]) for k in ("forward_flops_per_token", "training_flops_per_token",
                                                       "six_n_flops_per_token"))  # fmt: skip
+        share = f"{int(r['attention_scores']) / forward:.1%}"
+        if int(r.get("source_tokens") or 0):  # an encoder-decoder: per token of both; its decoder's share
+            t, n = int(r["context"]), int(r["source_tokens"])
+            target = (forward * (t + n) - n * int(r["per_source_token"])) / t  # its decoder's, per target token
+            share = f"{int(r['attention_scores']) / target:.1%} of the decoder's (source {int(r['source_tokens']):,})"
         rows.append([
-            f"`{r['model']}`", f"{int(r['context']):,}", f"{forward:,}",
-            f"{int(r['attention_scores']) / forward:.1%}", f"{training:,}", f"{six:,}", f"{six / training - 1:+.1%}",
+            f"`{r['model']}`", f"{int(r['context']):,}", f"{forward:,}", share, f"{training:,}", f"{six:,}", f"{six / training - 1:+.1%}",
             "FlopCounterMode agrees" if r["measured"] and not int(r["other_products"]) else
             "FlopCounterMode" if r["measured"] else "closed form",
         ])  # fmt: skip
@@ -36,7 +40,8 @@ def section(d: Data) -> Section:
             "values over the whole context (4 · T · d per layer, as FlopCounterMode and PaLM count them). Each figure "
             "is the closed form from the exact inventory; FlopCounterMode over the model's own forward on fake tensors "
             "is held equal to it. Training is the forward and its backward (3 ×); 6N counts every parameter, the "
-            "embedding's lookup included, and no attention.",
+            "embedding's lookup included, and no attention. An encoder-decoder's figure is per token of its source "
+            "and its target together.",
             "",
             md_table(
                 [

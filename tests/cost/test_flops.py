@@ -189,3 +189,17 @@ def test_the_other_tools_conventions_on_gpt2():
     # Hoffmann et al. 2022, Appendix F, with key_size × heads = d and ffw_size = 4d
     layer = 2 * 3 * d * d + 2 * t * d + 3 * h * t + 2 * t * d + 2 * d * d + 2 * 2 * d * 4 * d
     assert by["Chinchilla (Appendix F)"] == 3 * (2 * v * d + 12 * layer + 2 * d * v)
+
+
+def test_latent_experts_are_counted_at_their_latent_width(tmp_path):
+    """Nemotron 3 Ultra's experts run on a 2,048-wide latent of its 8,192-wide tokens (moe_latent_size): 22 of 512
+    experts of 5,120 (up, down) per token. Its config cut to attention and mixture layers, so nothing scans and
+    FlopCounterMode over the forward must equal the closed form exactly."""
+    config = json.loads((CORPUS / "nvidia--NVIDIA-Nemotron-3-Ultra-550B-A55B-BF16.json").read_text())
+    config.update(num_hidden_layers=4, layers_block_type=["attention", "moe", "attention", "moe"])
+    path = tmp_path / "nemotron-3-ultra-attention-and-moe.json"
+    path.write_text(json.dumps(config))
+    m = fit.counted_model(str(path))
+    f = flops.closed_form(m.inv, m.row, flops.attention_layers(m.model, m.config), 256)
+    assert f.experts == 2 * 2 * 22 * 2 * 5120 * 2048  # 2 layers, 22 experts, up and down at the latent width
+    assert flops.measured(m.model, 256) == 256 * f.total
