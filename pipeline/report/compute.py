@@ -26,7 +26,8 @@ def section(d: Data) -> Section:
             target = (forward * (t + n) - n * int(r["per_source_token"])) / t  # its decoder's, per target token
             share = f"{int(r['attention_scores']) / target:.1%} of the decoder's (source {int(r['source_tokens']):,})"
         rows.append([
-            f"`{r['model']}`", f"{int(r['context']):,}", f"{forward:,}", share, f"{training:,}", f"{six:,}", f"{six / training - 1:+.1%}",
+            f"`{r['model']}`", f"{int(r['context']):,}", f"{forward:,}", share, f"{training:,}", f"{six:,}",
+            f"{six / training - 1:+.1%}",
             "FlopCounterMode agrees" if r["measured"] and not int(r["other_products"]) else
             "FlopCounterMode" if r["measured"] else "closed form",
         ])  # fmt: skip
