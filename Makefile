@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser run plots test test-fast lint format params bench publish lock clean
+.PHONY: help setup browser run serve plots test test-fast lint format params bench publish lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,11 +36,15 @@ run: $(STAMP) $(PLOT_PAGE) ## set up, then rebuild results/ and reports/ with dv
 plots: $(PLOT_PAGE) ## dvc.yaml's plots into dvc_plots/index.html, offline (REV=main: dvc plots diff against it)
 	dvc plots $(if $(REV),diff $(REV),show)
 
-browser: ## headless Chromium for the HTML report's test (Debian's package; needs root, skipped otherwise)
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	  && echo "installing chromium (Debian package) for the HTML report test..." \
-	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-	  || echo "no chromium: the HTML report's browser test will be skipped (install Debian's chromium)"
+browser: ## headless Chromium and its driver, for the HTML report's and hmp serve's tests (Debian's packages; needs root)
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null \
+	  && echo "installing chromium and chromium-driver (Debian packages) for the browser tests..." \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || echo "no chromium or chromium-driver: the browser tests will be skipped (install Debian's chromium, chromium-driver)"
+
+serve: $(STAMP) ## hmp serve on http://127.0.0.1:8000 (the API and the page; Ctrl-C stops it)
+	hmp serve $(ARGS)
 
 # The suite on every core (pytest-xdist; JOBS=0 runs it in one process), a line per test file as it
 # finishes, and the slowest tests at the end.
@@ -69,6 +73,8 @@ bench: $(STAMP) ## run the benchmarks and print their tables
 	python benchmarks/bench_gguf.py
 	python benchmarks/bench_families.py
 	python benchmarks/bench_fit.py
+	python benchmarks/bench_flops.py
+	python benchmarks/bench_serve.py
 	python benchmarks/bench_sweep.py
 	python benchmarks/bench_census.py
 

@@ -2,7 +2,8 @@
 
 The packages are floors; each may import its own and those below it (tests/test_architecture.py checks):
 
-    cli/      hmp, a thin door: parses options, calls answers/, prints the answer
+    cli/      hmp, a thin door: parses options, calls answers/ (or a running hmp serve), prints the answer
+    serve/    hmp serve, a resident door: a JSON API and a web page over answers/, imports paid once
     stages/   one thin module per DVC stage, named as the stage: download, count, ties, bias, census, report
     answers/  one library call per question a door asks (count a source, plan its memory, add it to the
               sweep), each returning a typed answer

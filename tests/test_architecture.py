@@ -20,7 +20,8 @@ from tests.conftest import ROOT
 
 PIPELINE = ROOT / "pipeline"
 # Bottom first. A package may import those before it; stages and cli may import every library package.
-FLOORS = ["core", "formats", "model", "values", "cost", "sources", "census", "report", "answers", "stages", "cli"]
+FLOORS = ["core", "formats", "model", "values", "cost", "sources", "census", "report", "answers", "stages", "serve",
+          "cli"]  # fmt: skip
 MAX_LINES = 420  # "no module over about 400 lines"
 
 

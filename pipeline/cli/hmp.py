@@ -3,7 +3,12 @@
     hmp count SOURCE [--revision REV] [--json] [--per-layer]
     hmp fit SOURCE [--context N] [--batch B] [--gpu-memory 80GB] [--gpus N] [--tp N] [--train full|lora|qlora]
     hmp add NAME SOURCE [--revision REV] [--sweep SWEEP] [--stated-size 117M]
+    hmp flops SOURCE [--context N] [--batch B] [--tokens D] [--gpu H100-SXM --throughput TOKENS/S]
     hmp census LIST -o OUT.csv [--workers N] [--threads T] [--scheduler ADDRESS]
+    hmp serve [--host 127.0.0.1] [--port 8000] [--allow-dir DIR]
+
+With HMP_SERVER=http://127.0.0.1:8000 (or --server URL), count, fit and flops ask a running `hmp serve`: this
+process then imports neither torch nor transformers; it counts in-process when no server answers.
 
 SOURCE is a config.json file, a checkpoint folder (safetensors, or a GGUF file or folder), or a Hub id
 (`openai-community/gpt2`). `count` runs the stages' own library on it (the download stage's source
@@ -18,9 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from typing import Any
+from pathlib import Path
 
+from pipeline.answers import arguments
+from pipeline.answers.arguments import PICKLE_HELP
 from pipeline.core.errors import PipelineError, first_line
 
 log = logging.getLogger("hmp")
@@ -30,46 +38,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hmp", description="Exact parameter counts of any transformer.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    c = _sourced(sub, "count", "count a config.json, a checkpoint folder, a .gguf file or a Hub id")
-    c.add_argument("--json", action="store_true", help="print JSON for scripts")
-    c.add_argument("--per-layer", action="store_true", help="also a torchinfo-style table of modules and blocks")
-    c.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
-    f = _sourced(sub, "fit", "will it fit? memory for inference or fine-tuning, per GPU and in total", sized=True)
-    f.add_argument(
-        "--dtype",
-        help="every weight in this dtype (default: as the checkpoint or its quantization_config stores them, "
-        "else bfloat16)",
-    )
-    f.add_argument(
-        "--measure",
-        action="store_true",
-        help="also run PyTorch's MemTracker on the prefill (fake tensors) and print its peak",
-    )
-    f.add_argument("--kv-dtype", default="bfloat16", help="the KV cache's dtype (default: bfloat16)")
-    f.add_argument(
-        "--gpu-memory", default="80GB", help="memory of one GPU with its unit: 80GB, 24GiB, 24G (default: 80GB)"
-    )
-    f.add_argument("--gpus", type=int, default=1, help="GPUs (default: 1)")
-    f.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default: 1)")
-    f.add_argument("--ep", type=int, default=1, help="expert-parallel degree for routed experts (default: 1)")
-    f.add_argument("--train", choices=["full", "lora", "qlora"], help="fine-tuning memory instead of inference")
-    f.add_argument("--lora-rank", type=int, default=16, help="LoRA rank r (default: 16)")
-    f.add_argument("--lora-targets", default="q_proj,v_proj", help="linear layers LoRA adapts (default: q_proj,v_proj)")
-    f.add_argument("--checkpointing", action="store_true", help="full activation checkpointing while training")
-    f.add_argument("--engine", default="transformers", help="whose allocation: transformers, vllm or llama.cpp")
-    f.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm: share of each GPU (0.9)")
-    f.add_argument("--max-num-batched-tokens", type=int, help="vllm: tokens per step (default: vllm serve's)")
-    f.add_argument("--max-num-seqs", type=int, help="vllm: requests per step (default: vllm serve's)")
-    f.add_argument("--n-gpu-layers", type=int, help="llama.cpp: layers offloaded, -ngl (default: all)")
-    f.add_argument("--cache-type", default="f16", help="llama.cpp: the KV cache's type, -ctk/-ctv (default: f16)")
-    f.add_argument("--json", action="store_true", help="print JSON for scripts")
-    o = _sourced(sub, "flops", "how much compute? FLOPs per token of a forward and a training step", sized=True)
-    o.add_argument("--tokens", type=int, help="a training run's tokens: its total FLOPs")
-    o.add_argument("--gpu", help="a GPU for the MFU: H100-SXM, H100-PCIe, H200, A100, L40S, MI300X")
-    o.add_argument("--throughput", type=float, help="measured training tokens per second, for the MFU")
-    o.add_argument("--gpus", type=int, default=1, help="GPUs that throughput came from (default: 1)")
-    o.add_argument("--dtype", default="bfloat16", help="whose peak the MFU divides by (default: bfloat16)")
-    o.add_argument("--json", action="store_true", help="print JSON for scripts")
+    questions = {}
+    for question, text in QUESTION_HELP.items():
+        questions[question] = arguments.add_arguments(sub.add_parser(question, help=text), question)
+        questions[question].add_argument("--server", help="a running hmp serve's URL (default: $HMP_SERVER)")
+    v = sub.add_parser("serve", help="a JSON API and a web page for count, fit and flops, with the imports done once")
+    v.add_argument("--host", default="127.0.0.1", help="the address to bind (default: 127.0.0.1, this machine only)")
+    v.add_argument("--port", type=int, default=8000, help="the port (default: 8000)")
+    v.add_argument("--allow-dir", action="append", default=[], help="a folder whose models ?source= may name (repeat)")
+    v.add_argument("--timeout", type=float, default=120.0, help="seconds one answer may take (default: 120)")
     s = sub.add_parser("census", help="count every repository a list names (Hub ids or folders) on Dask, resumably")
     s.add_argument("list", help="text file of Hub ids (owner/name@REVISION) or folders, or CSV with a source column")
     s.add_argument("-o", "--output", required=True, help="the CSV to write (a killed census resumes from it)")
@@ -85,21 +62,16 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP + " (written as allow_pickle: true)")
     args = parser.parse_args(argv)
     try:
+        if args.command in questions and (server := args.server or os.environ.get("HMP_SERVER")):
+            from pipeline.cli.remote import asked
+
+            answer = asked(server, args.command, args, questions[args.command])
+            if answer is not None:
+                _say(answer)
+                return
         _command(args)
     except PipelineError as exc:  # its advice as an hmp user takes it: options, not model-file fields
         raise exc.said_to("hmp") from None
-
-
-def _sourced(sub: Any, command: str, text: str, sized: bool = False) -> argparse.ArgumentParser:
-    """A command that reads one model: its source, revision and name (and its context and batch, sized)."""
-    p = sub.add_parser(command, help=text)
-    p.add_argument("source", help="config.json, checkpoint folder, .gguf file, or Hub id (owner/name)")
-    p.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
-    p.add_argument("--name", help="the model's name in the output (default: from the source)")
-    if sized:
-        p.add_argument("--context", type=int, help="tokens per sequence (default: the model's own positions)")
-        p.add_argument("--batch", type=int, default=1, help="sequences at once (default: 1)")
-    return p
 
 
 def _version() -> str:
@@ -115,37 +87,29 @@ def _version() -> str:
     return f"hmp {of('how-many-params')} (transformers {of('transformers')}, torch {of('torch')})"
 
 
-PICKLE_HELP = "load .bin/.pt checkpoints with torch.load(weights_only=True) (pickle can run code)"
+QUESTION_HELP = {
+    "count": "count a config.json, a checkpoint folder, a .gguf file or a Hub id",
+    "fit": "will it fit? memory for inference or fine-tuning, per GPU and in total",
+    "flops": "how much compute? FLOPs per token of a forward and a training step",
+}
 
 
 def _command(args: argparse.Namespace) -> None:
-    if args.command == "flops":
-        from pipeline.answers import flops
-        from pipeline.report.flopstext import flops_text
-
-        result = flops.flops(args.source, flops.FlopsOptions.of(vars(args)))
-        _say(json.dumps(result, indent=2) if args.json else flops_text(result))
+    if args.command in QUESTION_HELP:
+        result = arguments.answer(args.command, args)
+        _say(json.dumps(result, indent=2) if args.json else arguments.text(args.command, result, args))
         return
-    if args.command == "fit":
-        from pipeline.answers import fit
-        from pipeline.report.fitplan import fit_text
+    if args.command == "serve":
+        from pipeline.serve.app import serve
 
-        targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-        result = fit.plan(args.source, fit.FitOptions.of({**vars(args), "lora_targets": targets})).as_json()
-        _say(json.dumps(result, indent=2) if args.json else fit_text(result))
+        serve(args.host, args.port, [Path(d) for d in args.allow_dir], args.timeout)
         return
     if args.command == "census":
         from pipeline.cli.census import census_command
 
         _say(census_command(args.list, args.output, args.workers, args.threads, args.scheduler))
         return
-    if args.command == "count":
-        from pipeline.answers.count import count
-        from pipeline.cli.count import text
-
-        result = count(args.source, args.revision, args.name, args.allow_pickle).as_json()
-        _say(json.dumps(result, indent=2) if args.json else text(result, args.per_layer))
-    else:
+    if args.command == "add":
         from pipeline.answers.add import add
 
         written = add(args.name, args.source, args.revision, args.sweep, args.stated_size, args.allow_pickle)

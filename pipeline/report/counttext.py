@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def text(result: dict, per_layer: bool = False) -> str:
+def count_text(result: dict, per_layer: bool = False) -> str:
     """The readable form of a count (pipeline.answers.count.Count.as_json())."""
     import pandas as pd
 

@@ -1,0 +1,150 @@
+"""The ASGI app of `hmp serve` (FastAPI, served by uvicorn): the JSON API, its OpenAPI description, the web page.
+
+    POST /api/count|fit|flops   the body a config.json's content; options as query parameters (the CLI's names)
+    GET  /api/count|fit|flops?source=...   a model of conf/model/, a Hub id in the local cache, or a path under
+                                           a folder the server was started with (--allow-dir)
+    GET  /api/sources           what the page offers to pick
+    GET  /                      the page (pipeline/serve/page.html: no CDN, figures drawn in the page)
+
+Each answer is exactly what `hmp QUESTION ... --json` prints (?format=text: what it prints without --json); bad
+input is {"error": "<the one line>"} with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.answers import arguments
+from pipeline.serve.answers import MAX_BODY, Answers, Refused, Reply, sources_listed
+
+PAGE = Path(__file__).with_name("page.html")
+
+
+def _parameters(question: str) -> list[dict[str, Any]]:
+    """The OpenAPI parameters of a question: its CLI options, with their help."""
+    out = []
+    for action in arguments.parser(question)._actions:
+        if not action.option_strings or action.dest == "json":
+            continue
+        kind = {int: "integer", float: "number"}.get(action.type, "string")
+        if action.nargs == 0:
+            kind = "boolean"
+        out.append({"name": action.option_strings[0].lstrip("-"), "in": "query", "required": False,
+                    "description": action.help or "", "schema": {"type": kind}})  # fmt: skip
+    schema = {"type": "string", "enum": ["json", "text"]}
+    out.append({"name": "format", "in": "query", "required": False,
+                "description": "text: what hmp prints without --json", "schema": schema})  # fmt: skip
+    return out
+
+
+async def _body(request: Any) -> bytes:
+    """The request's body, refused past MAX_BODY (as declared, and as it streams in)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        raise Refused(413, f"the body is {int(declared):,} bytes, more than the {MAX_BODY:,} a config may be")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise Refused(413, f"the body is more than the {MAX_BODY:,} bytes a config.json may be")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _options(request: Any) -> tuple[list[tuple[str, str]], bool]:
+    """The question's options from the query (all but source and format), and whether text is asked for."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("source", "format")]
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "text"):
+        raise Refused(400, f"format={fmt!r}: json or text")
+    return query, fmt == "text"
+
+
+def make_app(allow_dirs: list[Path] | None = None, timeout: float = 120.0) -> Any:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+    answers = Answers(list(allow_dirs or []), timeout)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any):
+        yield
+        answers.close()
+
+    app = FastAPI(title="how-many-params", description=__doc__, version="1", lifespan=lifespan)
+
+    def refused(status: int, message: str) -> Response:
+        return JSONResponse({"error": message}, status_code=status)
+
+    def replied(reply: Reply) -> Response:
+        return Response(reply.body, status_code=reply.status, media_type=reply.media)
+
+    def route(question: str) -> None:
+        async def posted(request: Request) -> Response:
+            try:
+                path, name = answers.posted(await _body(request))
+                query, as_text = _options(request)
+                if not any(k == "name" for k, _ in query):
+                    query.append(("name", name))
+                return replied(await answers.reply(question, path, query, as_text))
+            except Refused as exc:
+                return refused(exc.status, exc.message)
+
+        async def named(request: Request) -> Response:
+            try:
+                source = request.query_params.get("source")
+                if not source:
+                    raise Refused(400, "source: give ?source=NAME (a model of the sweep, a cached Hub id or a path)")
+                query, as_text = _options(request)
+                return replied(await answers.reply(question, answers.allowed(source), query, as_text))
+            except Refused as exc:
+                return refused(exc.status, exc.message)
+
+        extra = {"parameters": _parameters(question)}
+        body = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
+        app.add_api_route(f"/api/{question}", posted, methods=["POST"], summary=f"hmp {question} of a posted "
+                          "config.json", openapi_extra={**extra, **body})  # fmt: skip
+        get_extra = {"parameters": [{"name": "source", "in": "query", "required": True,
+                                     "schema": {"type": "string"}}, *extra["parameters"]]}  # fmt: skip
+        app.add_api_route(f"/api/{question}", named, methods=["GET"], summary=f"hmp {question} of a source the "
+                          "server may read", openapi_extra=get_extra)  # fmt: skip
+
+    for question in arguments.QUESTIONS:
+        route(question)
+
+    @app.get("/api/sources", summary="the sweep's models and the cached Hub ids")
+    async def listed() -> Response:
+        import asyncio
+
+        return JSONResponse(await asyncio.to_thread(sources_listed))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> Response:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    app.state.answers = answers
+    return app
+
+
+def warm() -> None:
+    """Import what every answer needs before the first request (torch, transformers' auto classes, the library)."""
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    from pipeline.answers import count, fit, flops  # noqa: F401
+
+
+def serve(host: str, port: int, allow_dirs: list[Path], timeout: float) -> None:
+    """Run until Ctrl-C (uvicorn's own handling: it finishes the requests in flight and stops)."""
+    import os
+
+    import uvicorn
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the server reads the local Hub cache; it never downloads
+    warm()
+    app = make_app(allow_dirs, timeout)
+    print(json.dumps({"serving": f"http://{host}:{port}", "allow_dirs": [str(d) for d in allow_dirs]}), flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
