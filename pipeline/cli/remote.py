@@ -43,8 +43,10 @@ def asked(server: str, question: str, args: argparse.Namespace, parser: argparse
         source = str(path.resolve()) if path.exists() else args.source
         query.append(("source", source))
     url = f"{server.rstrip('/')}/api/{question}?{urllib.parse.urlencode(query)}"
-    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    headers = {"Content-Type": "application/json"}
+    if body is not None:  # the server calls its copy by this path in the answer, as an in-process count would
+        headers["X-Hmp-Path"] = urllib.parse.quote(str(path))
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=ANSWER_S) as response:
             return response.read().decode("utf-8")

@@ -114,9 +114,11 @@ class Answers:
             stamp = hashlib.sha256(conf[0].read_bytes()).hexdigest()
         return (question, source, stamp, tuple(sorted(query)), as_text)
 
-    async def reply(self, question: str, source: str, query: list[tuple[str, str]], as_text: bool) -> Reply:
-        """The answer (kept, or computed in a worker thread within the time limit)."""
-        key = await asyncio.to_thread(self.key, question, source, query, as_text)
+    async def reply(self, question: str, source: str, query: list[tuple[str, str]], as_text: bool,
+                    shown: str | None = None) -> Reply:  # fmt: skip
+        """The answer (kept, or computed in a worker thread within the time limit); shown: what a posted config's
+        path is called in it (the client's own path, or 'the posted config.json'), not the server's copy."""
+        key = (*await asyncio.to_thread(self.key, question, source, query, as_text), shown)
         with self.keep_lock:
             if key in self.kept:
                 self.kept.move_to_end(key)
@@ -126,6 +128,9 @@ class Answers:
                                            self.timeout)  # fmt: skip
         except TimeoutError:
             raise Refused(504, f"no answer within {self.timeout:g} s (hmp serve --timeout)") from None
+        if shown is not None:
+            said = json.dumps(shown)[1:-1] if reply.media == "application/json" else shown
+            reply = Reply(reply.status, reply.body.replace(json.dumps(source)[1:-1], said), reply.media)
         if reply.status < 500:
             with self.keep_lock:
                 self.kept[key] = reply

@@ -16,11 +16,16 @@ import contextlib
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from pipeline.answers import arguments
 from pipeline.serve.answers import MAX_BODY, Answers, Refused, Reply, sources_listed
 
 PAGE = Path(__file__).with_name("page.html")
+DRAINED = 16 * MAX_BODY
 
 
 def _parameters(question: str) -> list[dict[str, Any]]:
@@ -41,16 +46,17 @@ def _parameters(question: str) -> list[dict[str, Any]]:
 
 
 async def _body(request: Any) -> bytes:
-    """The request's body, refused past MAX_BODY (as declared, and as it streams in)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY:
-        raise Refused(413, f"the body is {int(declared):,} bytes, more than the {MAX_BODY:,} a config may be")
+    """The request's body, refused past MAX_BODY. What is sent beyond it is read and dropped, up to DRAINED (so
+    the client, still sending, reads the refusal rather than a closed connection); past that the connection ends."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY:
-            raise Refused(413, f"the body is more than the {MAX_BODY:,} bytes a config.json may be")
-        chunks.append(chunk)
+        if size <= MAX_BODY:
+            chunks.append(chunk)
+        elif size > DRAINED:
+            break
+    if size > MAX_BODY:
+        raise Refused(413, f"the body is more than the {MAX_BODY:,} bytes a config.json may be")
     return b"".join(chunks)
 
 
@@ -64,9 +70,6 @@ def _options(request: Any) -> tuple[list[tuple[str, str]], bool]:
 
 
 def make_app(allow_dirs: list[Path] | None = None, timeout: float = 120.0) -> Any:
-    from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-
     answers = Answers(list(allow_dirs or []), timeout)
 
     @contextlib.asynccontextmanager
@@ -89,7 +92,8 @@ def make_app(allow_dirs: list[Path] | None = None, timeout: float = 120.0) -> An
                 query, as_text = _options(request)
                 if not any(k == "name" for k, _ in query):
                     query.append(("name", name))
-                return replied(await answers.reply(question, path, query, as_text))
+                shown = unquote(request.headers.get("x-hmp-path", "the%20posted%20config.json"))[:1000]
+                return replied(await answers.reply(question, path, query, as_text, shown))
             except Refused as exc:
                 return refused(exc.status, exc.message)
 

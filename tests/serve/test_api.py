@@ -89,7 +89,7 @@ def test_a_posted_config_and_the_text_form(server):
         (b'{"model_type": "gpt2"}', {"context": 0}, 400, "--context 0"),
         (b'{"model_type": "gpt2"}', {"contxt": 5}, 400, "contxt: not an option of hmp fit"),
         (b'{"model_type": "gpt2"}', {"format": "xml"}, 400, "format='xml'"),
-        (b"{" + b'"a":1,' * 300_000 + b'"b":2}', {}, 413, "more than the 1,048,576 bytes"),
+        (b"{" + b'"a":1,' * 300_000 + b'"b":2}', {}, 413, "more than the 1,048,576 bytes a config.json may be"),
     ],
 )
 def test_bad_input_is_one_line_with_a_4xx_status(server, body, query, status, words):
@@ -134,9 +134,11 @@ def test_the_cli_uses_a_running_server_without_importing_torch(server, tmp_path)
     assert "124,439,808 parameters" in run.stdout and but_where(run.stdout) == but_where(cli("count", str(GPT2)))
     bad = tmp_path / "broken.json"
     bad.write_text('{"model_type": "gpt2", "n_layer": 0.5}')
-    run = subprocess.run([sys.executable, "-c", code, "count", str(bad)], env=env, cwd=ROOT,
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli.hmp", "count", str(bad)], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert run.returncode != 0 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode != 0 and len(lines) == 1 and "n_layer=0.5" in lines[0], run.stderr
+    assert str(bad) in lines[0] and "hmp-serve" not in lines[0]  # the user's file, not the server's copy
 
 
 def test_without_a_server_the_cli_counts_in_process(tmp_path):
