@@ -97,6 +97,13 @@ def test_bad_input_is_one_line_with_a_4xx_status(server, body, query, status, wo
     assert got == status and set(r) == {"error"} and "\n" not in r["error"] and words in r["error"], r
 
 
+def test_code_that_comes_with_a_config_never_runs(server):
+    """auto_map names repository code (trust_remote_code): the server builds transformers' own class instead."""
+    body = json.dumps({**json.loads(GPT2.read_text()), "auto_map": {"AutoModelForCausalLM": "evil.Model"}})
+    status, r = server.json("/api/count", body.encode())
+    assert status == 200 and r["summary"]["total"] == 124_439_808 and r["summary"]["model_class"] == "GPT2LMHeadModel"
+
+
 def test_it_reads_only_what_it_may(server, allowed, tmp_path):
     assert server.json("/api/count", source=str(allowed / "gpt2"))[1]["summary"]["total"] == 124_439_808
     outside = tmp_path / "gpt2"
