@@ -35,17 +35,13 @@ def asked(server: str, question: str, args: argparse.Namespace, parser: argparse
     body = None
     if path.is_file() and path.suffix == ".json":
         body = path.read_bytes()
-        if not any(k == "name" for k, _ in query):
-            from pipeline.answers.source import shown_name
-
-            query.append(("name", shown_name(args.source)))
     else:
         source = str(path.resolve()) if path.exists() else args.source
         query.append(("source", source))
     url = f"{server.rstrip('/')}/api/{question}?{urllib.parse.urlencode(query)}"
     headers = {"Content-Type": "application/json"}
     if body is not None:  # the server calls its copy by this path in the answer, as an in-process count would
-        headers["X-Hmp-Path"] = urllib.parse.quote(str(path))
+        headers["X-Hmp-Path"] = urllib.parse.quote(str(path.resolve() if path.name == "config.json" else path))
     request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=ANSWER_S) as response:

@@ -53,8 +53,10 @@ class Answers:
     def close(self) -> None:
         shutil.rmtree(self.posted_dir, ignore_errors=True)
 
-    def posted(self, body: bytes) -> tuple[str, str]:
-        """A posted config.json's content, checked and written once by its hash: (its path, the name shown)."""
+    def posted(self, body: bytes, client_path: str | None = None) -> str:
+        """A posted config.json's content, checked and written once by its hash and file name: its path. Named as
+        the client's own file is (its folder's name for a config.json, else its stem: pipeline.answers.source's
+        shown_name), else by its _name_or_path or model_type, so the answer names the model as hmp would."""
         if len(body) > MAX_BODY:
             raise Refused(413, f"the body is {len(body):,} bytes, more than the {MAX_BODY:,} a config.json may be")
         try:
@@ -65,16 +67,21 @@ class Answers:
             raise Refused(400, f"the body is a JSON {type(config).__name__}, not a config.json object")
         if _depth(config) > MAX_DEPTH:
             raise Refused(400, f"the body nests deeper than {MAX_DEPTH} levels: not a config.json")
-        digest = hashlib.sha256(body).hexdigest()
-        folder = self.posted_dir / digest[:32]
-        if not (folder / "config.json").exists():
-            folder.mkdir(exist_ok=True)
-            tmp = folder / "config.json.tmp"
+        if client_path:
+            given = Path(client_path)
+            parts = [given.parent.name or "model", "config.json"] if given.name == "config.json" else [given.name]
+        else:
+            name = config.get("_name_or_path") or config.get("model_type") or "config"
+            parts = [f"{str(name).split('/')[-1]}.json"]
+        parts = [_safe(p) for p in parts]
+        folder = self.posted_dir / hashlib.sha256(body).hexdigest()[:32]
+        path = folder.joinpath(*parts)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
             tmp.write_bytes(body)
-            tmp.replace(folder / "config.json")
-        name = config.get("_name_or_path") or config.get("model_type") or "config"
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name).split("/")[-1]).strip("-.")[:80] or "config"
-        return str(folder / "config.json"), name
+            tmp.replace(path)
+        return str(path)
 
     def allowed(self, source: str) -> str:
         """A source named in a query: a model of conf/model/ (the sweep's), a Hub id in the local cache, or a path
@@ -154,6 +161,11 @@ class Answers:
             except Exception as exc:  # noqa: BLE001 - a hostile config's crash is its one line; the server goes on
                 return Reply(400, json.dumps({"error": f"{type(exc).__name__}: {first_line(exc)}"}),
                              "application/json")  # fmt: skip
+
+
+def _safe(part: str) -> str:
+    """One file or folder name, made safe: no separator, no leading dot, at most 100 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", part).lstrip(".-")[:100] or "config.json"
 
 
 def _depth(value: Any, level: int = 0) -> int:

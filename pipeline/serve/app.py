@@ -88,11 +88,11 @@ def make_app(allow_dirs: list[Path] | None = None, timeout: float = 120.0) -> An
     def route(question: str) -> None:
         async def posted(request: Request) -> Response:
             try:
-                path, name = answers.posted(await _body(request))
+                client = request.headers.get("x-hmp-path")
+                client = unquote(client)[:1000] if client else None
+                path = answers.posted(await _body(request), client)
                 query, as_text = _options(request)
-                if not any(k == "name" for k, _ in query):
-                    query.append(("name", name))
-                shown = unquote(request.headers.get("x-hmp-path", "the%20posted%20config.json"))[:1000]
+                shown = client or "the posted config.json"
                 return replied(await answers.reply(question, path, query, as_text, shown))
             except Refused as exc:
                 return refused(exc.status, exc.message)

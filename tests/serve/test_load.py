@@ -39,13 +39,10 @@ NAMED = ["/etc/passwd", "../../etc", "tests/support/published_configs", "nobody/
 
 
 def expected(config: str, question: str, options: tuple) -> dict:
-    """The library's answer for the same config and options (its name as the server gives a posted config)."""
+    """The library's answer for the same config and options."""
     from pipeline.answers import arguments
 
-    body = json.loads((CORPUS / f"{config}.json").read_text())
-    name = str(body.get("_name_or_path") or body.get("model_type")).split("/")[-1]
-    query = [*options, ("name", name)]
-    args = arguments.from_query(question, str(CORPUS / f"{config}.json"), query)
+    args = arguments.from_query(question, str(CORPUS / f"{config}.json"), list(options))
     try:
         return comparable(arguments.answer(question, args))
     except Exception as exc:  # noqa: BLE001 - a refusal is an answer too
@@ -61,6 +58,7 @@ def test_hundreds_of_mixed_requests_eight_at_a_time():
     try:
         valid = [(c, q, o) for c in CONFIGS for q, o in QUESTIONS]
         oracle = {v: expected(*v) for v in valid}
+        assert not [v for v, answer in oracle.items() if "refused" in answer], oracle  # every one of them answers
         rng = random.Random(30)
         jobs = [("valid", v) for v in valid * 3] + [("hostile", h) for h in HOSTILE * 11]
         jobs += [("named", n) for n in NAMED * 10]
