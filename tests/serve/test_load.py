@@ -50,7 +50,9 @@ def expected(config: str, question: str, options: tuple) -> dict:
 
 
 def comparable(answer: dict) -> dict:
-    return {k: v for k, v in answer.items() if k not in ("source", "model")}
+    """The answer but where it came from and the name it is shown under (a posted config's is its model_type)."""
+    out = {k: v for k, v in answer.items() if k not in ("source", "model")}
+    return {k: {n: x for n, x in v.items() if n != "model"} if isinstance(v, dict) else v for k, v in out.items()}
 
 
 def test_hundreds_of_mixed_requests_eight_at_a_time():
