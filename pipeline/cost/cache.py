@@ -61,7 +61,7 @@ def head_dim(config: Any) -> int:
 def attention_width(config: Any) -> int:
     """Query heads × head width (Kaplan's d_attn); 0 for a model with no attention heads (Mamba). A heterogeneous
     config (per-layer heads) gives its first layer's."""
-    layers = _layer_configs(config, len(getattr(config, "per_layer_config", None) or [None]))
+    layers = layer_configs(config)
     try:
         heads = getattr(layers[0], "num_attention_heads", None)
         return heads * head_dim(layers[0]) if heads else 0
@@ -95,6 +95,13 @@ def _windows(config: Any, layers: int) -> list[int | None]:
     if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
         return [_window(config, "sliding_window")] * layers  # one window for every layer (Mistral)
     return [None] * layers
+
+
+def _window_of(windows: dict[int, list[int | None]], config: Any, layers: int, i: int) -> int | None:
+    """Layer i's window, from its config's windows (worked out once per config, kept in windows)."""
+    if id(config) not in windows:
+        windows[id(config)] = _windows(config, layers)
+    return windows[id(config)][i]
 
 
 def _window(config: Any, field: str) -> int | None:
@@ -138,6 +145,16 @@ def max_positions(model: torch.nn.Module, config: Any) -> tuple[int | None, str]
         if field in declared and isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value, f"its config's {field}"
     return None, "no position table and no positions field: its positions set no limit"
+
+
+def layer_configs(text: Any) -> list[Any]:
+    """Each layer's config where the config is heterogeneous (Gemma 4's per-layer KV heads and head widths: its
+    global value raises), else [the one config]."""
+    try:
+        n = len(getattr(text, "per_layer_config", None) or [None])
+    except Exception:  # noqa: BLE001 - a config whose per-layer view cannot be sized (Blt's has no layers)
+        return [text]
+    return _layer_configs(text, n)
 
 
 def _layer_configs(text: Any, n: int) -> list[Any]:
@@ -207,10 +224,9 @@ def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
     n = len(modules[stack])
     per = _layer_configs(text, n)
     widths: dict[tuple, int] = {}
+    windows: dict[int, list[int | None]] = {}  # per layer config (one for most models)
     out = []
-    for i in range(n):
-        path = f"{stack}.{i}"
-        inside = [(p, m) for p, m in modules.items() if p.startswith(path + ".")]
+    for i, inside in enumerate(structure.in_blocks(modules, stack)):
         mixers = [m for _, m in inside if roles.is_mixer(m)]
         attention = [
             p
@@ -236,7 +252,7 @@ def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
         out.append(
             Layer(
                 kv_per_token=width if attention else 0,
-                window=_windows(per[i], n)[i] if attention else None,
+                window=_window_of(windows, per[i], n, i) if attention else None,
                 state=state,
                 cross_kv_per_input_token=width if cross else 0,
                 mixer=type(mixers[0]).__name__ if mixers else "",

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.errors import PipelineError
+from pipeline.model import structure
 
 FLOPS_ATTENTION = "hmp_flops_attention"  # the attention function registered in transformers' AttentionInterface
 
@@ -160,8 +161,9 @@ def attention_layers(model: Any, config: Any) -> list[tuple[int, int, int, int |
         return []
     text = cache.text_config(config)
     out = []
+    inside = structure.in_blocks(modules, stack)
     for i, layer in enumerate(cache.layers(model, config, True)):  # a layer without attention has no module
-        found = _attention(modules, f"{stack}.{i}", lambda p: not _inside(p, lay.cross))
+        found = _attention(inside[i], lambda p: not _inside(p, lay.cross))
         if found is not None:
             out.append((*_widths(found, text), layer.window))
     return out
@@ -175,7 +177,7 @@ def cross_layers(model: Any) -> list[tuple[int, int, int, None]]:
     if stack is None or not lay.encoder_decoder:
         return []
     text = cache.text_config(model.config)
-    found = [_attention(modules, f"{stack}.{i}", lambda p: _inside(p, lay.cross)) for i in range(len(modules[stack]))]
+    found = [_attention(block, lambda p: _inside(p, lay.cross)) for block in structure.in_blocks(modules, stack)]
     return [(*_widths(m, text), None) for m in found if m is not None]
 
 
@@ -191,9 +193,7 @@ def encoder_layers(model: Any) -> list[tuple[int, int, int, None]]:
         return []
     stack = max(stacks, key=lambda b: len(modules[b]))
     text = cache.text_config(model.config)
-    found = [
-        _attention(modules, f"{stack}.{i}", lambda p: not _inside(p, lay.cross)) for i in range(len(modules[stack]))
-    ]
+    found = [_attention(block, lambda p: not _inside(p, lay.cross)) for block in structure.in_blocks(modules, stack)]
     return [(*_widths(m, text), None) for m in found if m is not None]
 
 
@@ -201,11 +201,10 @@ def _inside(path: str, parents: set[str]) -> bool:
     return any((path + ".").startswith(c + ".") for c in parents)
 
 
-def _attention(modules: dict, block: str, keep: Any) -> Any:
-    """The attention module of one block that keep(path) accepts, the one that knows its heads where several nest."""
-    from pipeline.model import structure
-
-    found = [m for p, m in modules.items() if p.startswith(block + ".") and structure.is_attention(m) and keep(p)]
+def _attention(inside: list[tuple[str, Any]], keep: Any) -> Any:
+    """The attention module of one block (its modules inside, as structure.in_blocks gives them) that keep(path)
+    accepts, the one that knows its heads where several nest."""
+    found = [m for p, m in inside if structure.is_attention(m) and keep(p)]
     knows = [m for m in found if getattr(m, "num_heads", None) or getattr(m, "num_attention_heads", None)
              or getattr(m, "n_heads", None)]  # fmt: skip
     return (knows or found or [None])[0]

@@ -140,12 +140,12 @@ def tensor_parallel_check(config: Any, tp: int, name: str) -> None:
     """Megatron splits attention by heads: the degree must divide the query and the KV heads."""
     if tp < 1:
         raise PipelineError(f"--tp {tp}: a tensor-parallel degree is at least 1", model=name)
-    text = cache.text_config(config)
-    heads = getattr(text, "num_attention_heads", None)
-    kv = getattr(text, "num_key_value_heads", None) or heads
-    for label, value in (("attention heads", heads), ("key/value heads", kv)):
-        if isinstance(value, int) and value % tp:
-            raise PipelineError(f"--tp {tp} does not divide its {value} {label}", model=name)
+    for layer in cache.layer_configs(cache.text_config(config)):  # every layer's, where they differ (Gemma 4)
+        heads = getattr(layer, "num_attention_heads", None)
+        kv = getattr(layer, "num_key_value_heads", None) or heads
+        for label, value in (("attention heads", heads), ("key/value heads", kv)):
+            if isinstance(value, int) and value % tp:
+                raise PipelineError(f"--tp {tp} does not divide its {value} {label}", model=name)
 
 
 def largest(ok, high: int) -> int:

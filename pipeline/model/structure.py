@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +123,39 @@ def _sub_config_keys(config: Any) -> dict[int, str]:
     return keys
 
 
+# Each model's layout, computed once: a model's modules do not change after it is built (pipeline.cost.prefill's
+# shallow copy is a model of its own). Weak keys: a layout goes with its model.
+_LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def layout(model: torch.nn.Module) -> Layout:
+    """The towers, block lists and cross-attention modules of model (kept per model; not to be changed)."""
+    try:
+        return _LAYOUTS[model]
+    except (KeyError, TypeError):
+        pass
+    found = _layout(model)
+    try:
+        _LAYOUTS[model] = found
+    except TypeError:  # an object that cannot be weakly referenced: not kept
+        pass
+    return found
+
+
+def in_blocks(modules: dict[str, Any], stack: str) -> list[list[tuple[str, Any]]]:
+    """The modules under each block of the block list at path stack, as (path, module) in modules' order (the block
+    itself left out): one pass over modules, whatever the depth."""
+    out: list[list[tuple[str, Any]]] = [[] for _ in modules[stack]]
+    prefix = stack + "."
+    for path, module in modules.items():
+        if path.startswith(prefix):
+            index, dot, _ = path[len(prefix) :].partition(".")
+            if dot and index.isdigit() and int(index) < len(out):
+                out[int(index)].append((path, module))
+    return out
+
+
+def _layout(model: torch.nn.Module) -> Layout:
     from transformers import PretrainedConfig
 
     modules = dict(model.named_modules())
