@@ -33,7 +33,6 @@ def count(source: str, revision: str | None = None, name: str | None = None, all
     """Count SOURCE as the pipeline's stages would: download's checks and links, count, ties, bias."""
     from pipeline.core import params
     from pipeline.model import conventions, inventory, splits, tying
-    from pipeline.model.count import count_folder
     from pipeline.values import reader
     from pipeline.values.ties import value_evidence
 
@@ -44,7 +43,7 @@ def count(source: str, revision: str | None = None, name: str | None = None, all
     name = sources_named.checked_name(name or sources_named.default_name(source), "--name")
     spec = params.model_spec(name, entry)
     with sources_named.linked(spec, entry, source) as (folder, record):
-        counted = count_folder(spec, folder)
+        counted = sources_named.counted(spec, folder)
         inv, row = counted.inv, counted.row
         # the headers as read and the class as built, handed on: the meta model is the evidence's last user
         found = value_evidence(folder, inv, name, reader.CHUNK_ELEMENTS, spec.auto_class, counted.loaded, counted.built)

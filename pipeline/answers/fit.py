@@ -96,14 +96,13 @@ def counted_model(source: str, revision: str | None = None, name_given: str | No
     """SOURCE counted (any source hmp count takes), with what the cost answers need of it."""
     from pipeline.answers import source as named
     from pipeline.core import params
-    from pipeline.model.count import count_folder
 
     entry = named.entry_for(source, revision)
     shown = name_given or named.shown_name(source)
     name = named.checked_name(name_given or named.default_name(source), "--name")
     spec = params.model_spec(name, entry)
     with named.linked(spec, entry, source) as (folder, _record):
-        counted = count_folder(spec, folder)
+        counted = named.counted(spec, folder)
     return Model(name, shown, counted.inv, counted.row, counted.model, counted.config)
 
 

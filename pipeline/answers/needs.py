@@ -104,7 +104,7 @@ class Needs:
         sizes = scaling.sizes(context, self.window, self.scans)
         try:
             kernel = prefill.KERNEL if self.options.engine == "vllm" else prefill.ATTENTION  # its kernels: fused
-            runner = prefill.Runner(self.m.model, self.compute, self.causal, attention=kernel)
+            runner = prefill.runner(self.m.model, self.compute, self.causal, attention=kernel)
             self.runner = runner  # (its blocks run are what _beyond_cache reads)
             # the decoding step at every size for a model that scans (one token: cheap), else at the first only
             runs = [runner.measure(batch, n, step=i == 0 or self.scans) for i, n in enumerate(sizes)]

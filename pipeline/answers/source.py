@@ -4,10 +4,12 @@ conf/model/ reads as; the names it is shown and counted under; and the folder it
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,3 +167,32 @@ def _as_the_users(exc: PipelineError, folder: Path, entry: dict[str, Any]) -> Pi
     origin = Path(entry.get("path") or entry.get("config_path") or folder)
     origin = origin if origin.is_dir() else origin.parent
     return exc.reworded(message.replace(str(folder), str(origin)))
+
+
+# Counted models this process keeps (a server asked count, fit and flops of one config builds it once): by what a
+# count depends on, the model's entry and its folder's files (pipeline.core.memo.folder_state: the bytes of
+# config.json and the other small files). Only models without weight files: a checkpoint's count holds its open
+# headers, read again each time. A count of a built meta model is a few MB.
+KEPT_MODELS = 8
+_kept: collections.OrderedDict[str, Any] = collections.OrderedDict()
+_kept_lock = threading.Lock()
+
+
+def counted(spec: Any, folder: Path) -> Any:
+    """pipeline.model.count.count_folder(spec, folder), kept for the next question about the same files; the
+    answers read it and never change it."""
+    from pipeline.core import memo
+    from pipeline.model.count import count_folder
+
+    key = memo.digest(spec, memo.folder_state(folder))
+    with _kept_lock:
+        if key in _kept:
+            _kept.move_to_end(key)
+            return _kept[key]
+    found = count_folder(spec, folder)
+    if not found.loaded.fmt:
+        with _kept_lock:
+            _kept[key] = found
+            while len(_kept) > KEPT_MODELS:
+                _kept.popitem(last=False)
+    return found

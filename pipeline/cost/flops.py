@@ -244,24 +244,32 @@ def measured(model: Any, context: int, batch: int = 1) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     from pipeline.cost import prefill
-    from pipeline.model import moe
 
     _register_attention()
-    runner = prefill.Runner(model, "bfloat16", True, shallow=True, attention=FLOPS_ATTENTION)
+    runner = prefill.runner(model, "bfloat16", True, attention=FLOPS_ATTENTION, prepare=_routed)
+    if ("flops", context, batch) in runner.results:  # this size counted before (the model is kept: hmp serve)
+        return runner.results[("flops", context, batch)]
     fake = runner.model
-    modules = dict(fake.named_modules())
-    top_k = moe.settings(fake.config, moe.structure(fake), "model", modules)[1]
-    for path in moe.structure(fake).experts:
-        _route_exactly(modules[path], int(top_k or 1))
     ids, source = runner.ids(batch, context), runner.source(batch, context)
     inputs = {runner.source_input: source, "decoder_input_ids": ids} if runner.seq2seq else {"input_ids": ids}
     counter = FlopCounterMode(display=False)
     with runner.mode, counter, torch.no_grad():
         fake(**inputs, use_cache=False)
     total = int(counter.get_total_flops())
-    if runner.kept is None:
-        return total
-    return total + _unkept(model, type(fake).__name__, runner.kept, counter.get_flop_counts())
+    if runner.kept is not None:
+        total += _unkept(model, type(fake).__name__, runner.kept, counter.get_flop_counts())
+    runner.results[("flops", context, batch)] = total
+    return total
+
+
+def _routed(runner: Any) -> None:
+    """The fake copy's experts routed exactly (_route_exactly), once per runner."""
+    from pipeline.model import moe
+
+    fake, found = runner.model, moe.structure(runner.model)
+    top_k = moe.settings(fake.config, found, "model", modules := dict(fake.named_modules()))[1]
+    for path in found.experts:
+        _route_exactly(modules[path], int(top_k or 1))
 
 
 def _unkept(model: Any, root: str, kept: list[int], counts: dict) -> int:

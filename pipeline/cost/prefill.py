@@ -20,6 +20,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.cost.live import cache_bytes, live_bytes
+
 ATTENTION = "sdpa"  # transformers' default where the model supports it
 # A fused attention kernel as a serving engine runs it for every model (vLLM's FlashAttention, sinks included):
 # registered in transformers' AttentionInterface, it allocates the output and a float32 log-sum-exp per query row
@@ -81,6 +83,7 @@ class Runner:
         self.cache_argument = "cache" if "cache" in signature else "past_key_values"  # transformers 5.x renamed it
         self.held = {t.untyped_storage()._cdata for t in [*fake.parameters(), *fake.buffers()]}
         self._seen: dict[tuple[int, int], Measured] = {}
+        self.results: dict[tuple, Any] = {}  # what another use (cost.flops) worked out on it, by its own key
 
     def ids(self, batch: int, context: int) -> Any:
         """The prompt's token ids, made before any accounting starts (as the caller of generate holds them); an
@@ -132,7 +135,7 @@ class Runner:
                 with self.mode, live, torch.no_grad(), kernel_attention():
                     out = self.prefill(ids, source)
                     held = returned_cache(out)
-                    cache, prefill_peak = _cache_bytes(held), live.peak
+                    cache, prefill_peak = cache_bytes(held), live.peak
                     self.encoded = getattr(out, "encoder_last_hidden_state", None)
                     del out  # generate keeps the cache, the encoder's output and the next token, not the rest
                     live.peak = live.now
@@ -153,6 +156,27 @@ class Runner:
         except Exception:  # noqa: BLE001 - the prefill's figures stand; the plan says the step was not measured
             return None
         return live.peak
+
+
+# Runners kept per model (weak keys: they go with it), so the next plan of the same built model (another context,
+# batch or GPU) reuses its fake copy and the sizes already measured.
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def runner(model: Any, dtype: str, causal: bool, attention: str = ATTENTION, prepare: Any = None) -> Runner:
+    """Runner(model, dtype, causal, attention=attention) with its shallow copy, kept while model lives; prepare(runner)
+    runs once on a new one (a change to its fake copy that every run of that use wants)."""
+    key = (dtype, causal, attention, getattr(prepare, "__qualname__", None))
+    try:
+        kept = _RUNNERS.setdefault(model, {})
+    except TypeError:  # a model that cannot be weakly referenced: a runner of its own each time
+        kept = {}
+    if key not in kept:
+        made = Runner(model, dtype, causal, shallow=True, attention=attention)
+        if prepare is not None:
+            prepare(made)
+        kept[key] = made
+    return kept[key]
 
 
 def source_length(config: Any, context: int) -> int:
@@ -344,71 +368,6 @@ def tracker_peak(runner: Runner, batch: int, context: int) -> dict[str, int]:
         "parameters": device.get("PARAM", 0) + device.get("BUFFER", 0),
         "activations": device.get("ACT", 0),
     }
-
-
-def live_bytes(held: set[int]) -> Any:
-    """A dispatch mode that adds each new storage an operator returns and subtracts it when freed; the storages
-    in held (their ids) were there before and are not counted. Its .peak is the most live at once. (The mode's
-    class is made here, so that importing this module does not import torch.)"""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Live(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seen = set(held)
-            self.now = 0
-            self.peak = 0
-
-        def _free(self, key: int, size: int) -> None:
-            self.now -= size
-            self.seen.discard(key)
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            import torch
-
-            out = func(*args, **(kwargs or {}))
-            for t in torch.utils._pytree.tree_leaves(out):
-                if isinstance(t, torch.Tensor):
-                    storage = t.untyped_storage()
-                    key = storage._cdata
-                    if key not in self.seen:
-                        size = storage.nbytes()
-                        self.seen.add(key)
-                        self.now += size
-                        weakref.finalize(storage, self._free, key, size)
-            self.peak = max(self.peak, self.now)
-            return out
-
-    return Live()
-
-
-def _cache_bytes(cache: Any) -> int:
-    """Bytes of every distinct storage of floating-point values a returned cache object holds (keys, values, conv
-    and recurrent states; not its integer bookkeeping: lengths, a window's size as a tensor)."""
-    import torch
-
-    seen: set[int] = set()
-    total = 0
-    stack, visited = [cache], set()
-    while stack:
-        obj = stack.pop()
-        if obj is None or id(obj) in visited or isinstance(obj, (str, bytes, int, float, bool)):
-            continue
-        visited.add(id(obj))
-        if isinstance(obj, torch.Tensor):
-            if not obj.is_floating_point():
-                continue
-            storage = obj.untyped_storage()
-            if storage._cdata not in seen:
-                seen.add(storage._cdata)
-                total += storage.nbytes()
-        elif isinstance(obj, dict):
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple)):
-            stack.extend(obj)
-        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-            stack.extend(v for k, v in vars(obj).items() if k != "config")
-    return total
 
 
 def first_line(exc: BaseException) -> str:

@@ -22,6 +22,7 @@ import copy
 from typing import Any
 
 from pipeline.cost import prefill
+from pipeline.cost.live import live_bytes
 
 
 def step_peak(model: Any, batch: int, context: int, train: str, lora: tuple[list[str], int] | None,
@@ -57,7 +58,7 @@ def step_peak(model: Any, batch: int, context: int, train: str, lora: tuple[list
             ids = torch.zeros((batch, context), dtype=torch.long)
         held = [*fake.parameters(), *fake.buffers(), ids]
         held += [t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
-        live = prefill.live_bytes({t.untyped_storage()._cdata for t in held})
+        live = live_bytes({t.untyped_storage()._cdata for t in held})
         with mode, live, torch.autocast("cpu", dtype=torch.bfloat16), prefill.kernel_attention():
             loss = fake(input_ids=ids, labels=ids, use_cache=False).loss
             loss.backward()
