@@ -69,11 +69,10 @@ class Answers:
             raise Refused(400, f"the body nests deeper than {MAX_DEPTH} levels: not a config.json")
         if client_path:
             given = Path(client_path)
-            parts = [given.parent.name or "model", "config.json"] if given.name == "config.json" else [given.name]
-        else:
-            name = config.get("_name_or_path") or config.get("model_type") or "config"
-            parts = [f"{str(name).split('/')[-1]}.json"]
-        parts = [_safe(p) for p in parts]
+            parts = [_safe(given.parent.name), "config.json"] if given.name == "config.json" else [_json(given.stem)]
+        else:  # a repository's own name, as _name_or_path gives it ('org/name', '/a/folder/', '.'), else its type
+            named = str(config.get("_name_or_path") or "").replace("\\", "/").rstrip("/").rpartition("/")[2]
+            parts = [_json(named.strip(". ") or str(config.get("model_type") or "config"))]
         folder = self.posted_dir / hashlib.sha256(body).hexdigest()[:32]
         path = folder.joinpath(*parts)
         if not path.exists():
@@ -164,8 +163,13 @@ class Answers:
 
 
 def _safe(part: str) -> str:
-    """One file or folder name, made safe: no separator, no leading dot, at most 100 characters."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", part).lstrip(".-")[:100] or "config.json"
+    """One folder name, made safe: no separator, no leading dot, at most 100 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", part).lstrip(".-")[:100] or "model"
+
+
+def _json(stem: str) -> str:
+    """A file name for a posted config.json: stem made safe, then .json (the suffix that says what it holds)."""
+    return (re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-")[:95] or "config") + ".json"
 
 
 def _depth(value: Any, level: int = 0) -> int:

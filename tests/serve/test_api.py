@@ -78,6 +78,20 @@ def test_a_posted_config_and_the_text_form(server):
 
 
 @pytest.mark.parametrize(
+    "name_or_path, shown",
+    [("openai-community/gpt2", "gpt2"), ("/content/drive/Modelos/gpt2-spanish/", "gpt2-spanish"), (".", "gpt2"),
+     ("tmp/", "tmp"), ("output a/b c/", "b-c"), ("", "gpt2"), ("..", "gpt2"), ("C:\\models\\mine", "mine")],
+)  # fmt: skip
+def test_a_posted_config_is_named_by_its_name_or_path_whatever_its_form(server, name_or_path, shown):
+    """Published files carry _name_or_path as their trainer left it: a Hub id, a folder with a trailing slash, '.'
+    (the corpus has each); the model is named after its last part, else its model_type."""
+    config = json.loads(GPT2.read_text()) | {"_name_or_path": name_or_path}
+    status, r = server.json("/api/count", json.dumps(config).encode())
+    assert status == 200 and r["summary"]["total"] == 124_439_808, r
+    assert r["model"] == shown
+
+
+@pytest.mark.parametrize(
     "body, query, status, words",
     [
         (b"{not json", {}, 400, "not a JSON document"),
