@@ -172,8 +172,8 @@ def _as_the_users(exc: PipelineError, folder: Path, entry: dict[str, Any]) -> Pi
 # Counted models this process keeps (a server asked count, fit and flops of one config builds it once): by what a
 # count depends on, the model's entry and its folder's files (pipeline.core.memo.folder_state: the bytes of
 # config.json and the other small files). Only models without weight files: a checkpoint's count holds its open
-# headers, read again each time. A count of a built meta model is a few MB.
-KEPT_MODELS = 8
+# headers, read again each time. A count of a built meta model is a few MB and some 100,000 Python objects.
+KEPT_MODELS = 4
 _kept: collections.OrderedDict[str, Any] = collections.OrderedDict()
 _kept_lock = threading.Lock()
 

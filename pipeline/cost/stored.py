@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,17 +88,25 @@ def _quantization_config(config: Any) -> dict:
     return {}
 
 
-def _excluded(name: str, skip: list[str]) -> bool:
-    """Does a modules_to_not_convert entry (a module path, a tail of one, or a glob) name this parameter's
-    module?"""
-    module = name.rpartition(".")[0]
-    for key in skip:
-        key = key.removeprefix("re:")
-        if module == key or module.endswith("." + key) or module.startswith(key + "."):
-            return True
-        if any(c in key for c in "*?[") and (fnmatch.fnmatch(module, key) or fnmatch.fnmatch(module, key + ".*")):
-            return True
-    return False
+def _excluder(skip: list[str]) -> Any:
+    """A test of a parameter's name: does a modules_to_not_convert entry (a module path, a tail or a head of one at
+    a dot, or a glob) name its module? Worked out once per module (an NVFP4 checkpoint lists hundreds of them)."""
+    keys = [key.removeprefix("re:") for key in skip]
+    plain = set(keys)  # every entry as a path, a glob's too
+    globs = [fnmatch.translate(k) for key in keys if any(c in key for c in "*?[") for k in (key, key + ".*")]
+    glob = re.compile("|".join(f"(?:{g})" for g in globs)) if globs else None  # fnmatch's own translation
+    seen: dict[str, bool] = {}
+
+    def excluded(name: str) -> bool:
+        module = name.rpartition(".")[0]
+        if module not in seen:
+            parts = module.split(".")
+            heads_and_tails = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+            heads_and_tails |= {".".join(parts[i:]) for i in range(1, len(parts))}
+            seen[module] = not plain.isdisjoint(heads_and_tails) or bool(glob and glob.match(module))
+        return seen[module]
+
+    return excluded
 
 
 def _quantized(params: pd.DataFrame, quant: dict, default: str) -> Stored | None:
@@ -114,7 +123,7 @@ def _quantized(params: pd.DataFrame, quant: dict, default: str) -> Stored | None
     eligible = (params["role"] == "matrix") & ~params["component"].isin(kept)
     if experts_only:
         eligible &= params["component"] == "experts"
-    eligible &= ~params["name"].map(lambda n: _excluded(n, skip))
+    eligible &= ~params["name"].map(_excluder(skip))
     per = DTYPE_BYTES[default]
     stored = pd.Series(
         [
