@@ -4,6 +4,7 @@ no init, no remote code), recording what the model reads from its config while i
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -298,7 +299,7 @@ def build_meta_reading(
     with _BUILD_LOCK:
         PretrainedConfig.__getattribute__ = recording
         try:
-            with torch.device("meta"):
+            with torch.device("meta"), _initialisers_skipped():
                 model = cls._from_config(config)
         except Exception as exc:  # transformers' boundary: an impossible config raises many types
             raise PipelineError(
@@ -307,3 +308,33 @@ def build_meta_reading(
         finally:
             PretrainedConfig.__getattribute__ = original
     return model, frozenset(read)
+
+
+@contextlib.contextmanager
+def _initialisers_skipped() -> Any:
+    """torch's weight initialisers (those transformers' own no_init_weights silences for from_pretrained: its
+    TORCH_INIT_FUNCTIONS in its TORCH_MODULES_TO_PATCH) as no-ops that return their tensor, while a model is built
+    on the meta device: no value is made there, and nn.Linear's reset_parameters alone was a quarter of a count.
+    transformers' own tying (post_init's tie_weights) runs as it always does."""
+    import sys
+
+    try:
+        from transformers.initialization import TORCH_INIT_FUNCTIONS, TORCH_MODULES_TO_PATCH
+    except ImportError:  # a transformers without them: the initialisers run, as they did
+        yield
+        return
+
+    def untouched(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+        return tensor
+
+    originals = []
+    try:
+        for module in (sys.modules.get(m) for m in TORCH_MODULES_TO_PATCH):
+            for name in TORCH_INIT_FUNCTIONS if module is not None else ():
+                if hasattr(module, name):
+                    originals.append((module, name, getattr(module, name)))
+                    setattr(module, name, untouched)
+        yield
+    finally:
+        for module, name, function in originals:
+            setattr(module, name, function)

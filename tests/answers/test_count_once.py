@@ -3,28 +3,14 @@ on the meta device once, and parses each header once, handing them on to the tie
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from pipeline import formats
 from pipeline.answers import count
 from pipeline.formats import safetensors_file
 from pipeline.model import build
+from tests.support.calls import counting
 from tests.support.checkpoints import tiny_checkpoint
-
-
-def _counting(monkeypatch, module, name: str) -> list:
-    calls: list = []
-    real = getattr(module, name)
-
-    @functools.wraps(real)
-    def wrapper(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, wrapper)
-    return calls
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied: the course's check loads it", "untied: streamed"])
@@ -33,9 +19,9 @@ def test_a_folder_is_resolved_built_and_read_once(tmp_path, monkeypatch, tied):
     folder = tiny_checkpoint(tmp_path / "tiny", tied=tied, shards=shards)
     safetensors_file.forget()
     before = safetensors_file.parses
-    resolved = _counting(monkeypatch, build, "model_class")
-    built = _counting(monkeypatch, build, "build_meta_reading")
-    loads = _counting(monkeypatch, formats, "load")
+    resolved = counting(monkeypatch, build, "model_class")
+    built = counting(monkeypatch, build, "build_meta_reading")
+    loads = counting(monkeypatch, formats, "load")
 
     got = count.count(str(folder))
 

@@ -5,7 +5,6 @@ the corpus gets a plan and a FLOPs answer or its one line, never a crash (issue 
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -16,11 +15,17 @@ from pipeline.answers import source as sources
 from pipeline.core.errors import PipelineError
 from pipeline.cost import prefill
 from pipeline.model import build
+from tests.support.calls import counting
 
 CORPUS = Path(__file__).parents[1] / "support" / "config_corpus"
 FILES = sorted(p for p in CORPUS.glob("*.json") if p.name != "SOURCES.json")
-QUESTIONS = [("count", []), ("fit", [("context", "32")]), ("flops", [("context", "32")]),
-             ("fit", [("context", "16"), ("batch", "3")]), ("fit", [("context", "32"), ("gpu-memory", "1GB")])]  # fmt: skip
+QUESTIONS = [
+    ("count", []),
+    ("fit", [("context", "32")]),
+    ("flops", [("context", "32")]),
+    ("fit", [("context", "16"), ("batch", "3")]),
+    ("fit", [("context", "32"), ("gpu-memory", "1GB")]),
+]
 
 
 def _answer(question: str, path: Path, query: list[tuple[str, str]]) -> str:
@@ -28,19 +33,6 @@ def _answer(question: str, path: Path, query: list[tuple[str, str]]) -> str:
         return json.dumps(arguments.answer(question, arguments.from_query(question, str(path), query)))
     except PipelineError as exc:
         return f"refused: {exc}"
-
-
-def _counting(monkeypatch, owner, name: str) -> list:
-    calls: list = []
-    real = getattr(owner, name)
-
-    @functools.wraps(real)
-    def wrapper(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapper)
-    return calls
 
 
 def test_every_published_config_is_planned_and_counted_in_flops_or_refused_in_one_line():
@@ -74,8 +66,8 @@ def test_count_fit_and_flops_of_one_config_build_it_once_and_fake_it_once(monkey
     path = tmp_path / "config.json"
     config = json.loads((CORPUS / "meta-llama--Llama-3.1-8B.json").read_text()) | {"num_hidden_layers": 5}
     path.write_text(json.dumps(config))
-    built = _counting(monkeypatch, build, "build_meta_reading")
-    runners = _counting(monkeypatch, prefill.Runner, "__init__")
+    built = counting(monkeypatch, build, "build_meta_reading")
+    runners = counting(monkeypatch, prefill.Runner, "__init__")
     first = [_answer(q, path, query) for q, query in QUESTIONS]
     assert len(built) == 1, f"built {len(built)} times"
     assert len(runners) == 2, "one runner for the plans (sdpa), one for FlopCounterMode"
