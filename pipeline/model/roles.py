@@ -170,6 +170,7 @@ class Placer:
             target = self.input_ids if is_embedding(found) else self.front_ids
             target.update(id(p) for p in found.parameters())
         self._positions: dict[int, set[int]] = {}
+        self._in_blocks: dict[str, str] = {}  # _in_block by module path (a weight and its bias share it)
 
     def _position_sizes(self, path: str) -> set[int]:
         """Row counts of a position table in this tower: every *position* size of the config it reads."""
@@ -210,7 +211,9 @@ class Placer:
             return "attention"
         blocks, index = self.lay.block_of(path)
         if blocks is not None:
-            return self._in_block(module, path, f"{blocks}.{index}")
+            if path not in self._in_blocks:
+                self._in_blocks[path] = self._in_block(module, path, f"{blocks}.{index}")
+            return self._in_blocks[path]
         if pid in self.front_ids:
             return "input_projection"
         if is_embedding(module):

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import weakref
 from dataclasses import dataclass, field
@@ -195,8 +196,13 @@ def _layout(model: torch.nn.Module) -> Layout:
 
 
 def is_attention(module: Any) -> bool:
-    name = own_name(type(module))
-    return bool(ATTENTION_CLASS.search(name)) and not is_mixer_class(type(module)) and not LAYER_CLASS.search(name)
+    return _attention_class(type(module))
+
+
+@functools.cache
+def _attention_class(cls: type) -> bool:
+    name = own_name(cls)
+    return bool(ATTENTION_CLASS.search(name)) and not is_mixer_class(cls) and not LAYER_CLASS.search(name)
 
 
 # RWKV's time mixing is typed RwkvSelfAttention: its family's name is what makes it a mixer
@@ -205,6 +211,7 @@ RWKV_MIXER = re.compile(r"^Rwkv\w*Attention$")
 FAMILY_LAYER = ("", "Layer", "Block", "Mixer")
 
 
+@functools.cache  # a class's name and its modeling module's families do not change (sys.modules holds it)
 def is_mixer_class(cls: type) -> bool:
     """A state-space or recurrent mixer's class, by its name without its model family's prefix: GptOssMLP is an
     MLP (not 'SSM'), RecurrentGemmaAttention is attention and RecurrentGemmaRglru a mixer; in a family that is
