@@ -21,7 +21,6 @@ it holds, never from a name pattern:
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -214,17 +213,10 @@ def generating_stack(model: torch.nn.Module) -> tuple[Any, dict[str, Any], str |
     return lay, modules, max(stacks, key=lambda b: len(modules[b])) if stacks else None
 
 
-# Each model's layers, worked out once per (config, causal): a plan's way forward asks again for every option
-_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def layers(model: torch.nn.Module, config: Any, causal: bool) -> list[Layer]:
-    """One Layer per block of the generating stack; [] for a model that generates nothing."""
-    try:
-        kept = _LAYERS.setdefault(model, {})
-    except TypeError:  # an object that cannot be weakly referenced
-        kept = {}
-    key = (id(config), causal)
+    """One Layer per block of the generating stack; [] for a model that generates nothing. Kept per model, config
+    and causal (structure.kept): a plan's way forward asks again for every option."""
+    kept, key = structure.kept(model), ("cache layers", id(config), causal)
     if key not in kept:
         kept[key] = (config, _layers(model, config, causal))  # the config held: its id stays its own
     return list(kept[key][1])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,19 +157,14 @@ class Runner:
         return live.peak
 
 
-# Runners kept per model (weak keys: they go with it), so the next plan of the same built model (another context,
-# batch or GPU) reuses its fake copy and the sizes already measured.
-_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def runner(model: Any, dtype: str, causal: bool, attention: str = ATTENTION, prepare: Any = None) -> Runner:
-    """Runner(model, dtype, causal, attention=attention) with its shallow copy, kept while model lives; prepare(runner)
-    runs once on a new one (a change to its fake copy that every run of that use wants)."""
-    key = (dtype, causal, attention, getattr(prepare, "__qualname__", None))
-    try:
-        kept = _RUNNERS.setdefault(model, {})
-    except TypeError:  # a model that cannot be weakly referenced: a runner of its own each time
-        kept = {}
+    """Runner(model, dtype, causal, attention=attention) with its shallow copy, kept while model lives
+    (structure.kept), so the next plan of the same built model reuses its fake copy and the sizes already measured;
+    prepare(runner) runs once on a new one (a change to its fake copy that every run of that use wants)."""
+    from pipeline.model import structure
+
+    kept = structure.kept(model)
+    key = ("runner", dtype, causal, attention, getattr(prepare, "__qualname__", None))
     if key not in kept:
         made = Runner(model, dtype, causal, shallow=True, attention=attention)
         if prepare is not None:

@@ -124,23 +124,27 @@ def _sub_config_keys(config: Any) -> dict[int, str]:
     return keys
 
 
-# Each model's layout, computed once: a model's modules do not change after it is built (pipeline.cost.prefill's
-# shallow copy is a model of its own). Weak keys: a layout goes with its model.
-_LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# What is worked out once per built model (its layout here; its cache layers and fake-tensor runners in
+# pipeline.cost): a model's modules do not change after it is built (pipeline.cost.prefill's shallow copy is a model
+# of its own). Weak keys: it goes with its model.
+_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def kept(model: Any) -> dict[Any, Any]:
+    """The dict of what this process keeps for model, each use under a key of its own; a fresh one each time for an
+    object that cannot be weakly referenced."""
+    try:
+        return _KEPT.setdefault(model, {})
+    except TypeError:
+        return {}
 
 
 def layout(model: torch.nn.Module) -> Layout:
     """The towers, block lists and cross-attention modules of model (kept per model; not to be changed)."""
-    try:
-        return _LAYOUTS[model]
-    except (KeyError, TypeError):
-        pass
-    found = _layout(model)
-    try:
-        _LAYOUTS[model] = found
-    except TypeError:  # an object that cannot be weakly referenced: not kept
-        pass
-    return found
+    found = kept(model)
+    if "layout" not in found:
+        found["layout"] = _layout(model)
+    return found["layout"]
 
 
 def in_blocks(modules: dict[str, Any], stack: str) -> list[list[tuple[str, Any]]]:
